@@ -1,0 +1,1 @@
+"""The ``eventgw`` command line: configures logging, owns signals, wires services."""

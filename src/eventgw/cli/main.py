@@ -1,0 +1,126 @@
+"""``eventgw``: one subcommand per component, plus the local stack and tools.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from eventgw.cli import logs
+from eventgw.config.settings import EventGwSettings, load_settings
+from eventgw.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+NOT_YET = {
+    "orchestrator": "the orchestrator (read path) is not built yet: see issue #3",
+    "processor": "processor workers are not built yet: see issue #3",
+    "dlq": "the DLQ tools need the orchestrator: see issue #3",
+    "replay": "replay of retry/DLQ topics needs the orchestrator: see issue #3",
+}
+
+
+def _settings(args: argparse.Namespace) -> EventGwSettings:
+    settings = load_settings(args.settings)
+    logs.configure(
+        args.log_level or settings.observability.log_level, settings.observability.log_format
+    )
+    return settings
+
+
+def _cmd_service(args: argparse.Namespace) -> int:
+    from eventgw.cli.runner import run
+
+    settings = _settings(args)
+    if args.command == "ingest":
+        from eventgw.ingest.service import IngestService
+
+        return run([IngestService(settings)])
+    if args.command == "publisher":
+        from eventgw.publisher.service import PublisherService
+
+        return run([PublisherService(settings)])
+    from eventgw.recovery.service import RecoveryService
+
+    return run([RecoveryService(settings)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="eventgw", description=__doc__)
+    parser.add_argument(
+        "--settings", type=_path, help="TOML settings file (or EVENTGW_SETTINGS_FILE)"
+    )
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole stack locally, Kafka included")
+    up.add_argument("--no-kafka", action="store_true", help="use already running clusters")
+
+    for name, text in (
+        ("ingest", "run the ingest service (HTTP + gRPC)"),
+        ("publisher", "run the prep publisher"),
+        ("failed-writes", "run the failed-writes processor"),
+    ):
+        sub.add_parser(name, help=text)
+
+    kafka = sub.add_parser("kafka", help="the local Apache Kafka clusters")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("--cluster", choices=["primary", "rollout", "all"], default="all")
+
+    topics = sub.add_parser("topics", help="create or list the eventgw topics")
+    topics.add_argument("action", choices=["create", "list"])
+    topics.add_argument("--cluster", choices=["primary", "rollout", "all"], default="all")
+
+    send = sub.add_parser("send", help="POST events to the ingest HTTP API")
+    send.add_argument("--url", default=None, help="default: http://<ingest http_host:port>")
+    send.add_argument("--company", default="acme")
+    send.add_argument("--source", default="cli")
+    send.add_argument("--statistic-key", default="")
+    send.add_argument("--payload", default='{"hello":"world"}', help="JSON text")
+    send.add_argument("--count", type=int, default=1)
+    send.add_argument("--api-key", default=None)
+
+    sub.add_parser("status", help="health and counters of the local components")
+    for name, text in NOT_YET.items():
+        sub.add_parser(name, help=f"(not built yet) {text}")
+    return parser
+
+
+def _path(text: str) -> object:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``eventgw`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in NOT_YET:
+            print(f"eventgw {args.command}: {NOT_YET[args.command]}", file=sys.stderr)
+            return 2
+        if args.command in ("ingest", "publisher", "failed-writes"):
+            return _cmd_service(args)
+        from eventgw.cli import tools
+
+        settings = _settings(args)
+        handler = {
+            "up": tools.cmd_up,
+            "kafka": tools.cmd_kafka,
+            "topics": tools.cmd_topics,
+            "send": tools.cmd_send,
+            "status": tools.cmd_status,
+        }[args.command]
+        return handler(args, settings)
+    except ConfigError as exc:
+        print(f"eventgw: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

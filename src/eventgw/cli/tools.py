@@ -1,0 +1,262 @@
+"""Synchronous CLI commands: the local stack (``up``), Kafka, topics, send, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from eventgw.kafka.admin import TopicSpec, ensure_topics, list_topics
+from eventgw.kafka.local_broker import (
+    LocalBroker,
+    default_home,
+    default_spec,
+    ensure_kafka_jars,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+    from eventgw.config.settings import EventGwSettings
+
+
+def _clusters(which: str) -> list[str]:
+    return ["primary", "rollout"] if which == "all" else [which]
+
+
+def _brokers(which: str) -> list[LocalBroker]:
+    home = default_home()
+    libs = ensure_kafka_jars(home)
+    return [LocalBroker(default_spec(name, home), libs) for name in _clusters(which)]
+
+
+def cmd_kafka(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    """``eventgw kafka start|stop|status``."""
+    for broker in _brokers(args.cluster):
+        if args.action == "start":
+            started = time.monotonic()
+            broker.start()
+            print(
+                f"kafka {broker.spec.name}: ready on {broker.bootstrap} "
+                f"({time.monotonic() - started:.1f}s)"
+            )
+        elif args.action == "stop":
+            broker.stop()
+            print(f"kafka {broker.spec.name}: stopped")
+        else:
+            print(json.dumps(broker.status()))
+    return 0
+
+
+def _bootstraps(settings: EventGwSettings, which: str) -> dict[str, str]:
+    k = settings.kafka
+    out = {"primary": k.primary.bootstrap_servers}
+    if k.rollout is not None:
+        out["rollout"] = k.rollout.bootstrap_servers
+    if k.fallback is not None:
+        out["fallback"] = k.fallback.bootstrap_servers
+    return out if which == "all" else {which: out[which]}
+
+
+def create_topics(settings: EventGwSettings, which: str = "all") -> dict[str, list[str]]:
+    """Create every SYSTEM.md 2.3 topic on the chosen clusters (idempotent)."""
+    t = settings.topics
+    specs = [TopicSpec(name, t.partitions) for name in t.all_topics()]
+    return {
+        cluster: ensure_topics(bootstrap, specs)
+        for cluster, bootstrap in _bootstraps(settings, which).items()
+    }
+
+
+def cmd_topics(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    """``eventgw topics create|list``."""
+    if args.action == "create":
+        for cluster, created in create_topics(settings, args.cluster).items():
+            print(
+                f"{cluster}: created {len(created)} topics"
+                + (f": {', '.join(created)}" if created else " (all existed)")
+            )
+    else:
+        for cluster, bootstrap in _bootstraps(settings, args.cluster).items():
+            for name in sorted(list_topics(bootstrap)):
+                print(f"{cluster}\t{name}")
+    return 0
+
+
+def _http_json(
+    url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, Any]:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url}")
+    req = urllib.request.Request(  # noqa: S310  (scheme checked above)
+        url, data=body, headers=headers or {}, method="POST" if body else "GET"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def cmd_send(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    """``eventgw send``: POST ``--count`` events and print the answer."""
+    s = settings.ingest
+    url = args.url or f"http://{s.http_host}:{s.http_port}/v1/events"
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        print(f"--payload is not JSON: {exc}", file=sys.stderr)
+        return 2
+    event = {"company_id": args.company, "source_name": args.source, "payload": payload}
+    if args.statistic_key:
+        event["statistic_key"] = args.statistic_key
+    body = json.dumps({"events": [event] * args.count}).encode()
+    headers = {"content-type": "application/json"}
+    if args.api_key:
+        headers["authorization"] = f"Bearer {args.api_key}"
+    status, doc = _http_json(url, body, headers)
+    print(json.dumps({"status": status, "body": doc}, indent=2))
+    return 0 if status == 202 else 1
+
+
+def _endpoints(settings: EventGwSettings) -> dict[str, str]:
+    return {
+        "ingest": f"http://{settings.ingest.http_host}:{settings.ingest.http_port}",
+        "publisher": f"http://{settings.publisher.grpc_host}:{settings.publisher.metrics_port}",
+        "failed-writes": f"http://127.0.0.1:{settings.recovery.metrics_port}",
+    }
+
+
+def _metric_sums(text: str, prefix: str) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name_labels, _, value = line.rpartition(" ")
+            try:
+                sums[name_labels] = float(value)
+            except ValueError:
+                continue
+    return sums
+
+
+def cmd_status(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    """``eventgw status``: readiness of each component and its event counters."""
+    worst = 0
+    for name, base in _endpoints(settings).items():
+        try:
+            code, _ = _http_json(base + "/readyz", timeout=2)
+            _, metrics = _http_json(base + "/metrics", timeout=2)
+        except OSError as exc:
+            print(f"{name:14} DOWN ({exc})")
+            worst = 1
+            continue
+        print(f"{name:14} {'ready' if code == 200 else 'NOT READY'}  {base}")
+        worst = worst or (0 if code == 200 else 1)
+        if isinstance(metrics, str):
+            for key, value in _metric_sums(metrics, "eventgw_").items():
+                if key.split("{")[0].endswith(("_total", "_objects", "_events")):
+                    print(f"    {key} {value:g}")
+    return worst
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} during start-up")
+        try:
+            if _http_json(url, timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    """``eventgw up``: Kafka (both clusters), topics, publisher, failed-writes, ingest."""
+    started_brokers: list[LocalBroker] = []
+    if not args.no_kafka:
+        print("eventgw up: fetching Apache Kafka (first run only) and starting it ...", flush=True)
+        for broker in _brokers("all"):
+            if not broker.is_running():
+                broker.start()
+                started_brokers.append(broker)
+            print(f"  kafka {broker.spec.name}: {broker.bootstrap}", flush=True)
+    create_topics(settings)
+    base = [sys.executable, "-m", "eventgw.cli.main"]
+    if args.settings:
+        base += ["--settings", str(args.settings)]
+    if args.log_level:
+        base += ["--log-level", args.log_level]
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    try:
+        eps = _endpoints(settings)
+        for name, ready_url in (
+            (
+                "publisher",
+                f"http://{settings.publisher.grpc_host}:{settings.publisher.liveness_port}/readyz",
+            ),
+            ("failed-writes", eps["failed-writes"] + "/readyz"),
+            ("ingest", eps["ingest"] + "/readyz"),
+        ):
+            proc = subprocess.Popen([*base, name], env=os.environ.copy())
+            children.append(proc)
+            _wait_ready(ready_url, proc, 90)
+        s = settings.ingest
+        print(
+            "\neventgw is up.\n"
+            f"  ingest HTTP  http://{s.http_host}:{s.http_port}/v1/events"
+            f"   gRPC {s.grpc_host}:{s.grpc_port}\n"
+            f"  publisher    gRPC {settings.publisher.grpc_host}:{settings.publisher.grpc_port}"
+            f"   metrics :{settings.publisher.metrics_port}\n"
+            f"  try: curl -s -XPOST {s.http_host}:{s.http_port}/v1/events "
+            "-H 'content-type: application/json' "
+            '-d \'{"company_id":"acme","source_name":"api","payload":{"x":1}}\'\n'
+            "  Ctrl-C stops everything this command started.",
+            flush=True,
+        )
+        while not stopping:
+            for proc in children:
+                if proc.poll() is not None:
+                    print(
+                        f"eventgw up: {proc.args[-1]} exited with {proc.returncode}",
+                        file=sys.stderr,
+                    )
+                    stopping = True
+                    code = 1
+            time.sleep(0.5)
+    except RuntimeError as exc:
+        print(f"eventgw up: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        for proc in reversed(children):  # upstream (ingest) first
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(45)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for broker in started_brokers:
+            broker.stop()
+    return code

@@ -1,0 +1,1 @@
+"""Settings models (validated once at start-up) and the hot-reloaded dynamic config."""

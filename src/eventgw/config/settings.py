@@ -1,0 +1,261 @@
+"""Static settings: one frozen model per service plus the shared Kafka/topic/backup models.
+
+Sources, highest precedence first: environment variables (prefix ``EVENTGW_``, nested with
+``__``, e.g. ``EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS``), then the TOML file named by
+``EVENTGW_SETTINGS_FILE`` (same section names), then the defaults below. Only
+`load_settings` reads the environment; everything else receives its model from the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from eventgw.core.envelope import Priority
+from eventgw.core.errors import ConfigError
+
+Environment = Literal["development", "staging", "production"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaClusterSettings(_Frozen):
+    """How to reach one Kafka cluster."""
+
+    bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port...]")
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    client_overrides: dict[str, str] = Field(
+        default_factory=dict, description="raw librdkafka properties merged last"
+    )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaClusterSettings:
+        if self.security_protocol == "SASL_SSL" and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError("SASL_SSL needs sasl_mechanism, sasl_username and sasl_password")
+        return self
+
+
+class KafkaSettings(_Frozen):
+    """The clusters eventgw talks to."""
+
+    primary: KafkaClusterSettings = KafkaClusterSettings(bootstrap_servers="127.0.0.1:9092")
+    rollout: KafkaClusterSettings | None = KafkaClusterSettings(bootstrap_servers="127.0.0.1:9094")
+    fallback: KafkaClusterSettings | None = Field(
+        default=None, description="cluster for the failed-writes topic; primary when unset"
+    )
+    active_cluster_fleet: str = Field(
+        default="default", description="which fleet of clusters is live during a migration"
+    )
+
+
+class TopicSettings(_Frozen):
+    """Topic names (SYSTEM.md 2.3). In staging each must contain 'staging'."""
+
+    p30: str = "events.public.p30-events-express-v1"
+    p20: str = "events.public.p20-events-express-v1"
+    p10: str = "events.public.p10-events-express-v1"
+    offload: str = "events.private.offload-v1"
+    retry_60s: str = "events.public.events-express-v1-retry-60s"
+    retry_120s: str = "events.public.events-express-v1-retry-120s"
+    retry_240s: str = "events.public.events-express-v1-retry-240s"
+    retry_480s: str = "events.public.events-express-v1-retry-480s"
+    dlq: str = "events.public.events-express-v1-dlq"
+    flow_control: str = "events.private.flow-control-v1"
+    response: str = "events.private.response-v1"
+    failed_writes: str = "events.private.failed-writes-v1"
+    partitions: int = Field(default=3, ge=1, le=10_000)
+
+    def lane_topic(self, lane: str) -> str:
+        """Topic of a lane name (``p30``, ``p20``, ``p10``, ``offload``)."""
+        return str(getattr(self, lane))
+
+    def all_topics(self) -> list[str]:
+        """Every topic name, in SYSTEM.md order."""
+        return [v for k, v in self.model_dump().items() if k != "partitions"]
+
+
+class BackupSettings(_Frozen):
+    """The last-resort store for events neither their topic nor failed-writes took."""
+
+    s3_bucket: str | None = None
+    s3_prefix: str = "eventgw/backup/"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    spool_dir: Path = Path(".eventgw/spool")
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+
+
+class ObservabilitySettings(_Frozen):
+    """Logging and metrics sinks."""
+
+    log_format: Literal["json", "console"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    statsd_host: str | None = None
+    statsd_port: int = 8125
+    statsd_root: str = "eventgw"
+
+
+class ClassRuleSettings(_Frozen):
+    """One static classifier rule (first match wins); fields may be glob patterns."""
+
+    priority: Priority
+    source_name: str | None = None
+    statistic_key: str | None = None
+    company_id: str | None = None
+
+
+class LaneTuning(_Frozen):
+    """Producer tuning of one lane."""
+
+    linger_ms: int = Field(ge=0, le=10_000)
+    batch_size: int = Field(ge=1024, le=64 << 20)
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
+    delivery_timeout_ms: int = Field(default=30_000, ge=1000, le=600_000)
+
+
+def _default_tuning() -> dict[str, LaneTuning]:
+    return {
+        "p30": LaneTuning(linger_ms=1, batch_size=128 << 10, delivery_timeout_ms=10_000),
+        "p20": LaneTuning(linger_ms=5, batch_size=512 << 10),
+        "p10": LaneTuning(linger_ms=20, batch_size=1 << 20, compression="lz4"),
+        "offload": LaneTuning(linger_ms=20, batch_size=1 << 20, compression="lz4"),
+        "failed_writes": LaneTuning(linger_ms=5, batch_size=512 << 10),
+    }
+
+
+class IngestSettings(_Frozen):
+    """Ingest service (SYSTEM.md 2.1)."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50050, ge=0, le=65535)
+    publisher_target: str = Field(
+        default="127.0.0.1:50051", description="prep publisher gRPC host:port"
+    )
+    publish_timeout_s: float = Field(default=120.0, gt=0)
+    max_body_bytes: int = Field(default=4 << 20, ge=1024)
+    max_events_per_request: int = Field(default=1000, ge=1, le=100_000)
+    max_payload_bytes: int = Field(default=256 << 10, ge=16)
+    max_in_flight_requests: int = Field(default=256, ge=1)
+    api_keys: list[SecretStr] = Field(default_factory=list, description="empty: no auth")
+    default_class: Priority = Priority.P20
+    class_rules: list[ClassRuleSettings] = Field(default_factory=list)
+    dynamic_config_path: Path | None = None
+
+
+class PublisherSettings(_Frozen):
+    """Prep publisher (SYSTEM.md 2.2)."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    liveness_port: int = Field(default=50099, ge=0, le=65535)
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    rollout_producers_enabled: bool = False
+    lanes: dict[str, LaneTuning] = Field(default_factory=_default_tuning)
+    max_events_per_request: int = Field(default=10_000, ge=1)
+    dynamic_config_path: Path | None = None
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _all_lanes_tuned(self) -> PublisherSettings:
+        missing = {"p30", "p20", "p10", "offload", "failed_writes"} - set(self.lanes)
+        if missing:
+            raise ValueError(f"lanes is missing tuning for {sorted(missing)}")
+        return self
+
+
+class RecoverySettings(_Frozen):
+    """Failed-writes processor (SYSTEM.md 2.6)."""
+
+    metrics_port: int = Field(default=9104, ge=0, le=65535)
+    group_id: str = "eventgw-failed-writes"
+    backup_scan_interval_s: float = Field(default=5.0, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    delivery_timeout_ms: int = Field(default=30_000, ge=1000)
+    default_class: Priority = Priority.P20
+    class_rules: list[ClassRuleSettings] = Field(default_factory=list)
+
+
+class EventGwSettings(BaseSettings):
+    """Every static setting, validated at start-up. Sections mirror the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTGW_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    environment: Environment = "development"
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    backup: BackupSettings = BackupSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    ingest: IngestSettings = IngestSettings()
+    publisher: PublisherSettings = PublisherSettings()
+    recovery: RecoverySettings = RecoverySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables override the settings file (passed as init kwargs)."""
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _staging_names(self) -> EventGwSettings:
+        if self.environment != "staging":
+            return self
+        wrong = [
+            f"topics.{k}"
+            for k, v in self.topics.model_dump().items()
+            if isinstance(v, str) and "staging" not in v
+        ]
+        if self.backup.s3_bucket and "staging" not in self.backup.s3_bucket + self.backup.s3_prefix:
+            wrong.append("backup.s3_prefix")
+        if wrong:
+            raise ValueError(f"environment=staging but these do not contain 'staging': {wrong}")
+        return self
+
+
+def load_settings(path: Path | None = None) -> EventGwSettings:
+    """Load and validate settings; raises ConfigError naming the first bad field.
+
+    Args:
+        path: TOML settings file; defaults to ``$EVENTGW_SETTINGS_FILE`` when set.
+    """
+    env_file = os.environ.get("EVENTGW_SETTINGS_FILE")
+    file_path = path or (Path(env_file) if env_file else None)
+    data: dict[str, Any] = {}
+    if file_path is not None:
+        try:
+            data = tomllib.loads(file_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("settings_file", f"{file_path}: {exc}") from exc
+    try:
+        return EventGwSettings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise ConfigError(field, err["msg"]) from exc

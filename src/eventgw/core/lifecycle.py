@@ -1,0 +1,89 @@
+"""The Service protocol and `run_services`, which runs several services to a clean stop.
+
+Shutdown is a normal code path: the CLI turns SIGTERM/SIGINT into the ``stop`` event; every
+service then closes intake, drains in-flight work within its own deadline and returns.
+Services are started in the order given (downstream first) and each waits for its
+predecessor to be ready, so an upstream service never serves before what it feeds exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """A long-running component.
+
+    ``run`` opens its resources, sets ``ready`` once it is serving, and returns after it
+    has drained once ``stop`` is set. An exception ends every service of the group.
+    """
+
+    name: str
+
+    async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None: ...
+
+
+async def run_services(
+    services: Sequence[Service], stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Run ``services`` (downstream first) until ``stop``; sets ``ready`` when all are ready.
+
+    Stop order is the reverse of start order: each service gets its own stop event, set
+    only after every service started after it has returned (upstream stops first).
+    Raises:
+        ExceptionGroup: with the error of any service that failed; the others are stopped.
+    """
+    stops = [asyncio.Event() for _ in services]
+    readies = [asyncio.Event() for _ in services]
+    failed = asyncio.Event()
+
+    async def one(i: int, service: Service) -> None:
+        try:
+            await service.run(readies[i], stops[i])
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            readies[i].set()
+        logger.info("service.stopped name=%s", service.name)
+
+    async def shutdown() -> None:
+        stop_wait = asyncio.ensure_future(stop.wait())
+        fail_wait = asyncio.ensure_future(failed.wait())
+        try:
+            await asyncio.wait({stop_wait, fail_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            fail_wait.cancel()
+        for i in reversed(range(len(tasks))):
+            stops[i].set()
+            await asyncio.wait({tasks[i]})  # its own error, if any, surfaces via the group
+
+    tasks: list[asyncio.Task[None]] = []
+    async with asyncio.TaskGroup() as tg:
+        for i, service in enumerate(services):
+            tasks.append(tg.create_task(one(i, service), name=service.name))
+            await _ready_or_failed(readies[i], failed)
+            if failed.is_set():
+                break
+            logger.info("service.ready name=%s", service.name)
+        if ready is not None and not failed.is_set():
+            ready.set()
+        tg.create_task(shutdown(), name="shutdown")
+
+
+async def _ready_or_failed(ready: asyncio.Event, failed: asyncio.Event) -> None:
+    r = asyncio.ensure_future(ready.wait())
+    f = asyncio.ensure_future(failed.wait())
+    try:
+        await asyncio.wait({r, f}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        r.cancel()
+        f.cancel()

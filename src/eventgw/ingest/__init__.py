@@ -1,0 +1,1 @@
+"""Ingest service: validate, authenticate, classify, schedule, publish (SYSTEM.md 2.1)."""

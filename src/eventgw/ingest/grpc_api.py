@@ -1,0 +1,81 @@
+"""gRPC face of ingest: ``eventgw.v1.IngestService/Ingest``, same rules as HTTP."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
+from eventgw.core.errors import InvalidEvent, RetriableError
+from eventgw.ingest.validation import validate_grpc_event
+
+if TYPE_CHECKING:
+    from eventgw.config.settings import IngestSettings
+    from eventgw.ingest.pipeline import IngestPipeline
+
+logger = logging.getLogger(__name__)
+
+
+class IngestServicer(pb_grpc.IngestServiceServicer):
+    """Validates, then runs the shared pipeline.
+
+    Status codes: OK only when every event is durable (or rejected by gating, see each
+    result's status); INVALID_ARGUMENT naming the field, nothing written; UNAUTHENTICATED;
+    UNAVAILABLE when any event is not durable (retry the call; event ids are kept).
+    """
+
+    def __init__(self, settings: IngestSettings, pipeline: IngestPipeline) -> None:
+        self._s = settings
+        self._pipeline = pipeline
+        self._keys = [k.get_secret_value() for k in settings.api_keys]
+
+    async def Ingest(
+        self, request: pb.IngestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IngestResponse:
+        """See the class docstring."""
+        if self._keys:
+            metadata = dict(context.invocation_metadata() or ())
+            given = str(metadata.get("x-api-key", ""))
+            if not any(hmac.compare_digest(given, k) for k in self._keys):
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "x-api-key: missing or invalid"
+                )
+        n = len(request.events)
+        if n == 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "events: must not be empty")
+        if n > self._s.max_events_per_request:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"events: at most {self._s.max_events_per_request} per request, got {n}",
+            )
+        try:
+            events = [
+                validate_grpc_event(
+                    i,
+                    e.company_id,
+                    e.source_name,
+                    e.statistic_key,
+                    e.payload_json,
+                    e.event_id,
+                    max_payload_bytes=self._s.max_payload_bytes,
+                )
+                for i, e in enumerate(request.events)
+            ]
+        except InvalidEvent as exc:
+            self._pipeline.count_invalid()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            outcome = await self._pipeline.ingest(events)
+        except RetriableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not durable, retry: {exc}")
+        if not outcome.all_durable_or_rejected:
+            failed = [r.event_id for r in outcome.results if r.status == pb.FAILED]
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"events: {len(failed)} not durable, retry (first {failed[0] if failed else ''})",
+            )
+        return pb.IngestResponse(request_id=outcome.request_id, results=outcome.results)

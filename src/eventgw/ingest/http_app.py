@@ -1,0 +1,287 @@
+"""The HTTP API as a raw ASGI app: ``POST /v1/events``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+A framework adds nothing the hot endpoint needs, so this is plain ASGI on uvicorn
+(httptools + uvloop). Every error answers JSON ``{"error": {"code", "field", "message"}}``
+and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.core.errors import (
+    EventGwError,
+    InvalidEvent,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from eventgw.ingest.pipeline import STATUS_NAMES
+from eventgw.ingest.validation import decode_http_body
+
+if TYPE_CHECKING:
+    from eventgw.config.settings import IngestSettings
+    from eventgw.ingest.pipeline import IngestPipeline
+    from eventgw.metrics.backend import Metrics
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_CLASS_NAMES = {10: "P10", 20: "P20", 30: "P30"}
+
+
+class HttpResult(msgspec.Struct, omit_defaults=True):
+    """One event's answer in the 202/503 body."""
+
+    event_id: str
+    status: str
+    priority: str
+    lane: str
+    topic: str
+    cluster: str = ""
+    reason: str = ""
+
+
+class HttpResponse(msgspec.Struct):
+    """Body of an answered ``POST /v1/events``."""
+
+    request_id: str
+    events: list[HttpResult]
+
+
+_encode = msgspec.json.Encoder().encode
+_JSON = [(b"content-type", b"application/json")]
+
+
+def _error_body(code: str, field: str, message: str) -> bytes:
+    return _encode({"error": {"code": code, "field": field, "message": message}})
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, code: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.field, self.message = status, code, field, message
+
+
+class IngestHttpApp:
+    """ASGI callable for the ingest HTTP API.
+
+    Backpressure: at most ``max_in_flight_requests`` posts are processed at once; more get
+    429 with ``Retry-After`` so clients slow down instead of piling up memory.
+    """
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        pipeline: IngestPipeline,
+        metrics: Metrics,
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self._s = settings
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._is_ready = is_ready
+        self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        self._in_flight = 0
+        requests = metrics.counter("eventgw_ingest_requests_total", "HTTP requests", ["code"])
+        self._by_code = {
+            c: requests.labels(str(c)) for c in (202, 400, 401, 403, 404, 405, 413, 415, 429, 503)
+        }
+        self._latency = metrics.histogram(
+            "eventgw_ingest_request_duration_seconds", "POST /v1/events until durable answer"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/events":
+            if method != "POST":
+                await self._respond(
+                    send, 405, _error_body("method_not_allowed", "method", "use POST")
+                )
+                return
+            await self._post_events(scope, receive, send)
+        elif path == "/healthz" and method == "GET":
+            await self._respond(send, 200, b'{"status":"ok"}', count=False)
+        elif path == "/readyz" and method == "GET":
+            ready = self._is_ready()
+            await self._respond(
+                send,
+                200 if ready else 503,
+                b'{"ready":true}' if ready else b'{"ready":false}',
+                count=False,
+            )
+        elif path == "/metrics" and method == "GET":
+            await self._respond(
+                send,
+                200,
+                self._metrics.render(),
+                headers=[(b"content-type", b"text/plain; version=0.0.4")],
+                count=False,
+            )
+        else:
+            await self._respond(send, 404, _error_body("not_found", "path", f"no route {path}"))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _respond(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        count: bool = True,
+    ) -> None:
+        if count and status in self._by_code:
+            self._by_code[status].inc()
+        await send({"type": "http.response.start", "status": status, "headers": headers or _JSON})
+        await send({"type": "http.response.body", "body": body})
+
+    def _check_headers(self, scope: Scope) -> None:
+        content_type = b""
+        auth = b""
+        api_key = b""
+        length = -1
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"authorization":
+                auth = value
+            elif name == b"x-api-key":
+                api_key = value
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+        if self._keys:
+            given = api_key or (auth[7:] if auth[:7].lower() == b"bearer " else b"")
+            if not any(hmac.compare_digest(given, k) for k in self._keys):
+                raise _HttpError(
+                    401,
+                    "unauthenticated",
+                    "authorization",
+                    "missing or invalid API key (Authorization: Bearer <key> or X-Api-Key)",
+                )
+        media = content_type.split(b";", 1)[0].strip().lower()
+        if media != b"application/json":
+            raise UnsupportedMediaType(
+                "content-type", f"must be application/json, got {media.decode(errors='replace')!r}"
+            )
+        if length > self._s.max_body_bytes:
+            raise PayloadTooLarge(
+                "body", f"{length} bytes is over the limit of {self._s.max_body_bytes}"
+            )
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        limit = self._s.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge("body", f"over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _post_events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        if self._in_flight >= self._s.max_in_flight_requests:
+            await self._respond(
+                send,
+                429,
+                _error_body("resource_exhausted", "requests", "too many requests in flight"),
+                headers=[*_JSON, (b"retry-after", b"1")],
+            )
+            return
+        self._in_flight += 1
+        try:
+            try:
+                self._check_headers(scope)
+                body = await self._read_body(receive)
+                events = decode_http_body(
+                    body,
+                    max_events=self._s.max_events_per_request,
+                    max_payload_bytes=self._s.max_payload_bytes,
+                )
+            except InvalidEvent as exc:
+                self._pipeline.count_invalid()
+                code = (
+                    "payload_too_large"
+                    if exc.status == 413
+                    else ("unsupported_media_type" if exc.status == 415 else "invalid_argument")
+                )
+                await self._respond(send, exc.status, _error_body(code, exc.field, exc.message))
+                return
+            except _HttpError as exc:
+                await self._respond(send, exc.status, _error_body(exc.code, exc.field, exc.message))
+                return
+            except ConnectionError:
+                return
+            try:
+                outcome = await self._pipeline.ingest(events)
+            except EventGwError as exc:
+                logger.warning("ingest.publish_failed events=%d error=%s", len(events), exc)
+                await self._respond(
+                    send,
+                    503,
+                    _error_body("unavailable", "publisher", f"not durable, retry: {exc}"),
+                    headers=[*_JSON, (b"retry-after", b"1")],
+                )
+                return
+            body_out = _encode(
+                HttpResponse(
+                    request_id=outcome.request_id,
+                    events=[
+                        HttpResult(
+                            event_id=r.event_id,
+                            status=STATUS_NAMES.get(r.status, "FAILED"),
+                            priority=_CLASS_NAMES.get(r.priority, ""),
+                            lane=r.lane,
+                            topic=r.topic,
+                            cluster=r.cluster,
+                            reason=r.reason,
+                        )
+                        for r in outcome.results
+                    ],
+                )
+            )
+            if not outcome.all_durable_or_rejected:
+                status = 503
+            elif outcome.all_rejected:
+                status = 403
+            else:
+                status = 202
+            await self._respond(send, status, body_out)
+            self._latency.observe(time.perf_counter() - started)
+        finally:
+            self._in_flight -= 1
+
+
+def result_status_name(status: int) -> str:
+    """Name of a DurabilityStatus value."""
+    return STATUS_NAMES.get(status, pb.DurabilityStatus.Name(status))

@@ -1,0 +1,47 @@
+"""Scheduler: stamps deadlines and picks the lane (class topic or offload).
+
+The admission decision is delegated to an `Admission` (the SLO service seam): the default
+admits everything; the AIMD SLO service (a later issue) plugs in here and returns False for
+events over a class's capacity, which then go to the offload lane. P30 is never offloaded
+unless ``offload_p30`` is set.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from eventgw.core.envelope import SLO_SECONDS, Priority
+
+_SLO_MS = {p: int(s * 1000) for p, s in SLO_SECONDS.items()}
+
+
+class Admission(Protocol):
+    """Decides whether an event of a class fits the current capacity."""
+
+    def admit(self, priority: Priority, company_id: str) -> bool: ...
+
+
+class AdmitAll:
+    """The admission policy when no SLO service runs: every event keeps its class lane."""
+
+    def admit(self, priority: Priority, company_id: str) -> bool:
+        """Always True."""
+        return True
+
+
+class Scheduler:
+    """Computes ``slo_deadline_ms`` and the offload flag of each event."""
+
+    def __init__(self, admission: Admission, offload_p30: bool = False) -> None:
+        self._admission = admission
+        self._offload_p30 = offload_p30
+
+    def deadline_ms(self, priority: Priority, ingested_at_ms: int) -> int:
+        """``ingested_at + SLO(class)``; it never moves afterwards."""
+        return ingested_at_ms + _SLO_MS[priority]
+
+    def offload(self, priority: Priority, company_id: str) -> bool:
+        """True when the event must go to the offload lane instead of its class lane."""
+        if priority is Priority.P30 and not self._offload_p30:
+            return False
+        return not self._admission.admit(priority, company_id)

@@ -1,0 +1,160 @@
+"""Composition root of ingest: pipeline, HTTP (uvicorn) and gRPC servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import grpc
+import uvicorn
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
+from eventgw.core.classify import ClassRule, StaticClassifier
+from eventgw.core.clock import Clock, SystemClock
+from eventgw.ingest.grpc_api import IngestServicer
+from eventgw.ingest.http_app import IngestHttpApp
+from eventgw.ingest.pipeline import IngestPipeline, PublishFn
+from eventgw.ingest.publisher_client import GRPC_OPTIONS, PublisherClient
+from eventgw.ingest.scheduler import AdmitAll, Scheduler
+from eventgw.metrics.backend import Metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from eventgw.config.settings import EventGwSettings, IngestSettings
+
+logger = logging.getLogger(__name__)
+
+
+def build_classifier(settings: IngestSettings) -> StaticClassifier:
+    """The static classifier of the configured rules."""
+    rules = [
+        ClassRule(r.priority, r.source_name, r.statistic_key, r.company_id)
+        for r in settings.class_rules
+    ]
+    return StaticClassifier(rules, settings.default_class)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its signal handlers (the CLI owns signals) and with a ready event."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket now, so a busy port fails loudly at start-up."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class IngestService:
+    """Runs ingest as a process: HTTP on ``http_port``, gRPC on ``grpc_port``.
+
+    Publishing goes to the prep publisher over gRPC unless ``publish`` is given (the
+    in-process publisher when co-located). Drain: stop accepting, let in-flight requests
+    finish (each ends only when its events are durable), then close the publisher channel.
+    """
+
+    name = "ingest"
+
+    def __init__(
+        self,
+        settings: EventGwSettings,
+        *,
+        publish: PublishFn | None = None,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        shutdown_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._publish = publish
+        self._clock = clock or SystemClock()
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._ready = False
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+
+    async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        """See `eventgw.core.lifecycle.Service`."""
+        s = self.settings.ingest
+        client: PublisherClient | None = None
+        publish = self._publish
+        if publish is None:
+            client = PublisherClient(s.publisher_target, s.publish_timeout_s)
+            await client.open()
+            publish = client.publish
+        pipeline = IngestPipeline(
+            classifier=build_classifier(s),
+            scheduler=Scheduler(AdmitAll()),
+            publish=publish,
+            topics=self.settings.topics,
+            clock=self._clock,
+            metrics=self.metrics,
+        )
+        app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready)
+        sock = bind_tcp(s.http_host, s.http_port)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            http="httptools",
+            loop="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(self._shutdown_timeout_s),
+            server_header=False,
+            date_header=False,
+        )
+        http = _Uvicorn(config)
+        grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(s, pipeline), grpc_server)
+        try:
+            self.grpc_port = grpc_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+            await grpc_server.start()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(http.serve(sockets=[sock]))
+                async with asyncio.timeout(30):
+                    await http.ready.wait()
+                self._ready = True
+                ready.set()
+                logger.info(
+                    "ingest.serving http=%s:%d grpc=%s:%d publisher=%s",
+                    s.http_host,
+                    self.http_port,
+                    s.grpc_host,
+                    self.grpc_port,
+                    "in-process" if client is None else s.publisher_target,
+                )
+                await stop.wait()
+                self._ready = False
+                logger.info("ingest.draining")
+                http.should_exit = True
+                await grpc_server.stop(self._shutdown_timeout_s)
+        finally:
+            await grpc_server.stop(0)
+            sock.close()
+            if client is not None:
+                await client.close()

@@ -1,0 +1,195 @@
+"""Create, delete and list topics with the Kafka admin client (synchronous, for CLI and tests).
+
+These helpers block the calling thread: call them from the CLI, pytest fixtures or
+``asyncio.to_thread``, never directly from a coroutine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from confluent_kafka import KafkaError, KafkaException
+
+# The documented import path; confluent_kafka.admin re-exports NewTopic without __all__.
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+logger = logging.getLogger(__name__)
+
+# How often ensure_topics re-reads metadata while waiting for new topics to have leaders. The
+# admin API has no "topic is ready" event; 50 ms keeps the wait short on a local broker.
+_METADATA_POLL_S: Final = 0.05
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create.
+
+    Attributes:
+        name: The topic name.
+        partitions: The partition count.
+        config: Topic-level configs, e.g. ``{"retention.ms": "3600000"}``. The replication
+            factor is the broker's ``default.replication.factor``.
+    """
+
+    name: str
+    partitions: int = 3
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        # A dead broker must surface within the caller's timeout, not after librdkafka's
+        # default 30 s connection setup.
+        "socket.connection.setup.timeout.ms": 5000,
+        "reconnect.backoff.max.ms": 1000,
+        # librdkafka prints every failed connect to stderr (20 lines a second against a stopped
+        # broker). Failures reach the caller as KafkaException, so keep only critical logs.
+        "log_level": 2,
+    }
+    return AdminClient(conf)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def list_topics(bootstrap: str, timeout_s: float = 10) -> set[str]:
+    """Return the names of all topics in the cluster, internal ones (``__*``) included.
+
+    Blocking: up to ``timeout_s``.
+
+    Raises:
+        confluent_kafka.KafkaException: The metadata request failed or timed out.
+    """
+    metadata = _admin(bootstrap).list_topics(timeout=timeout_s)
+    return set(metadata.topics)
+
+
+def _wait_until_served(admin: AdminClient, specs: Sequence[TopicSpec], deadline: float) -> None:
+    """Block until every topic in ``specs`` has all its partitions with a leader.
+
+    CreateTopics returns once the controller has committed the topics; the broker's own
+    metadata can lag a little, and a consumer that subscribes in that window gets
+    UNKNOWN_TOPIC_OR_PART.
+    """
+    pending = {spec.name: spec.partitions for spec in specs}
+    while pending:
+        metadata = admin.list_topics(timeout=max(0.1, _remaining(deadline)))
+        for name, partitions in list(pending.items()):
+            topic = metadata.topics.get(name)
+            if (
+                topic is not None
+                and topic.error is None
+                and len(topic.partitions) >= partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
+                del pending[name]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topics {sorted(pending)} have no leader yet")
+        time.sleep(_METADATA_POLL_S)
+
+
+def ensure_topics(bootstrap: str, topics: Sequence[TopicSpec], timeout_s: float = 30) -> list[str]:
+    """Create the topics that do not exist yet; existing ones are left unchanged.
+
+    Idempotent and safe to race: a topic created concurrently by someone else
+    (TOPIC_ALREADY_EXISTS) counts as existing. An existing topic's partition count and config
+    are not compared with ``topics``.
+
+    Blocking: until the created topics have a leader for every partition, at most
+    ``timeout_s``.
+
+    Args:
+        bootstrap: ``bootstrap.servers`` of the cluster.
+        topics: The topics that must exist.
+        timeout_s: The deadline for the whole call.
+
+    Returns:
+        The names this call created, in the order of ``topics``.
+
+    Raises:
+        confluent_kafka.KafkaException: The cluster rejected a topic (e.g. an invalid config)
+            or could not be reached.
+        TimeoutError: The created topics did not get leaders within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    admin = _admin(bootstrap)
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    # The admin API rejects a request naming a topic twice; the first spec for a name wins.
+    unique: dict[str, TopicSpec] = {}
+    for spec in topics:
+        unique.setdefault(spec.name, spec)
+    missing = [spec for spec in unique.values() if spec.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(spec.name, num_partitions=spec.partitions, config=dict(spec.config))
+            for spec in missing
+        ],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created: list[str] = []
+    for spec in missing:
+        try:
+            futures[spec.name].result(timeout=_remaining(deadline))
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise
+        created.append(spec.name)
+    _wait_until_served(admin, [spec for spec in missing if spec.name in created], deadline)
+    if created:
+        logger.info("kafka.topics.created bootstrap=%s topics=%s", bootstrap, ",".join(created))
+    return created
+
+
+def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 30) -> list[str]:
+    """Delete the named topics; names that do not exist are ignored.
+
+    Blocking: until the controller has accepted the deletions, at most ``timeout_s``. The
+    partitions' files are removed by the broker asynchronously afterwards.
+
+    Args:
+        bootstrap: ``bootstrap.servers`` of the cluster.
+        names: The topics to delete.
+        timeout_s: The deadline for the whole call.
+
+    Returns:
+        The names this call deleted.
+
+    Raises:
+        confluent_kafka.KafkaException: A deletion failed for a reason other than the topic
+            being absent, or the cluster could not be reached.
+    """
+    unique = list(dict.fromkeys(names))  # the admin API rejects duplicate names
+    if not unique:
+        return []
+    deadline = time.monotonic() + timeout_s
+    # The client must outlive the futures: destroying it fails them with _DESTROY.
+    admin = _admin(bootstrap)
+    futures = admin.delete_topics(unique, operation_timeout=timeout_s, request_timeout=timeout_s)
+    deleted: list[str] = []
+    for name in unique:
+        try:
+            futures[name].result(timeout=_remaining(deadline))
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue
+            raise
+        deleted.append(name)
+    if deleted:
+        logger.info("kafka.topics.deleted bootstrap=%s topics=%s", bootstrap, ",".join(deleted))
+    return deleted

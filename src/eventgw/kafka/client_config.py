@@ -1,0 +1,70 @@
+"""Turn typed cluster settings into librdkafka configuration dicts (one place, merged once)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eventgw.config.settings import KafkaClusterSettings, LaneTuning
+
+
+def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
+    """Connection and security properties shared by producers, consumers and admin clients."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": cluster.bootstrap_servers,
+        "security.protocol": cluster.security_protocol,
+        # A dead broker must surface within seconds, not minutes.
+        "socket.connection.setup.timeout.ms": 5000,
+        "reconnect.backoff.max.ms": 2000,
+    }
+    if cluster.sasl_mechanism:
+        conf["sasl.mechanism"] = cluster.sasl_mechanism
+        conf["sasl.username"] = cluster.sasl_username
+        conf["sasl.password"] = (
+            cluster.sasl_password.get_secret_value() if cluster.sasl_password else None
+        )
+    return conf
+
+
+def producer_config(
+    cluster: KafkaClusterSettings, tuning: LaneTuning, client_id: str
+) -> dict[str, Any]:
+    """Durable producer properties: idempotent, ``acks=all``, tuned per lane."""
+    conf = cluster_config(cluster)
+    conf.update(
+        {
+            "client.id": client_id,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": tuning.linger_ms,
+            "batch.size": tuning.batch_size,
+            "compression.type": tuning.compression,
+            # Bounds how long an event can wait before it falls back to failed-writes.
+            "message.timeout.ms": tuning.delivery_timeout_ms,
+            # Bounded memory: at most this much queued per producer; produce() then
+            # raises BufferError and the caller backs off.
+            "queue.buffering.max.kbytes": 128 * 1024,
+            "queue.buffering.max.messages": 500_000,
+            "topic.metadata.propagation.max.ms": 5000,
+        }
+    )
+    conf.update(cluster.client_overrides)
+    return conf
+
+
+def consumer_config(cluster: KafkaClusterSettings, group_id: str, client_id: str) -> dict[str, Any]:
+    """At-least-once consumer properties: manual commits, start from the earliest record."""
+    conf = cluster_config(cluster)
+    conf.update(
+        {
+            "group.id": group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10_000,
+            "isolation.level": "read_committed",
+        }
+    )
+    conf.update(cluster.client_overrides)
+    return conf

@@ -1,0 +1,103 @@
+"""An asyncio front for confluent-kafka's Consumer: batch polls and explicit commits.
+
+Blocking client calls run in a worker thread (``asyncio.to_thread``), one at a time: the
+owner awaits each call before the next, so the consumer is never used concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import confluent_kafka
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from eventgw.core.envelope import Headers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    """One record read from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+class ConsumerError(Exception):
+    """A consumer call failed (translated from KafkaException)."""
+
+
+class BatchConsumer:
+    """Subscribes to topics and yields records in batches; commits explicitly.
+
+    At-least-once: nothing is committed implicitly. ``commit(records)`` commits, per
+    partition, the offset after the highest record given, synchronously.
+    """
+
+    def __init__(self, config: dict[str, Any], topics: Sequence[str]) -> None:
+        self._config = dict(config)
+        self._topics = list(topics)
+        self._consumer: confluent_kafka.Consumer | None = None
+
+    async def start(self) -> None:
+        """Create the consumer and subscribe."""
+        self._consumer = confluent_kafka.Consumer(self._config)
+        await asyncio.to_thread(self._consumer.subscribe, self._topics)
+
+    async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        """Return up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("consumer is not started")
+        messages = await asyncio.to_thread(consumer.consume, max_records, timeout_s)
+        out: list[ConsumedRecord] = []
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    continue
+                logger.warning("kafka.consume_error error=%s", err)
+                continue
+            out.append(
+                ConsumedRecord(
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value() or b"",
+                    m.headers() or [],
+                )
+            )
+        return out
+
+    async def commit(self, records: Sequence[ConsumedRecord]) -> None:
+        """Commit past the highest offset of each partition in ``records`` (synchronous)."""
+        consumer = self._consumer
+        if consumer is None or not records:
+            return
+        highest: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (r.topic, r.partition)
+            if r.offset >= highest.get(key, -1):
+                highest[key] = r.offset
+        offsets = [confluent_kafka.TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+        try:
+            await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            raise ConsumerError(f"commit failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Leave the group and close."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await asyncio.to_thread(consumer.close)

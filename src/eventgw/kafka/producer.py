@@ -1,0 +1,177 @@
+"""An asyncio front for confluent-kafka's Producer that produces and confirms in batches.
+
+The synchronous librdkafka producer is driven from the event loop: ``produce()`` only
+enqueues (microseconds), and a dedicated poll thread serves delivery reports. Reports of one
+batch are collected in that thread and handed to the loop with a single
+``call_soon_threadsafe``, so the loop wakes once per batch, not once per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import confluent_kafka
+
+from eventgw.core.envelope import Headers
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+Record = tuple[bytes, bytes, Headers]
+"""(key, value, headers) of one record to produce."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Outcome of one record: ``error`` is empty on success."""
+
+    partition: int
+    offset: int
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when Kafka confirmed the write."""
+        return not self.error
+
+
+class _Batch:
+    """Collects the delivery reports of one batch; resolves its future once, on the loop."""
+
+    __slots__ = ("future", "lock", "loop", "remaining", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[list[Delivery]] = loop.create_future()
+        self.results: list[Delivery | None] = [None] * size
+        # +1 guard: the batch cannot complete while records are still being produced.
+        self.remaining = size + 1
+        self.lock = threading.Lock()
+
+    def settle(self, index: int, delivery: Delivery) -> None:
+        self.results[index] = delivery
+        self.release()
+
+    def release(self) -> None:
+        with self.lock:
+            self.remaining -= 1
+            done = self.remaining == 0
+        if done:
+            self.loop.call_soon_threadsafe(_resolve, self.future, self.results)
+
+    def on_delivery(self, index: int, err: Any, msg: Any) -> None:
+        if err is None:
+            self.settle(index, Delivery(msg.partition(), msg.offset()))
+        else:
+            self.settle(index, Delivery(-1, -1, str(err)))
+
+
+def _resolve(future: asyncio.Future[list[Delivery]], results: list[Delivery | None]) -> None:
+    if not future.done():
+        future.set_result(results)  # type: ignore[arg-type]  # every slot is settled by now
+
+
+class BatchProducer:
+    """One librdkafka producer plus the thread that serves its delivery reports.
+
+    Lifecycle: ``start()`` → any number of ``send()`` → ``close()`` (flushes, then stops the
+    poll thread). ``send`` is safe to call concurrently from the loop.
+
+    Backpressure: when librdkafka's bounded queue is full, ``send`` waits (asyncio.sleep)
+    and retries until the queue has room or the delivery timeout passes, then reports the
+    remaining records as failed so the caller can capture them elsewhere.
+    """
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        self.name = name
+        self._config = dict(config)
+        self._config.setdefault("error_cb", self._on_error)
+        self._timeout_s = float(self._config.get("message.timeout.ms", 30_000)) / 1000
+        self._producer: confluent_kafka.Producer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._last_error_log = 0.0
+
+    def _on_error(self, err: Any) -> None:
+        # Called on the poll thread; librdkafka repeats transport errors, so rate-limit.
+        now = time.monotonic()
+        if now - self._last_error_log > 5:
+            self._last_error_log = now
+            logger.warning("kafka.producer_error producer=%s error=%s", self.name, err)
+
+    def start(self) -> None:
+        """Create the producer and start its poll thread."""
+        if self._producer is not None:
+            raise RuntimeError(f"producer {self.name} already started")
+        self._producer = confluent_kafka.Producer(self._config)
+        self._thread = threading.Thread(
+            target=self._poll_loop, name=f"kafka-poll-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        producer = self._producer
+        while producer is not None and not self._stopping.is_set():
+            producer.poll(0.05)
+
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
+        """Produce ``records`` to ``topic`` and wait until Kafka confirmed or failed each one.
+
+        Returns one Delivery per record, in order. Never raises for a record-level failure:
+        failures are reported in the Delivery so the caller decides where the event goes.
+        Cancellation leaves already-enqueued records in flight (they still complete).
+        """
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError(f"producer {self.name} is not started")
+        loop = asyncio.get_running_loop()
+        batch = _Batch(loop, len(records))
+        produce = producer.produce
+        deadline = time.monotonic() + self._timeout_s
+        for i, (key, value, headers) in enumerate(records):
+            while True:
+                try:
+                    produce(
+                        topic,
+                        value,
+                        key,
+                        headers=headers,
+                        on_delivery=partial(batch.on_delivery, i),
+                    )
+                    break
+                except BufferError:
+                    if time.monotonic() > deadline:
+                        batch.settle(i, Delivery(-1, -1, "local queue full"))
+                        break
+                    await asyncio.sleep(0.005)
+                except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
+                    batch.settle(i, Delivery(-1, -1, f"produce failed: {exc}"))
+                    break
+        batch.release()
+        return await batch.future  # type: ignore[return-value]
+
+    def in_flight(self) -> int:
+        """Records produced and not yet confirmed or failed."""
+        return len(self._producer) if self._producer is not None else 0
+
+    async def close(self, timeout_s: float = 30.0) -> int:
+        """Flush outstanding records (bounded by ``timeout_s``) and stop; returns records left."""
+        producer = self._producer
+        if producer is None:
+            return 0
+        left: int = await asyncio.to_thread(producer.flush, timeout_s)
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5)
+        self._producer = None
+        if left:
+            logger.error("kafka.producer_close_unflushed producer=%s records=%d", self.name, left)
+        return left

@@ -1,0 +1,1 @@
+"""Metrics: the closed vocabulary of names and the Prometheus backend."""

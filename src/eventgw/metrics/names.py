@@ -1,0 +1,30 @@
+"""Every metric name eventgw emits, with kind, unit, meaning and what to do when it moves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+MetricName = Literal[
+    # counter, events; label status (accepted|rejected|failed|invalid). Invalid rising:
+    # a client sends bad events — read the 4xx bodies in its logs.
+    "eventgw_ingest_events_total",
+    # counter, requests; labels code. 5xx rising: the publisher or Kafka is failing.
+    "eventgw_ingest_requests_total",
+    # histogram, seconds; ingest request → durable answer. p99 above the P30 SLO: scale out.
+    "eventgw_ingest_request_duration_seconds",
+    # counter, events; labels lane, status (published|failed_writes|backed_up|rejected|failed).
+    # failed_writes/backed_up rising: a cluster is unhealthy — see runbook "publisher fallback".
+    "eventgw_publisher_events_total",
+    # histogram, seconds; publish call → every event durable.
+    "eventgw_publisher_publish_duration_seconds",
+    # gauge, events; produced but not yet confirmed by Kafka, per lane.
+    "eventgw_publisher_in_flight_events",
+    # counter, events; republished by the failed-writes processor, label source (topic|backup).
+    "eventgw_recovery_replayed_total",
+    # counter, errors; replay attempts that failed and will be retried with backoff.
+    "eventgw_recovery_errors_total",
+    # gauge, objects; backup objects waiting to be replayed. Not falling: recovery is stuck.
+    "eventgw_recovery_backup_objects",
+    # counter, reloads; label result (applied|refused). refused: fix the dynamic config file.
+    "eventgw_dynamic_config_reloads_total",
+]

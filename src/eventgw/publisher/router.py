@@ -1,0 +1,67 @@
+"""Routing: class → lane → topic, rollout share → cluster, and gating rules."""
+
+from __future__ import annotations
+
+import fnmatch
+import zlib
+from typing import TYPE_CHECKING, Final, Literal
+
+from eventgw.core.envelope import LANE_OF_PRIORITY, Lane, Priority
+
+if TYPE_CHECKING:
+    from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+    from eventgw.config.dynamic import DynamicConfig, GateRule
+    from eventgw.config.settings import TopicSettings
+
+ClusterName = Literal["primary", "rollout"]
+ROLLOUT_BUCKETS: Final = 10_000
+
+
+def rollout_bucket(company_id: str) -> int:
+    """The company's rollout bucket: ``CRC32(company_id) mod 10000`` (stable across processes)."""
+    return zlib.crc32(company_id.encode()) % ROLLOUT_BUCKETS
+
+
+def _glob(pattern: str | None, value: str) -> bool:
+    return pattern is None or fnmatch.fnmatchcase(value, pattern)
+
+
+def gate_reason(rules: tuple[GateRule, ...], source_name: str, company_id: str) -> str | None:
+    """Return the block reason of the first matching rule, or None when publishing is allowed."""
+    for rule in rules:
+        if _glob(rule.source_name, source_name) and _glob(rule.company_id, company_id):
+            return rule.reason if rule.action == "block" else None
+    return None
+
+
+class Router:
+    """Decides lane, topic and cluster for an event. Pure; the dynamic config is passed in.
+
+    Rollout: a company goes to the rollout cluster when its bucket is below the share in
+    dynamic config *and* rollout producers are enabled; otherwise everything stays on the
+    primary cluster (the share is ignored, as the reference system does when the rollout
+    producers do not exist).
+    """
+
+    def __init__(self, topics: TopicSettings, rollout_enabled: bool) -> None:
+        self.topics = topics
+        self.rollout_enabled = rollout_enabled
+        self._lane_topic: dict[str, str] = {
+            lane: topics.lane_topic(lane) for lane in ("p30", "p20", "p10", "offload")
+        }
+
+    def lane(self, event: pb.EventData) -> Lane:
+        """The lane of an event: offload when the scheduler offloaded it, else its class."""
+        if event.offloaded:
+            return "offload"
+        return LANE_OF_PRIORITY[Priority(event.priority)]
+
+    def topic(self, lane: Lane) -> str:
+        """The topic of a lane."""
+        return self._lane_topic[lane]
+
+    def cluster(self, company_id: str, config: DynamicConfig) -> ClusterName:
+        """Primary or rollout, by the company's CRC32 bucket and the rollout share."""
+        if self.rollout_enabled and rollout_bucket(company_id) < config.rollout_buckets:
+            return "rollout"
+        return "primary"
