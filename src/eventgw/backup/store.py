@@ -36,6 +36,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from eventgw.core.backup_codec import decode_batch, encode_batch, encoded_size
+from eventgw.core.errors import Backpressure, EventGwError, RetriableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -62,7 +63,7 @@ _TIMEKEY = re.compile(r"[0-9]{20}-[0-9a-f]{12}")
 _LEFTOVER_MIN_AGE_S = 60.0
 
 
-class BackupFull(Exception):
+class BackupFull(Backpressure):
     """The spool directory would exceed its size bound; the batch was not stored.
 
     Attributes:
@@ -81,7 +82,7 @@ class BackupFull(Exception):
         self.max_bytes = max_bytes
 
 
-class BackupUnavailable(Exception):
+class BackupUnavailable(RetriableError):
     """The backup store failed an operation (I/O error, unreachable endpoint, refused request).
 
     Always raised ``from`` the underlying ``OSError`` or botocore exception.
@@ -99,7 +100,7 @@ class BackupUnavailable(Exception):
         self.key = key
 
 
-class BackupNotFound(LookupError):
+class BackupNotFound(EventGwError, LookupError):
     """``get`` of a key that is not in the store (for example, already deleted).
 
     Attributes:

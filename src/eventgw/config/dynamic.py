@@ -93,13 +93,14 @@ class DynamicConfigWatcher:
         except (OSError, ConfigError) as exc:
             self.refused += 1
             logger.error("dynamic_config.refused path=%s error=%s", path, exc)
-            return
-        if new != self.current:
-            self.current = new
-            self.version += 1
-            logger.info("dynamic_config.applied path=%s version=%d", self.path, self.version)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        else:
+            if new != self.current:
+                self.current = new
+                self.version += 1
+                logger.info("dynamic_config.applied path=%s version=%d", path, self.version)
+        finally:
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def wait_changed(self) -> None:
         """Wait until the next reload attempt finishes (applied or not); for tests and tools."""

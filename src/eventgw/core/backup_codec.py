@@ -24,6 +24,8 @@ import struct
 import zlib
 from typing import TYPE_CHECKING, Literal
 
+from eventgw.core.errors import EventGwError
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -54,7 +56,7 @@ CorruptionKind = Literal[
 ]
 
 
-class CorruptBackup(ValueError):
+class CorruptBackup(EventGwError, ValueError):
     """A backup object failed validation; none of its records can be trusted.
 
     Raised by :func:`decode_batch`. The caller must not republish a partial result or delete the

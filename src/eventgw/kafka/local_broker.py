@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -57,12 +58,25 @@ so a broker that logged it accepts produce and metadata requests.
 _MVN_TIMEOUT_S: Final = 900.0
 _FORMAT_TIMEOUT_S: Final = 120.0
 _KILL_WAIT_S: Final = 30.0
+_LAUNCH_TIMEOUT_S: Final = 30.0
 # How often start() re-reads broker.log while waiting for STARTED_LINE. The broker is another
 # process writing to a file, so there is no event to wait on; 50 ms is invisible next to the
 # ~3 s a broker takes to start.
 _LOG_POLL_S: Final = 0.05
 _LOG_ROTATE_BYTES: Final = 20 * 1024 * 1024
 _TAIL_CHARS: Final = 4000
+
+# Run by a throwaway interpreter: argv is <log file> <java argv...>; prints the broker's pid.
+# start_new_session: the broker must not receive the terminal's SIGINT meant for pytest or the CLI.
+_LAUNCHER: Final = """\
+import subprocess, sys
+with open(sys.argv[1], "ab") as log:
+    proc = subprocess.Popen(
+        sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+print(proc.pid)
+"""
 
 _LOG4J2_PROPERTIES: Final = """\
 # Written by eventgw.kafka.local_broker. Kafka's poms bring log4j2 but no configuration; without
@@ -289,9 +303,9 @@ class LocalBroker:
     records. ``start()``, ``stop()`` and ``kill()`` serialise on an ``flock`` of
     ``<data_dir>/broker.lock``, across processes.
 
-    Resources: the broker process is detached (its own session, so a Ctrl-C in the terminal
-    does not reach it) and outlives the caller unless stopped. Its stdout and stderr append to
-    ``<data_dir>/broker.log``.
+    Resources: the broker process is detached: it is not a child of the caller, runs in its own
+    session (so a Ctrl-C in the terminal does not reach it) and outlives the caller unless
+    stopped. Its stdout and stderr append to ``<data_dir>/broker.log``.
     """
 
     def __init__(self, spec: BrokerSpec, libs: Path) -> None:
@@ -303,9 +317,6 @@ class LocalBroker:
         """
         self.spec = spec
         self.libs = libs
-        # Set only when this object spawned the broker: waiting on the Popen reaps the child,
-        # which a pidfd poll alone would leave as a zombie.
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -501,23 +512,29 @@ class LocalBroker:
             log.write(f"--- eventgw: starting {self.spec.name} at {stamp}\n".encode())
             log.flush()
             offset = log.tell()
-            # start_new_session: the broker must survive the CLI that starts it and must not
-            # receive the terminal's SIGINT meant for pytest or the CLI.
-            self._proc = subprocess.Popen(
-                argv,
+        # The broker is started by a short-lived launcher so that it is not our child: it
+        # outlives this process without a Popen that warns "still running" when collected, and
+        # it is reaped by init rather than left a zombie until this process exits.
+        try:
+            launched = subprocess.run(
+                [sys.executable, "-I", "-W", "ignore", "-c", _LAUNCHER, str(self.log_file), *argv],
                 cwd=self.spec.data_dir,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                capture_output=True,
+                text=True,
+                timeout=_LAUNCH_TIMEOUT_S,
+                check=False,
             )
-        self._write_pid_file(self._proc.pid, offset)
-        return self._proc.pid, offset
-
-    def _alive(self, pid: int) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
-        return self._is_ours(pid)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"launching the Kafka broker {self.spec.name} hung") from exc
+        if launched.returncode != 0 or not launched.stdout.strip().isdigit():
+            raise RuntimeError(
+                f"could not launch the Kafka broker {self.spec.name} "
+                f"(exit {launched.returncode}):\n{_tail(launched.stderr)}"
+            )
+        pid = int(launched.stdout.strip())
+        self._write_pid_file(pid, offset)
+        return pid, offset
 
     def _wait_ready(self, pid: int, offset: int, deadline: float) -> None:
         """Block until the broker logged STARTED_LINE after ``offset`` and its port answers.
@@ -535,7 +552,7 @@ class LocalBroker:
                 seen = seen[-len(marker) :] + log.read()
                 if marker in seen and _port_answers(self.spec.port):
                     return
-                if not self._alive(pid):
+                if not self._is_ours(pid):
                     raise RuntimeError(
                         f"Kafka broker {self.spec.name} (pid {pid}) exited during startup; "
                         f"see {self.log_file}:\n{self._log_tail(offset)}"
@@ -596,7 +613,10 @@ class LocalBroker:
             try:
                 self._wait_ready(pid, offset, deadline)
             except BaseException:
-                self._signal_and_wait(pid, signal.SIGKILL, _KILL_WAIT_S)
+                # Never leave a half-started broker behind (and never signal a recycled pid).
+                if self._is_ours(pid):
+                    self._signal_and_wait(pid, signal.SIGKILL, _KILL_WAIT_S)
+                self._finish_stop()
                 raise
             logger.info(
                 "kafka.broker.ready name=%s pid=%d bootstrap=%s elapsed_s=%.1f",
@@ -608,14 +628,8 @@ class LocalBroker:
 
     def _wait_exit(self, pid: int, timeout_s: float) -> bool:
         """Block until ``pid`` exits or ``timeout_s`` passes; return whether it exited."""
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        # Not our child: a pidfd becomes readable when the process exits, so this waits without
-        # polling /proc.
+        # The broker is never our child (see _spawn), so there is no waitpid; a pidfd becomes
+        # readable when the process exits, which waits without polling /proc.
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
@@ -637,7 +651,6 @@ class LocalBroker:
     def _finish_stop(self) -> None:
         with contextlib.suppress(OSError):
             self._pid_file.unlink()
-        self._proc = None
 
     def stop(self, timeout_s: float = 30) -> None:
         """Stop the broker gracefully (SIGTERM), with SIGKILL if it outlives ``timeout_s``.
