@@ -1,3 +1,7 @@
-"""Shared pytest configuration: fixtures for the real local Kafka and S3 servers live in tests/fixtures."""
+"""Shared pytest configuration.
+
+Fixtures for the real local Kafka, the S3-compatible server and the in-process write path
+live in tests/fixtures.
+"""
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.s3", "tests.fixtures.stack"]

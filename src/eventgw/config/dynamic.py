@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -112,9 +113,9 @@ class DynamicConfigWatcher:
         if self.path is None:
             return
         # Watch the directory, not the file: editors and `mv` replace files atomically.
-        target = str(self.path.absolute())
+        target = self.path.name
         async for changes in watchfiles.awatch(
             self._directory, stop_event=stop, debounce=50, step=20, recursive=False
         ):
-            if any(str(Path(p).absolute()) == target for _, p in changes):
+            if any(os.path.basename(p) == target for _, p in changes):
                 await self._reload(self.path)

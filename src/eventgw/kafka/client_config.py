@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from eventgw.config.settings import KafkaClusterSettings, LaneTuning
+
+
+_LIBRDKAFKA_LOGGER = logging.getLogger("eventgw.kafka.librdkafka")
 
 
 def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
@@ -16,6 +20,10 @@ def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
         # A dead broker must surface within seconds, not minutes.
         "socket.connection.setup.timeout.ms": 5000,
         "reconnect.backoff.max.ms": 2000,
+        # librdkafka logs through Python logging; transport errors (repeated several times a
+        # second while a broker is down) reach us rate-limited through error_cb instead.
+        "logger": _LIBRDKAFKA_LOGGER,
+        "log_level": 2,
     }
     if cluster.sasl_mechanism:
         conf["sasl.mechanism"] = cluster.sasl_mechanism

@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Protocol
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import LANE_OF_PRIORITY, Priority, event_headers
+from eventgw.core.envelope import LANE_OF_PRIORITY, SLO_SECONDS, Priority, event_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -62,9 +62,13 @@ class Replayer:
                 cluster = "primary"
             return cluster, event.intended_topic
         if event.priority not in (10, 20, 30):
-            event.priority = self._classifier.classify(
+            priority = self._classifier.classify(
                 event.source_name, event.statistic_key, event.company_id
-            ).value
+            )
+            event.priority = priority.value
+            if not event.slo_deadline_ms:
+                # The promise is measured from when the client first tried, not from now.
+                event.slo_deadline_ms = event.ingested_at_ms + int(SLO_SECONDS[priority] * 1000)
         lane = "offload" if event.offloaded else LANE_OF_PRIORITY[Priority(event.priority)]
         return "primary", self._topics.lane_topic(lane)
 

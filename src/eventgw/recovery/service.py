@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from eventgw.backup.factory import open_backup_store
-from eventgw.backup.store import BackupUnavailable
+from eventgw.backup.store import BackupNotFound, BackupUnavailable
 from eventgw.config.settings import LaneTuning
 from eventgw.core.backup_codec import CorruptBackup
 from eventgw.core.classify import ClassRule, StaticClassifier
@@ -150,6 +150,8 @@ class RecoveryService:
                         return
                     try:
                         values = await backup.get(key)
+                    except BackupNotFound:
+                        continue  # another replayer finished it first
                     except CorruptBackup as exc:
                         self._errors.inc()
                         logger.error("recovery.corrupt_backup key=%s error=%s", key, exc)
