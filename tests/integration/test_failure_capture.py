@@ -148,8 +148,69 @@ async def test_kill_primary_then_fallback_then_replay_loses_nothing(private_brok
         # The backup object is removed only after its events are back in Kafka.
         async with asyncio.timeout(30):
             # The disk has no event to await: poll it.
-            while list((tmp_path / "spool").glob("*.egwbak")):  # noqa: ASYNC110, ASYNC240
+            while list((tmp_path / "spool").glob("*.egwbak")):  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
+    finally:
+        sender.stop.set()
+        with contextlib.suppress(Exception):
+            await sending
+        await stack.stop()
+
+
+@pytest.mark.s3
+async def test_cluster_down_backs_up_to_s3_then_replays_and_deletes_objects(
+    private_broker, tmp_path, s3_server, s3_bucket
+):
+    primary = private_broker("primary")
+    topics = unique_topics()
+    await asyncio.to_thread(
+        ensure_topics, primary.bootstrap, [TopicSpec(n, 3) for n in topics.all_topics()]
+    )
+    settings = make_settings(
+        primary=primary.bootstrap,  # failed-writes also on primary: no fallback cluster
+        topics=topics,
+        spool_dir=tmp_path / "unused-spool",
+        backup={
+            "s3_bucket": s3_bucket,
+            "s3_prefix": "eventgw/backup/",
+            "s3_endpoint_url": s3_server.endpoint_url,
+            "s3_access_key_id": s3_server.access_key_id,
+            "s3_secret_access_key": s3_server.secret_access_key,
+        },
+    )
+    stack = await start_stack(settings, with_recovery=True)
+    sender = Sender(stack.http_url, "s3")
+    sending = asyncio.create_task(sender.run())
+
+    def objects() -> list[str]:
+        client = s3_server.client()
+        try:
+            page = client.list_objects_v2(Bucket=s3_bucket, Prefix="eventgw/backup/")
+            return [o["Key"] for o in page.get("Contents", ())]
+        finally:
+            client.close()
+
+    try:
+        await sender.until(lambda: len(sender.acked) >= 50, 60)
+        await asyncio.to_thread(primary.kill)
+        await sender.until(lambda: Counter(sender.acked.values())["BACKED_UP"] >= 30, 90)
+        sender.stop.set()
+        async with asyncio.timeout(60):
+            await sending
+        assert await asyncio.to_thread(objects), "events must be in S3 while Kafka is down"
+        assert not list((tmp_path / "unused-spool").glob("*.egwbak"))
+
+        await asyncio.to_thread(primary.start)
+        want = set(sender.acked)
+        found = await wait_all_replayed(
+            primary.bootstrap, [topics.p30, topics.p20], want, timeout_s=120
+        )
+        missing = want - set(found)
+        print(f"acked={len(want)} by status={dict(Counter(sender.acked.values()))}")
+        assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
+        async with asyncio.timeout(30):
+            while await asyncio.to_thread(objects):  # S3 has no event to await: poll it
+                await asyncio.sleep(0.5)
     finally:
         sender.stop.set()
         with contextlib.suppress(Exception):

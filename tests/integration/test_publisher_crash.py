@@ -1,0 +1,203 @@
+"""The prep publisher process is SIGKILLed mid-stream; the client library's fallback
+captures what the service could not take; the failed-writes processor replays it.
+Count: every event the client saw acknowledged ends in its intended topic."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.client.ingest_client import (
+    ClientEvent,
+    EventIngestPublisher,
+    FallbackSettings,
+)
+from eventgw.config.settings import BackupSettings, KafkaClusterSettings
+from eventgw.core.errors import NotDurable
+from eventgw.core.lifecycle import run_services
+from eventgw.ingest.service import IngestService
+from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
+from eventgw.recovery.service import RecoveryService
+from tests.fixtures.stack import make_settings, read_topic, unique_topics
+
+pytestmark = pytest.mark.kafka
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def publisher_env(settings, grpc_port: int, liveness_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
+    env.update(
+        {
+            "EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS": settings.kafka.primary.bootstrap_servers,
+            "EVENTGW_PUBLISHER__GRPC_PORT": str(grpc_port),
+            "EVENTGW_PUBLISHER__LIVENESS_PORT": str(liveness_port),
+            "EVENTGW_PUBLISHER__METRICS_PORT": "0",
+            "EVENTGW_BACKUP__SPOOL_DIR": str(settings.backup.spool_dir),
+        }
+    )
+    for name, value in settings.topics.model_dump().items():
+        if name != "partitions":
+            env[f"EVENTGW_TOPICS__{name.upper()}"] = value
+    return env
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    async with asyncio.timeout(timeout_s), httpx.AsyncClient() as client:
+        while True:
+            assert proc.poll() is None, "publisher exited during start-up"
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+
+
+async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_broker, tmp_path):
+    topics = unique_topics()
+    await asyncio.to_thread(
+        ensure_topics, kafka_broker.bootstrap, [TopicSpec(n, 3) for n in topics.all_topics()]
+    )
+    settings = make_settings(
+        primary=kafka_broker.bootstrap,
+        topics=topics,
+        spool_dir=tmp_path / "publisher-spool",
+        ingest={"publish_timeout_s": 10.0},
+    )
+    grpc_port, liveness_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventgw.cli.main", "--log-level", "WARNING", "publisher"],
+        env=publisher_env(settings, grpc_port, liveness_port),
+    )
+    stop_ingest = asyncio.Event()
+    ingest_task = None
+    try:
+        await wait_ready(f"http://127.0.0.1:{liveness_port}/readyz", proc)
+        ingest_settings = settings.model_copy(
+            update={
+                "ingest": settings.ingest.model_copy(
+                    update={"publisher_target": f"127.0.0.1:{grpc_port}"}
+                )
+            }
+        )
+        ingest = IngestService(ingest_settings)
+        ready = asyncio.Event()
+        ingest_task = asyncio.create_task(run_services([ingest], stop_ingest, ready))
+        async with asyncio.timeout(30):
+            await ready.wait()
+
+        client = EventIngestPublisher(
+            f"127.0.0.1:{ingest.grpc_port}",
+            use_fallbacks=True,
+            fallback=FallbackSettings(
+                kafka=KafkaClusterSettings(bootstrap_servers=kafka_broker.bootstrap),
+                failed_writes_topic=topics.failed_writes,
+                backup=BackupSettings(spool_dir=tmp_path / "client-spool"),
+            ),
+            timeout_s=15,
+        )
+        await client.start()
+        acked: dict[str, str] = {}  # event_id → "service" | "client"
+        progress = asyncio.Condition()
+        stop = asyncio.Event()
+
+        async def worker(w: int) -> None:
+            n = 0
+            while not stop.is_set():
+                batch = [
+                    ClientEvent(f"c{i % 5}", "api", {"n": n, "i": i}, event_id=f"e-{w}-{n}-{i}")
+                    for i in range(10)
+                ]
+                n += 1
+                try:
+                    results = await client.publish(batch)
+                except NotDurable:
+                    continue  # not acknowledged: a real sender retries; we don't count it
+                for r in results:
+                    acked[r.event_id] = "client" if r.captured_by_client else "service"
+                async with progress:
+                    progress.notify_all()
+                await asyncio.sleep(0.02)  # pacing, not polling
+
+        async def until(pred, timeout_s: float) -> None:
+            async with asyncio.timeout(timeout_s), progress:
+                await progress.wait_for(pred)
+
+        async with asyncio.TaskGroup() as tg:
+            for w in range(3):
+                tg.create_task(worker(w))
+            await until(lambda: len(acked) >= 150, 60)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            await until(lambda: Counter(acked.values())["client"] >= 60, 60)
+            stop.set()
+        await client.close()
+
+        by_service = {e for e, how in acked.items() if how == "service"}
+        by_client = {e for e, how in acked.items() if how == "client"}
+        assert by_service and by_client
+        lanes = [topics.p30, topics.p20, topics.p10, topics.offload]
+
+        def ids(topic_list: list[str]) -> Counter[str]:
+            c: Counter[str] = Counter()
+            for t in topic_list:
+                for rec in read_topic(kafka_broker.bootstrap, t, idle_s=1.0):
+                    c[pb.EventData.FromString(rec.value).event_id] += 1
+            return c
+
+        # Acknowledged by the service = already durable in its lane, before any replay.
+        in_lanes = await asyncio.to_thread(ids, lanes)
+        assert not by_service - set(in_lanes), "service-acknowledged events missing from Kafka"
+        captured = await asyncio.to_thread(ids, [topics.failed_writes])
+        assert by_client <= set(captured) | set(in_lanes)
+
+        # The failed-writes processor classifies the client's captures and replays them.
+        recovery = RecoveryService(ingest_settings)
+        rstop, rready = asyncio.Event(), asyncio.Event()
+        rtask = asyncio.create_task(run_services([recovery], rstop, rready))
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                in_lanes = await asyncio.to_thread(ids, lanes)
+                if set(acked) <= set(in_lanes) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1)
+        finally:
+            rstop.set()
+            await rtask
+        missing = set(acked) - set(in_lanes)
+        dupes = sum(c - 1 for c in in_lanes.values() if c > 1)
+        print(
+            f"acked={len(acked)} service={len(by_service)} client={len(by_client)} "
+            f"duplicates={dupes}"
+        )
+        assert not missing, f"{len(missing)} acknowledged events lost: {sorted(missing)[:5]}"
+        replayed = {
+            pb.EventData.FromString(r.value).event_id: r.headers
+            for r in await asyncio.to_thread(read_topic, kafka_broker.bootstrap, topics.p20)
+        }
+        sample = next(iter(by_client & set(replayed)))
+        assert replayed[sample]["eventgw-class"] == b"P20"  # classified on replay
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        stop_ingest.set()
+        if ingest_task is not None:
+            await ingest_task
+        await asyncio.to_thread(delete_topics, kafka_broker.bootstrap, topics.all_topics())
