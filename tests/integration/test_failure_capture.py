@@ -209,7 +209,8 @@ async def test_cluster_down_backs_up_to_s3_then_replays_and_deletes_objects(
         print(f"acked={len(want)} by status={dict(Counter(sender.acked.values()))}")
         assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
         async with asyncio.timeout(30):
-            while await asyncio.to_thread(objects):  # S3 has no event to await: poll it
+            # S3 has no event to await: poll it.
+            while await asyncio.to_thread(objects):  # noqa: ASYNC110
                 await asyncio.sleep(0.5)
     finally:
         sender.stop.set()

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -56,10 +55,10 @@ def publisher_env(settings, grpc_port: int, liveness_port: int) -> dict[str, str
     return env
 
 
-async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+async def wait_ready(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 60) -> None:
     async with asyncio.timeout(timeout_s), httpx.AsyncClient() as client:
         while True:
-            assert proc.poll() is None, "publisher exited during start-up"
+            assert proc.returncode is None, "publisher exited during start-up"
             try:
                 if (await client.get(url)).status_code == 200:
                     return
@@ -80,8 +79,13 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
         ingest={"publish_timeout_s": 10.0},
     )
     grpc_port, liveness_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "eventgw.cli.main", "--log-level", "WARNING", "publisher"],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "eventgw.cli.main",
+        "--log-level",
+        "WARNING",
+        "publisher",
         env=publisher_env(settings, grpc_port, liveness_port),
     )
     stop_ingest = asyncio.Event()
@@ -143,14 +147,16 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
                 tg.create_task(worker(w))
             await until(lambda: len(acked) >= 150, 60)
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            async with asyncio.timeout(10):
+                await proc.wait()
             await until(lambda: Counter(acked.values())["client"] >= 60, 60)
             stop.set()
         await client.close()
 
         by_service = {e for e, how in acked.items() if how == "service"}
         by_client = {e for e, how in acked.items() if how == "client"}
-        assert by_service and by_client
+        assert by_service
+        assert by_client
         lanes = [topics.p30, topics.p20, topics.p10, topics.offload]
 
         def ids(topic_list: list[str]) -> Counter[str]:
@@ -194,9 +200,10 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
         sample = next(iter(by_client & set(replayed)))
         assert replayed[sample]["eventgw-class"] == b"P20"  # classified on replay
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(10)
+            async with asyncio.timeout(10):
+                await proc.wait()
         stop_ingest.set()
         if ingest_task is not None:
             await ingest_task
