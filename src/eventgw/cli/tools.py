@@ -12,8 +12,10 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from eventgw.core.errors import ConfigError
 from eventgw.kafka.admin import TopicSpec, ensure_topics, list_topics
 from eventgw.kafka.local_broker import (
+    BrokerSpec,
     LocalBroker,
     default_home,
     default_spec,
@@ -22,6 +24,7 @@ from eventgw.kafka.local_broker import (
 
 if TYPE_CHECKING:
     import argparse
+    from pathlib import Path
 
     from eventgw.config.settings import EventGwSettings
 
@@ -30,15 +33,46 @@ def _clusters(which: str) -> list[str]:
     return ["primary", "rollout"] if which == "all" else [which]
 
 
-def _brokers(which: str) -> list[LocalBroker]:
+def _local_spec(name: str, bootstrap: str, home: Path) -> BrokerSpec:
+    """The local broker serving ``bootstrap`` (a loopback host:port from the settings).
+
+    The default ports keep the default data directory; other ports get their own, since a
+    KRaft data directory is bound to the listeners it was formatted with.
+    """
+    spec = default_spec(name, home)
+    host, _, port_text = bootstrap.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port_text.isdigit():
+        raise ConfigError(
+            f"kafka.{name}.bootstrap_servers",
+            f"{bootstrap!r} is not a loopback host:port the local broker can serve",
+        )
+    port = int(port_text)
+    if port == spec.port:
+        return spec
+    return BrokerSpec(
+        name=name,
+        port=port,
+        controller_port=port + 1,
+        data_dir=home / "clusters" / f"{name}-{port}",
+    )
+
+
+def _brokers(which: str, settings: EventGwSettings) -> list[LocalBroker]:
     home = default_home()
     libs = ensure_kafka_jars(home)
-    return [LocalBroker(default_spec(name, home), libs) for name in _clusters(which)]
+    bootstraps = {"primary": settings.kafka.primary.bootstrap_servers}
+    if settings.kafka.rollout is not None:
+        bootstraps["rollout"] = settings.kafka.rollout.bootstrap_servers
+    return [
+        LocalBroker(_local_spec(name, bootstraps[name], home), libs)
+        for name in _clusters(which)
+        if name in bootstraps
+    ]
 
 
 def cmd_kafka(args: argparse.Namespace, settings: EventGwSettings) -> int:
     """``eventgw kafka start|stop|status``."""
-    for broker in _brokers(args.cluster):
+    for broker in _brokers(args.cluster, settings):
         if args.action == "start":
             started = time.monotonic()
             broker.start()
@@ -189,7 +223,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
     started_brokers: list[LocalBroker] = []
     if not args.no_kafka:
         print("eventgw up: fetching Apache Kafka (first run only) and starting it ...", flush=True)
-        for broker in _brokers("all"):
+        for broker in _brokers("all", settings):
             if not broker.is_running():
                 broker.start()
                 started_brokers.append(broker)

@@ -1,0 +1,125 @@
+"""The README's first command, end to end: ``eventgw up`` starts Kafka and the write path;
+a curl-style POST is answered 202 and the record is on its topic; SIGINT stops everything
+the command started, within its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+
+import httpx
+import pytest
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.kafka.local_broker import default_home
+from tests.fixtures.stack import read_topic
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+
+def free_port_pair() -> int:
+    """A port P with P+1 also free (the local broker uses P+1 as its controller port)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
+    kafka_primary, kafka_rollout = free_port_pair(), free_port_pair()
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
+    env.update(
+        {
+            "EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_primary}",
+            "EVENTGW_KAFKA__ROLLOUT__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_rollout}",
+            "EVENTGW_INGEST__HTTP_PORT": str(http_port),
+            "EVENTGW_INGEST__GRPC_PORT": str(free_port()),
+            "EVENTGW_PUBLISHER__GRPC_PORT": str(free_port()),
+            "EVENTGW_PUBLISHER__LIVENESS_PORT": str(free_port()),
+            "EVENTGW_PUBLISHER__METRICS_PORT": str(free_port()),
+            "EVENTGW_RECOVERY__METRICS_PORT": str(free_port()),
+            "EVENTGW_BACKUP__SPOOL_DIR": str(tmp_path / "spool"),
+        }
+    )
+    env["EVENTGW_INGEST__PUBLISHER_TARGET"] = f"127.0.0.1:{env['EVENTGW_PUBLISHER__GRPC_PORT']}"
+    data_dirs = [
+        default_home() / "clusters" / f"{n}-{p}"
+        for n, p in (("primary", kafka_primary), ("rollout", kafka_rollout))
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "eventgw.cli.main",
+        "up",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output: list[str] = []
+    try:
+        async with asyncio.timeout(180):
+            assert proc.stdout is not None
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "eventgw up exited before it was up:\n" + "".join(output)
+                output.append(line)
+                if "eventgw is up." in line:
+                    break
+
+        async def drain() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                output.append(line.decode())
+
+        draining = asyncio.create_task(drain())
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(
+                f"http://127.0.0.1:{http_port}/v1/events",
+                headers={"content-type": "application/json"},
+                content=b'{"company_id":"acme","source_name":"api","payload":{"x":1}}',
+            )
+            assert resp.status_code == 202, resp.text
+            result = resp.json()["events"][0]
+            assert result["status"] == "PUBLISHED"
+            assert result["priority"] == "P20"
+            assert result["topic"] == "events.public.p20-events-express-v1"
+            assert (await client.get(f"http://127.0.0.1:{http_port}/readyz")).status_code == 200
+            metrics = (await client.get(f"http://127.0.0.1:{http_port}/metrics")).text
+            assert 'eventgw_ingest_events_total{status="accepted"} 1.0' in metrics
+        records = await asyncio.to_thread(
+            read_topic, f"127.0.0.1:{kafka_primary}", result["topic"], expect=1
+        )
+        assert [pb.EventData.FromString(r.value).event_id for r in records] == [result["event_id"]]
+
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(90):
+            code = await proc.wait()
+            await draining
+        assert code == 0, "".join(output)
+        for port in (kafka_primary, kafka_rollout, http_port):
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for d in data_dirs:
+            shutil.rmtree(d, ignore_errors=True)

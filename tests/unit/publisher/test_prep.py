@@ -1,0 +1,152 @@
+"""PrepPublisher's durability decisions with fake producers and stores (pure logic only;
+the real-Kafka proof is tests/integration/test_failure_capture.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.backup.store import BackupUnavailable
+from eventgw.config.dynamic import DynamicConfig, GateRule
+from eventgw.config.settings import TopicSettings
+from eventgw.core.errors import InvalidEvent
+from eventgw.kafka.producer import Delivery
+from eventgw.metrics.backend import Metrics
+from eventgw.publisher.prep import PrepPublisher
+from eventgw.publisher.router import Router
+
+
+class FakeProducer:
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+        self.sent: list[tuple[str, bytes, bytes, dict[str, bytes]]] = []
+
+    async def send(self, topic, records):
+        if self.fail:
+            return [Delivery(-1, -1, "broker down") for _ in records]
+        out = []
+        for key, value, headers in records:
+            self.sent.append((topic, key, value, dict(headers)))
+            out.append(Delivery(0, len(self.sent) - 1))
+        return out
+
+
+class FakeStore:
+    name = "spool"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.objects: dict[str, list[bytes]] = {}
+
+    async def put(self, records):
+        if self.fail:
+            raise BackupUnavailable(store="spool", operation="put", key=None, reason="disk gone")
+        key = f"k{len(self.objects)}"
+        self.objects[key] = list(records)
+        return key
+
+
+class Config:
+    def __init__(self, current: DynamicConfig) -> None:
+        self.current = current
+
+
+def make(lane_fail=False, fw_fail=False, store_fail=False, config=None):
+    topics = TopicSettings()
+    producers = {
+        ("primary", lane): FakeProducer(lane, fail=lane_fail)
+        for lane in ("p30", "p20", "p10", "offload")
+    }
+    fw = FakeProducer("fw", fail=fw_fail)
+    store = FakeStore(fail=store_fail)
+    pub = PrepPublisher(
+        producers=producers,
+        failed_writes=fw,
+        failed_writes_topic=topics.failed_writes,
+        failed_writes_cluster="fallback",
+        backup=store,
+        router=Router(topics, rollout_enabled=False),
+        config=Config(config or DynamicConfig()),
+        metrics=Metrics(),
+    )
+    return pub, producers, fw, store
+
+
+def ev(i: int, priority: int = 20, **kw) -> pb.EventData:
+    return pb.EventData(
+        event_id=f"e{i}", company_id=f"c{i}", source_name="api", priority=priority, **kw
+    )
+
+
+async def test_published_events_report_topic_partition_offset():
+    pub, producers, _, _ = make()
+    results = await pub.publish_with_result([ev(1, 30), ev(2, 10), ev(3, 20, offloaded=True)])
+    assert [r.status for r in results] == [pb.PUBLISHED] * 3
+    assert [r.topic for r in results] == [
+        TopicSettings().p30,
+        TopicSettings().p10,
+        TopicSettings().offload,
+    ]
+    assert producers["primary", "p30"].sent[0][1] == b"c1"
+
+
+async def test_lane_failure_goes_to_failed_writes_with_intended_topic():
+    pub, _, fw, store = make(lane_fail=True)
+    results = await pub.publish_with_result([ev(1), ev(2)])
+    assert [r.status for r in results] == [pb.FAILED_WRITES] * 2
+    assert results[0].cluster == "fallback"
+    topic, key, value, headers = fw.sent[0]
+    data = pb.EventData.FromString(value)
+    assert data.intended_topic == TopicSettings().p20
+    assert data.intended_cluster == "primary"
+    assert headers["eventgw-original-topic"] == TopicSettings().p20.encode()
+    assert headers["eventgw-last-error"] == b"broker down"
+    assert not store.objects
+
+
+async def test_both_topics_failing_goes_to_backup_store():
+    pub, _, _, store = make(lane_fail=True, fw_fail=True)
+    results = await pub.publish_with_result([ev(1), ev(2)])
+    assert [r.status for r in results] == [pb.BACKED_UP] * 2
+    (values,) = store.objects.values()
+    assert [pb.EventData.FromString(v).intended_topic for v in values] == [TopicSettings().p20] * 2
+
+
+async def test_all_three_failing_reports_failed_never_success():
+    pub, _, _, _ = make(lane_fail=True, fw_fail=True, store_fail=True)
+    results = await pub.publish_with_result([ev(1)])
+    assert results[0].status == pb.FAILED
+    assert "not durable" in results[0].reason
+
+
+async def test_gating_rejects_only_matching_events_and_writes_nothing_for_them():
+    config = DynamicConfig(gating=(GateRule(action="block", company_id="c1", reason="banned"),))
+    pub, producers, _, _ = make(config=config)
+    results = await pub.publish_with_result([ev(1), ev(2)])
+    assert results[0].status == pb.REJECTED
+    assert results[0].reason == "banned"
+    assert results[1].status == pb.PUBLISHED
+    assert [s[1] for s in producers["primary", "p20"].sent] == [b"c2"]
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (pb.EventData(company_id="c", priority=20), "events[1].event_id"),
+        (pb.EventData(event_id="x", priority=20), "events[1].company_id"),
+        (pb.EventData(event_id="x", company_id="c", priority=7), "events[1].priority"),
+    ],
+)
+async def test_invalid_event_rejects_whole_request_before_writing(event, field):
+    pub, producers, _, _ = make()
+    with pytest.raises(InvalidEvent) as info:
+        await pub.publish_with_result([ev(0), event])
+    assert info.value.field == field
+    assert not any(p.sent for p in producers.values())
+
+
+async def test_missing_priority_takes_the_default_class():
+    pub, _, _, _ = make()
+    results = await pub.publish_with_result([pb.EventData(event_id="x", company_id="c")])
+    assert results[0].topic == TopicSettings().p20
