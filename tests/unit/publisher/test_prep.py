@@ -96,7 +96,7 @@ async def test_lane_failure_goes_to_failed_writes_with_intended_topic():
     results = await pub.publish_with_result([ev(1), ev(2)])
     assert [r.status for r in results] == [pb.FAILED_WRITES] * 2
     assert results[0].cluster == "fallback"
-    topic, key, value, headers = fw.sent[0]
+    _topic, _key, value, headers = fw.sent[0]
     data = pb.EventData.FromString(value)
     assert data.intended_topic == TopicSettings().p20
     assert data.intended_cluster == "primary"
