@@ -177,3 +177,30 @@ async def test_gating_rejects_with_reason_and_writes_nothing(write_stack, tmp_pa
         read_topic, stack.settings.kafka.primary.bootstrap_servers, stack.settings.topics.p20
     )
     assert [r.key for r in records] == [b"vip"]
+
+
+async def test_embedded_publisher_publishes_with_default_priority(kafka_broker, tmp_path):
+    from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
+    from eventgw.publisher.embedded import EmbeddedPrepPublisher
+    from tests.fixtures.stack import make_settings, unique_topics
+
+    topics = unique_topics()
+    await asyncio.to_thread(
+        ensure_topics, kafka_broker.bootstrap, [TopicSpec(n, 3) for n in topics.all_topics()]
+    )
+    settings = make_settings(primary=kafka_broker.bootstrap, topics=topics, spool_dir=tmp_path)
+    p = EmbeddedPrepPublisher(settings, priority=Priority.P10)
+    await p.init()
+    try:
+        results = await p.publish_with_result(
+            [pb.EventData(event_id=f"e{i}", company_id="acme", payload=b"{}") for i in range(5)]
+        )
+    finally:
+        await p.stop()
+    assert [r.status for r in results] == [pb.PUBLISHED] * 5
+    assert {r.topic for r in results} == {topics.p10}
+    records = await asyncio.to_thread(read_topic, kafka_broker.bootstrap, topics.p10, expect=5)
+    assert sorted(pb.EventData.FromString(r.value).event_id for r in records) == [
+        f"e{i}" for i in range(5)
+    ]
+    await asyncio.to_thread(delete_topics, kafka_broker.bootstrap, topics.all_topics())
