@@ -12,12 +12,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import watchfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eventgw.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from eventgw.metrics.backend import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +79,14 @@ class DynamicConfigWatcher:
     present but invalid at start raises ConfigError (refuse to start on bad config).
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, metrics: Metrics | None = None) -> None:
         self.path = path
+        self._applied = self._refused = None
+        if metrics is not None:
+            reloads = metrics.counter(
+                "eventgw_dynamic_config_reloads_total", "dynamic config reloads", ["result"]
+            )
+            self._applied, self._refused = reloads.labels("applied"), reloads.labels("refused")
         self.current = DynamicConfig()
         self.version = 0
         self.refused = 0
@@ -93,11 +102,15 @@ class DynamicConfigWatcher:
             new = parse_dynamic_config(text)
         except (OSError, ConfigError) as exc:
             self.refused += 1
+            if self._refused is not None:
+                self._refused.inc()
             logger.error("dynamic_config.refused path=%s error=%s", path, exc)
         else:
             if new != self.current:
                 self.current = new
                 self.version += 1
+                if self._applied is not None:
+                    self._applied.inc()
                 logger.info("dynamic_config.applied path=%s version=%d", path, self.version)
         finally:
             self._changed.set()

@@ -232,10 +232,14 @@ class EventGwSettings(BaseSettings):
             for k, v in self.topics.model_dump().items()
             if isinstance(v, str) and "staging" not in v
         ]
-        if self.backup.s3_bucket and "staging" not in self.backup.s3_bucket + self.backup.s3_prefix:
+        b = self.backup
+        if b.s3_bucket and "staging" not in b.s3_bucket and "staging" not in b.s3_prefix:
             wrong.append("backup.s3_prefix")
         if wrong:
-            raise ValueError(f"environment=staging but these do not contain 'staging': {wrong}")
+            # "<field>: <text>" lets load_settings name the first offending field.
+            raise ValueError(
+                f"{wrong[0]}: environment=staging but these do not contain 'staging': {wrong}"
+            )
         return self
 
 
@@ -257,5 +261,8 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
         return EventGwSettings(**data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise ConfigError(field, err["msg"]) from exc
+        field = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if not field:  # a model-level check: its message starts with "<field>: "
+            field, _, message = message.partition(": ")
+        raise ConfigError(field or "settings", message) from exc

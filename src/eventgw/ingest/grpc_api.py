@@ -7,9 +7,9 @@ import logging
 from typing import TYPE_CHECKING
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.core.errors import InvalidEvent, RetriableError
 from eventgw.ingest.validation import validate_grpc_event
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class IngestServicer(pb_grpc.IngestServiceServicer):
+class IngestServicer:
     """Validates, then runs the shared pipeline.
 
     Status codes: OK only when every event is durable (or rejected by gating, see each
@@ -33,17 +33,22 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         self._pipeline = pipeline
         self._keys = [k.get_secret_value() for k in settings.api_keys]
 
-    async def Ingest(
-        self, request: pb.IngestRequest, context: grpc.aio.ServicerContext
-    ) -> pb.IngestResponse:
-        """See the class docstring."""
+    async def Ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.IngestResponse:
+        """See the class docstring. ``raw`` is the undecoded request (see `add_to_server`)."""
         if self._keys:
             metadata = dict(context.invocation_metadata() or ())
-            given = str(metadata.get("x-api-key", ""))
+            auth = str(metadata.get("authorization", ""))
+            given = str(metadata.get("x-api-key", "")) or auth.removeprefix("Bearer ")
             if not any(hmac.compare_digest(given, k) for k in self._keys):
                 await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED, "x-api-key: missing or invalid"
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "x-api-key: missing or invalid (x-api-key or authorization: Bearer <key>)",
                 )
+        try:
+            request = pb.IngestRequest.FromString(raw)
+        except DecodeError as exc:
+            # e.g. a string field that is not UTF-8: the caller's fault, not ours.
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"events: undecodable: {exc}")
         n = len(request.events)
         if n == 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "events: must not be empty")
@@ -79,3 +84,18 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 f"events: {len(failed)} not durable, retry (first {failed[0] if failed else ''})",
             )
         return pb.IngestResponse(request_id=outcome.request_id, results=outcome.results)
+
+
+def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` with a bytes deserializer, so decoding errors become
+    INVALID_ARGUMENT inside the servicer instead of grpcio's opaque UNKNOWN."""
+    handlers = {
+        "Ingest": grpc.unary_unary_rpc_method_handler(
+            servicer.Ingest,
+            request_deserializer=None,
+            response_serializer=pb.IngestResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("eventgw.v1.IngestService", handlers),)
+    )

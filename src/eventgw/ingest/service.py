@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 import grpc
 import uvicorn
 
-from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.clock import Clock, SystemClock
-from eventgw.ingest.grpc_api import IngestServicer
+from eventgw.ingest.grpc_api import IngestServicer, add_to_server
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.pipeline import IngestPipeline, PublishFn
 from eventgw.ingest.publisher_client import GRPC_OPTIONS, PublisherClient
@@ -59,6 +58,8 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit this: small responses must not wait for Nagle's algorithm.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -130,7 +131,7 @@ class IngestService:
         )
         http = _Uvicorn(config)
         grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(s, pipeline), grpc_server)
+        add_to_server(IngestServicer(s, pipeline), grpc_server)
         try:
             self.grpc_port = grpc_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
             await grpc_server.start()

@@ -15,10 +15,11 @@ import msgspec
 
 from eventgw.core.errors import InvalidEvent, PayloadTooLarge
 
-_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$"
+# `\Z`, not `$`: `$` also matches before a trailing newline, which would let "acme\n" in.
+_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*\Z"
 CompanyId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_ID_PATTERN)]
 SourceName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_ID_PATTERN)]
-StatisticKey = Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[\x21-\x7e]*$")]
+StatisticKey = Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[\x21-\x7e]*\Z")]
 EventIdIn = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_ID_PATTERN)]
 
 _NULL = msgspec.Raw(b"null")
@@ -135,7 +136,7 @@ def decode_http_body(body: bytes, *, max_events: int, max_payload_bytes: int) ->
 
 
 _ID_RX = re.compile(_ID_PATTERN)
-_STAT_RX = re.compile(r"^[\x21-\x7e]*$")
+_STAT_RX = re.compile(r"^[\x21-\x7e]*\Z")
 
 
 def validate_grpc_event(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -41,17 +40,15 @@ class PublisherParts:
         self.producers: dict[tuple[ClusterName, Lane], BatchProducer] = {}
         self.failed_writes: BatchProducer | None = None
         self.backup: BackupStore | None = None
-        self.watcher = DynamicConfigWatcher(settings.publisher.dynamic_config_path)
+        self.watcher = DynamicConfigWatcher(settings.publisher.dynamic_config_path, metrics)
 
     async def open(self, default_priority: Priority = Priority.P20) -> PrepPublisher:
         """Create every producer and the backup store; return the publisher that uses them."""
         s = self.settings
-        clusters: dict[ClusterName, object] = {"primary": s.kafka.primary}
         rollout = s.publisher.rollout_producers_enabled and s.kafka.rollout is not None
         for cluster_name, cluster in (("primary", s.kafka.primary), ("rollout", s.kafka.rollout)):
             if cluster is None or (cluster_name == "rollout" and not rollout):
                 continue
-            clusters[cluster_name] = cluster
             for lane in LANES:
                 name = f"{cluster_name}-{lane}"
                 p = BatchProducer(
@@ -59,6 +56,11 @@ class PublisherParts:
                 )
                 p.start()
                 self.producers[cluster_name, lane] = p
+        in_flight = self.metrics.gauge(
+            "eventgw_publisher_in_flight_events", "produced, not yet confirmed", ["producer"]
+        )
+        for producer in self.producers.values():
+            in_flight.labels(producer.name).set_function(producer.in_flight)
         fw_cluster = s.kafka.fallback or s.kafka.primary
         fw_name = "fallback" if s.kafka.fallback else "primary"
         self.failed_writes = BatchProducer(
@@ -156,8 +158,7 @@ class PublisherService:
                 logger.info("publisher.draining grace_s=%.1f", s.shutdown_timeout_s)
                 await server.stop(s.shutdown_timeout_s)
         finally:
-            with contextlib.suppress(Exception):
-                await server.stop(0)
+            await server.stop(0)  # no-op when the drain above already stopped it
             await self.parts.close()
             await liveness.close()
             await status.close()

@@ -1,0 +1,302 @@
+"""Tests for eventgw.config.settings: env > TOML file > defaults; errors name the field."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pydantic
+import pytest
+
+from eventgw.config.settings import (
+    EventGwSettings,
+    IngestSettings,
+    KafkaClusterSettings,
+    TopicSettings,
+    load_settings,
+)
+from eventgw.core.envelope import Priority
+from eventgw.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No EVENTGW_* variable of the developer's shell leaks into these tests."""
+    for name in list(os.environ):
+        if name.upper().startswith("EVENTGW_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "eventgw.toml"
+    path.write_text(text)
+    return path
+
+
+def staging_topics() -> dict[str, str]:
+    return {
+        k: f"staging.{v}" for k, v in TopicSettings().model_dump().items() if isinstance(v, str)
+    }
+
+
+def test_defaults_match_the_spec() -> None:
+    s = load_settings()
+    assert s.environment == "development"
+    assert (s.ingest.http_host, s.ingest.http_port, s.ingest.grpc_port) == (
+        "127.0.0.1",
+        8080,
+        50050,
+    )
+    assert s.publisher.grpc_port == 50051
+    assert s.kafka.primary.bootstrap_servers == "127.0.0.1:9092"
+    assert s.kafka.rollout is not None
+    assert s.kafka.rollout.bootstrap_servers == "127.0.0.1:9094"
+    assert s.topics.p30 == "events.public.p30-events-express-v1"
+    assert s.topics.failed_writes == "events.private.failed-writes-v1"
+    assert s.ingest.api_keys == []
+    assert s.ingest.default_class is Priority.P20
+
+
+def test_env_var_overrides_a_nested_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTGW_INGEST__HTTP_PORT", "18080")
+    monkeypatch.setenv("EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("EVENTGW_INGEST__API_KEYS", '["key-1", "key-2"]')
+    s = load_settings()
+    assert s.ingest.http_port == 18080
+    assert s.ingest.grpc_port == 50050  # untouched siblings keep their defaults
+    assert s.kafka.primary.bootstrap_servers == "k1:9092,k2:9092"
+    assert [k.get_secret_value() for k in s.ingest.api_keys] == ["key-1", "key-2"]
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        environment = "production"
+        [ingest]
+        http_port = 9001
+        max_events_per_request = 50
+        default_class = 30
+        class_rules = [{ priority = 10, source_name = "backfill*" }]
+        [kafka.primary]
+        bootstrap_servers = "broker:9092"
+        [topics]
+        p20 = "my.p20"
+        """,
+    )
+    s = load_settings(path)
+    assert s.environment == "production"
+    assert s.ingest.http_port == 9001
+    assert s.ingest.max_events_per_request == 50
+    assert s.ingest.default_class is Priority.P30
+    assert s.ingest.class_rules[0].priority is Priority.P10
+    assert s.ingest.class_rules[0].source_name == "backfill*"
+    assert s.kafka.primary.bootstrap_servers == "broker:9092"
+    assert s.topics.p20 == "my.p20"
+    assert s.topics.p30 == TopicSettings().p30
+
+
+def test_settings_file_from_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "EVENTGW_SETTINGS_FILE", str(write(tmp_path, "[ingest]\nhttp_port = 9002\n"))
+    )
+    assert load_settings().ingest.http_port == 9002
+
+
+def test_explicit_path_beats_the_settings_file_env_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text("[ingest]\nhttp_port = 1\n")
+    monkeypatch.setenv("EVENTGW_SETTINGS_FILE", str(other))
+    assert load_settings(write(tmp_path, "[ingest]\nhttp_port = 9003\n")).ingest.http_port == 9003
+
+
+def test_env_beats_file_and_merges_field_by_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "[ingest]\nhttp_port = 9004\nmax_body_bytes = 2048\n")
+    monkeypatch.setenv("EVENTGW_INGEST__HTTP_PORT", "9005")
+    s = load_settings(path)
+    assert s.ingest.http_port == 9005
+    assert s.ingest.max_body_bytes == 2048  # the file's sibling survives the env override
+
+
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ("[ingest]\nhttp_port = 70000\n", "ingest.http_port"),
+        ("[ingest]\nhttp_port = 'eighty'\n", "ingest.http_port"),
+        ("[ingest]\nmax_body_bytes = 10\n", "ingest.max_body_bytes"),
+        ("[ingest]\ndefault_class = 25\n", "ingest.default_class"),
+        ("[ingest]\nbogus = 1\n", "ingest.bogus"),
+        ("bogus = 1\n", "bogus"),
+        ("environment = 'prod'\n", "environment"),
+        ("[kafka.primary]\nbootstrap_servers = ''\n", "kafka.primary.bootstrap_servers"),
+        ("[topics]\npartitions = 0\n", "topics.partitions"),
+        (
+            "[publisher.lanes.p30]\nlinger_ms = 1\nbatch_size = 1\n",
+            "publisher.lanes.p30.batch_size",
+        ),
+    ],
+)
+def test_config_error_names_the_field(tmp_path: Path, toml: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, toml))
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_config_error_from_env_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTGW_INGEST__HTTP_PORT", "not-a-port")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "ingest.http_port"
+
+
+def test_unreadable_or_malformed_file_is_a_settings_file_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as missing:
+        load_settings(tmp_path / "absent.toml")
+    assert missing.value.field == "settings_file"
+    with pytest.raises(ConfigError) as malformed:
+        load_settings(write(tmp_path, "[ingest\nhttp_port = 1\n"))
+    assert malformed.value.field == "settings_file"
+    assert "eventgw.toml" in malformed.value.message
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings()
+    with pytest.raises(pydantic.ValidationError):
+        s.ingest.http_port = 1  # type: ignore[misc]
+
+
+# --- staging --------------------------------------------------------------------------------
+
+
+def test_staging_refuses_names_without_staging(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "environment = 'staging'\n"))
+    assert "'staging'" in info.value.message
+    assert "topics.p30" in info.value.message
+    assert "topics.failed_writes" in info.value.message
+
+
+def test_staging_refuses_a_single_topic_without_staging() -> None:
+    topics = {**staging_topics(), "dlq": "events.public.events-express-v1-dlq"}
+    with pytest.raises(pydantic.ValidationError, match=r"topics\.dlq") as info:
+        EventGwSettings(environment="staging", topics=topics)
+    assert "topics.p30" not in str(info.value)
+
+
+def test_staging_accepts_when_every_name_contains_staging() -> None:
+    s = EventGwSettings(
+        environment="staging",
+        topics=staging_topics(),
+        backup={"s3_bucket": "eventgw-staging-backup"},
+    )
+    assert s.environment == "staging"
+    assert EventGwSettings(
+        environment="staging",
+        topics=staging_topics(),
+        backup={"s3_bucket": "eventgw-backup", "s3_prefix": "staging/backup/"},
+    )
+
+
+def test_staging_refuses_an_s3_location_without_staging() -> None:
+    with pytest.raises(pydantic.ValidationError, match=r"backup\.s3_prefix"):
+        EventGwSettings(
+            environment="staging", topics=staging_topics(), backup={"s3_bucket": "eventgw-prod"}
+        )
+
+
+def test_staging_names_via_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = ["environment = 'staging'", "[topics]"]
+    lines += [f"{k} = '{v}'" for k, v in staging_topics().items()]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    assert load_settings(path).topics.p30.startswith("staging.")
+    monkeypatch.setenv("EVENTGW_TOPICS__P30", "events.public.p30")
+    with pytest.raises(ConfigError, match=r"topics\.p30"):
+        load_settings(path)
+
+
+def test_other_environments_do_not_check_names() -> None:
+    for env in ("development", "production"):
+        assert EventGwSettings(environment=env).topics.p30 == TopicSettings().p30
+
+
+def test_staging_config_error_field_is_the_first_offending_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "environment = 'staging'\n"))
+    assert info.value.field == "topics.p30"
+
+
+def test_staging_s3_check_does_not_match_across_bucket_and_prefix() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        EventGwSettings(
+            environment="staging",
+            topics=staging_topics(),
+            backup={"s3_bucket": "acme-stag", "s3_prefix": "ing/"},
+        )
+
+
+# --- Kafka security -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},
+        {"sasl_mechanism": "SCRAM-SHA-512"},
+        {"sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "u"},
+        {"sasl_username": "u", "sasl_password": "p"},
+        {"sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "", "sasl_password": "p"},
+    ],
+)
+def test_sasl_ssl_without_complete_credentials_is_refused(given: dict[str, str]) -> None:
+    with pytest.raises(pydantic.ValidationError, match="SASL_SSL needs"):
+        KafkaClusterSettings(bootstrap_servers="b:9093", security_protocol="SASL_SSL", **given)
+
+
+def test_sasl_ssl_with_credentials_is_accepted_and_the_password_stays_secret() -> None:
+    c = KafkaClusterSettings(
+        bootstrap_servers="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password="hunter2",
+    )
+    assert c.sasl_password is not None
+    assert c.sasl_password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(c)
+
+
+def test_sasl_ssl_without_credentials_via_file_names_the_cluster(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "[kafka.primary]\nbootstrap_servers = 'b:9093'\nsecurity_protocol = 'SASL_SSL'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.field == "kafka.primary"
+    assert "SASL_SSL" in info.value.message
+
+
+def test_sasl_ssl_credentials_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path,
+        "[kafka.primary]\nbootstrap_servers = 'b:9093'\nsecurity_protocol = 'SASL_SSL'\n"
+        "sasl_mechanism = 'SCRAM-SHA-512'\nsasl_username = 'svc'\n",
+    )
+    monkeypatch.setenv("EVENTGW_KAFKA__PRIMARY__SASL_PASSWORD", "from-env")
+    s = load_settings(path)
+    assert s.kafka.primary.sasl_password is not None
+    assert s.kafka.primary.sasl_password.get_secret_value() == "from-env"
+
+
+def test_ingest_limits_have_floors() -> None:
+    with pytest.raises(pydantic.ValidationError, match="max_payload_bytes"):
+        IngestSettings(max_payload_bytes=1)
+    with pytest.raises(pydantic.ValidationError, match="max_events_per_request"):
+        IngestSettings(max_events_per_request=0)
