@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import sys
 import time
 from collections import Counter
 
-import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
@@ -27,44 +24,21 @@ from eventgw.core.lifecycle import run_services
 from eventgw.ingest.service import IngestService
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from eventgw.recovery.service import RecoveryService
+from tests.fixtures.procs import component_env, free_port, spawn, wait_ready
 from tests.fixtures.stack import make_settings, read_topic, unique_topics
 
 pytestmark = pytest.mark.kafka
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def publisher_env(settings, grpc_port: int, liveness_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
-    env.update(
-        {
-            "EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS": settings.kafka.primary.bootstrap_servers,
-            "EVENTGW_PUBLISHER__GRPC_PORT": str(grpc_port),
-            "EVENTGW_PUBLISHER__LIVENESS_PORT": str(liveness_port),
-            "EVENTGW_PUBLISHER__METRICS_PORT": "0",
-            "EVENTGW_BACKUP__SPOOL_DIR": str(settings.backup.spool_dir),
-        }
+    return component_env(
+        settings.kafka.primary.bootstrap_servers,
+        settings.topics,
+        EVENTGW_PUBLISHER__GRPC_PORT=str(grpc_port),
+        EVENTGW_PUBLISHER__LIVENESS_PORT=str(liveness_port),
+        EVENTGW_PUBLISHER__METRICS_PORT="0",
+        EVENTGW_BACKUP__SPOOL_DIR=str(settings.backup.spool_dir),
     )
-    for name, value in settings.topics.model_dump().items():
-        if name != "partitions":
-            env[f"EVENTGW_TOPICS__{name.upper()}"] = value
-    return env
-
-
-async def wait_ready(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 60) -> None:
-    async with asyncio.timeout(timeout_s), httpx.AsyncClient() as client:
-        while True:
-            assert proc.returncode is None, "publisher exited during start-up"
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
 
 
 async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_broker, tmp_path):
@@ -79,15 +53,7 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
         ingest={"publish_timeout_s": 10.0},
     )
     grpc_port, liveness_port = free_port(), free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "eventgw.cli.main",
-        "--log-level",
-        "WARNING",
-        "publisher",
-        env=publisher_env(settings, grpc_port, liveness_port),
-    )
+    proc = await spawn("publisher", publisher_env(settings, grpc_port, liveness_port))
     stop_ingest = asyncio.Event()
     ingest_task = None
     try:

@@ -7,10 +7,7 @@ comes over HTTP; one of the two gets SIGTERM mid-stream.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 import time
 
 import httpx
@@ -18,6 +15,7 @@ import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
+from tests.fixtures.procs import component_env, free_port, spawn, wait_ready
 from tests.fixtures.stack import read_topic, unique_topics
 
 pytestmark = pytest.mark.kafka
@@ -25,49 +23,19 @@ pytestmark = pytest.mark.kafka
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def env_for(bootstrap: str, topics, spool: str, ports: dict[str, int]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
-    env.update(
-        {
-            "EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS": bootstrap,
-            "EVENTGW_BACKUP__SPOOL_DIR": spool,
-            "EVENTGW_PUBLISHER__GRPC_PORT": str(ports["pub"]),
-            "EVENTGW_PUBLISHER__LIVENESS_PORT": str(ports["live"]),
-            "EVENTGW_PUBLISHER__METRICS_PORT": "0",
-            "EVENTGW_PUBLISHER__SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
-            "EVENTGW_INGEST__HTTP_PORT": str(ports["http"]),
-            "EVENTGW_INGEST__GRPC_PORT": str(ports["igrpc"]),
-            "EVENTGW_INGEST__PUBLISHER_TARGET": f"127.0.0.1:{ports['pub']}",
-        }
+    return component_env(
+        bootstrap,
+        topics,
+        EVENTGW_BACKUP__SPOOL_DIR=spool,
+        EVENTGW_PUBLISHER__GRPC_PORT=str(ports["pub"]),
+        EVENTGW_PUBLISHER__LIVENESS_PORT=str(ports["live"]),
+        EVENTGW_PUBLISHER__METRICS_PORT="0",
+        EVENTGW_PUBLISHER__SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
+        EVENTGW_INGEST__HTTP_PORT=str(ports["http"]),
+        EVENTGW_INGEST__GRPC_PORT=str(ports["igrpc"]),
+        EVENTGW_INGEST__PUBLISHER_TARGET=f"127.0.0.1:{ports['pub']}",
     )
-    for name, value in topics.model_dump().items():
-        if name != "partitions":
-            env[f"EVENTGW_TOPICS__{name.upper()}"] = value
-    return env
-
-
-async def spawn(name: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "eventgw.cli.main", "--log-level", "WARNING", name, env=env
-    )
-
-
-async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
-    async with asyncio.timeout(60), httpx.AsyncClient() as client:
-        while True:
-            assert proc.returncode is None, f"{url}: process exited during start-up"
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("victim", ["ingest", "publisher"])
