@@ -208,7 +208,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode} during start-up")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} during start-up")
         try:
             if _http_json(url, timeout=1)[0] == 200:
                 return
@@ -234,7 +234,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
         base += ["--settings", str(args.settings)]
     if args.log_level:
         base += ["--log-level", args.log_level]
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -255,7 +255,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             ("ingest", eps["ingest"] + "/readyz"),
         ):
             proc = subprocess.Popen([*base, name], env=os.environ.copy())
-            children.append(proc)
+            children.append((name, proc))
             _wait_ready(ready_url, proc, 90)
         s = settings.ingest
         print(
@@ -271,10 +271,10 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             flush=True,
         )
         while not stopping:
-            for proc in children:
+            for name, proc in children:
                 if proc.poll() is not None:
                     print(
-                        f"eventgw up: {proc.args[-1]} exited with {proc.returncode}",
+                        f"eventgw up: {name} exited with {proc.returncode}",
                         file=sys.stderr,
                     )
                     stopping = True
@@ -284,7 +284,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
         print(f"eventgw up: {exc}", file=sys.stderr)
         code = 1
     finally:
-        for proc in reversed(children):  # upstream (ingest) first
+        for _, proc in reversed(children):  # upstream (ingest) first
             if proc.poll() is None:
                 proc.terminate()
                 try:

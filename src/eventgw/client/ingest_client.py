@@ -126,7 +126,7 @@ class EventIngestPublisher:
     async def start(self) -> None:
         """Open the channel and, with fallbacks, the failed-writes producer and backup store."""
         self._channel = grpc.aio.insecure_channel(self._target)
-        self._stub = pb_grpc.IngestServiceStub(self._channel)
+        self._stub = pb_grpc.IngestServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub is untyped
         if self._use_fallbacks and self._fallback is not None:
             fb = self._fallback
             tuning = LaneTuning(

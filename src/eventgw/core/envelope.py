@@ -10,7 +10,7 @@ import enum
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 if TYPE_CHECKING:
     from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
@@ -31,6 +31,12 @@ class Priority(enum.IntEnum):
             return cls(int(key))
         except ValueError:
             raise ValueError(f"unknown SLO class {text!r}: expected P10, P20 or P30") from None
+
+
+def to_pb_priority(priority: Priority) -> pb.Priority:
+    """The wire enum value of ``priority`` (``pb.Priority`` uses the same numbers)."""
+    # The generated pb.Priority is not callable at runtime; its values are plain ints.
+    return cast("pb.Priority", priority.value)
 
 
 SLO_SECONDS: Final[dict[Priority, float]] = {

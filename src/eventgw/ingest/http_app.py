@@ -284,4 +284,5 @@ class IngestHttpApp:
 
 def result_status_name(status: int) -> str:
     """Name of a DurabilityStatus value."""
-    return STATUS_NAMES.get(status, pb.DurabilityStatus.Name(status))
+    fallback: str = pb.DurabilityStatus.Name(status)  # protobuf is untyped: Any
+    return STATUS_NAMES.get(status, fallback)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import LANE_OF_PRIORITY, Priority, new_event_id
+from eventgw.core.envelope import LANE_OF_PRIORITY, Priority, new_event_id, to_pb_priority
 
 if TYPE_CHECKING:
     from eventgw.config.settings import TopicSettings
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 PublishFn = Callable[[Sequence[pb.EventData]], Awaitable[Sequence[pb.PublishResult]]]
 """Sends a batch to the prep publisher (gRPC client, or the in-process publisher)."""
 
-STATUS_NAMES = {
+STATUS_NAMES: dict[int, str] = {
     pb.PUBLISHED: "PUBLISHED",
     pb.FAILED_WRITES: "FAILED_WRITES",
     pb.BACKED_UP: "BACKED_UP",
@@ -87,7 +87,7 @@ class IngestPipeline:
                     source_name=e.source_name,
                     statistic_key=e.statistic_key,
                     payload=e.payload,
-                    priority=priority.value,
+                    priority=to_pb_priority(priority),
                     ingested_at_ms=now_ms,
                     slo_deadline_ms=self._scheduler.deadline_ms(priority, now_ms),
                     request_id=request_id,

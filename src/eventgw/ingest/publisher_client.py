@@ -41,7 +41,7 @@ class PublisherClient:
     async def open(self) -> None:
         """Create the channel (connection is lazy)."""
         self._channel = grpc.aio.insecure_channel(self._target, options=GRPC_OPTIONS)
-        self._stub = pb_grpc.PrepPublisherStub(self._channel)
+        self._stub = pb_grpc.PrepPublisherStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub is untyped
 
     async def close(self) -> None:
         """Close the channel, cancelling calls still running."""
@@ -55,7 +55,9 @@ class PublisherClient:
             raise RuntimeError("PublisherClient is not open")
         try:
             async with asyncio.timeout(self._timeout_s):
-                response = await self._stub.Publish(pb.PublishRequest(events=events))
+                response: pb.PublishResponse = await self._stub.Publish(
+                    pb.PublishRequest(events=events)
+                )
         except TimeoutError as exc:
             raise PublisherUnavailable(f"publisher {self._target} timed out") from exc
         except grpc.aio.AioRpcError as exc:
@@ -65,4 +67,5 @@ class PublisherClient:
             raise PublisherUnavailable(
                 f"publisher {self._target}: {exc.code().name} {exc.details()}"
             ) from exc
-        return response.results
+        results: Sequence[pb.PublishResult] = response.results
+        return results

@@ -33,6 +33,16 @@ class ConsumedRecord:
     headers: Headers
 
 
+def _headers(
+    raw: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None,
+) -> Headers:
+    """``Message.headers()`` as `Headers`: str values encoded, null values as ``b""``."""
+    if not raw:
+        return []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
+
+
 class ConsumerError(Exception):
     """A consumer call failed (translated from KafkaException)."""
 
@@ -68,14 +78,19 @@ class BatchConsumer:
                     continue
                 logger.warning("kafka.consume_error error=%s", err)
                 continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            if topic is None or partition is None or offset is None:
+                # Only error/event messages lack these; a record without them cannot be committed.
+                logger.warning("kafka.consume_incomplete topic=%s partition=%s", topic, partition)
+                continue
             out.append(
                 ConsumedRecord(
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
+                    topic,
+                    partition,
+                    offset,
                     m.key(),
                     m.value() or b"",
-                    m.headers() or [],
+                    _headers(m.headers()),
                 )
             )
         return out

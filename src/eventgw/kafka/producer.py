@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import confluent_kafka
 
@@ -143,7 +143,8 @@ class BatchProducer:
                         topic,
                         value,
                         key,
-                        headers=headers,
+                        # list is invariant; librdkafka only reads the (str, bytes) pairs.
+                        headers=cast("list[tuple[str, str | bytes | None]]", headers),
                         on_delivery=partial(batch.on_delivery, i),
                     )
                     break
@@ -156,7 +157,7 @@ class BatchProducer:
                     batch.settle(i, Delivery(-1, -1, f"produce failed: {exc}"))
                     break
         batch.release()
-        return await batch.future  # type: ignore[return-value]
+        return await batch.future
 
     def in_flight(self) -> int:
         """Records produced and not yet confirmed or failed."""

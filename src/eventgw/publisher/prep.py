@@ -30,6 +30,7 @@ from eventgw.core.envelope import (
     Lane,
     Priority,
     event_headers,
+    to_pb_priority,
 )
 from eventgw.core.errors import InvalidEvent
 from eventgw.publisher.router import ClusterName, Router, gate_reason
@@ -131,7 +132,7 @@ class PrepPublisher:
         started = time.perf_counter()
         for i, event in enumerate(events):
             if event.priority == 0:
-                event.priority = self._default_priority
+                event.priority = to_pb_priority(self._default_priority)
             validate_event(event, i)
         config = self._config.current
         results: list[pb.PublishResult | None] = [None] * len(events)

@@ -22,7 +22,7 @@ from eventgw.publisher.router import ClusterName, Router
 
 if TYPE_CHECKING:
     from eventgw.backup.store import BackupStore
-    from eventgw.config.settings import EventGwSettings
+    from eventgw.config.settings import EventGwSettings, KafkaClusterSettings
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,11 @@ class PublisherParts:
         """Create every producer and the backup store; return the publisher that uses them."""
         s = self.settings
         rollout = s.publisher.rollout_producers_enabled and s.kafka.rollout is not None
-        for cluster_name, cluster in (("primary", s.kafka.primary), ("rollout", s.kafka.rollout)):
+        clusters: tuple[tuple[ClusterName, KafkaClusterSettings | None], ...] = (
+            ("primary", s.kafka.primary),
+            ("rollout", s.kafka.rollout),
+        )
+        for cluster_name, cluster in clusters:
             if cluster is None or (cluster_name == "rollout" and not rollout):
                 continue
             for lane in LANES:
@@ -130,7 +134,7 @@ class PublisherService:
         status = StatusServer(s.grpc_host, s.metrics_port, self.metrics.render, lambda: self._ready)
         publisher = await self.parts.open()
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_PrepPublisherServicer_to_server(
+        pb_grpc.add_PrepPublisherServicer_to_server(  # type: ignore[no-untyped-call]  # generated gRPC code is untyped
             PublisherServicer(publisher, s.max_events_per_request), server
         )
         try:

@@ -8,7 +8,13 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Protocol
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import LANE_OF_PRIORITY, SLO_SECONDS, Priority, event_headers
+from eventgw.core.envelope import (
+    LANE_OF_PRIORITY,
+    SLO_SECONDS,
+    Priority,
+    event_headers,
+    to_pb_priority,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -65,7 +71,7 @@ class Replayer:
             priority = self._classifier.classify(
                 event.source_name, event.statistic_key, event.company_id
             )
-            event.priority = priority.value
+            event.priority = to_pb_priority(priority)
             if not event.slo_deadline_ms:
                 # The promise is measured from when the client first tried, not from now.
                 event.slo_deadline_ms = event.ingested_at_ms + int(SLO_SECONDS[priority] * 1000)
