@@ -182,6 +182,7 @@ class PublisherSettings(_Frozen):
 class RecoverySettings(_Frozen):
     """Failed-writes processor (SYSTEM.md 2.6)."""
 
+    status_host: str = Field(default="127.0.0.1", description="bind address of status HTTP")
     metrics_port: int = Field(default=9104, ge=0, le=65535)
     group_id: str = "eventgw-failed-writes"
     backup_scan_interval_s: float = Field(default=5.0, gt=0)

@@ -55,13 +55,7 @@ async def run_services(
         logger.info("service.stopped name=%s", service.name)
 
     async def shutdown() -> None:
-        stop_wait = asyncio.ensure_future(stop.wait())
-        fail_wait = asyncio.ensure_future(failed.wait())
-        try:
-            await asyncio.wait({stop_wait, fail_wait}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-            fail_wait.cancel()
+        await _wait_any(stop, failed)
         for i in reversed(range(len(tasks))):
             stops[i].set()
             await asyncio.wait({tasks[i]})  # its own error, if any, surfaces via the group
@@ -70,7 +64,7 @@ async def run_services(
     async with asyncio.TaskGroup() as tg:
         for i, service in enumerate(services):
             tasks.append(tg.create_task(one(i, service), name=service.name))
-            await _ready_or_failed(readies[i], failed)
+            await _wait_any(readies[i], failed)
             if failed.is_set():
                 break
             logger.info("service.ready name=%s", service.name)
@@ -79,11 +73,11 @@ async def run_services(
         tg.create_task(shutdown(), name="shutdown")
 
 
-async def _ready_or_failed(ready: asyncio.Event, failed: asyncio.Event) -> None:
-    r = asyncio.ensure_future(ready.wait())
-    f = asyncio.ensure_future(failed.wait())
+async def _wait_any(*events: asyncio.Event) -> None:
+    """Return as soon as any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        await asyncio.wait({r, f}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        r.cancel()
-        f.cancel()
+        for w in waiters:
+            w.cancel()

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.errors import (
     EventGwError,
     InvalidEvent,
@@ -280,9 +279,3 @@ class IngestHttpApp:
             self._latency.observe(time.perf_counter() - started)
         finally:
             self._in_flight -= 1
-
-
-def result_status_name(status: int) -> str:
-    """Name of a DurabilityStatus value."""
-    fallback: str = pb.DurabilityStatus.Name(status)  # protobuf is untyped: Any
-    return STATUS_NAMES.get(status, fallback)

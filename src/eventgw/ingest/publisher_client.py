@@ -18,6 +18,8 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.keepalive_time_ms", 10_000),
+    # With a dns:/// target naming several publisher pods, spread calls over all of them.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 

@@ -80,7 +80,9 @@ class RecoveryService:
         consumer = BatchConsumer(
             consumer_config(fw_cluster, r.group_id, "eventgw-recovery"), [s.topics.failed_writes]
         )
-        status = StatusServer("127.0.0.1", r.metrics_port, self.metrics.render, lambda: self._ready)
+        status = StatusServer(
+            r.status_host, r.metrics_port, self.metrics.render, lambda: self._ready
+        )
         backup: BackupStore | None = None
         try:
             await consumer.start()
