@@ -168,6 +168,9 @@ class PublisherSettings(_Frozen):
     rollout_producers_enabled: bool = False
     lanes: dict[str, LaneTuning] = Field(default_factory=_default_tuning)
     max_events_per_request: int = Field(default=10_000, ge=1)
+    max_concurrent_rpcs: int = Field(
+        default=512, ge=1, description="more answer RESOURCE_EXHAUSTED (bounded memory)"
+    )
     dynamic_config_path: Path | None = None
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
 

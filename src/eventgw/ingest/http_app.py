@@ -243,6 +243,13 @@ class IngestHttpApp:
                 return
             try:
                 outcome = await self._pipeline.ingest(events)
+            except InvalidEvent as exc:
+                # The publisher refused what ingest accepted: a version skew, not a retry case.
+                logger.error("ingest.publisher_refused field=%s error=%s", exc.field, exc.message)
+                await self._respond(
+                    send, 400, _error_body("invalid_argument", exc.field, exc.message)
+                )
+                return
             except EventGwError as exc:
                 logger.warning("ingest.publish_failed events=%d error=%s", len(events), exc)
                 await self._respond(

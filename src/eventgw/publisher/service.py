@@ -133,7 +133,9 @@ class PublisherService:
         )
         status = StatusServer(s.grpc_host, s.metrics_port, self.metrics.render, lambda: self._ready)
         publisher = await self.parts.open()
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(
+            options=GRPC_OPTIONS, maximum_concurrent_rpcs=s.max_concurrent_rpcs
+        )
         pb_grpc.add_PrepPublisherServicer_to_server(  # type: ignore[no-untyped-call]  # generated gRPC code is untyped
             PublisherServicer(publisher, s.max_events_per_request), server
         )
