@@ -196,6 +196,76 @@ class RecoverySettings(_Frozen):
     class_rules: list[ClassRuleSettings] = Field(default_factory=list)
 
 
+class OrchestratorSettings(_Frozen):
+    """Orchestrator (SYSTEM.md 2.4)."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    status_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    index: int = Field(default=0, ge=0, description="globally unique replica index (pod ordinal)")
+    number_of_replicas: int = Field(default=1, ge=1, description="must match the deployment")
+    group_id: str = "eventgw-orchestrator"
+    buffer_budget_bytes: int = Field(default=256 << 20, ge=1 << 16)
+    lane_shares: dict[str, float] = Field(
+        default_factory=lambda: {"p10": 0.2, "p20": 0.5, "p30": 0.8, "offload": 0.3, "retry": 0.7},
+        description="pause a lane when buffered bytes reach share x budget",
+    )
+    resume_hysteresis: float = Field(default=0.9, gt=0, le=1)
+    late_share_every: int = Field(
+        default=20, ge=2, description="every k-th served task goes to late/offload work"
+    )
+    lease_s: float = Field(default=60.0, gt=0, description="served task comes back after this")
+    max_tasks_per_batch: int = Field(default=500, ge=1, le=10_000)
+    max_wait_ms: int = Field(default=5_000, ge=0, le=60_000)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    memory_retry_max_s: float = Field(
+        default=60.0, gt=0, description="NACK delays below this retry from memory"
+    )
+    enable_retry_consumer: bool = True
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    fetch_max_records: int = Field(default=2000, ge=1)
+    time_scale: float = Field(
+        default=1.0, gt=0, le=1.0, description="multiplies retry delays and leases (tests)"
+    )
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    rollout_orchestrator_config_key: str = Field(
+        default="rollout_orchestrator_indexes",
+        description="dynamic-config key listing the indexes that serve the rollout cluster",
+    )
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> OrchestratorSettings:
+        if self.index >= self.number_of_replicas:
+            raise ValueError(
+                f"index: {self.index} is not below number_of_replicas={self.number_of_replicas}"
+            )
+        return self
+
+
+class ProcessorSettings(_Frozen):
+    """Processor workers (SYSTEM.md 2.5)."""
+
+    orchestrators: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:50052"], description="orchestrator gRPC host:port list"
+    )
+    handler: str = Field(
+        default="eventgw.processor.handlers:log_event", description="module:function"
+    )
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    max_tasks_per_batch: int = Field(default=200, ge=1, le=10_000)
+    max_batches: int = Field(
+        default=0, ge=0, description="stop after this many batches (0: run forever)"
+    )
+    wait_ms: int = Field(default=2_000, ge=0)
+    results_via: Literal["topic", "grpc"] = Field(
+        default="topic", description="response topic (partition = orchestrator index) or gRPC Ack"
+    )
+    execute: bool = Field(default=True, description="False: dry run — fetch, show, release")
+    metrics_port: int = Field(default=9105, ge=0, le=65535)
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+
+
 class EventGwSettings(BaseSettings):
     """Every static setting, validated at start-up. Sections mirror the TOML file."""
 
@@ -214,6 +284,8 @@ class EventGwSettings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     publisher: PublisherSettings = PublisherSettings()
     recovery: RecoverySettings = RecoverySettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
+    processor: ProcessorSettings = ProcessorSettings()
 
     @classmethod
     def settings_customise_sources(

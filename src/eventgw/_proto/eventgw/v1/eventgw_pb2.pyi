@@ -22,6 +22,14 @@ class DurabilityStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKED_UP: _ClassVar[DurabilityStatus]
     REJECTED: _ClassVar[DurabilityStatus]
     FAILED: _ClassVar[DurabilityStatus]
+
+class ResultKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESULT_KIND_UNSPECIFIED: _ClassVar[ResultKind]
+    ACK: _ClassVar[ResultKind]
+    NACK: _ClassVar[ResultKind]
+    RELEASE: _ClassVar[ResultKind]
+    REJECT: _ClassVar[ResultKind]
 PRIORITY_UNSPECIFIED: Priority
 P10: Priority
 P20: Priority
@@ -32,6 +40,11 @@ FAILED_WRITES: DurabilityStatus
 BACKED_UP: DurabilityStatus
 REJECTED: DurabilityStatus
 FAILED: DurabilityStatus
+RESULT_KIND_UNSPECIFIED: ResultKind
+ACK: ResultKind
+NACK: ResultKind
+RELEASE: ResultKind
+REJECT: ResultKind
 
 class EventData(_message.Message):
     __slots__ = ("event_id", "company_id", "source_name", "statistic_key", "payload", "priority", "ingested_at_ms", "slo_deadline_ms", "request_id", "attempt", "offloaded", "intended_cluster", "intended_topic")
@@ -138,3 +151,111 @@ class IngestResponse(_message.Message):
     request_id: str
     results: _containers.RepeatedCompositeFieldContainer[IngestResult]
     def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "event", "delivery_count", "lease_expires_ms", "lane")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    LANE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    event: EventData
+    delivery_count: int
+    lease_expires_ms: int
+    lane: str
+    def __init__(self, task_id: _Optional[str] = ..., event: _Optional[_Union[EventData, _Mapping]] = ..., delivery_count: _Optional[int] = ..., lease_expires_ms: _Optional[int] = ..., lane: _Optional[str] = ...) -> None: ...
+
+class GetBatchRequest(_message.Message):
+    __slots__ = ("worker_id", "max_tasks", "wait_ms")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    max_tasks: int
+    wait_ms: int
+    def __init__(self, worker_id: _Optional[str] = ..., max_tasks: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class GetBatchResponse(_message.Message):
+    __slots__ = ("batch_id", "tasks", "orchestrator_index")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    ORCHESTRATOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    orchestrator_index: int
+    def __init__(self, batch_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., orchestrator_index: _Optional[int] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task_id", "kind", "delay_ms", "error", "worker_id", "event_id", "orchestrator_index", "delivery_count")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORCHESTRATOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    kind: ResultKind
+    delay_ms: int
+    error: str
+    worker_id: str
+    event_id: str
+    orchestrator_index: int
+    delivery_count: int
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[ResultKind, str]] = ..., delay_ms: _Optional[int] = ..., error: _Optional[str] = ..., worker_id: _Optional[str] = ..., event_id: _Optional[str] = ..., orchestrator_index: _Optional[int] = ..., delivery_count: _Optional[int] = ...) -> None: ...
+
+class TaskResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
+
+class AckResponse(_message.Message):
+    __slots__ = ("accepted", "stale")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    stale: int
+    def __init__(self, accepted: _Optional[int] = ..., stale: _Optional[int] = ...) -> None: ...
+
+class ClassStats(_message.Message):
+    __slots__ = ("lane", "buffered", "in_flight", "processed", "retried", "dead_lettered", "oldest_age_s", "slo_s", "paused", "buffered_bytes")
+    LANE_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    SLO_S_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    lane: str
+    buffered: int
+    in_flight: int
+    processed: int
+    retried: int
+    dead_lettered: int
+    oldest_age_s: float
+    slo_s: float
+    paused: bool
+    buffered_bytes: int
+    def __init__(self, lane: _Optional[str] = ..., buffered: _Optional[int] = ..., in_flight: _Optional[int] = ..., processed: _Optional[int] = ..., retried: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., oldest_age_s: _Optional[float] = ..., slo_s: _Optional[float] = ..., paused: _Optional[bool] = ..., buffered_bytes: _Optional[int] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("index", "lanes", "buffer_bytes", "buffer_budget_bytes")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LANES_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    lanes: _containers.RepeatedCompositeFieldContainer[ClassStats]
+    buffer_bytes: int
+    buffer_budget_bytes: int
+    def __init__(self, index: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., buffer_bytes: _Optional[int] = ..., buffer_budget_bytes: _Optional[int] = ...) -> None: ...

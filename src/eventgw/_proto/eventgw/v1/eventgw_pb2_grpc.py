@@ -170,3 +170,165 @@ class IngestService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class OrchestratorStub:
+    """Buffers the lanes and serves SLO-ordered batches to processors.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetBatch = channel.unary_unary(
+                '/eventgw.v1.Orchestrator/GetBatch',
+                request_serializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchResponse.FromString,
+                _registered_method=True)
+        self.Ack = channel.unary_unary(
+                '/eventgw.v1.Orchestrator/Ack',
+                request_serializer=eventgw_dot_v1_dot_eventgw__pb2.TaskResults.SerializeToString,
+                response_deserializer=eventgw_dot_v1_dot_eventgw__pb2.AckResponse.FromString,
+                _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/eventgw.v1.Orchestrator/Stats',
+                request_serializer=eventgw_dot_v1_dot_eventgw__pb2.StatsRequest.SerializeToString,
+                response_deserializer=eventgw_dot_v1_dot_eventgw__pb2.StatsResponse.FromString,
+                _registered_method=True)
+
+
+class OrchestratorServicer:
+    """Buffers the lanes and serves SLO-ordered batches to processors.
+    """
+
+    def GetBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Ack(self, request, context):
+        """fast path; the response topic is the other
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OrchestratorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchRequest.FromString,
+                    response_serializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchResponse.SerializeToString,
+            ),
+            'Ack': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ack,
+                    request_deserializer=eventgw_dot_v1_dot_eventgw__pb2.TaskResults.FromString,
+                    response_serializer=eventgw_dot_v1_dot_eventgw__pb2.AckResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=eventgw_dot_v1_dot_eventgw__pb2.StatsRequest.FromString,
+                    response_serializer=eventgw_dot_v1_dot_eventgw__pb2.StatsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'eventgw.v1.Orchestrator', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('eventgw.v1.Orchestrator', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Orchestrator:
+    """Buffers the lanes and serves SLO-ordered batches to processors.
+    """
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventgw.v1.Orchestrator/GetBatch',
+            eventgw_dot_v1_dot_eventgw__pb2.GetBatchRequest.SerializeToString,
+            eventgw_dot_v1_dot_eventgw__pb2.GetBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventgw.v1.Orchestrator/Ack',
+            eventgw_dot_v1_dot_eventgw__pb2.TaskResults.SerializeToString,
+            eventgw_dot_v1_dot_eventgw__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventgw.v1.Orchestrator/Stats',
+            eventgw_dot_v1_dot_eventgw__pb2.StatsRequest.SerializeToString,
+            eventgw_dot_v1_dot_eventgw__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
