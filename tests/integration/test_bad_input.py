@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -104,13 +105,26 @@ def topic_size(bootstrap: str, topic: str) -> int:
         assert partitions, f"topic {topic} does not exist"
         total = 0
         for p in partitions:
-            _low, high = consumer.get_watermark_offsets(
-                confluent_kafka.TopicPartition(topic, p), timeout=10
-            )
-            total += high
+            total += _high_watermark(consumer, topic, p)
         return total
     finally:
         consumer.close()
+
+
+def _high_watermark(consumer: confluent_kafka.Consumer, topic: str, partition: int) -> int:
+    # A partition created moments ago can answer NOT_LEADER until its leadership reaches
+    # the broker's metadata cache: retry that one error, a bounded number of times.
+    for attempt in range(20):
+        try:
+            _low, high = consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(topic, partition), timeout=10
+            )
+            return int(high)
+        except confluent_kafka.KafkaException as exc:
+            if exc.args[0].code() != confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError(f"{topic}[{partition}] has no leader after 20 tries")
 
 
 async def lane_keys(stack: RunningStack, lane: str = "p20") -> list[bytes | None]:
