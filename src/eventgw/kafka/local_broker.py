@@ -428,8 +428,8 @@ class LocalBroker:
         argv = [
             *self._java_argv("kafka.tools.StorageTool", 256),
             "format",
-            "--cluster-id",
-            cluster_id,
+            # One argument: a random id starting with "-" would otherwise read as an option.
+            f"--cluster-id={cluster_id}",
             "--config",
             str(self._properties_file),
         ]
