@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 NOT_YET = {
     "orchestrator": "the orchestrator (read path) is not built yet: see issue #3",
-    "processor": "processor workers are not built yet: see issue #3",
     "dlq": "the DLQ tools need the orchestrator: see issue #3",
     "replay": "replay of retry/DLQ topics needs the orchestrator: see issue #3",
 }
@@ -47,6 +46,57 @@ def _cmd_service(args: argparse.Namespace) -> int:
     from eventgw.recovery.service import RecoveryService
 
     return run([RecoveryService(settings)])
+
+
+def _add_processor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    proc = sub.add_parser(
+        "processor", help="run a processor worker: pull batches, run a handler, report results"
+    )
+    proc.add_argument("--handler", help="async handler 'module:function' (processor.handler)")
+    proc.add_argument(
+        "--orchestrator",
+        action="append",
+        dest="orchestrators",
+        metavar="HOST:PORT",
+        help="orchestrator gRPC address; repeat for several (processor.orchestrators)",
+    )
+    proc.add_argument("--concurrency", type=int, help="handler calls at most running at once")
+    proc.add_argument("--max-tasks-per-batch", type=int, help="tasks asked for per GetBatch")
+    proc.add_argument("--max-batches", type=int, help="stop after this many batches (0: never)")
+    proc.add_argument(
+        "--dry-run", action="store_true", help="show and release tasks; run no handler"
+    )
+    proc.add_argument("--results-via", choices=["topic", "grpc"], help="how results are reported")
+
+
+def _cmd_processor(args: argparse.Namespace) -> int:
+    from eventgw.processor.command import run_until_done, with_processor_overrides
+    from eventgw.processor.service import ProcessorService
+
+    flags = {
+        "handler": args.handler,
+        "orchestrators": args.orchestrators,
+        "concurrency": args.concurrency,
+        "max_tasks_per_batch": args.max_tasks_per_batch,
+        "max_batches": args.max_batches,
+        "results_via": args.results_via,
+        "execute": False if args.dry_run else None,
+    }
+    settings = with_processor_overrides(
+        _settings(args), **{k: v for k, v in flags.items() if v is not None}
+    )
+    service = ProcessorService(settings)
+    if settings.processor.max_batches:
+        # runner.run serves until a signal; a bounded run must end when its batches are done.
+        try:
+            run_until_done(service)
+        except OSError as exc:  # e.g. metrics_port in use: one clear line, not a traceback
+            print(f"eventgw processor: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    from eventgw.cli.runner import run
+
+    return run([service])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--api-key", default=None)
 
     sub.add_parser("status", help="health and counters of the local components")
+    _add_processor_parser(sub)
     for name, text in NOT_YET.items():
         sub.add_parser(name, help=f"(not built yet) {text}")
     return parser
@@ -106,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command in ("ingest", "publisher", "failed-writes"):
             return _cmd_service(args)
+        if args.command == "processor":
+            return _cmd_processor(args)
         from eventgw.cli import tools
 
         settings = _settings(args)

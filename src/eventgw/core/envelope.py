@@ -61,6 +61,7 @@ H_ATTEMPT: Final = "eventgw-attempt"
 H_ORIGINAL_TOPIC: Final = "eventgw-original-topic"
 H_ORIGINAL_CLUSTER: Final = "eventgw-original-cluster"
 H_LAST_ERROR: Final = "eventgw-last-error"
+H_RETRY_AT_MS: Final = "eventgw-retry-at-ms"  # retry topics: not due before this wall-clock ms
 
 _CLASS_BYTES: Final[dict[int, bytes]] = {p.value: p.name.encode() for p in Priority}
 

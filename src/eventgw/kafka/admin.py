@@ -72,6 +72,15 @@ def list_topics(bootstrap: str, timeout_s: float = 10) -> set[str]:
     return set(metadata.topics)
 
 
+def partition_count(bootstrap: str, topic: str, timeout_s: float = 10) -> int:
+    """Number of partitions of ``topic`` (0 when it does not exist). Blocking."""
+    metadata = _admin(bootstrap).list_topics(topic=topic, timeout=timeout_s)
+    meta = metadata.topics.get(topic)
+    if meta is None or meta.error is not None:
+        return 0
+    return len(meta.partitions)
+
+
 def _wait_until_served(admin: AdminClient, specs: Sequence[TopicSpec], deadline: float) -> None:
     """Block until every topic in ``specs`` has all its partitions with a leader.
 

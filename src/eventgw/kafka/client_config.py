@@ -60,9 +60,26 @@ def producer_config(
     return conf
 
 
-def consumer_config(cluster: KafkaClusterSettings, group_id: str, client_id: str) -> dict[str, Any]:
-    """At-least-once consumer properties: manual commits, start from the earliest record."""
+def consumer_config(
+    cluster: KafkaClusterSettings,
+    group_id: str,
+    client_id: str,
+    *,
+    group_instance_id: str | None = None,
+    low_latency: bool = False,
+) -> dict[str, Any]:
+    """At-least-once consumer properties: manual commits, start from the earliest record.
+
+    Args:
+        group_instance_id: static membership id (a restart keeps its partitions).
+        low_latency: fetch as soon as data exists (P30 must not wait for fuller fetches).
+    """
     conf = cluster_config(cluster)
+    if group_instance_id:
+        conf["group.instance.id"] = group_instance_id
+    if low_latency:
+        conf["fetch.wait.max.ms"] = 10
+        conf["fetch.min.bytes"] = 1
     conf.update(
         {
             "group.id": group_id,

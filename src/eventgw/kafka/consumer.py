@@ -43,6 +43,23 @@ def _headers(
     return [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
 
 
+def to_record(m: Any) -> ConsumedRecord | None:
+    """A consumed Message as a ConsumedRecord; None for errors and events (logged)."""
+    err = m.error()
+    if err is not None:
+        if err.code() != confluent_kafka.KafkaError._PARTITION_EOF:
+            logger.warning("kafka.consume_error error=%s", err)
+        return None
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    if topic is None or partition is None or offset is None:
+        # Only error/event messages lack these; a record without them cannot be committed.
+        logger.warning("kafka.consume_incomplete topic=%s partition=%s", topic, partition)
+        return None
+    return ConsumedRecord(
+        topic, partition, offset, m.key(), m.value() or b"", _headers(m.headers())
+    )
+
+
 class ConsumerError(Exception):
     """A consumer call failed (translated from KafkaException)."""
 
@@ -72,27 +89,9 @@ class BatchConsumer:
         messages = await asyncio.to_thread(consumer.consume, max_records, timeout_s)
         out: list[ConsumedRecord] = []
         for m in messages:
-            err = m.error()
-            if err is not None:
-                if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                    continue
-                logger.warning("kafka.consume_error error=%s", err)
-                continue
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            if topic is None or partition is None or offset is None:
-                # Only error/event messages lack these; a record without them cannot be committed.
-                logger.warning("kafka.consume_incomplete topic=%s partition=%s", topic, partition)
-                continue
-            out.append(
-                ConsumedRecord(
-                    topic,
-                    partition,
-                    offset,
-                    m.key(),
-                    m.value() or b"",
-                    _headers(m.headers()),
-                )
-            )
+            record = to_record(m)
+            if record is not None:
+                out.append(record)
         return out
 
     async def commit(self, records: Sequence[ConsumedRecord]) -> None:
@@ -115,4 +114,39 @@ class BatchConsumer:
         """Leave the group and close."""
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
+            await asyncio.to_thread(consumer.close)
+
+
+class PartitionReader:
+    """Reads one partition from its current end: no group membership, no commits.
+
+    The orchestrator reads its results partition this way: results written while it was
+    down belong to leases that no longer exist (those tasks are served again anyway).
+    """
+
+    def __init__(self, config: dict[str, Any], topic: str, partition: int) -> None:
+        self._config = dict(config)
+        self._topic = topic
+        self._partition = partition
+        self._consumer: confluent_kafka.Consumer | None = None
+
+    async def start(self) -> None:
+        """Create the consumer and assign the partition at its end."""
+        self._consumer = confluent_kafka.Consumer(self._config)
+        tp = confluent_kafka.TopicPartition(
+            self._topic, self._partition, confluent_kafka.OFFSET_END
+        )
+        await asyncio.to_thread(self._consumer.assign, [tp])
+
+    async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
+        if self._consumer is None:
+            raise RuntimeError("reader is not started")
+        messages = await asyncio.to_thread(self._consumer.consume, max_records, timeout_s)
+        return [r for r in map(to_record, messages) if r is not None]
+
+    async def close(self) -> None:
+        """Close the consumer."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
             await asyncio.to_thread(consumer.close)

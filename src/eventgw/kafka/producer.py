@@ -122,12 +122,18 @@ class BatchProducer:
         while producer is not None and not self._stopping.is_set():
             producer.poll(0.05)
 
-    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
+    async def send(
+        self, topic: str, records: Sequence[Record], partition: int | None = None
+    ) -> list[Delivery]:
         """Produce ``records`` to ``topic`` and wait until Kafka confirmed or failed each one.
 
         Returns one Delivery per record, in order. Never raises for a record-level failure:
         failures are reported in the Delivery so the caller decides where the event goes.
         Cancellation leaves already-enqueued records in flight (they still complete).
+
+        Args:
+            partition: write every record to this partition; None lets the partitioner
+                choose by key. A partition the topic does not have fails the record.
         """
         producer = self._producer
         if producer is None:
@@ -136,6 +142,9 @@ class BatchProducer:
         batch = _Batch(loop, len(records))
         produce = producer.produce
         deadline = time.monotonic() + self._timeout_s
+        # -1 is produce()'s own default (RD_KAFKA_PARTITION_UA: the partitioner picks by key),
+        # so without ``partition`` every record goes exactly where it went before.
+        target = -1 if partition is None else partition
         for i, (key, value, headers) in enumerate(records):
             while True:
                 try:
@@ -145,6 +154,7 @@ class BatchProducer:
                         key,
                         # list is invariant; librdkafka only reads the (str, bytes) pairs.
                         headers=cast("list[tuple[str, str | bytes | None]]", headers),
+                        partition=target,
                         on_delivery=partial(batch.on_delivery, i),
                     )
                     break

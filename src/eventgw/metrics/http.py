@@ -26,6 +26,7 @@ class StatusServer:
         host, port: where to listen (port 0 picks a free one; see ``port`` after start).
         render_metrics: returns the Prometheus text.
         is_ready: returns True once the service is serving.
+        extra: more GET paths answering JSON (e.g. ``/stats``).
     """
 
     def __init__(
@@ -34,11 +35,13 @@ class StatusServer:
         port: int,
         render_metrics: Callable[[], bytes],
         is_ready: Callable[[], bool],
+        extra: dict[str, Callable[[], bytes]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._render = render_metrics
         self._is_ready = is_ready
+        self._extra = extra or {}
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -71,6 +74,8 @@ class StatusServer:
                 code = 200 if ready else 503
                 body = b'{"ready":true}' if ready else b'{"ready":false}'
                 ctype = b"application/json"
+            elif path in self._extra:
+                code, body, ctype = 200, self._extra[path](), b"application/json"
             else:
                 code, body, ctype = 404, b'{"error":"not found"}', b"application/json"
             writer.write(

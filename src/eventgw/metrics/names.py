@@ -25,6 +25,15 @@ MetricName = Literal[
     "eventgw_recovery_errors_total",
     # gauge, objects; backup objects waiting to be replayed. Not falling: recovery is stuck.
     "eventgw_recovery_backup_objects",
+    # counter, tasks; label result (ack|nack|reject|release) reported by processor workers.
+    # nack/reject rising: the handler fails — read processor.handler_failed in the worker logs.
+    "eventgw_processor_tasks_total",
+    # histogram, seconds; one handler call. p99 near the lease (orchestrator.lease_s): results
+    # arrive stale and tasks are served twice — speed up the handler or raise the lease.
+    "eventgw_processor_handler_duration_seconds",
+    # counter, batches; non-empty batches a worker fetched. Flat while lanes hold work: workers
+    # cannot reach the orchestrators (processor.fetch_failed in their logs).
+    "eventgw_processor_batches_total",
     # counter, reloads; label result (applied|refused). refused: fix the dynamic config file.
     "eventgw_dynamic_config_reloads_total",
 ]

@@ -1,0 +1,170 @@
+"""A consumer-group member for the orchestrator: rebalance hooks, pause/resume, seek, commit.
+
+confluent-kafka's Consumer is synchronous. Every call into it runs in a worker thread and
+is serialised by one asyncio lock, so the consumer is never used from two threads at once.
+Rebalance callbacks run *inside* ``consume()`` on that worker thread; they hand the work to
+the event loop with ``run_coroutine_threadsafe`` and wait for it (bounded), so the owner can
+drop revoked partitions and return the offsets to commit before the partitions move. The
+commit itself then happens synchronously in the callback, as Kafka requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import confluent_kafka
+
+from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, to_record
+
+logger = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+AssignHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, None]]
+RevokeHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, dict[TopicPartition, int]]]
+
+_CALLBACK_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The partitions this member owns now."""
+
+    partitions: frozenset[TopicPartition]
+
+
+class GroupConsumer:
+    """Subscribe with static membership; batch polls; explicit commits; pause/resume/seek.
+
+    Args:
+        config: librdkafka consumer config (group.id, group.instance.id, ...).
+        topics: topics to subscribe to.
+        on_assign: awaited on the loop when partitions arrive.
+        on_revoke: awaited on the loop before partitions leave; returns offsets to commit.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: Sequence[str],
+        on_assign: AssignHook,
+        on_revoke: RevokeHook,
+    ) -> None:
+        self._config = dict(config)
+        self._topics = list(topics)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._consumer: confluent_kafka.Consumer | None = None
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.assigned: set[TopicPartition] = set()
+
+    async def start(self) -> None:
+        """Create the consumer and subscribe (partitions arrive with the first polls)."""
+        self._loop = asyncio.get_running_loop()
+        self._consumer = confluent_kafka.Consumer(self._config)
+        await asyncio.to_thread(
+            self._consumer.subscribe,
+            self._topics,
+            on_assign=self._assign_cb,
+            on_revoke=self._revoke_cb,
+            on_lost=self._lost_cb,
+        )
+
+    def _run_on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if self._loop is None:
+            raise RuntimeError("consumer is not started")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CALLBACK_TIMEOUT_S)
+
+    def _assign_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.assigned.update(tps)
+        logger.info("kafka.assigned partitions=%s", _fmt(tps))
+        self._run_on_loop(self._on_assign(tps))
+
+    def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        logger.info("kafka.revoked partitions=%s", _fmt(tps))
+        offsets: dict[TopicPartition, int] = self._run_on_loop(self._on_revoke(tps))
+        if offsets:
+            try:
+                consumer.commit(
+                    offsets=[
+                        confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()
+                    ],
+                    asynchronous=False,
+                )
+            except confluent_kafka.KafkaException as exc:
+                logger.warning("kafka.revoke_commit_failed error=%s", exc)
+        self.assigned.difference_update(tps)
+
+    def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        logger.warning("kafka.lost partitions=%s", _fmt(tps))
+        self._run_on_loop(self._on_revoke(tps))  # nothing may be committed for lost ones
+        self.assigned.difference_update(tps)
+
+    async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        """Up to ``max_records`` records; rebalance callbacks may run inside this call."""
+        consumer = self._require()
+        async with self._lock:
+            messages = await asyncio.to_thread(consumer.consume, max_records, timeout_s)
+        out: list[ConsumedRecord] = []
+        for m in messages:
+            record = to_record(m)
+            if record is not None:
+                out.append(record)
+        return out
+
+    async def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        """Stop fetching ``partitions`` (already fetched records still arrive)."""
+        if partitions:
+            consumer = self._require()
+            async with self._lock:
+                consumer.pause([confluent_kafka.TopicPartition(t, p) for t, p in partitions])
+
+    async def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        """Fetch ``partitions`` again."""
+        if partitions:
+            consumer = self._require()
+            async with self._lock:
+                consumer.resume([confluent_kafka.TopicPartition(t, p) for t, p in partitions])
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read ``topic/partition`` from ``offset`` next (used to hold a record until due)."""
+        consumer = self._require()
+        async with self._lock:
+            await asyncio.to_thread(
+                consumer.seek, confluent_kafka.TopicPartition(topic, partition, offset)
+            )
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (next offset to read, per partition) synchronously."""
+        if not offsets:
+            return
+        consumer = self._require()
+        tps = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        async with self._lock:
+            try:
+                await asyncio.to_thread(consumer.commit, offsets=tps, asynchronous=False)
+            except confluent_kafka.KafkaException as exc:
+                raise ConsumerError(f"commit failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Leave the group (revoke callbacks run first) and close."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            async with self._lock:
+                await asyncio.to_thread(consumer.close)
+
+    def _require(self) -> confluent_kafka.Consumer:
+        if self._consumer is None:
+            raise RuntimeError("consumer is not started")
+        return self._consumer
+
+
+def _fmt(tps: list[TopicPartition]) -> str:
+    return ",".join(f"{t}[{p}]" for t, p in sorted(tps)) or "-"

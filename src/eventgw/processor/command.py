@@ -1,0 +1,164 @@
+"""``Command``: run a processor worker from Python code, synchronously, until it is done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+import uvloop
+from pydantic import ValidationError
+
+from eventgw.config.settings import KafkaClusterSettings, ProcessorSettings, load_settings
+from eventgw.core.errors import ConfigError
+from eventgw.processor.service import ProcessorService
+
+if TYPE_CHECKING:
+    from eventgw.config.settings import EventGwSettings
+    from eventgw.processor.handlers import Handler
+
+logger = logging.getLogger(__name__)
+
+
+def with_processor_overrides(settings: EventGwSettings, **overrides: Any) -> EventGwSettings:
+    """Return ``settings`` with ``processor.<field>`` replaced by ``overrides`` (validated).
+
+    ``model_copy(update=...)`` alone does not validate, so the processor section is
+    rebuilt through its model: ``concurrency=0`` fails here, not deep in the worker.
+
+    Raises:
+        ConfigError: naming ``processor.<field>`` and what is wrong with it.
+    """
+    try:
+        processor = ProcessorSettings.model_validate(
+            {**settings.processor.model_dump(), **overrides}
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"processor.{field}", str(err["msg"])) from exc
+    return settings.model_copy(update={"processor": processor})
+
+
+def run_until_done(service: ProcessorService) -> int:
+    """Run ``service`` on a fresh uvloop loop until it returns or SIGTERM/SIGINT stops it.
+
+    Unlike `eventgw.cli.runner.run`, which serves until a signal, this also returns when
+    the service finishes by itself (``max_batches`` reached). Signal handlers are only
+    installed from the main thread (Python allows no others) and removed on return.
+
+    Returns:
+        The number of tasks the worker handled.
+    """
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = (
+            (signal.SIGTERM, signal.SIGINT)
+            if threading.current_thread() is threading.main_thread()
+            else ()
+        )
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await service.run(asyncio.Event(), stop)
+        finally:
+            # A library call must give the signals back: uvloop leaves its handlers
+            # installed after the loop closes, and Ctrl-C would then do nothing.
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    uvloop.run(main())
+    return service.tasks_handled
+
+
+class Command:
+    """Run a processor worker with keyword arguments, as the reference system's workers do.
+
+    ``Command().run(execute=False, max_batches=10, max_tasks_per_batch=100,
+    kafka_bootstrap_servers=..., orchestrator_host=..., statsd_root=...)`` fetches ten
+    batches, shows each task and releases it untouched.
+
+    Args:
+        settings: the base settings; by default `eventgw.config.settings.load_settings`
+            (environment and ``EVENTGW_SETTINGS_FILE``). ``run`` arguments override them.
+    """
+
+    def __init__(self, settings: EventGwSettings | None = None) -> None:
+        self._settings = settings
+        self.statsd_root: str | None = None
+        self.service: ProcessorService | None = None
+
+    def run(
+        self,
+        execute: bool = True,
+        max_batches: int = 0,
+        max_tasks_per_batch: int = 200,
+        kafka_bootstrap_servers: str | None = None,
+        orchestrator_host: str = "127.0.0.1:50052",
+        statsd_root: str | None = None,
+        handler: str | Handler | None = None,
+        concurrency: int = 64,
+    ) -> int:
+        """Run a worker in this thread until ``max_batches`` are done or SIGTERM/SIGINT.
+
+        Blocks; it runs its own event loop (uvloop), so it must not be called from a
+        running loop. Shutdown on a signal follows `eventgw.processor.worker.Worker`
+        (release unstarted tasks, drain, report).
+
+        Args:
+            execute: False is a dry run: tasks are shown and released, no handler runs.
+            max_batches: stop after this many non-empty batches; 0 runs until a signal
+                (a dry run with 0 shows the same released tasks again and again).
+            max_tasks_per_batch: tasks asked for per ``GetBatch``.
+            kafka_bootstrap_servers: the cluster of the response topic (overrides
+                ``kafka.primary.bootstrap_servers``; its security settings are kept).
+            orchestrator_host: ``host:port`` of the orchestrator; comma-separate several.
+            statsd_root: accepted and stored in ``observability.statsd_root`` for
+                compatibility with the reference system's workers. StatsD export is NOT
+                implemented: metrics are served in Prometheus text on
+                ``processor.metrics_port`` only.
+            handler: ``"module:function"`` or the async callable; None uses
+                ``processor.handler``.
+            concurrency: handler calls at most running at once.
+
+        Returns:
+            The number of tasks handled (dry run: shown and released).
+
+        Raises:
+            ConfigError: an argument or setting is invalid, or the handler cannot be loaded.
+        """
+        settings = self._settings if self._settings is not None else load_settings()
+        orchestrators = [h.strip() for h in orchestrator_host.split(",") if h.strip()]
+        if not orchestrators:
+            raise ConfigError("orchestrator_host", "at least one host:port is needed")
+        settings = with_processor_overrides(
+            settings,
+            execute=execute,
+            max_batches=max_batches,
+            max_tasks_per_batch=max_tasks_per_batch,
+            orchestrators=orchestrators,
+            concurrency=concurrency,
+        )
+        if kafka_bootstrap_servers is not None:
+            try:
+                primary = KafkaClusterSettings.model_validate(
+                    {
+                        **settings.kafka.primary.model_dump(),
+                        "bootstrap_servers": kafka_bootstrap_servers,
+                    }
+                )
+            except ValidationError as exc:
+                msg = str(exc.errors()[0]["msg"])
+                raise ConfigError("kafka_bootstrap_servers", msg) from exc
+            kafka = settings.kafka.model_copy(update={"primary": primary})
+            settings = settings.model_copy(update={"kafka": kafka})
+        if statsd_root is not None:
+            self.statsd_root = statsd_root
+            observability = settings.observability.model_copy(update={"statsd_root": statsd_root})
+            settings = settings.model_copy(update={"observability": observability})
+        self.service = ProcessorService(settings, handler)
+        return run_until_done(self.service)

@@ -1,0 +1,157 @@
+"""Composition root of a processor worker: results producer, batch client, status HTTP, loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from typing import TYPE_CHECKING, Final
+
+from eventgw.config.settings import LaneTuning
+from eventgw.core.errors import ConfigError
+from eventgw.kafka.client_config import producer_config
+from eventgw.kafka.producer import BatchProducer
+from eventgw.metrics.backend import Metrics
+from eventgw.metrics.http import StatusServer
+from eventgw.processor.batch_client import BatchClient
+from eventgw.processor.handlers import check_handler, load_handler
+from eventgw.processor.worker import Worker
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+
+    from eventgw.config.settings import EventGwSettings
+    from eventgw.processor.handlers import Handler
+    from eventgw.processor.worker import Backoff, WorkerStatistics
+
+logger = logging.getLogger(__name__)
+
+STATUS_HOST: Final = "127.0.0.1"
+"""Bind address of /healthz, /readyz and /metrics (ProcessorSettings has no host field)."""
+
+RESULTS_TUNING: Final = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=10_000)
+"""Results are small and the orchestrator waits on them to finish leases: low linger."""
+
+PRODUCER_CLOSE_S: Final = 10.0
+
+
+def default_worker_id() -> str:
+    """``<hostname>-<pid>``: unique per process, readable in the orchestrator's logs."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def write_line(line: str) -> None:
+    """Print a dry-run line on stdout: it is the command's output, not a log record."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class ProcessorService:
+    """Runs one processor worker as a `eventgw.core.lifecycle.Service`.
+
+    Owns, in start order (downstream first): the results producer (only when
+    ``results_via="topic"`` and executing), the orchestrator channels, the status server on
+    ``metrics_port`` (/healthz, /readyz, /metrics), then the `Worker` loop. ``ready`` is
+    set once the loop starts. On ``stop`` the worker drains (see `Worker`), then the
+    producer is flushed and everything is closed. ``run`` also returns by itself once
+    ``max_batches`` non-empty batches are done.
+
+    Args:
+        settings: ``processor`` section, plus ``kafka.primary`` and ``topics.response``.
+        handler: the async handler, or ``"module:function"``; None loads
+            ``settings.processor.handler``.
+        metrics: where metrics go (a fresh registry by default).
+        show: receives the one-line summary of each task in a dry run (stdout by default).
+        worker_id: how the orchestrators know this worker (``<hostname>-<pid>``).
+        backoff: the retry policy of failed orchestrator calls.
+
+    Raises:
+        ConfigError: no orchestrator is configured, or the handler cannot be loaded or is
+            not an async callable.
+    """
+
+    name = "processor"
+
+    def __init__(
+        self,
+        settings: EventGwSettings,
+        handler: Handler | str | None = None,
+        *,
+        metrics: Metrics | None = None,
+        show: Callable[[str], None] = write_line,
+        worker_id: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.worker_id = worker_id or default_worker_id()
+        self.status_port: int | None = None
+        self.tasks_handled = 0
+        if not settings.processor.orchestrators:
+            raise ConfigError("processor.orchestrators", "at least one host:port is needed")
+        spec = settings.processor.handler if handler is None else handler
+        try:
+            self.handler = load_handler(spec) if isinstance(spec, str) else check_handler(spec)
+        except ValueError as exc:
+            raise ConfigError("processor.handler", str(exc)) from exc
+        self._show = show
+        self._backoff = backoff
+        self._worker: Worker | None = None
+        self._ready = False
+
+    def statistics(self) -> WorkerStatistics | None:
+        """The worker's counters, once it has started."""
+        return self._worker.statistics() if self._worker is not None else None
+
+    async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        """See `eventgw.core.lifecycle.Service`."""
+        s = self.settings
+        p = s.processor
+        client = BatchClient(p.orchestrators, self.worker_id)
+        status = StatusServer(STATUS_HOST, p.metrics_port, self.metrics.render, lambda: self._ready)
+        producer: BatchProducer | None = None
+        try:
+            if p.execute and p.results_via == "topic":
+                producer = BatchProducer(
+                    "processor-results",
+                    producer_config(
+                        s.kafka.primary, RESULTS_TUNING, f"eventgw-processor-{self.worker_id}"
+                    ),
+                )
+                producer.start()
+            await client.open()
+            await status.start()
+            self.status_port = status.port
+            self._worker = Worker(
+                settings=p,
+                client=client,
+                handler=self.handler,
+                metrics=self.metrics,
+                show=self._show,
+                producer=producer,
+                results_topic=s.topics.response,
+                backoff=self._backoff,
+            )
+            self._ready = True
+            ready.set()
+            logger.info(
+                "processor.serving worker_id=%s orchestrators=%s execute=%s results_via=%s "
+                "concurrency=%d status_port=%d",
+                self.worker_id,
+                ",".join(p.orchestrators),
+                p.execute,
+                p.results_via,
+                p.concurrency,
+                status.port,
+            )
+            self.tasks_handled = await self._worker.run(stop)
+            logger.info("processor.stopped tasks_handled=%d", self.tasks_handled)
+        finally:
+            self._ready = False
+            # The worker has reported every result it will report; now flush and close.
+            if producer is not None:
+                await producer.close(PRODUCER_CLOSE_S)
+            await client.close()
+            await status.close()
