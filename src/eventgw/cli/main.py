@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from eventgw.cli import logs
 from eventgw.config.settings import EventGwSettings, load_settings
 from eventgw.core.errors import ConfigError
@@ -17,7 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 NOT_YET = {
-    "orchestrator": "the orchestrator (read path) is not built yet: see issue #3",
     "dlq": "the DLQ tools need the orchestrator: see issue #3",
     "replay": "replay of retry/DLQ topics needs the orchestrator: see issue #3",
 }
@@ -43,6 +44,24 @@ def _cmd_service(args: argparse.Namespace) -> int:
         from eventgw.publisher.service import PublisherService
 
         return run([PublisherService(settings)])
+    if args.command == "orchestrator":
+        from eventgw.orchestrator.service import OrchestratorService
+
+        overrides = {
+            k: v
+            for k, v in (("index", args.index), ("number_of_replicas", args.replicas))
+            if v is not None
+        }
+        if overrides:
+            try:
+                orch = type(settings.orchestrator).model_validate(
+                    {**settings.orchestrator.model_dump(), **overrides}
+                )
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ConfigError("orchestrator", str(err["msg"])) from exc
+            settings = settings.model_copy(update={"orchestrator": orch})
+        return run([OrchestratorService(settings)])
     from eventgw.recovery.service import RecoveryService
 
     return run([RecoveryService(settings)])
@@ -117,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("failed-writes", "run the failed-writes processor"),
     ):
         sub.add_parser(name, help=text)
+    orch = sub.add_parser("orchestrator", help="run an orchestrator replica")
+    orch.add_argument("--index", type=int, help="replica index (orchestrator.index)")
+    orch.add_argument(
+        "--replicas", type=int, help="number of replicas (orchestrator.number_of_replicas)"
+    )
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka clusters")
     kafka.add_argument("action", choices=["start", "stop", "status"])
@@ -155,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in NOT_YET:
             print(f"eventgw {args.command}: {NOT_YET[args.command]}", file=sys.stderr)
             return 2
-        if args.command in ("ingest", "publisher", "failed-writes"):
+        if args.command in ("ingest", "publisher", "failed-writes", "orchestrator"):
             return _cmd_service(args)
         if args.command == "processor":
             return _cmd_processor(args)

@@ -1,0 +1,1 @@
+"""Orchestrator: consume the lanes into a priority buffer and serve batches to processors."""

@@ -1,0 +1,644 @@
+"""The orchestrator's in-memory task buffer: dispatch order, leases, delays and memory shares.
+
+Pure: no I/O, no asyncio, no Kafka. Time comes from the injected ``now_ms`` (wall clock, for
+deadlines and ages) and ``monotonic`` (for leases and delays) callables. Not thread-safe: one
+event loop owns a :class:`PriorityBuffer`.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from eventgw.core.envelope import Priority
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+__all__ = [
+    "BUFFER_LANES",
+    "DEFAULT_LANE_SHARES",
+    "TASK_OVERHEAD_BYTES",
+    "BufferStatistics",
+    "BufferedTask",
+    "ClassStatistics",
+    "LaneStatistics",
+    "PriorityBuffer",
+    "make_task_id",
+]
+
+TASK_OVERHEAD_BYTES: Final = 200
+"""Bytes charged per task on top of ``len(value)``: the object, its heap entries, its id."""
+
+BUFFER_LANES: Final = ("p30", "p20", "p10", "offload", "retry")
+"""The consumption lanes a task can come from (SYSTEM.md 2.3)."""
+
+DEFAULT_LANE_SHARES: Final[Mapping[str, float]] = MappingProxyType(
+    {"p10": 0.2, "p20": 0.5, "p30": 0.8, "offload": 0.3, "retry": 0.7}
+)
+"""Share of the budget at which each lane's consumption pauses (SYSTEM.md 2.4)."""
+
+_OFFLOAD: Final = "offload"
+_CLASSES: Final = (Priority.P30, Priority.P20, Priority.P10)  # second-tier order
+# Lazy-deletion heaps are rebuilt once stale entries outnumber live ones (and this slack), so
+# the cost stays O(log n) amortised and memory O(live tasks). Not Final: the property tests
+# lower it to exercise compaction.
+_COMPACT_SLACK = 64
+
+
+def make_task_id(topic: str, partition: int, offset: int) -> str:
+    """Return the task id of a record: ``"<topic>/<partition>/<offset>"``."""
+    return f"{topic}/{partition}/{offset}"
+
+
+class _State(enum.IntEnum):
+    """Where a task is; the first three values index the per-state counters."""
+
+    READY = 0  # in a dispatch heap, waiting to be served
+    LEASED = 1  # served; waiting for a result or the lease expiry
+    DELAYED = 2  # NACKed with a short delay; waiting for its due time
+    NEW = 3  # not owned by a buffer yet
+    GONE = 4  # completed or dropped: the buffer forgot it
+
+
+# Module-level aliases: the hot paths would otherwise pay an Enum class attribute lookup each.
+_READY, _LEASED, _DELAYED, _NEW, _GONE = _State
+
+
+@dataclass(slots=True, eq=False)
+class BufferedTask:
+    """One consumed record the orchestrator owns until it is finished or its partition revoked.
+
+    The public fields are set by the caller; the buffer updates ``attempt``,
+    ``delivery_count`` and ``lease_expires``. Equality is identity. Accounted size:
+    ``len(value) + TASK_OVERHEAD_BYTES``, fixed when the task is pushed.
+    """
+
+    task_id: str  # "<topic>/<partition>/<offset>", see make_task_id
+    topic: str
+    partition: int
+    offset: int
+    lane: str  # consumption lane it came from (BUFFER_LANES); decides its memory share
+    priority: Priority  # original SLO class
+    deadline_ms: int  # original SLO deadline, wall-clock ms; never moves
+    ingested_at_ms: int
+    value: bytes  # the serialized record; opaque here
+    attempt: int = 0  # failed attempts; +1 when a delayed (NACKed) task is ready again
+    delivery_count: int = 0  # times served to a processor (a release takes one back)
+    lease_expires: float = 0.0  # monotonic seconds; meaningful only while leased
+    _state: _State = field(default=_State.NEW, init=False, repr=False)
+    _gen: int = field(default=0, init=False, repr=False)  # heap entries with another gen are stale
+    _seq: int = field(default=0, init=False, repr=False)  # push order: FIFO among equal deadlines
+    _size: int = field(default=0, init=False, repr=False)
+    _heap: _LazyHeap | None = field(default=None, init=False, repr=False)  # holds the live entry
+    # The buffer's [ready, leased, delayed, bytes] counters of this task's (lane, class); set by
+    # push (no default: a list per task would be allocated for nothing).
+    _counts: list[int] = field(init=False, repr=False)
+
+
+_Entry = tuple[float, int, int, BufferedTask]  # (key, tie-break, gen, task)
+
+
+class _LazyHeap:
+    """A binary heap of ``_Entry`` with lazy deletion.
+
+    An entry is live while ``entry[2] == task._gen``. A task leaving a heap without being
+    popped (completed, dropped, released, delayed) bumps its gen, so its entry goes stale and
+    ``peek`` skips it; ``discard`` must be called then, keeping ``stale`` exact. Entries are
+    unique by ``(key, order, gen)``, so comparisons never reach the task.
+    """
+
+    __slots__ = ("entries", "stale")
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        self.stale = 0
+
+    def __len__(self) -> int:
+        return len(self.entries) - self.stale
+
+    def push(self, key: float, order: int, task: BufferedTask) -> None:
+        task._heap = self
+        heapq.heappush(self.entries, (key, order, task._gen, task))
+
+    def peek(self) -> _Entry | None:
+        entries = self.entries
+        while entries:
+            top = entries[0]
+            if top[3]._gen == top[2]:
+                return top
+            heapq.heappop(entries)
+            self.stale -= 1
+        return None
+
+    def pop(self) -> BufferedTask:
+        """Pop the top entry; call only right after ``peek`` returned it."""
+        task = heapq.heappop(self.entries)[3]
+        task._heap = None
+        return task
+
+    def discard(self) -> None:
+        self.stale += 1
+        if self.stale > _COMPACT_SLACK and 2 * self.stale > len(self.entries):
+            self.entries = [e for e in self.entries if e[3]._gen == e[2]]
+            heapq.heapify(self.entries)
+            self.stale = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStatistics:
+    """Tasks and bytes of one consumption lane."""
+
+    ready: int
+    leased: int
+    delayed: int
+    bytes: int
+    paused: bool  # consumption of this lane should be paused (memory share reached)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStatistics:
+    """Tasks and bytes of one SLO class (original class, whatever the lane)."""
+
+    ready: int
+    leased: int
+    delayed: int
+    bytes: int
+    late_ready: int  # ready, not offloaded, past its deadline (the second tier)
+    oldest_ready_age_s: float | None  # now - ingested_at of the oldest ready task; None if none
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStatistics:
+    """Point-in-time view of a :class:`PriorityBuffer`."""
+
+    tasks: int  # ready + leased + delayed
+    ready: int
+    leased: int
+    delayed: int
+    total_bytes: int  # accounted bytes of every owned task
+    budget_bytes: int
+    paused_lanes: frozenset[str]
+    lanes: Mapping[str, LaneStatistics]  # read-only, every configured lane
+    classes: Mapping[Priority, ClassStatistics]  # read-only, every class
+    served_slots: int  # tasks served since creation
+    late_share_slots: int  # of which given to the second tier by the anti-starvation rule
+
+
+class PriorityBuffer:
+    """Every task the orchestrator owns — ready, leased or delayed — and the order to serve them.
+
+    Dispatch policy ("P30 keeps its SLO while P10 waits; P10 never starves forever"):
+
+    1. **On time first, earliest deadline first.** Ready tasks whose deadline is still ahead
+       (``deadline_ms > now_ms()``), excluding the offload lane, are served EDF across
+       classes: for similar arrival times P30 (5 s) goes before P20 (1 min) before P10
+       (20 min).
+    2. **Late tasks do not pre-empt on-time ones.** Plain EDF would serve a 20-minute-old P10
+       backlog before fresh P30 under overload and make every class late in turn (the domino
+       effect). A task whose deadline has passed moves to a second tier, ordered by class
+       (P30, P20, P10) and then deadline, served only when no on-time task is ready.
+    3. **Offload last.** Offload-lane tasks are served by deadline, after the late tasks.
+    4. **Anti-starvation.** Every ``late_share_every``-th slot served goes to the second tier
+       (late tasks first, then offload) when it holds anything, so P10 and offload get about
+       ``1/late_share_every`` of capacity even while P30 alone saturates the processors.
+       The slot counter runs across ``pop_batch`` calls.
+    5. Equal deadlines are served in push order (FIFO). Retry-lane tasks are ordered by their
+       original class and deadline like the rest (they are usually late). A task returned by
+       release or expiry keeps its place.
+
+    Task states (``BufferedTask`` moves between them; a task is in exactly one)::
+
+        push --> READY --pop_batch--> LEASED --complete--> (gone)
+                   ^  <--release / lease expiry--  |  --delay--> DELAYED --due (attempt+1)--> READY
+        drop_partition removes a task in any state; complete accepts any state too (a late
+        ACK for a task whose lease expired still finishes it).
+
+    Results are matched by ``task_id`` only: a stale result for a task served again after its
+    lease expired applies to the current delivery (at-least-once tolerates the duplicate).
+
+    Memory (SYSTEM.md 2.4 "Memory thresholds"): the bytes of every owned task count against
+    ``budget_bytes`` until it leaves. A lane pauses when the total reaches
+    ``shares[lane] * budget_bytes`` and resumes below ``shares[lane] * budget_bytes *
+    hysteresis``. ``push`` never refuses a task: records already fetched must be kept, and the
+    largest share leaves headroom for them; the caller pauses consumption per
+    ``paused_lanes()``.
+
+    Timers are explicit: nothing moves by itself. Call ``expire()`` (at ``next_timer()``) to
+    return expired leases and due delayed tasks to ready.
+
+    Cost: O(log n) per operation amortised (heaps with lazy deletion and lazy tier
+    migration at pop time); ``drop_partition`` is O(tasks of the partition).
+    """
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        shares: Mapping[str, float] = DEFAULT_LANE_SHARES,
+        hysteresis: float = 0.9,
+        late_share_every: int = 20,
+        *,
+        now_ms: Callable[[], int],
+        monotonic: Callable[[], float],
+    ) -> None:
+        """Create an empty buffer.
+
+        Args:
+            budget_bytes: Memory budget of the buffer, in accounted bytes.
+            shares: Lane -> fraction of the budget at which the lane pauses; its keys are the
+                lanes tasks may come from.
+            hysteresis: A paused lane resumes below ``share * budget * hysteresis``.
+            late_share_every: Every n-th slot served goes to the second tier if it is not empty.
+            now_ms: Wall clock in Unix ms, compared with deadlines.
+            monotonic: Monotonic seconds, for leases and delays.
+
+        Raises:
+            ValueError: a non-positive budget, an empty ``shares`` or a share that is not a
+                positive number, ``hysteresis`` outside (0, 1], ``late_share_every`` < 1.
+        """
+        if budget_bytes <= 0:
+            raise ValueError(f"budget_bytes must be > 0, got {budget_bytes}")
+        if not shares:
+            raise ValueError("shares must name at least one lane")
+        for lane, share in shares.items():
+            if not (share > 0 and math.isfinite(share)):
+                raise ValueError(f"share of lane {lane!r} must be a positive number, got {share}")
+        if not 0 < hysteresis <= 1:
+            raise ValueError(f"hysteresis must be in (0, 1], got {hysteresis}")
+        if late_share_every < 1:
+            raise ValueError(f"late_share_every must be >= 1, got {late_share_every}")
+        self._budget = budget_bytes
+        self._now_ms = now_ms
+        self._monotonic = monotonic
+        self._late_share_every = late_share_every
+        self._pause_at = {lane: share * budget_bytes for lane, share in shares.items()}
+        self._resume_below = {lane: t * hysteresis for lane, t in self._pause_at.items()}
+        self._paused: set[str] = set()
+        self._next_pause = min(self._pause_at.values())  # bytes >= this: some lane pauses
+        self._next_resume = -math.inf  # bytes < this: some paused lane resumes
+
+        self._tasks: dict[str, BufferedTask] = {}
+        self._by_partition: dict[tuple[str, int], dict[str, BufferedTask]] = {}
+        self._bytes = 0
+        self._ontime = {p: _LazyHeap() for p in _CLASSES}  # may hold late tasks until popped
+        self._ontime_heaps = tuple(self._ontime.values())
+        self._late = {p: _LazyHeap() for p in _CLASSES}
+        self._offload = {p: _LazyHeap() for p in _CLASSES}
+        self._leases = _LazyHeap()
+        self._delays = _LazyHeap()
+        self._seqs = itertools.count()
+        self._served = 0
+        self._late_share_served = 0
+        # [ready, leased, delayed, bytes] per (lane, class); the first three indexed by _State.
+        self._counts = {(lane, p): [0, 0, 0, 0] for lane in shares for p in _CLASSES}
+
+    # -- intake and results -------------------------------------------------------------------
+
+    def push(self, task: BufferedTask) -> None:
+        """Take ownership of ``task`` as ready; its bytes count until it leaves.
+
+        Raises:
+            ValueError: a task with the same ``task_id`` is owned already, ``task.lane`` has
+                no configured share, or ``task.priority`` is not a ``Priority``.
+        """
+        if task.task_id in self._tasks:
+            raise ValueError(f"task {task.task_id!r} is already in the buffer")
+        counts = self._counts.get((task.lane, task.priority))
+        if counts is None:
+            if task.lane not in self._pause_at:
+                raise ValueError(f"task {task.task_id!r} has unknown lane {task.lane!r}")
+            raise ValueError(f"task {task.task_id!r} has unknown class {task.priority!r}")
+        task._state = _NEW
+        task._heap = None
+        task._seq = next(self._seqs)
+        task._size = size = len(task.value) + TASK_OVERHEAD_BYTES
+        task._counts = counts
+        counts[3] += size
+        self._tasks[task.task_id] = task
+        key = (task.topic, task.partition)
+        tasks = self._by_partition.get(key)
+        if tasks is None:
+            tasks = self._by_partition[key] = {}
+        tasks[task.task_id] = task
+        self._account(size)
+        self._make_ready(task)
+
+    def complete(self, task_id: str) -> BufferedTask | None:
+        """Finish a task (ACK, or handed to a retry topic / the DLQ): forget it, free its bytes.
+
+        Accepts a task in any state: a late result for a task whose lease expired still
+        finishes it.
+
+        Returns:
+            The removed task, or None if ``task_id`` is unknown (a stale or duplicate result).
+        """
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        self._remove(task)
+        return task
+
+    def release(self, task_id: str) -> bool:
+        """Return a leased task unprocessed (dry run, shutdown): ready again, no attempt counted.
+
+        ``delivery_count`` goes back down by one. Returns False if the task is unknown or not
+        leased.
+        """
+        task = self._tasks.get(task_id)
+        if task is None or task._state is not _LEASED:
+            return False
+        task.delivery_count = max(0, task.delivery_count - 1)
+        self._make_ready(task)
+        return True
+
+    def delay(self, task_id: str, delay_s: float) -> bool:
+        """Hold a leased task NACKed with a short delay until ``monotonic() + delay_s``.
+
+        The task becomes ready, with ``attempt += 1``, at the first ``expire()`` at or after
+        its due time; ``complete`` or ``drop_partition`` may remove it before (so a task held
+        while it is written to a retry topic never counts an attempt here). Returns False if
+        the task is unknown or not leased (a delayed task cannot be delayed again).
+
+        Raises:
+            ValueError: ``delay_s`` is negative or not finite.
+        """
+        if not (delay_s >= 0 and math.isfinite(delay_s)):
+            raise ValueError(f"delay_s must be a finite number >= 0, got {delay_s}")
+        task = self._tasks.get(task_id)
+        if task is None or task._state is not _LEASED:
+            return False
+        self._set_state(task, _DELAYED)
+        self._delays.push(self._monotonic() + delay_s, task._seq, task)
+        return True
+
+    def drop_partition(self, topic: str, partition: int) -> list[BufferedTask]:
+        """Remove every task of a revoked partition, in any state; return them by offset.
+
+        Their records will be re-delivered to the partition's next owner from its committed
+        offset, so nothing is lost; results arriving for them later are unknown.
+        """
+        tasks = self._by_partition.get((topic, partition))
+        if not tasks:
+            return []
+        dropped = sorted(tasks.values(), key=lambda t: t.offset)
+        for task in dropped:
+            self._remove(task)
+        return dropped
+
+    # -- serving and timers -------------------------------------------------------------------
+
+    def pop_batch(self, max_tasks: int, lease_s: float) -> list[BufferedTask]:
+        """Serve up to ``max_tasks`` ready tasks in policy order, each leased for ``lease_s``.
+
+        Each served task gets ``lease_expires = monotonic() + lease_s`` and
+        ``delivery_count += 1``. Never blocks; returns fewer (or none) when fewer are ready.
+
+        Raises:
+            ValueError: ``max_tasks`` < 0, or ``lease_s`` not a positive finite number.
+        """
+        if max_tasks < 0:
+            raise ValueError(f"max_tasks must be >= 0, got {max_tasks}")
+        if not (lease_s > 0 and math.isfinite(lease_s)):
+            raise ValueError(f"lease_s must be a positive finite number, got {lease_s}")
+        if max_tasks == 0 or not self._tasks:
+            return []
+        self._migrate_late(self._now_ms())
+        expires = self._monotonic() + lease_s
+        every = self._late_share_every
+        ontime = self._ontime_heaps
+        lease_entries = self._leases.entries
+        served = self._served
+        batch: list[BufferedTask] = []
+        while len(batch) < max_tasks:
+            task = None
+            if (served + 1) % every == 0:
+                task = self._pop_second_tier()
+                if task is not None:
+                    self._late_share_served += 1
+            if task is None:
+                task = _pop_earliest(ontime)
+                if task is None:
+                    task = self._pop_second_tier()
+                    if task is None:
+                        break
+            served += 1
+            task.delivery_count += 1
+            task.lease_expires = expires
+            # READY -> LEASED inline (the hot path): the pop above already took its entry.
+            counts = task._counts
+            counts[_READY] -= 1
+            counts[_LEASED] += 1
+            task._state = _LEASED
+            task._heap = self._leases
+            heapq.heappush(lease_entries, (expires, task._seq, task._gen, task))
+            batch.append(task)
+        self._served = served
+        return batch
+
+    def expire(self, now: float | None = None) -> list[BufferedTask]:
+        """Return expired leases and due delayed tasks to ready.
+
+        Args:
+            now: Monotonic seconds to compare with; ``monotonic()`` if None.
+
+        Returns:
+            The tasks whose lease expired (for metrics and logs), in expiry order. Their
+            ``delivery_count`` is kept; it grows on the next serve. Due delayed tasks become
+            ready too, with ``attempt += 1``, but are not returned.
+        """
+        if now is None:
+            now = self._monotonic()
+        expired: list[BufferedTask] = []
+        leases = self._leases
+        while (top := leases.peek()) is not None and top[0] <= now:
+            task = leases.pop()
+            self._make_ready(task)
+            expired.append(task)
+        delays = self._delays
+        while (top := delays.peek()) is not None and top[0] <= now:
+            task = delays.pop()
+            task.attempt += 1
+            self._make_ready(task)
+        return expired
+
+    def next_timer(self) -> float | None:
+        """Return the earliest lease expiry or delay due time (monotonic s), None if none."""
+        times = [top[0] for top in (self._leases.peek(), self._delays.peek()) if top is not None]
+        return min(times, default=None)
+
+    # -- memory shares ------------------------------------------------------------------------
+
+    def paused_lanes(self) -> set[str]:
+        """Return the lanes whose consumption should be paused now (a new set)."""
+        return set(self._paused)
+
+    def should_pause(self, lane: str) -> bool:
+        """Return whether consumption of ``lane`` should be paused now.
+
+        Raises:
+            ValueError: ``lane`` has no configured share.
+        """
+        if lane not in self._pause_at:
+            raise ValueError(f"unknown lane {lane!r}")
+        return lane in self._paused
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Return the number of owned tasks (ready, leased and delayed)."""
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        """Return whether a task with this id is owned."""
+        return task_id in self._tasks
+
+    @property
+    def bytes(self) -> int:
+        """Accounted bytes of every owned task."""
+        return self._bytes
+
+    def get(self, task_id: str) -> BufferedTask | None:
+        """Return the owned task with this id, or None."""
+        return self._tasks.get(task_id)
+
+    def lease_of(self, task_id: str) -> BufferedTask | None:
+        """Return the task if it is leased now (its expiry is ``lease_expires``), else None."""
+        task = self._tasks.get(task_id)
+        if task is None or task._state is not _LEASED:
+            return None
+        return task
+
+    def has_ready(self) -> bool:
+        """Return whether any task is ready to be served; O(1)."""
+        return any(counts[_READY] for counts in self._counts.values())
+
+    def statistics(self) -> BufferStatistics:
+        """Return a point-in-time view: counts and bytes per lane and per class, ages, pauses.
+
+        The oldest ready age of a class is read from the tops of its heaps, which are ordered
+        by deadline; since ``deadline = ingested_at + SLO(class)`` (SYSTEM.md 1) the earliest
+        deadline of a class is its oldest task. O(lanes + classes).
+        """
+        now_ms = self._now_ms()
+        self._migrate_late(now_ms)
+        by_lane = {lane: [0, 0, 0, 0] for lane in self._pause_at}
+        by_class = {p: [0, 0, 0, 0] for p in _CLASSES}
+        for (lane, p), counts in self._counts.items():
+            for i, n in enumerate(counts):
+                by_lane[lane][i] += n
+                by_class[p][i] += n
+        lanes = {
+            lane: LaneStatistics(c[0], c[1], c[2], c[3], lane in self._paused)
+            for lane, c in by_lane.items()
+        }
+        classes: dict[Priority, ClassStatistics] = {}
+        for p, c in by_class.items():
+            tops = (h.peek() for h in (self._ontime[p], self._late[p], self._offload[p]))
+            oldest = min((top[3].ingested_at_ms for top in tops if top is not None), default=None)
+            age = None if oldest is None else max(0.0, (now_ms - oldest) / 1000)
+            classes[p] = ClassStatistics(c[0], c[1], c[2], c[3], len(self._late[p]), age)
+        ready, leased, delayed = (sum(c[i] for c in by_class.values()) for i in range(3))
+        return BufferStatistics(
+            tasks=len(self._tasks),
+            ready=ready,
+            leased=leased,
+            delayed=delayed,
+            total_bytes=self._bytes,
+            budget_bytes=self._budget,
+            paused_lanes=frozenset(self._paused),
+            lanes=MappingProxyType(lanes),
+            classes=MappingProxyType(classes),
+            served_slots=self._served,
+            late_share_slots=self._late_share_served,
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _set_state(self, task: BufferedTask, state: _State) -> None:
+        """Move ``task`` to ``state``: stale its live heap entry, if any; update the counters."""
+        heap = task._heap
+        if heap is not None:
+            task._gen += 1  # before discard(): a compaction there must see the entry stale
+            task._heap = None
+            heap.discard()
+        counts = task._counts
+        old = task._state
+        if old <= _DELAYED:
+            counts[old] -= 1
+        if state <= _DELAYED:
+            counts[state] += 1
+        task._state = state
+
+    def _make_ready(self, task: BufferedTask) -> None:
+        # Every non-offload task enters the on-time heap; _migrate_late moves it out once its
+        # deadline has passed, so lateness is decided at serve time, not at push time.
+        self._set_state(task, _READY)
+        heaps = self._offload if task.lane == _OFFLOAD else self._ontime
+        heaps[task.priority].push(task.deadline_ms, task._seq, task)
+
+    def _remove(self, task: BufferedTask) -> None:
+        self._set_state(task, _GONE)
+        task_id = task.task_id
+        del self._tasks[task_id]
+        key = (task.topic, task.partition)
+        tasks = self._by_partition[key]
+        del tasks[task_id]
+        if not tasks:
+            del self._by_partition[key]
+        task._counts[3] -= task._size
+        self._account(-task._size)
+
+    def _migrate_late(self, now_ms: int) -> None:
+        # A heap's top has its earliest deadline: once the top is on time, all of it is.
+        for p in _CLASSES:
+            ontime, late = self._ontime[p], self._late[p]
+            while (top := ontime.peek()) is not None and top[0] <= now_ms:
+                late.push(top[0], top[1], ontime.pop())
+
+    def _pop_second_tier(self) -> BufferedTask | None:
+        for p in _CLASSES:
+            late = self._late[p]
+            if late.peek() is not None:
+                return late.pop()
+        return _pop_earliest(self._offload.values())
+
+    def _account(self, delta: int) -> None:
+        self._bytes += delta
+        total = self._bytes
+        if total < self._next_pause and total >= self._next_resume:
+            return  # no lane crosses a threshold: the common case costs two comparisons
+        for lane, pause_at in self._pause_at.items():
+            if lane in self._paused:
+                if total < self._resume_below[lane]:
+                    self._paused.remove(lane)
+            elif total >= pause_at:
+                self._paused.add(lane)
+        self._next_pause = min(
+            (t for lane, t in self._pause_at.items() if lane not in self._paused),
+            default=math.inf,
+        )
+        self._next_resume = max(
+            (self._resume_below[lane] for lane in self._paused), default=-math.inf
+        )
+
+
+def _pop_earliest(heaps: Iterable[_LazyHeap]) -> BufferedTask | None:
+    """Pop the task with the smallest (deadline, seq) across ``heaps``; None if all are empty."""
+    best: _Entry | None = None
+    best_heap = None
+    for heap in heaps:
+        entries = heap.entries
+        while entries:  # heap.peek() inlined: this runs once per heap per task served
+            top = entries[0]
+            if top[3]._gen == top[2]:
+                if best is None or top < best:
+                    best, best_heap = top, heap
+                break
+            heapq.heappop(entries)
+            heap.stale -= 1
+    return None if best_heap is None else best_heap.pop()

@@ -1,0 +1,350 @@
+"""Composition root of the orchestrator: consumers, dispatcher, gRPC, timers, commits.
+
+Loops (one TaskGroup):
+- lane fetch: the consumer group over p30/p20/p10/offload (static membership
+  ``orchestrator-<index>``) → dispatcher; lanes over their memory share are paused;
+- retry fetch (``enable_retry_consumer``): the retry topics; a record not yet due pauses its
+  partition and seeks back to it until due;
+- results: the response topic partition ``index`` → dispatcher;
+- timer: lease expiry, due delays, due retry partitions;
+- commit: every ``commit_interval_s``, offsets up to the first unfinished task.
+
+Drain on stop: GetBatch stops serving; leased tasks get up to ``shutdown_timeout_s`` for
+their results; retry/DLQ writes finish; a final commit; then the consumers leave the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
+from eventgw.config.settings import LaneTuning
+from eventgw.core.errors import ConfigError
+from eventgw.kafka.admin import list_topics, partition_count
+from eventgw.kafka.client_config import consumer_config, producer_config
+from eventgw.kafka.consumer import ConsumerError, PartitionReader
+from eventgw.kafka.group_consumer import GroupConsumer
+from eventgw.kafka.producer import BatchProducer
+from eventgw.metrics.backend import Metrics
+from eventgw.metrics.http import StatusServer
+from eventgw.orchestrator.batch_api import GRPC_OPTIONS, OrchestratorServicer
+from eventgw.orchestrator.dispatcher import Dispatcher
+
+if TYPE_CHECKING:
+    from eventgw.config.settings import EventGwSettings
+    from eventgw.kafka.group_consumer import TopicPartition
+
+logger = logging.getLogger(__name__)
+
+_LANE_TOPIC_KEYS = ("p30", "p20", "p10", "offload")
+
+
+class OrchestratorService:
+    """Runs one orchestrator replica. See the module docstring."""
+
+    name = "orchestrator"
+
+    def __init__(self, settings: EventGwSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.grpc_port: int | None = None
+        self.status_port: int | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._ready = False
+        self._lane_paused: set[str] = set()
+        self._held: dict[TopicPartition, int] = {}  # retry partitions held until wall ms
+        self._retry_mem_paused = False
+
+    def _check_topology(self) -> None:
+        s = self.settings
+        o = s.orchestrator
+        bootstrap = s.kafka.primary.bootstrap_servers
+        existing = list_topics(bootstrap)
+        needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS] + [s.topics.response]
+        missing = [t for t in needed if t not in existing]
+        if missing:
+            raise ConfigError(
+                "topics", f"missing on {bootstrap}: {missing} (eventgw topics create)"
+            )
+        partitions = partition_count(bootstrap, s.topics.response)
+        if partitions < o.number_of_replicas:
+            raise ConfigError(
+                "orchestrator.number_of_replicas",
+                f"{o.number_of_replicas} replicas but {s.topics.response} has only "
+                f"{partitions} partitions (one per replica index is needed)",
+            )
+
+    async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        """See `eventgw.core.lifecycle.Service`."""
+        s = self.settings
+        o = s.orchestrator
+        await asyncio.to_thread(self._check_topology)
+        tuning = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=30_000)
+        producer = BatchProducer(
+            f"orchestrator-{o.index}",
+            producer_config(s.kafka.primary, tuning, f"eventgw-orchestrator-{o.index}"),
+        )
+        producer.start()
+        d = Dispatcher(o, s.topics, producer)
+        self.dispatcher = d
+        lanes = GroupConsumer(
+            consumer_config(
+                s.kafka.primary,
+                o.group_id,
+                f"eventgw-orchestrator-{o.index}",
+                group_instance_id=f"orchestrator-{o.index}",
+                low_latency=True,
+            ),
+            [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS],
+            self._on_assign,
+            self._on_revoke,
+        )
+        retry: GroupConsumer | None = None
+        if o.enable_retry_consumer:
+            retry = GroupConsumer(
+                consumer_config(
+                    s.kafka.primary,
+                    f"{o.group_id}-retry",
+                    f"eventgw-orchestrator-retry-{o.index}",
+                    group_instance_id=f"orchestrator-retry-{o.index}",
+                ),
+                list(d.retry_topics),
+                self._on_assign,
+                self._on_retry_revoke,
+            )
+        results = PartitionReader(
+            consumer_config(s.kafka.primary, f"{o.group_id}-results-{o.index}", "eventgw-results"),
+            s.topics.response,
+            o.index,
+        )
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_OrchestratorServicer_to_server(  # type: ignore[no-untyped-call]  # generated
+            OrchestratorServicer(d, o.index, o.max_wait_ms), server
+        )
+        status = StatusServer(
+            o.status_host,
+            o.metrics_port,
+            self.metrics.render,
+            lambda: self._ready,
+            extra={"/stats": self._stats_json},
+        )
+        try:
+            await lanes.start()
+            if retry is not None:
+                await retry.start()
+            await results.start()
+            self.grpc_port = server.add_insecure_port(f"{o.grpc_host}:{o.grpc_port}")
+            await server.start()
+            await status.start()
+            self.status_port = status.port
+            self._ready = True
+            ready.set()
+            logger.info(
+                "orchestrator.serving index=%d/%d grpc=%s:%d status=%d retry_consumer=%s",
+                o.index,
+                o.number_of_replicas,
+                o.grpc_host,
+                self.grpc_port,
+                status.port,
+                retry is not None,
+            )
+            fetch_stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._fetch_loop(lanes, d, fetch_stop))
+                if retry is not None:
+                    tg.create_task(self._retry_loop(retry, d, fetch_stop))
+                tg.create_task(self._results_loop(results, d, fetch_stop))
+                tg.create_task(self._timer_loop(d, retry, fetch_stop))
+                tg.create_task(self._commit_loop(lanes, retry, d, fetch_stop))
+                await stop.wait()
+                self._ready = False
+                await self._drain(d)
+                fetch_stop.set()
+            await self._commit(lanes, retry, d)
+        finally:
+            self._ready = False
+            await server.stop(1)
+            await lanes.close()
+            if retry is not None:
+                await retry.close()
+            await results.close()
+            await producer.close(10)
+            await status.close()
+
+    async def _drain(self, d: Dispatcher) -> None:
+        """Stop serving; wait (bounded) for results of leased tasks and retry/DLQ writes."""
+        o = self.settings.orchestrator
+        d.serving = False
+        logger.info("orchestrator.draining leased=%d", d.leased())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(o.shutdown_timeout_s):
+                # Results arrive from two sources (gRPC and the response topic): poll the count.
+                while d.leased():  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                await d.wait_writes()
+
+    # -- rebalance hooks (run on the loop, called from the consumer thread) ---------------
+
+    async def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        self._lane_paused.clear()  # a new assignment starts unpaused; re-evaluated next fetch
+
+    async def _on_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.dispatcher is None:  # hooks run only after run() built it
+            return {}
+        return self.dispatcher.revoke(partitions)
+
+    async def _on_retry_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        for tp in partitions:
+            self._held.pop(tp, None)
+        return await self._on_revoke(partitions)
+
+    # -- loops ---------------------------------------------------------------------------
+
+    async def _fetch_loop(self, lanes: GroupConsumer, d: Dispatcher, stop: asyncio.Event) -> None:
+        o = self.settings.orchestrator
+        topic_of_lane = {k: self.settings.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS}
+        while not stop.is_set():
+            records = await lanes.poll_batch(o.fetch_max_records, 0.1)
+            if records:
+                d.add_records(records)
+            # Memory thresholds: pause a lane's partitions at its share of the budget.
+            for lane, topic in topic_of_lane.items():
+                should = d.buffer.should_pause(lane)
+                if should != (lane in self._lane_paused):
+                    tps = [tp for tp in lanes.assigned if tp[0] == topic]
+                    if should:
+                        await lanes.pause(tps)
+                        self._lane_paused.add(lane)
+                        logger.info(
+                            "orchestrator.lane_paused lane=%s bytes=%d", lane, d.buffer.bytes
+                        )
+                    else:
+                        await lanes.resume(tps)
+                        self._lane_paused.discard(lane)
+                        logger.info(
+                            "orchestrator.lane_resumed lane=%s bytes=%d", lane, d.buffer.bytes
+                        )
+
+    async def _retry_loop(self, retry: GroupConsumer, d: Dispatcher, stop: asyncio.Event) -> None:
+        o = self.settings.orchestrator
+        while not stop.is_set():
+            records = await retry.poll_batch(o.fetch_max_records, 0.2)
+            due_now = []
+            now = int(time.time() * 1000)
+            for r in records:
+                tp = (r.topic, r.partition)
+                if tp in self._held:
+                    continue  # read past a held head: it is read again after the seek
+                due = d.retry_due_ms(r)
+                if due > now:
+                    self._held[tp] = due
+                    await retry.pause([tp])
+                    await retry.seek(r.topic, r.partition, r.offset)
+                    continue
+                due_now.append(r)
+            if due_now:
+                d.add_records(due_now)
+            should = d.buffer.should_pause("retry")
+            if should != self._retry_mem_paused:
+                self._retry_mem_paused = should
+                free = [tp for tp in retry.assigned if tp not in self._held]
+                await (retry.pause(free) if should else retry.resume(free))
+
+    async def _results_loop(
+        self, results: PartitionReader, d: Dispatcher, stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            for record in await results.poll_batch(1000, 0.1):
+                try:
+                    batch = pb.TaskResults.FromString(record.value)
+                except Exception:  # noqa: BLE001  (a foreign record must not stop the loop)
+                    logger.warning("orchestrator.bad_result offset=%d", record.offset)
+                    continue
+                d.apply_results(batch.results)
+
+    async def _timer_loop(
+        self, d: Dispatcher, retry: GroupConsumer | None, stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            next_at = d.tick()
+            if retry is not None and self._held:
+                now = int(time.time() * 1000)
+                due = [tp for tp, at in self._held.items() if at <= now]
+                for tp in due:
+                    del self._held[tp]
+                if due and not self._retry_mem_paused:
+                    await retry.resume(due)
+            wait = 0.2 if next_at is None else max(0.005, min(0.2, next_at - time.monotonic()))
+            await self._sleep_or_stop(stop, wait)
+
+    async def _commit_loop(
+        self,
+        lanes: GroupConsumer,
+        retry: GroupConsumer | None,
+        d: Dispatcher,
+        stop: asyncio.Event,
+    ) -> None:
+        interval = self.settings.orchestrator.commit_interval_s
+        while not stop.is_set():
+            await self._sleep_or_stop(stop, interval)
+            await self._commit(lanes, retry, d)
+
+    async def _commit(
+        self, lanes: GroupConsumer, retry: GroupConsumer | None, d: Dispatcher
+    ) -> None:
+        pending = d.committable()
+        if not pending:
+            return
+        retry_topics = set(d.retry_topics)
+        for consumer, offsets in (
+            (lanes, {tp: o for tp, o in pending.items() if tp[0] not in retry_topics}),
+            (retry, {tp: o for tp, o in pending.items() if tp[0] in retry_topics}),
+        ):
+            if consumer is None or not offsets:
+                continue
+            owned = {tp: o for tp, o in offsets.items() if tp in consumer.assigned}
+            try:
+                await consumer.commit(owned)
+                d.mark_committed(owned)
+            except ConsumerError as exc:
+                logger.warning("orchestrator.commit_failed error=%s", exc)
+
+    @staticmethod
+    async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+
+    def _stats_json(self) -> bytes:
+        if self.dispatcher is None:
+            return b"{}"
+        st = self.dispatcher.stats()
+        return json.dumps(
+            {
+                "index": st.index,
+                "buffer_bytes": st.buffer_bytes,
+                "buffer_budget_bytes": st.buffer_budget_bytes,
+                "lanes": [
+                    {
+                        "lane": c.lane,
+                        "buffered": c.buffered,
+                        "in_flight": c.in_flight,
+                        "processed": c.processed,
+                        "retried": c.retried,
+                        "dead_lettered": c.dead_lettered,
+                        "oldest_age_s": round(c.oldest_age_s, 3),
+                        "slo_s": c.slo_s,
+                        "paused": c.paused,
+                    }
+                    for c in st.lanes
+                ],
+            }
+        ).encode()
