@@ -45,6 +45,7 @@ def free_port() -> int:
 async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
     kafka_primary, kafka_rollout = free_port_pair(), free_port_pair()
     http_port = free_port()
+    orch_grpc, orch_status = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
     env.update(
         {
@@ -57,8 +58,12 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
             "EVENTGW_PUBLISHER__METRICS_PORT": str(free_port()),
             "EVENTGW_RECOVERY__METRICS_PORT": str(free_port()),
             "EVENTGW_BACKUP__SPOOL_DIR": str(tmp_path / "spool"),
+            "EVENTGW_ORCHESTRATOR__METRICS_PORT": str(orch_status),
+            "EVENTGW_PROCESSOR__METRICS_PORT": str(free_port()),
         }
     )
+    env["EVENTGW_ORCHESTRATOR__GRPC_PORT"] = str(orch_grpc)
+    env["EVENTGW_PROCESSOR__ORCHESTRATORS"] = f'["127.0.0.1:{orch_grpc}"]'
     env["EVENTGW_INGEST__PUBLISHER_TARGET"] = f"127.0.0.1:{env['EVENTGW_PUBLISHER__GRPC_PORT']}"
     data_dirs = [
         default_home() / "clusters" / f"{n}-{p}"
@@ -108,6 +113,16 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
             read_topic, f"127.0.0.1:{kafka_primary}", result["topic"], expect=1
         )
         assert [pb.EventData.FromString(r.value).event_id for r in records] == [result["event_id"]]
+
+        # The demo processor handles it: the orchestrator counts it processed.
+        async with asyncio.timeout(60), httpx.AsyncClient(timeout=5) as client:
+            while True:
+                stats = (await client.get(f"http://127.0.0.1:{orch_status}/stats")).json()
+                p20 = next(lane for lane in stats["lanes"] if lane["lane"] == "P20")
+                if p20["processed"] >= 1:
+                    break
+                await asyncio.sleep(0.2)
+        assert p20["processed"] == 1
 
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(90):

@@ -169,6 +169,8 @@ def _endpoints(settings: EventGwSettings) -> dict[str, str]:
         "ingest": f"http://{settings.ingest.http_host}:{settings.ingest.http_port}",
         "publisher": f"http://{settings.publisher.grpc_host}:{settings.publisher.metrics_port}",
         "failed-writes": f"http://127.0.0.1:{settings.recovery.metrics_port}",
+        "orchestrator": f"http://127.0.0.1:{settings.orchestrator.metrics_port}",
+        "processor": f"http://127.0.0.1:{settings.processor.metrics_port}",
     }
 
 
@@ -197,11 +199,34 @@ def cmd_status(args: argparse.Namespace, settings: EventGwSettings) -> int:
             continue
         print(f"{name:14} {'ready' if code == 200 else 'NOT READY'}  {base}")
         worst = worst or (0 if code == 200 else 1)
-        if isinstance(metrics, str):
+        if name == "orchestrator":
+            _print_orchestrator_stats(base)
+        elif isinstance(metrics, str):
             for key, value in _metric_sums(metrics, "eventgw_").items():
                 if key.split("{")[0].endswith(("_total", "_objects", "_events")):
                     print(f"    {key} {value:g}")
     return worst
+
+
+def _print_orchestrator_stats(base: str) -> None:
+    """Per class: in buffer, in flight, processed, retried, dead-lettered, oldest age vs SLO."""
+    code, stats = _http_json(base + "/stats", timeout=2)
+    if code != 200 or not isinstance(stats, dict):
+        print("    (no stats)")
+        return
+    used, budget = stats["buffer_bytes"] / 1e6, stats["buffer_budget_bytes"] / 1e6
+    print(f"    buffer {used:.1f} MB of {budget:.0f} MB")
+    print(
+        f"    {'class':8}{'buffered':>10}{'in flight':>11}{'processed':>11}{'retried':>9}"
+        f"{'DLQ':>6}{'oldest/SLO':>14}  paused"
+    )
+    for lane in stats["lanes"]:
+        slo = f"{lane['oldest_age_s']:.1f}s/{lane['slo_s']:g}s" if lane["slo_s"] else "-"
+        print(
+            f"    {lane['lane']:8}{lane['buffered']:>10}{lane['in_flight']:>11}"
+            f"{lane['processed']:>11}{lane['retried']:>9}{lane['dead_lettered']:>6}"
+            f"{slo:>14}  {'yes' if lane['paused'] else ''}"
+        )
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -252,6 +277,8 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
                 f"http://{settings.publisher.grpc_host}:{settings.publisher.liveness_port}/readyz",
             ),
             ("failed-writes", eps["failed-writes"] + "/readyz"),
+            ("orchestrator", eps["orchestrator"] + "/readyz"),
+            ("processor", eps["processor"] + "/readyz"),
             ("ingest", eps["ingest"] + "/readyz"),
         ):
             proc = subprocess.Popen([*base, name], env=os.environ.copy())
@@ -264,6 +291,10 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             f"   gRPC {s.grpc_host}:{s.grpc_port}\n"
             f"  publisher    gRPC {settings.publisher.grpc_host}:{settings.publisher.grpc_port}"
             f"   metrics :{settings.publisher.metrics_port}\n"
+            f"  orchestrator gRPC 127.0.0.1:{settings.orchestrator.grpc_port}"
+            f"   stats http://127.0.0.1:{settings.orchestrator.metrics_port}/stats\n"
+            f"  processor    demo handler {settings.processor.handler}\n"
+            "  status: eventgw status\n"
             f"  try: curl -s -XPOST {s.http_host}:{s.http_port}/v1/events "
             "-H 'content-type: application/json' "
             '-d \'{"company_id":"acme","source_name":"api","payload":{"x":1}}\'\n'
