@@ -182,6 +182,11 @@ class Dispatcher:
                 break
         return []
 
+    def stop_serving(self) -> None:
+        """Drain: answer every GetBatch (waiting or new) with an empty batch from now on."""
+        self.serving = False
+        self._available.set()
+
     def tick(self) -> float | None:
         """Expire leases and release due delays; returns the next timer (monotonic) or None."""
         expired = self.buffer.expire()

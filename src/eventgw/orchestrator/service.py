@@ -62,6 +62,7 @@ class OrchestratorService:
         self._lane_paused: set[str] = set()
         self._held: dict[TopicPartition, int] = {}  # retry partitions held until wall ms
         self._retry_mem_paused = False
+        self._resync_pauses = False
 
     def _check_topology(self) -> None:
         s = self.settings
@@ -182,7 +183,7 @@ class OrchestratorService:
     async def _drain(self, d: Dispatcher) -> None:
         """Stop serving; wait (bounded) for results of leased tasks and retry/DLQ writes."""
         o = self.settings.orchestrator
-        d.serving = False
+        d.stop_serving()
         logger.info("orchestrator.draining leased=%d", d.leased())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(o.shutdown_timeout_s):
@@ -194,7 +195,8 @@ class OrchestratorService:
     # -- rebalance hooks (run on the loop, called from the consumer thread) ---------------
 
     async def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        self._lane_paused.clear()  # a new assignment starts unpaused; re-evaluated next fetch
+        # Newly assigned partitions fetch unpaused: re-apply every lane's state next fetch.
+        self._resync_pauses = True
 
     async def _on_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         if self.dispatcher is None:  # hooks run only after run() built it
@@ -216,9 +218,10 @@ class OrchestratorService:
             if records:
                 d.add_records(records)
             # Memory thresholds: pause a lane's partitions at its share of the budget.
+            resync, self._resync_pauses = self._resync_pauses, False
             for lane, topic in topic_of_lane.items():
                 should = d.buffer.should_pause(lane)
-                if should != (lane in self._lane_paused):
+                if resync or should != (lane in self._lane_paused):
                     tps = [tp for tp in lanes.assigned if tp[0] == topic]
                     if should:
                         await lanes.pause(tps)
