@@ -9,6 +9,7 @@ predecessor to be ready, so an upstream service never serves before what it feed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Protocol
 
@@ -55,7 +56,7 @@ async def run_services(
         logger.info("service.stopped name=%s", service.name)
 
     async def shutdown() -> None:
-        await _wait_any(stop, failed)
+        await wait_any(stop, failed)
         for i in reversed(range(len(tasks))):
             stops[i].set()
             await asyncio.wait({tasks[i]})  # its own error, if any, surfaces via the group
@@ -64,7 +65,7 @@ async def run_services(
     async with asyncio.TaskGroup() as tg:
         for i, service in enumerate(services):
             tasks.append(tg.create_task(one(i, service), name=service.name))
-            await _wait_any(readies[i], failed)
+            await wait_any(readies[i], failed)
             if failed.is_set():
                 break
             logger.info("service.ready name=%s", service.name)
@@ -73,7 +74,7 @@ async def run_services(
         tg.create_task(shutdown(), name="shutdown")
 
 
-async def _wait_any(*events: asyncio.Event) -> None:
+async def wait_any(*events: asyncio.Event) -> None:
     """Return as soon as any of ``events`` is set."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
@@ -81,3 +82,10 @@ async def _wait_any(*events: asyncio.Event) -> None:
     finally:
         for w in waiters:
             w.cancel()
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, returning early (without error) when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()

@@ -60,6 +60,11 @@ def to_record(m: Any) -> ConsumedRecord | None:
     )
 
 
+def to_records(messages: list[Any]) -> list[ConsumedRecord]:
+    """The records among consumed Messages (errors and events are logged and skipped)."""
+    return [r for r in map(to_record, messages) if r is not None]
+
+
 class ConsumerError(Exception):
     """A consumer call failed (translated from KafkaException)."""
 
@@ -86,13 +91,7 @@ class BatchConsumer:
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("consumer is not started")
-        messages = await asyncio.to_thread(consumer.consume, max_records, timeout_s)
-        out: list[ConsumedRecord] = []
-        for m in messages:
-            record = to_record(m)
-            if record is not None:
-                out.append(record)
-        return out
+        return to_records(await asyncio.to_thread(consumer.consume, max_records, timeout_s))
 
     async def commit(self, records: Sequence[ConsumedRecord]) -> None:
         """Commit past the highest offset of each partition in ``records`` (synchronous)."""
@@ -142,8 +141,7 @@ class PartitionReader:
         """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
         if self._consumer is None:
             raise RuntimeError("reader is not started")
-        messages = await asyncio.to_thread(self._consumer.consume, max_records, timeout_s)
-        return [r for r in map(to_record, messages) if r is not None]
+        return to_records(await asyncio.to_thread(self._consumer.consume, max_records, timeout_s))
 
     async def close(self) -> None:
         """Close the consumer."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import confluent_kafka
 
-from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, to_record
+from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, to_records
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +112,7 @@ class GroupConsumer:
         consumer = self._require()
         async with self._lock:
             messages = await asyncio.to_thread(consumer.consume, max_records, timeout_s)
-        out: list[ConsumedRecord] = []
-        for m in messages:
-            record = to_record(m)
-            if record is not None:
-                out.append(record)
-        return out
+        return to_records(messages)
 
     async def pause(self, partitions: Sequence[TopicPartition]) -> None:
         """Stop fetching ``partitions`` (already fetched records still arrive)."""

@@ -28,6 +28,7 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.config.settings import LaneTuning
 from eventgw.core.errors import ConfigError
+from eventgw.core.lifecycle import sleep_or_stop
 from eventgw.kafka.admin import list_topics, partition_count
 from eventgw.kafka.client_config import consumer_config, producer_config
 from eventgw.kafka.consumer import ConsumerError, PartitionReader
@@ -286,7 +287,7 @@ class OrchestratorService:
                 if due and not self._retry_mem_paused:
                     await retry.resume(due)
             wait = 0.2 if next_at is None else max(0.005, min(0.2, next_at - time.monotonic()))
-            await self._sleep_or_stop(stop, wait)
+            await sleep_or_stop(stop, wait)
 
     async def _commit_loop(
         self,
@@ -297,7 +298,7 @@ class OrchestratorService:
     ) -> None:
         interval = self.settings.orchestrator.commit_interval_s
         while not stop.is_set():
-            await self._sleep_or_stop(stop, interval)
+            await sleep_or_stop(stop, interval)
             await self._commit(lanes, retry, d)
 
     async def _commit(
@@ -319,12 +320,6 @@ class OrchestratorService:
                 d.mark_committed(owned)
             except ConsumerError as exc:
                 logger.warning("orchestrator.commit_failed error=%s", exc)
-
-    @staticmethod
-    async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await stop.wait()
 
     def _stats_json(self) -> bytes:
         if self.dispatcher is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ from eventgw.backup.store import BackupNotFound, BackupUnavailable
 from eventgw.config.settings import LaneTuning
 from eventgw.core.backup_codec import CorruptBackup
 from eventgw.core.classify import ClassRule, StaticClassifier
+from eventgw.core.lifecycle import sleep_or_stop
 from eventgw.kafka.client_config import consumer_config, producer_config
 from eventgw.kafka.consumer import BatchConsumer, ConsumerError
 from eventgw.kafka.producer import BatchProducer
@@ -108,11 +108,6 @@ class RecoveryService:
                 await backup.close()
             await status.close()
 
-    async def _sleep_or_stop(self, stop: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await stop.wait()
-
     async def _topic_loop(
         self, consumer: BatchConsumer, replayer: Replayer, stop: asyncio.Event
     ) -> None:
@@ -126,7 +121,7 @@ class RecoveryService:
                 if failed == 0:
                     break
                 self._errors.inc()
-                await self._sleep_or_stop(stop, self._backoff(attempt))
+                await sleep_or_stop(stop, self._backoff(attempt))
                 attempt += 1
             else:
                 return  # stopping: this batch stays uncommitted and is read again later
@@ -167,11 +162,11 @@ class RecoveryService:
                         "recovery.replayed source=backup key=%s events=%d", key, len(values)
                     )
                 attempt = 0
-                await self._sleep_or_stop(stop, interval)
+                await sleep_or_stop(stop, interval)
             except (BackupUnavailable, OSError, _ReplayIncomplete) as exc:
                 self._errors.inc()
                 logger.warning("recovery.backup_retry error=%s", exc)
-                await self._sleep_or_stop(stop, self._backoff(attempt))
+                await sleep_or_stop(stop, self._backoff(attempt))
                 attempt += 1
 
 
