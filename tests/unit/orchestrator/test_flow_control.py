@@ -1,0 +1,84 @@
+"""Flow-control decisions from buffer snapshots (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventgw.core.envelope import Priority
+from eventgw.orchestrator.flow_control import evaluate
+from eventgw.orchestrator.priority_buffer import BufferedTask, PriorityBuffer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000_000_000
+        self.mono = 0.0
+
+
+def buffer_with(clock: Clock, budget: int = 10_000_000) -> PriorityBuffer:
+    return PriorityBuffer(budget, now_ms=lambda: clock.ms, monotonic=lambda: clock.mono)
+
+
+def task(i: int, priority: Priority, ingested_ms: int, slo_s: float, lane: str) -> BufferedTask:
+    return BufferedTask(
+        task_id=f"t/0/{i}",
+        topic="t",
+        partition=0,
+        offset=i,
+        lane=lane,
+        priority=priority,
+        deadline_ms=ingested_ms + int(slo_s * 1000),
+        ingested_at_ms=ingested_ms,
+        value=b"x" * 100,
+    )
+
+
+def actions(signals):
+    return {s.priority: s.action for s in signals}
+
+
+def test_empty_buffer_says_increase_for_every_class():
+    clock = Clock()
+    got = actions(evaluate(buffer_with(clock).statistics(), 0))
+    assert got == {Priority.P30: "INCREASE", Priority.P20: "INCREASE", Priority.P10: "INCREASE"}
+
+
+def test_queueing_past_half_the_slo_says_decrease_for_that_class_only():
+    clock = Clock()
+    buf = buffer_with(clock)
+    buf.push(task(1, Priority.P10, clock.ms, 1200, "p10"))
+    clock.ms += 700_000  # P10 oldest age 700 s > 600 s = half its SLO
+    signals = evaluate(buf.statistics(), 3)
+    got = actions(signals)
+    assert got[Priority.P10] == "DECREASE"
+    assert got[Priority.P30] == "INCREASE"
+    p10 = next(s for s in signals if s.priority == Priority.P10)
+    assert p10.orchestrator_index == 3
+    assert p10.queue_depth == 1
+    assert p10.oldest_ready_age_s == pytest.approx(700, abs=1)
+
+
+def test_between_thresholds_holds():
+    clock = Clock()
+    buf = buffer_with(clock)
+    buf.push(task(1, Priority.P20, clock.ms, 60, "p20"))
+    clock.ms += 20_000  # 20 s: above 12 s (1/5) and below 30 s (1/2)
+    assert Priority.P20 not in actions(evaluate(buf.statistics(), 0))
+
+
+def test_late_tasks_or_a_paused_lane_say_decrease():
+    clock = Clock()
+    buf = buffer_with(clock, budget=1000)  # P10 pauses at 200 bytes
+    buf.push(task(1, Priority.P10, clock.ms, 1200, "p10"))
+    buf.push(task(2, Priority.P10, clock.ms, 1200, "p10"))
+    assert buf.should_pause("p10")
+    signals = evaluate(buf.statistics(), 0)
+    p10 = next(s for s in signals if s.priority == Priority.P10)
+    assert (p10.action, p10.reason) == ("DECREASE", "paused")
+    assert "p10" in p10.paused_lanes
+
+
+def test_thresholds_are_validated():
+    clock = Clock()
+    with pytest.raises(ValueError, match="increase_below"):
+        evaluate(buffer_with(clock).statistics(), 0, decrease_at=0.2, increase_below=0.5)
