@@ -117,25 +117,39 @@ class BatchConsumer:
 
 
 class PartitionReader:
-    """Reads one partition from its current end: no group membership, no commits.
+    """Reads partitions from their current end: no group membership, no commits.
 
     The orchestrator reads its results partition this way: results written while it was
     down belong to leases that no longer exist (those tasks are served again anyway).
+    Ingest reads every flow-control partition this way: only fresh signals matter.
+
+    Args:
+        partition: one partition, or None for every partition of the topic.
     """
 
-    def __init__(self, config: dict[str, Any], topic: str, partition: int) -> None:
+    def __init__(self, config: dict[str, Any], topic: str, partition: int | None) -> None:
         self._config = dict(config)
         self._topic = topic
         self._partition = partition
         self._consumer: confluent_kafka.Consumer | None = None
 
     async def start(self) -> None:
-        """Create the consumer and assign the partition at its end."""
-        self._consumer = confluent_kafka.Consumer(self._config)
-        tp = confluent_kafka.TopicPartition(
-            self._topic, self._partition, confluent_kafka.OFFSET_END
-        )
-        await asyncio.to_thread(self._consumer.assign, [tp])
+        """Create the consumer and assign the partition(s) at their end."""
+        consumer = confluent_kafka.Consumer(self._config)
+        self._consumer = consumer
+        if self._partition is not None:
+            partitions = [self._partition]
+        else:
+            meta = await asyncio.to_thread(consumer.list_topics, self._topic, 10)
+            topic = meta.topics.get(self._topic)
+            if topic is None or topic.error is not None:
+                raise ConsumerError(f"topic {self._topic} not found")
+            partitions = sorted(topic.partitions)
+        tps = [
+            confluent_kafka.TopicPartition(self._topic, p, confluent_kafka.OFFSET_END)
+            for p in partitions
+        ]
+        await asyncio.to_thread(consumer.assign, tps)
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""

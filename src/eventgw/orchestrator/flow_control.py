@@ -18,13 +18,23 @@ buffer statistics and returns signals; the service publishes them.
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from eventgw.core.envelope import SLO_SECONDS, Priority
+from eventgw.core.lifecycle import sleep_or_stop
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable, Sequence
+
+    from eventgw.kafka.producer import Delivery, Record
     from eventgw.orchestrator.priority_buffer import BufferStatistics
+
+logger = logging.getLogger(__name__)
 
 Action = Literal["INCREASE", "DECREASE"]
 _LANE_OF = {Priority.P30: "p30", Priority.P20: "p20", Priority.P10: "p10"}
@@ -81,3 +91,75 @@ def evaluate(
                 )
             )
     return out
+
+
+def encode(signal: Signal, emitted_at_ms: int) -> bytes:
+    """The flow-control record value: a small JSON object (readable with any Kafka tool)."""
+    return json.dumps(
+        {
+            "orchestrator_index": signal.orchestrator_index,
+            "class": signal.priority.name,
+            "action": signal.action,
+            "queue_depth": signal.queue_depth,
+            "oldest_ready_age_s": round(signal.oldest_ready_age_s, 3),
+            "paused_lanes": sorted(signal.paused_lanes),
+            "reason": signal.reason,
+            "emitted_at_ms": emitted_at_ms,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class Producer(Protocol):
+    """What the emitter needs (`BatchProducer`)."""
+
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]: ...
+
+
+class FlowControlEmitter:
+    """Publishes `evaluate`'s signals every ``interval_s`` until ``stop`` is set.
+
+    A failed publish is logged and skipped: the next period sends fresh signals, and a
+    stale signal is worth nothing.
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        index: int,
+        stats: Callable[[], BufferStatistics],
+        interval_s: float,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._index = index
+        self._stats = stats
+        self._interval_s = interval_s
+        self.sent = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Emit until ``stop``."""
+        while not stop.is_set():
+            await sleep_or_stop(stop, self._interval_s)
+            if stop.is_set():
+                return
+            signals = evaluate(self._stats(), self._index)
+            now = time.time_ns() // 1_000_000
+            records: list[Record] = [
+                (s.priority.name.encode(), encode(s, now), []) for s in signals
+            ]
+            deliveries = await self._producer.send(self._topic, records)
+            failed = [d.error for d in deliveries if not d.ok]
+            if failed:
+                logger.warning("flow_control.publish_failed error=%s", failed[0])
+            self.sent += len(records) - len(failed)
+            for s in signals:
+                if s.action == "DECREASE":
+                    logger.info(
+                        "flow_control.decrease class=%s reason=%s depth=%d oldest_s=%.1f",
+                        s.priority.name,
+                        s.reason,
+                        s.queue_depth,
+                        s.oldest_ready_age_s,
+                    )

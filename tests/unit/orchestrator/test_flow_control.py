@@ -82,3 +82,26 @@ def test_thresholds_are_validated():
     clock = Clock()
     with pytest.raises(ValueError, match="increase_below"):
         evaluate(buffer_with(clock).statistics(), 0, decrease_at=0.2, increase_below=0.5)
+
+
+def test_encoded_signal_round_trips_through_ingest_decoder():
+    from eventgw.ingest.flow_control import decode
+    from eventgw.orchestrator.flow_control import encode
+
+    clock = Clock()
+    buf = buffer_with(clock)
+    buf.push(task(1, Priority.P10, clock.ms, 1200, "p10"))
+    clock.ms += 700_000
+    signal = next(s for s in evaluate(buf.statistics(), 2) if s.priority == Priority.P10)
+    got = decode(encode(signal, emitted_at_ms=123))
+    assert (got.priority, got.action, got.orchestrator_index) == (Priority.P10, "DECREASE", 2)
+    assert got.queue_depth == 1
+    assert got.emitted_at_ms == 123
+
+
+def test_decoder_rejects_foreign_records():
+    from eventgw.ingest.flow_control import decode
+
+    for bad in (b"not json", b"{}", b'{"class":"P99","action":"DECREASE"}'):
+        with pytest.raises((ValueError, KeyError)):
+            decode(bad)
