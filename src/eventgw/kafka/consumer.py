@@ -145,11 +145,18 @@ class PartitionReader:
             if topic is None or topic.error is not None:
                 raise ConsumerError(f"topic {self._topic} not found")
             partitions = sorted(topic.partitions)
-        tps = [
-            confluent_kafka.TopicPartition(self._topic, p, confluent_kafka.OFFSET_END)
-            for p in partitions
-        ]
-        await asyncio.to_thread(consumer.assign, tps)
+
+        def positions() -> list[confluent_kafka.TopicPartition]:
+            # Explicit high watermarks, not OFFSET_END: librdkafka resolves OFFSET_END lazily
+            # (up to a second after assign), and records written in that window were skipped.
+            out = []
+            for p in partitions:
+                tp = confluent_kafka.TopicPartition(self._topic, p)
+                _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                out.append(confluent_kafka.TopicPartition(self._topic, p, high))
+            return out
+
+        await asyncio.to_thread(consumer.assign, await asyncio.to_thread(positions))
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""

@@ -46,6 +46,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
             task = response.tasks.add()
             task.task_id = t.task_id
             task.event.MergeFromString(t.value)
+            # The record holds the attempt it was written with; a NACK retried from memory
+            # counted one more in the buffer only, and the handler must see it.
+            task.event.attempt = t.attempt
             task.delivery_count = t.delivery_count
             task.lease_expires_ms = int((now_wall + t.lease_expires - now_mono) * 1000)
             task.lane = t.lane

@@ -38,6 +38,7 @@ from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
 from eventgw.orchestrator.batch_api import GRPC_OPTIONS, OrchestratorServicer
 from eventgw.orchestrator.dispatcher import Dispatcher
+from eventgw.orchestrator.priority_buffer import TASK_OVERHEAD_BYTES
 
 if TYPE_CHECKING:
     from eventgw.config.settings import EventGwSettings
@@ -214,9 +215,24 @@ class OrchestratorService:
     async def _fetch_loop(self, lanes: GroupConsumer, d: Dispatcher, stop: asyncio.Event) -> None:
         o = self.settings.orchestrator
         topic_of_lane = {k: self.settings.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS}
+        pause_at = {
+            lane: o.lane_shares[lane] * o.buffer_budget_bytes
+            for lane in _LANE_TOPIC_KEYS
+            if lane in o.lane_shares
+        }
+        task_bytes = 1024.0  # running estimate of one buffered task's accounted bytes
         while not stop.is_set():
-            records = await lanes.poll_batch(o.fetch_max_records, 0.1)
+            # One poll may carry the buffer only about up to the lowest threshold of a lane
+            # still read. A full poll (fetch_max_records) of a flooding P10 lane, taken when
+            # P10 resumes, went past P30's share too and paused P30 until that P10 drained:
+            # P30 then missed its SLO behind P10 (SYSTEM.md 3.4, priority isolation).
+            open_at = [t for lane, t in pause_at.items() if lane not in self._lane_paused]
+            headroom = min(open_at, default=0.0) - d.buffer.bytes
+            max_records = max(1, min(o.fetch_max_records, int(headroom / task_bytes) + 1))
+            records = await lanes.poll_batch(max_records, 0.1)
             if records:
+                size = sum(len(r.value) for r in records) / len(records) + TASK_OVERHEAD_BYTES
+                task_bytes = max(size, 0.8 * task_bytes + 0.2 * size)
                 d.add_records(records)
             # Memory thresholds: pause a lane's partitions at its share of the budget.
             resync, self._resync_pauses = self._resync_pauses, False
