@@ -224,6 +224,9 @@ class OrchestratorSettings(_Frozen):
     )
     enable_retry_consumer: bool = True
     commit_interval_s: float = Field(default=1.0, gt=0)
+    flow_control_interval_s: float = Field(
+        default=2.0, gt=0, description="how often INCREASE/DECREASE signals are published"
+    )
     fetch_max_records: int = Field(default=2000, ge=1)
     time_scale: float = Field(
         default=1.0, gt=0, le=1.0, description="multiplies retry delays and leases (tests)"

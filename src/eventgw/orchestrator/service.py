@@ -38,6 +38,7 @@ from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
 from eventgw.orchestrator.batch_api import GRPC_OPTIONS, OrchestratorServicer
 from eventgw.orchestrator.dispatcher import Dispatcher
+from eventgw.orchestrator.flow_control import FlowControlEmitter
 from eventgw.orchestrator.priority_buffer import TASK_OVERHEAD_BYTES
 
 if TYPE_CHECKING:
@@ -71,7 +72,8 @@ class OrchestratorService:
         o = s.orchestrator
         bootstrap = s.kafka.primary.bootstrap_servers
         existing = list_topics(bootstrap)
-        needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS] + [s.topics.response]
+        needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS]
+        needed += [s.topics.response, s.topics.flow_control]
         missing = [t for t in needed if t not in existing]
         if missing:
             raise ConfigError(
@@ -167,6 +169,14 @@ class OrchestratorService:
                 tg.create_task(self._results_loop(results, d, fetch_stop))
                 tg.create_task(self._timer_loop(d, retry, fetch_stop))
                 tg.create_task(self._commit_loop(lanes, retry, d, fetch_stop))
+                emitter = FlowControlEmitter(
+                    producer,
+                    s.topics.flow_control,
+                    o.index,
+                    d.buffer.statistics,
+                    o.flow_control_interval_s,
+                )
+                tg.create_task(emitter.run(fetch_stop))
                 await stop.wait()
                 self._ready = False
                 await self._drain(d)
