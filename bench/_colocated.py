@@ -34,7 +34,7 @@ class ColocatedGateway:
         publisher = EmbeddedPrepPublisher(self.settings)
         await publisher.init()
         try:
-            ingest = IngestService(self.settings, publish=publisher.publish_with_result)
+            ingest = IngestService(self.settings, publish=publisher.publish_request)
             await ingest.run(ready, stop)
         finally:
             await publisher.stop()

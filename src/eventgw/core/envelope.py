@@ -64,17 +64,32 @@ H_LAST_ERROR: Final = "eventgw-last-error"
 H_RETRY_AT_MS: Final = "eventgw-retry-at-ms"  # retry topics: not due before this wall-clock ms
 
 _CLASS_BYTES: Final[dict[int, bytes]] = {p.value: p.name.encode() for p in Priority}
+# Headers that repeat are shared tuples (the producer only reads them).
+_CLASS_HEADERS: Final[dict[int, tuple[str, bytes]]] = {
+    value: (H_CLASS, name) for value, name in _CLASS_BYTES.items()
+}
+_NO_CLASS_HEADER: Final = (H_CLASS, b"")
+_FIRST_ATTEMPT_HEADER: Final = (H_ATTEMPT, b"0")
 
 Headers = list[tuple[str, bytes]]
 
 
 def event_headers(event: pb.EventData) -> Headers:
     """Build the standard headers of a lane record for ``event``."""
+    return lane_headers(event.event_id, event.priority, event.slo_deadline_ms, event.attempt)
+
+
+def lane_headers(event_id: str, priority: int, slo_deadline_ms: int, attempt: int) -> Headers:
+    """`event_headers` from field values a caller has already read from the event.
+
+    Reading a protobuf field costs about 0.1 µs; the publisher reads each one once and
+    builds the headers from the values.
+    """
     return [
-        (H_EVENT_ID, event.event_id.encode()),
-        (H_CLASS, _CLASS_BYTES.get(event.priority, b"")),
-        (H_DEADLINE_MS, b"%d" % event.slo_deadline_ms),
-        (H_ATTEMPT, b"%d" % event.attempt),
+        (H_EVENT_ID, event_id.encode()),
+        _CLASS_HEADERS.get(priority, _NO_CLASS_HEADER),
+        (H_DEADLINE_MS, b"%d" % slo_deadline_ms),
+        (H_ATTEMPT, b"%d" % attempt) if attempt else _FIRST_ATTEMPT_HEADER,
     ]
 
 
@@ -86,11 +101,18 @@ def header_value(headers: Headers | None, name: str) -> bytes | None:
     return None
 
 
+# Lookup tables of `_Uuid7.batch`: the three hex digits of each 12-bit counter value, and
+# the RFC 9562 variant (``10``) forced into the top bits of a random byte.
+_HEX3: Final = tuple(f"{i:03x}" for i in range(4096))
+_VARIANT_BITS: Final = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
 class _Uuid7:
     """UUIDv7 generator (RFC 9562): 48-bit ms timestamp, then random bits.
 
     Monotonic within a process: ids generated in the same millisecond increase, using the
-    12-bit ``rand_a`` field as a counter seeded randomly each millisecond.
+    12-bit ``rand_a`` field as a counter seeded randomly each millisecond. ``__call__`` and
+    `batch` share that state, so their ids interleave in order.
     """
 
     def __init__(self) -> None:
@@ -115,6 +137,47 @@ class _Uuid7:
         h = f"{value:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
+    def batch(self, n: int) -> list[str]:
+        """``n`` new ids, in increasing order: the same ids as ``n`` calls, at a sixth of the cost.
+
+        Why: one call per event cost 2.7 µs, mostly one lock and one ``getrandom`` syscall per
+        id. Here the lock is taken once to reserve ``n`` consecutive (ms, counter) values,
+        and one ``os.urandom`` call supplies every id's 62 random bits.
+        """
+        if n <= 0:
+            return []
+        rand = bytearray(os.urandom(8 * n + 2))
+        seed = int.from_bytes(rand[-2:], "big") & 0x7FF
+        del rand[-2:]
+        with self._lock:
+            now_ms = time.time_ns() // 1_000_000
+            if now_ms > self._last_ms:
+                first = (now_ms << 12) | seed
+            else:
+                first = ((self._last_ms << 12) | self._counter) + 1
+            # (ms << 12 | counter) counts up: a counter overflow carries into the next
+            # millisecond, exactly as __call__ borrows it.
+            last = first + n - 1
+            self._last_ms, self._counter = last >> 12, last & 0xFFF
+        rand[::8] = rand[::8].translate(_VARIANT_BITS)  # first byte of each id's rand_b
+        tail = rand.hex()  # 16 hex digits (variant + rand_b) per id
+        out: list[str] = []
+        append = out.append
+        ms = -1
+        prefix = ""
+        j = 0
+        for value in range(first, last + 1):
+            if value >> 12 != ms:  # at most a few times per batch
+                ms = value >> 12
+                h = f"{ms:012x}"
+                prefix = f"{h[:8]}-{h[8:]}-7"
+            append(f"{prefix}{_HEX3[value & 0xFFF]}-{tail[j : j + 4]}-{tail[j + 4 : j + 16]}")
+            j += 16
+        return out
+
 
 new_event_id = _Uuid7()
 """Return a new UUIDv7 string (time-ordered, unique within and across processes)."""
+
+new_event_ids = new_event_id.batch
+"""Return ``n`` new UUIDv7 strings, in increasing order (one lock, one urandom call)."""

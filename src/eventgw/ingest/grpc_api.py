@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.errors import InvalidEvent, RetriableError
 from eventgw.ingest.validation import validate_grpc_event
+from eventgw.ingest.wire import ingest_response
 
 if TYPE_CHECKING:
     from eventgw.config.settings import IngestSettings
@@ -33,8 +34,9 @@ class IngestServicer:
         self._pipeline = pipeline
         self._keys = [k.get_secret_value() for k in settings.api_keys]
 
-    async def Ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.IngestResponse:
-        """See the class docstring. ``raw`` is the undecoded request (see `add_to_server`)."""
+    async def Ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """See the class docstring. ``raw`` is the undecoded request, and the answer is the
+        serialized ``IngestResponse`` (see `add_to_server`)."""
         if self._keys:
             metadata = dict(context.invocation_metadata() or ())
             auth = str(metadata.get("authorization", ""))
@@ -78,22 +80,21 @@ class IngestServicer:
         except RetriableError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not durable, retry: {exc}")
         if not outcome.all_durable_or_rejected:
-            failed = [r.event_id for r in outcome.results if r.status == pb.FAILED]
+            failed = [r[0] for r in outcome.results if r[4] == pb.FAILED]  # event_id, status
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"events: {len(failed)} not durable, retry (first {failed[0] if failed else ''})",
             )
-        return pb.IngestResponse(request_id=outcome.request_id, results=outcome.results)
+        return ingest_response(outcome.request_id, outcome.results)
 
 
 def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> None:
-    """Register ``servicer`` with a bytes deserializer, so decoding errors become
-    INVALID_ARGUMENT inside the servicer instead of grpcio's opaque UNKNOWN."""
+    """Register ``servicer`` with bytes in and out: decoding errors become INVALID_ARGUMENT
+    inside the servicer instead of grpcio's opaque UNKNOWN, and the answer is already
+    serialized (`eventgw.ingest.wire.ingest_response`)."""
     handlers = {
         "Ingest": grpc.unary_unary_rpc_method_handler(
-            servicer.Ingest,
-            request_deserializer=None,
-            response_serializer=pb.IngestResponse.SerializeToString,
+            servicer.Ingest, request_deserializer=None, response_serializer=None
         )
     }
     server.add_generic_rpc_handlers(

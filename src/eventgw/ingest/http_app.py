@@ -39,8 +39,8 @@ Send = Callable[[Message], Awaitable[None]]
 _CLASS_NAMES = {10: "P10", 20: "P20", 30: "P30"}
 
 
-class HttpResult(msgspec.Struct, omit_defaults=True):
-    """One event's answer in the 202/503 body."""
+class HttpResult(msgspec.Struct, omit_defaults=True, gc=False):
+    """One event's answer in the 202/503 body (``gc=False``: it holds only strings)."""
 
     event_id: str
     status: str
@@ -264,15 +264,17 @@ class IngestHttpApp:
                     request_id=outcome.request_id,
                     events=[
                         HttpResult(
-                            event_id=r.event_id,
-                            status=STATUS_NAMES.get(r.status, "FAILED"),
-                            priority=_CLASS_NAMES.get(r.priority, ""),
-                            lane=r.lane,
-                            topic=r.topic,
-                            cluster=r.cluster,
-                            reason=r.reason,
+                            event_id=event_id,
+                            status=STATUS_NAMES.get(status, "FAILED"),
+                            priority=_CLASS_NAMES.get(priority, ""),
+                            lane=lane,
+                            topic=topic,
+                            cluster=cluster,
+                            reason=reason,
                         )
-                        for r in outcome.results
+                        for event_id, priority, lane, topic, status, reason, cluster in (
+                            outcome.results
+                        )
                     ],
                 )
             )

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.core.errors import InvalidEvent, RetriableError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from grpc.aio import UnaryUnaryMultiCallable
+
+_PUBLISH = pb.DESCRIPTOR.services_by_name["PrepPublisher"].methods_by_name["Publish"]
+PUBLISH_METHOD = f"/{_PUBLISH.containing_service.full_name}/{_PUBLISH.name}"
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
@@ -30,36 +32,40 @@ class PublisherUnavailable(RetriableError):
 class PublisherClient:
     """One channel to the prep publisher; ``publish`` is one unary call per batch.
 
-    Every call has a deadline of ``timeout_s``. gRPC errors are translated here:
-    INVALID_ARGUMENT → InvalidEvent, everything else → PublisherUnavailable.
+    Requests go out as the bytes the pipeline wrote (`eventgw.ingest.wire`), so the call
+    has no request serializer. Every call has a deadline of ``timeout_s``. gRPC errors are
+    translated here: INVALID_ARGUMENT → InvalidEvent, everything else → PublisherUnavailable.
     """
 
     def __init__(self, target: str, timeout_s: float) -> None:
         self._target = target
         self._timeout_s = timeout_s
         self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.PrepPublisherStub | None = None
+        self._call: UnaryUnaryMultiCallable[bytes, pb.PublishResponse] | None = None
 
     async def open(self) -> None:
         """Create the channel (connection is lazy)."""
         self._channel = grpc.aio.insecure_channel(self._target, options=GRPC_OPTIONS)
-        self._stub = pb_grpc.PrepPublisherStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub is untyped
+        self._call = self._channel.unary_unary(
+            PUBLISH_METHOD,
+            request_serializer=None,  # already serialized
+            response_deserializer=pb.PublishResponse.FromString,
+        )
 
     async def close(self) -> None:
         """Close the channel, cancelling calls still running."""
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+            self._call = None
 
-    async def publish(self, events: Sequence[pb.EventData]) -> Sequence[pb.PublishResult]:
-        """Publish a batch; returns the publisher's per-event results (same order)."""
-        if self._stub is None:
+    async def publish(self, request: bytes) -> pb.PublishResponse:
+        """Publish a batch given as a serialized ``PublishRequest``; returns the response."""
+        if self._call is None:
             raise RuntimeError("PublisherClient is not open")
         try:
             async with asyncio.timeout(self._timeout_s):
-                response: pb.PublishResponse = await self._stub.Publish(
-                    pb.PublishRequest(events=events)
-                )
+                response: pb.PublishResponse = await self._call(request)
         except TimeoutError as exc:
             raise PublisherUnavailable(f"publisher {self._target} timed out") from exc
         except grpc.aio.AioRpcError as exc:
@@ -69,5 +75,4 @@ class PublisherClient:
             raise PublisherUnavailable(
                 f"publisher {self._target}: {exc.code().name} {exc.details()}"
             ) from exc
-        results: Sequence[pb.PublishResult] = response.results
-        return results
+        return response

@@ -36,6 +36,15 @@ class Scheduler:
         self._admission = admission
         self._offload_p30 = offload_p30
 
+    @property
+    def may_offload(self) -> bool:
+        """False when `offload` is False for every event: the policy admits everything.
+
+        Lets the pipeline skip two calls per event on the default set-up; any other
+        `Admission` is still asked once per event, as its contract says.
+        """
+        return type(self._admission) is not AdmitAll
+
     def deadline_ms(self, priority: Priority, ingested_at_ms: int) -> int:
         """``ingested_at + SLO(class)``; it never moves afterwards."""
         return ingested_at_ms + _SLO_MS[priority]

@@ -3,17 +3,28 @@
 JSON bodies are decoded by msgspec straight into typed structs; ``payload`` stays raw
 bytes (``msgspec.Raw``): it is checked to be well-formed JSON but never turned into Python
 objects, so a large payload costs one scan, not an object tree.
+
+Fast path. The rules are stated once, in the msgspec types below (`HttpBody`), and those
+types produce every error message. But their three regex ``pattern`` constraints cost
+1.4 µs per event, for values that repeat: real traffic sends a few company ids, sources and
+statistic keys over and over. So a body is first decoded with the same types minus the
+patterns (`_LenientBody`), then each distinct identity value is matched once and
+remembered in a bounded known-good set. Only when that first pass fails (bad input) is the
+body decoded again with the strict types, which raise exactly the error they always did:
+the same field, the same message, the first offending field in document order.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
 
 from eventgw.core.errors import InvalidEvent, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # `\Z`, not `$`: `$` also matches before a trailing newline, which would let "acme\n" in.
 _ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*\Z"
@@ -46,9 +57,12 @@ class HttpBody(msgspec.Struct, forbid_unknown_fields=True):
     event_id: EventIdIn | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ValidEvent:
-    """A validated event, ready to classify. ``payload`` is JSON text bytes."""
+class ValidEvent(msgspec.Struct, frozen=True, gc=False):
+    """A validated event, ready to classify. ``payload`` is JSON text bytes.
+
+    A msgspec Struct, not a dataclass: it is built once per event, and this costs a tenth
+    (0.09 against 0.88 µs); ``gc=False`` because it holds only strings and bytes.
+    """
 
     company_id: str
     source_name: str
@@ -57,7 +71,31 @@ class ValidEvent:
     event_id: str | None
 
 
+# The same shapes with the length limits but without the regex patterns: see the module
+# docstring. Every value these accept is matched against the patterns afterwards.
+_LenientId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_LenientKey = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class _LenientEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    company_id: _LenientId
+    source_name: _LenientId
+    statistic_key: _LenientKey = ""
+    payload: msgspec.Raw = _NULL
+    event_id: _LenientId | None = None
+
+
+class _LenientBody(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[_LenientEvent] | None = None
+    company_id: _LenientId | None = None
+    source_name: _LenientId | None = None
+    statistic_key: _LenientKey = ""
+    payload: msgspec.Raw = _NULL
+    event_id: _LenientId | None = None
+
+
 _BODY_DECODER = msgspec.json.Decoder(HttpBody)
+_LENIENT_DECODER = msgspec.json.Decoder(_LenientBody)
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING_RE = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 _UNKNOWN_RE = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
@@ -88,26 +126,21 @@ def decode_http_body(body: bytes, *, max_events: int, max_payload_bytes: int) ->
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent("body", f"not valid UTF-8 at byte {exc.start}") from None
-    try:
-        parsed = _BODY_DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        field, text = _field_of(str(exc))
-        raise InvalidEvent(field, text) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent("body", f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidEvent("body", "JSON nested too deeply") from None
+    lenient = _decode_lenient(body)
+    # Bad input (or a new value failed its pattern): the strict types raise the error.
+    parsed = lenient if lenient is not None and _patterns_match(lenient) else _decode_strict(body)
     if parsed.events is not None:
+        events: Sequence[_LenientEvent | HttpEvent] = parsed.events
         if parsed.company_id is not None or parsed.source_name is not None:
             raise InvalidEvent("events", 'send either one event or {"events": [...]}, not both')
-        if not parsed.events:
+        if not events:
             raise InvalidEvent("events", "must contain at least one event")
-        if len(parsed.events) > max_events:
+        if len(events) > max_events:
             raise PayloadTooLarge(
-                "events", f"at most {max_events} events per request, got {len(parsed.events)}"
+                "events", f"at most {max_events} events per request, got {len(events)}"
             )
         out = []
-        for i, e in enumerate(parsed.events):
+        for i, e in enumerate(events):
             payload = bytes(e.payload)
             if len(payload) > max_payload_bytes:
                 raise PayloadTooLarge(
@@ -135,8 +168,82 @@ def decode_http_body(body: bytes, *, max_events: int, max_payload_bytes: int) ->
     ]
 
 
+def _decode_lenient(body: bytes) -> _LenientBody | None:
+    """The body decoded without the regex patterns, or None when even that fails."""
+    try:
+        return _LENIENT_DECODER.decode(body)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+
+
+def _decode_strict(body: bytes) -> HttpBody:
+    """Decode with the full rules; raises InvalidEvent as the API documents it."""
+    try:
+        return _BODY_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        field, text = _field_of(str(exc))
+        raise InvalidEvent(field, text) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent("body", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent("body", "JSON nested too deeply") from None
+
+
+def _patterns_match(parsed: _LenientBody) -> bool:
+    """True when every id and statistic key of ``parsed`` matches its pattern."""
+    good_ids, good_keys = _GOOD_IDS, _GOOD_KEYS
+    for e in parsed.events or ():
+        if not (
+            (e.company_id in good_ids or _id_matches(e.company_id))
+            and (e.source_name in good_ids or _id_matches(e.source_name))
+            and (e.statistic_key in good_keys or _key_matches(e.statistic_key))
+            and (e.event_id is None or _ID_RX.match(e.event_id) is not None)
+        ):
+            return False
+    return (
+        (parsed.company_id is None or _id_matches(parsed.company_id))
+        and (parsed.source_name is None or _id_matches(parsed.source_name))
+        and _key_matches(parsed.statistic_key)
+        and (parsed.event_id is None or _ID_RX.match(parsed.event_id) is not None)
+    )
+
+
 _ID_RX = re.compile(_ID_PATTERN)
 _STAT_RX = re.compile(r"^[\x21-\x7e]*\Z")
+
+# Identity values known to match their pattern (and length limit). Bounded: cleared
+# wholesale when full, like the classifier's cache. Event ids are unique per event, so they
+# are matched every time and never remembered.
+_GOOD_MAX: Final = 65_536
+_GOOD_IDS: set[str] = set()
+_GOOD_KEYS: set[str] = set()
+
+
+def _id_matches(value: str) -> bool:
+    """True when ``value`` is a valid company id / source name; remembers it if so."""
+    if value in _GOOD_IDS:
+        return True
+    if len(value) > 128 or _ID_RX.match(value) is None:
+        return False
+    if len(_GOOD_IDS) >= _GOOD_MAX:
+        _GOOD_IDS.clear()
+    _GOOD_IDS.add(value)
+    return True
+
+
+def _key_matches(value: str) -> bool:
+    """True when ``value`` is a valid statistic key; remembers it if so."""
+    if value in _GOOD_KEYS:
+        return True
+    if len(value) > 256 or _STAT_RX.match(value) is None:
+        return False
+    if len(_GOOD_KEYS) >= _GOOD_MAX:
+        _GOOD_KEYS.clear()
+    _GOOD_KEYS.add(value)
+    return True
+
+
+_RAW_JSON = msgspec.json.Decoder(msgspec.Raw)
 
 
 def validate_grpc_event(
@@ -149,7 +256,53 @@ def validate_grpc_event(
     *,
     max_payload_bytes: int,
 ) -> ValidEvent:
-    """Validate one gRPC ``IngestEvent`` with the same rules as HTTP; raises InvalidEvent."""
+    """Validate one gRPC ``IngestEvent`` with the same rules as HTTP; raises InvalidEvent.
+
+    Identity values are checked against the known-good sets first (see the module
+    docstring); only a value that fails there goes through `_grpc_identity_error`, which
+    names the first offending field.
+    """
+    if not (
+        _id_matches(company_id)
+        and _id_matches(source_name)
+        and (not event_id or (len(event_id) <= 128 and _ID_RX.match(event_id) is not None))
+        and _key_matches(statistic_key)
+    ):
+        raise _grpc_identity_error(index, company_id, source_name, statistic_key, event_id)
+    if len(payload_json) > max_payload_bytes:
+        raise PayloadTooLarge(
+            f"events[{index}].payload_json",
+            f"{len(payload_json)} bytes is over the limit of {max_payload_bytes}",
+            index=index,
+        )
+    if not payload_json:
+        payload_json = b"null"
+    else:
+        try:
+            if not payload_json.isascii():  # ASCII is valid UTF-8: skip the decode
+                payload_json.decode("utf-8")
+            _RAW_JSON.decode(payload_json)
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(
+                f"events[{index}].payload_json",
+                f"not valid UTF-8 at byte {exc.start}",
+                index=index,
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidEvent(
+                f"events[{index}].payload_json", f"malformed JSON: {exc}", index=index
+            ) from None
+        except RecursionError:
+            raise InvalidEvent(
+                f"events[{index}].payload_json", "JSON nested too deeply", index=index
+            ) from None
+    return ValidEvent(company_id, source_name, statistic_key, payload_json, event_id or None)
+
+
+def _grpc_identity_error(
+    index: int, company_id: str, source_name: str, statistic_key: str, event_id: str
+) -> InvalidEvent:
+    """The error naming the first invalid identity field of a gRPC event."""
     prefix = f"events[{index}]"
     for name, value, required in (
         ("company_id", company_id, True),
@@ -158,38 +311,12 @@ def validate_grpc_event(
     ):
         if not value:
             if required:
-                raise InvalidEvent(f"{prefix}.{name}", "is required", index=index)
+                return InvalidEvent(f"{prefix}.{name}", "is required", index=index)
             continue
         if len(value) > 128 or not _ID_RX.match(value):
-            raise InvalidEvent(
+            return InvalidEvent(
                 f"{prefix}.{name}",
                 f"must match {_ID_PATTERN} and be at most 128 characters",
                 index=index,
             )
-    if len(statistic_key) > 256 or not _STAT_RX.match(statistic_key):
-        raise InvalidEvent(f"{prefix}.statistic_key", "printable ASCII, at most 256", index=index)
-    if len(payload_json) > max_payload_bytes:
-        raise PayloadTooLarge(
-            f"{prefix}.payload_json",
-            f"{len(payload_json)} bytes is over the limit of {max_payload_bytes}",
-            index=index,
-        )
-    if not payload_json:
-        payload_json = b"null"
-    else:
-        try:
-            payload_json.decode("utf-8")
-            msgspec.json.decode(payload_json, type=msgspec.Raw)
-        except UnicodeDecodeError as exc:
-            raise InvalidEvent(
-                f"{prefix}.payload_json", f"not valid UTF-8 at byte {exc.start}", index=index
-            ) from None
-        except msgspec.DecodeError as exc:
-            raise InvalidEvent(
-                f"{prefix}.payload_json", f"malformed JSON: {exc}", index=index
-            ) from None
-        except RecursionError:
-            raise InvalidEvent(
-                f"{prefix}.payload_json", "JSON nested too deeply", index=index
-            ) from None
-    return ValidEvent(company_id, source_name, statistic_key, payload_json, event_id or None)
+    return InvalidEvent(f"{prefix}.statistic_key", "printable ASCII, at most 256", index=index)

@@ -9,14 +9,15 @@ batch are collected in that thread and handed to the loop with a single
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import confluent_kafka
+import msgspec
 
 from eventgw.core.envelope import Headers
 
@@ -29,9 +30,12 @@ Record = tuple[bytes, bytes, Headers]
 """(key, value, headers) of one record to produce."""
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Outcome of one record: ``error`` is empty on success."""
+class Delivery(msgspec.Struct, frozen=True, gc=False):
+    """Outcome of one record: ``error`` is empty on success.
+
+    A msgspec Struct (built in C, untracked by the cyclic GC): one is made per record in
+    the delivery callback, where a frozen dataclass cost 0.57 µs against 0.07.
+    """
 
     partition: int
     offset: int
@@ -44,34 +48,39 @@ class Delivery:
 
 
 class _Batch:
-    """Collects the delivery reports of one batch; resolves its future once, on the loop."""
+    """Collects the delivery reports of one batch; resolves its future once, on the loop.
 
-    __slots__ = ("future", "lock", "loop", "remaining", "results")
+    Completion is counted with ``next()`` on an `itertools.count`, which is atomic under the
+    GIL (one C call), instead of a lock per record: reports arrive on the poll thread,
+    while failures of ``produce()`` itself and the final guard are counted on the loop
+    thread. Exactly one caller draws the last number and resolves the future.
+    """
+
+    __slots__ = ("_counted", "_total", "future", "loop", "results")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[list[Delivery]] = loop.create_future()
         self.results: list[Delivery | None] = [None] * size
+        self._counted = itertools.count(1)
         # +1 guard: the batch cannot complete while records are still being produced.
-        self.remaining = size + 1
-        self.lock = threading.Lock()
+        self._total = size + 1
 
     def settle(self, index: int, delivery: Delivery) -> None:
         self.results[index] = delivery
         self.release()
 
     def release(self) -> None:
-        with self.lock:
-            self.remaining -= 1
-            done = self.remaining == 0
-        if done:
+        if next(self._counted) == self._total:
             self.loop.call_soon_threadsafe(_resolve, self.future, self.results)
 
     def on_delivery(self, index: int, err: Any, msg: Any) -> None:
-        if err is None:
-            self.settle(index, Delivery(msg.partition(), msg.offset()))
-        else:
-            self.settle(index, Delivery(-1, -1, str(err)))
+        # settle() inlined: this runs once per record, on the poll thread.
+        self.results[index] = (
+            Delivery(msg.partition(), msg.offset()) if err is None else Delivery(-1, -1, str(err))
+        )
+        if next(self._counted) == self._total:
+            self.loop.call_soon_threadsafe(_resolve, self.future, self.results)
 
 
 def _resolve(future: asyncio.Future[list[Delivery]], results: list[Delivery | None]) -> None:
@@ -145,17 +154,22 @@ class BatchProducer:
         # -1 is produce()'s own default (RD_KAFKA_PARTITION_UA: the partitioner picks by key),
         # so without ``partition`` every record goes exactly where it went before.
         target = -1 if partition is None else partition
-        for i, (key, value, headers) in enumerate(records):
+        on_delivery = batch.on_delivery
+        # list is invariant; librdkafka only reads the (str, bytes) header pairs. (Cast once:
+        # `cast` is a function call at run time.)
+        rows = cast("Sequence[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]]", records)
+        for i, (key, value, headers) in enumerate(rows):
             while True:
                 try:
                     produce(
                         topic,
                         value,
                         key,
-                        # list is invariant; librdkafka only reads the (str, bytes) pairs.
-                        headers=cast("list[tuple[str, str | bytes | None]]", headers),
+                        headers=headers,
                         partition=target,
-                        on_delivery=partial(batch.on_delivery, i),
+                        # confluent-kafka's produce() has no per-record opaque: the index
+                        # travels in a partial (0.15 µs; a closure costs more).
+                        on_delivery=partial(on_delivery, i),
                     )
                     break
                 except BufferError:

@@ -23,7 +23,7 @@ GRPC_OPTIONS = [
 
 
 class PublisherServicer(pb_grpc.PrepPublisherServicer):
-    """Maps Publish calls onto `PrepPublisher.publish_with_result`.
+    """Maps Publish calls onto `PrepPublisher.publish_response`.
 
     Errors: a malformed event → INVALID_ARGUMENT naming the field, nothing written; too many
     events → INVALID_ARGUMENT; anything unexpected → INTERNAL (logged), nothing acknowledged.
@@ -36,14 +36,16 @@ class PublisherServicer(pb_grpc.PrepPublisherServicer):
     async def Publish(
         self, request: pb.PublishRequest, context: grpc.aio.ServicerContext
     ) -> pb.PublishResponse:
-        """Publish a batch; see `PrepPublisher.publish_with_result`."""
+        """Publish a batch; see `PrepPublisher.publish_response`."""
         if len(request.events) > self._max_events:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"events: at most {self._max_events} per request, got {len(request.events)}",
             )
         try:
-            results = await self._publisher.publish_with_result(request.events)
+            response = await self._publisher.publish_response(
+                request.events, accept_published_batch=request.accept_published_batch
+            )
         except InvalidEvent as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return pb.PublishResponse(results=results)
+        return response

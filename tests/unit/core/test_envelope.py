@@ -23,6 +23,7 @@ from eventgw.core.envelope import (
     event_headers,
     header_value,
     new_event_id,
+    new_event_ids,
 )
 
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -142,3 +143,82 @@ def test_event_ids_increase_when_the_clock_steps_back(monkeypatch: pytest.Monkey
     third = gen()
     assert first < second < third
     assert uuid.UUID(third).int >> 80 == 1_700_000_010_100
+
+
+# --- UUIDv7 in batches ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 500, 5_000])
+def test_batched_event_ids_are_uuid7_shaped(n: int) -> None:
+    ids = new_event_ids(n)
+    assert len(ids) == n
+    for text in ids:
+        assert UUID7_RE.match(text), text
+        u = uuid.UUID(text)
+        assert u.version == 7
+        assert u.variant == uuid.RFC_4122
+        assert str(u) == text
+
+
+def test_batched_event_ids_of_nothing_is_empty() -> None:
+    assert new_event_ids(0) == []
+
+
+def test_batched_event_ids_carry_the_current_unix_ms() -> None:
+    before = time.time_ns() // 1_000_000
+    first, *_ = new_event_ids(10)
+    after = time.time_ns() // 1_000_000
+    assert before <= uuid.UUID(first).int >> 80 <= after + 50
+
+
+def test_batched_event_ids_strictly_increase_within_and_across_batches_and_single_calls() -> None:
+    ids: list[str] = []
+    for n in (1, 7, 500, 3, 4_100, 1):
+        ids += new_event_ids(n)
+        ids.append(new_event_id())
+    assert all(a < b for a, b in itertools.pairwise(ids))
+    assert len(set(ids)) == len(ids)
+    assert [uuid.UUID(i).int for i in ids] == sorted(uuid.UUID(i).int for i in ids)
+
+
+def test_batched_event_ids_random_bits_differ() -> None:
+    rand_b = [uuid.UUID(i).int & ((1 << 62) - 1) for i in new_event_ids(1_000)]
+    assert len(set(rand_b)) == len(rand_b)
+
+
+def test_batched_event_ids_borrow_the_next_milliseconds_when_the_clock_stands_still(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frozen = 1_700_000_000_000 * 1_000_000
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: frozen)
+    gen = envelope._Uuid7()
+    ids = [gen(), *gen.batch(5_000), gen(), *gen.batch(5_000)]  # > 4096 per ms
+    assert all(a < b for a, b in itertools.pairwise(ids))
+    assert all(UUID7_RE.match(i) for i in ids)
+    stamps = [uuid.UUID(i).int >> 80 for i in ids]
+    assert stamps[0] == 1_700_000_000_000
+    assert stamps[-1] - stamps[0] >= 2  # 10_002 ids of 4_096 per ms
+    # The counter (rand_a) restarts at 0 in each borrowed millisecond, as single calls do.
+    counters = [(uuid.UUID(i).int >> 64) & 0xFFF for i in ids]
+    borrowed = [
+        c for s, c, prev in zip(stamps[1:], counters[1:], stamps, strict=False) if s != prev
+    ]
+    assert borrowed
+    assert set(borrowed) == {0}
+
+
+def test_batched_event_ids_increase_when_the_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_700_000_000_500 * 1_000_000]
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: now[0])
+    gen = envelope._Uuid7()
+    first = gen.batch(3)
+    now[0] -= 400 * 1_000_000
+    second = gen.batch(3)
+    now[0] += 10_000 * 1_000_000
+    third = gen.batch(3)
+    assert first < second < third
+    assert first[-1] < second[0]
+    assert second[-1] < third[0]
+    assert uuid.UUID(third[0]).int >> 80 == 1_700_000_010_100

@@ -150,3 +150,63 @@ async def test_missing_priority_takes_the_default_class():
     pub, _, _, _ = make()
     results = await pub.publish_with_result([pb.EventData(event_id="x", company_id="c")])
     assert results[0].topic == TopicSettings().p20
+
+
+# --- published_batch: the compact answer (PublishRequest.accept_published_batch) -------------
+
+
+async def test_accepted_published_batch_answers_partitions_and_offsets_per_event():
+    pub, producers, _, _ = make()
+    response = await pub.publish_response([ev(1), ev(2), ev(3)], accept_published_batch=True)
+    assert response.HasField("published_batch")
+    assert not response.results
+    batch = response.published_batch
+    assert (batch.cluster, batch.topic) == ("primary", TopicSettings().p20)
+    assert list(batch.partitions) == [0, 0, 0]
+    assert list(batch.offsets) == [0, 1, 2]  # the fake producer's offsets, in event order
+    assert [s[1] for s in producers["primary", "p20"].sent] == [b"c1", b"c2", b"c3"]
+
+
+async def test_published_batch_says_the_same_as_the_results_it_replaces():
+    events = [ev(1), ev(2), ev(3)]
+    pub, _, _, _ = make()
+    batch = (await pub.publish_response(events, accept_published_batch=True)).published_batch
+    pub, _, _, _ = make()
+    results = await pub.publish_with_result(events)
+    assert [
+        (r.event_id, r.status, r.cluster, r.topic, r.partition, r.offset, r.reason) for r in results
+    ] == [
+        (e.event_id, pb.PUBLISHED, batch.cluster, batch.topic, p, o, "")
+        for e, p, o in zip(events, batch.partitions, batch.offsets, strict=True)
+    ]
+
+
+async def test_without_accept_published_batch_every_event_gets_a_result():
+    pub, _, _, _ = make()
+    response = await pub.publish_response([ev(1), ev(2)])
+    assert not response.HasField("published_batch")
+    assert [r.status for r in response.results] == [pb.PUBLISHED] * 2
+
+
+@pytest.mark.parametrize(
+    ("events", "setup", "statuses"),
+    [
+        ([ev(1, 30), ev(2, 20)], {}, [pb.PUBLISHED, pb.PUBLISHED]),  # two lanes
+        ([ev(1), ev(2, offloaded=True)], {}, [pb.PUBLISHED, pb.PUBLISHED]),  # two lanes
+        ([ev(1), ev(2)], {"lane_fail": True}, [pb.FAILED_WRITES] * 2),
+        (
+            [ev(1), ev(2)],
+            {"config": DynamicConfig(gating=(GateRule(action="block", company_id="c1"),))},
+            [pb.REJECTED, pb.PUBLISHED],
+        ),
+    ],
+    ids=["two-classes", "offloaded", "capture", "gating"],
+)
+async def test_anything_but_one_fully_published_group_is_answered_per_event(
+    events, setup, statuses
+):
+    pub, _, _, _ = make(**setup)
+    response = await pub.publish_response(events, accept_published_batch=True)
+    assert not response.HasField("published_batch")
+    assert [r.status for r in response.results] == statuses
+    assert [r.event_id for r in response.results] == [e.event_id for e in events]

@@ -77,10 +77,12 @@ class EventData(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., company_id: _Optional[str] = ..., source_name: _Optional[str] = ..., statistic_key: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[_Union[Priority, str]] = ..., ingested_at_ms: _Optional[int] = ..., slo_deadline_ms: _Optional[int] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offloaded: _Optional[bool] = ..., intended_cluster: _Optional[str] = ..., intended_topic: _Optional[str] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "accept_published_batch")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_PUBLISHED_BATCH_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[EventData]
-    def __init__(self, events: _Optional[_Iterable[_Union[EventData, _Mapping]]] = ...) -> None: ...
+    accept_published_batch: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[EventData, _Mapping]]] = ..., accept_published_batch: _Optional[bool] = ...) -> None: ...
 
 class PublishResult(_message.Message):
     __slots__ = ("event_id", "status", "cluster", "topic", "partition", "offset", "reason")
@@ -101,10 +103,24 @@ class PublishResult(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., status: _Optional[_Union[DurabilityStatus, str]] = ..., cluster: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "published_batch")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_BATCH_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[PublishResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[PublishResult, _Mapping]]] = ...) -> None: ...
+    published_batch: PublishedBatch
+    def __init__(self, results: _Optional[_Iterable[_Union[PublishResult, _Mapping]]] = ..., published_batch: _Optional[_Union[PublishedBatch, _Mapping]] = ...) -> None: ...
+
+class PublishedBatch(_message.Message):
+    __slots__ = ("cluster", "topic", "partitions", "offsets")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    topic: str
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    offsets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cluster: _Optional[str] = ..., topic: _Optional[str] = ..., partitions: _Optional[_Iterable[int]] = ..., offsets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IngestEvent(_message.Message):
     __slots__ = ("company_id", "source_name", "statistic_key", "payload_json", "event_id")

@@ -1,0 +1,66 @@
+"""BatchProducer's per-batch bookkeeping without a broker (real Kafka: tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import msgspec
+import pytest
+
+from eventgw.kafka.producer import Delivery, _Batch
+
+
+class Msg:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._p, self._o = partition, offset
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+
+def test_delivery_ok_and_immutable() -> None:
+    assert Delivery(1, 2).ok
+    assert not Delivery(-1, -1, "boom").ok
+    assert Delivery(1, 2) == Delivery(1, 2, "")
+    with pytest.raises(AttributeError):
+        Delivery(1, 2).offset = 3  # type: ignore[misc]
+    assert msgspec.structs.asdict(Delivery(1, 2)) == {"partition": 1, "offset": 2, "error": ""}
+
+
+async def test_batch_waits_for_its_guard_then_resolves_once_with_every_report() -> None:
+    batch = _Batch(asyncio.get_running_loop(), 2)
+    batch.on_delivery(0, None, Msg(0, 10))
+    batch.on_delivery(1, "broker down", None)
+    await asyncio.sleep(0.01)
+    assert not batch.future.done()  # still producing: the +1 guard is held
+    batch.release()
+    assert await batch.future == [Delivery(0, 10), Delivery(-1, -1, "broker down")]
+
+
+async def test_reports_on_another_thread_race_with_failures_on_the_loop() -> None:
+    """No lock per record: completion is counted with next() on one itertools.count."""
+    n = 20_000
+    loop = asyncio.get_running_loop()
+    for _ in range(5):
+        batch = _Batch(loop, n)
+        resolved = []
+        batch.future.add_done_callback(resolved.append)
+        # Odd indexes are "delivered" by a poll thread while the loop settles the even
+        # ones as produce() failures, as BatchProducer.send does.
+        poll = threading.Thread(
+            target=lambda b=batch: [b.on_delivery(i, None, Msg(1, i)) for i in range(1, n, 2)]
+        )
+        poll.start()
+        for i in range(0, n, 2):
+            batch.settle(i, Delivery(-1, -1, "local queue full"))
+        batch.release()
+        await asyncio.to_thread(poll.join)
+        results = await batch.future
+        await asyncio.sleep(0)
+        assert len(resolved) == 1
+        assert results[1::2] == [Delivery(1, i) for i in range(1, n, 2)]
+        assert results[0::2] == [Delivery(-1, -1, "local queue full")] * (n // 2)
