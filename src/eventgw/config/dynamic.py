@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import watchfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from eventgw.config.admission import AimdConfig, HotTenantConfig
 from eventgw.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class DynamicConfig(BaseModel):
         default=0.0, ge=0.0, le=100.0, description="percent of companies on the rollout cluster"
     )
     gating: tuple[GateRule, ...] = ()
+    aimd: AimdConfig = Field(default_factory=AimdConfig)
+    hot_tenants: HotTenantConfig = Field(default_factory=HotTenantConfig)
 
     @property
     def rollout_buckets(self) -> int:

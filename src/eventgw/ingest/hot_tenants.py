@@ -26,16 +26,15 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from eventgw.config.admission import HotTenantConfig
 from eventgw.core.envelope import Priority
 
 if TYPE_CHECKING:
+    from eventgw.config.admission import HotTenantConfig
     from eventgw.core.clock import Clock
 
-HotAction = Literal["demote", "offload"]
 
 # Buckets per window. The window slides in steps of window_s / _BUCKETS; the oldest
 # bucket is weighted by the part of it still inside the window (see HotTenantTracker).
@@ -49,30 +48,6 @@ _DEMOTED: Final = {
     Priority.P20: Priority.P10,
     Priority.P10: Priority.P10,
 }
-
-
-class HotTenantConfig(BaseModel):
-    """Hot-tenant isolation settings (the dynamic-config section of the dynamic classifier)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = Field(default=True, description="False turns rate tracking and isolation off")
-    window_s: float = Field(default=10.0, gt=0, description="rate averaging window (seconds)")
-    max_rate_per_company: float = Field(
-        default=2000.0, gt=0, description="a company at or above this rate (events/s) is hot"
-    )
-    action: HotAction = Field(
-        default="offload", description="what happens to a hot company's events"
-    )
-    exempt_companies: tuple[str, ...] = Field(
-        default=(), description="never demoted or offloaded for their rate"
-    )
-    force_offload_companies: tuple[str, ...] = Field(
-        default=(), description="kill switch: every event of these companies is offloaded"
-    )
-    max_tracked: int = Field(
-        default=10_000, ge=1, description="companies tracked at once (bounds memory)"
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from eventgw.config.admission import HotTenantConfig
 from eventgw.core.clock import FakeClock
 from eventgw.core.envelope import Priority
-from eventgw.ingest.hot_tenants import DynamicClassifier, HotTenantConfig, HotTenantTracker
+from eventgw.ingest.hot_tenants import DynamicClassifier, HotTenantTracker
 
 P10, P20, P30 = Priority.P10, Priority.P20, Priority.P30
 

@@ -10,16 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from eventgw.config.admission import DEFAULT_AIMD_PARAMS, AimdConfig, AimdParams
 from eventgw.core.clock import FakeClock
 from eventgw.core.envelope import Priority
 from eventgw.ingest.scheduler import Admission, Scheduler
-from eventgw.ingest.slo_service import (
-    DEFAULT_AIMD_PARAMS,
-    AimdConfig,
-    AimdParams,
-    FlowSignal,
-    SloService,
-)
+from eventgw.ingest.slo_service import FlowSignal, SloService
 
 if TYPE_CHECKING:
     from eventgw.ingest.slo_service import SignalAction
