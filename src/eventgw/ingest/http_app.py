@@ -85,8 +85,10 @@ class IngestHttpApp:
         pipeline: IngestPipeline,
         metrics: Metrics,
         is_ready: Callable[[], bool],
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._s = settings
+        self._status = status
         self._pipeline = pipeline
         self._metrics = metrics
         self._is_ready = is_ready
@@ -125,6 +127,9 @@ class IngestHttpApp:
                 b'{"ready":true}' if ready else b'{"ready":false}',
                 count=False,
             )
+        elif path == "/status" and method == "GET":
+            doc = self._status() if self._status is not None else {}
+            await self._respond(send, 200, _encode(doc), count=False)
         elif path == "/metrics" and method == "GET":
             await self._respond(
                 send,

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from eventgw.core.classify import StaticClassifier
     from eventgw.core.clock import Clock
     from eventgw.core.envelope import Lane, Priority
+    from eventgw.ingest.hot_tenants import DynamicClassifier
     from eventgw.ingest.scheduler import Scheduler
     from eventgw.ingest.validation import ValidEvent
     from eventgw.metrics.backend import Metrics
@@ -72,8 +73,10 @@ class IngestPipeline:
         topics: TopicSettings,
         clock: Clock,
         metrics: Metrics,
+        dynamic: DynamicClassifier | None = None,
     ) -> None:
         self._classifier = classifier
+        self._dynamic = dynamic
         self._scheduler = scheduler
         self._publish = publish
         self._topics = topics
@@ -83,6 +86,14 @@ class IngestPipeline:
         self._rejected = events.labels("rejected")
         self._failed = events.labels("failed")
         self._invalid = events.labels("invalid")
+        offloaded = metrics.counter(
+            "eventgw_ingest_offloaded_total", "events sent to the offload lane", ["class", "reason"]
+        )
+        self._offloaded = {
+            (p, reason): offloaded.labels(f"P{p}", reason)
+            for p in (10, 20, 30)
+            for reason in ("capacity", "hot_tenant")
+        }
 
     def count_invalid(self, n: int = 1) -> None:
         """Count events refused by validation (they never reach the pipeline)."""
@@ -101,6 +112,7 @@ class IngestPipeline:
         now_ms = self._clock.wall_ms()
         scheduler = self._scheduler
         may_offload = scheduler.may_offload
+        dynamic = self._dynamic
         # (source_name, statistic_key, company_id) → (class, wire priority, class lane,
         # deadline, identity fields, class fields); for the identities of this batch.
         plans: dict[tuple[str, str, str], tuple[Priority, int, Lane, int, bytes, bytes]] = {}
@@ -133,9 +145,21 @@ class IngestPipeline:
                     class_part(priority.value, deadline_ms, False),
                 )
             priority, wire_priority, lane, deadline_ms, identity_part, class_fields_part = plan
-            if may_offload and scheduler.offload(priority, e.company_id):
+            if dynamic is not None:
+                # Hot tenants: demote or force offload; the deadline stays the original one.
+                decided, forced = dynamic.decide(priority, e.company_id)
+                if decided is not priority:
+                    priority, wire_priority = decided, decided.value
+                    lane = LANE_OF_PRIORITY[decided]
+                    class_fields_part = class_part(wire_priority, deadline_ms, False)
+                if forced:
+                    lane = "offload"
+                    class_fields_part = class_part(wire_priority, deadline_ms, True)
+                    self._offloaded[wire_priority, "hot_tenant"].inc()
+            if lane != "offload" and may_offload and scheduler.offload(priority, e.company_id):
                 lane = "offload"
                 class_fields_part = class_part(wire_priority, deadline_ms, True)
+                self._offloaded[wire_priority, "capacity"].inc()
             event_id = e.event_id or new_id
             writer.add(event_id, identity_part, e.payload, class_fields_part)
             planned.append((event_id, wire_priority, lane))

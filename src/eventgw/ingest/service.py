@@ -13,11 +13,12 @@ import uvicorn
 
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.clock import Clock, SystemClock
+from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.grpc_api import IngestServicer, add_to_server
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.pipeline import IngestPipeline, PublishFn
 from eventgw.ingest.publisher_client import GRPC_OPTIONS, PublisherClient
-from eventgw.ingest.scheduler import AdmitAll, Scheduler
+from eventgw.ingest.scheduler import Scheduler
 from eventgw.metrics.backend import Metrics
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class IngestService:
         self._ready = False
         self.http_port: int | None = None
         self.grpc_port: int | None = None
+        self.admission: AdmissionControl | None = None
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """See `eventgw.core.lifecycle.Service`."""
@@ -107,15 +109,19 @@ class IngestService:
             client = PublisherClient(s.publisher_target, s.publish_timeout_s)
             await client.open()
             publish = client.publish
+        admission = AdmissionControl(self.settings, self.metrics, self._clock)
+        self.admission = admission
         pipeline = IngestPipeline(
             classifier=build_classifier(s),
-            scheduler=Scheduler(AdmitAll()),
+            # The SLO service holds the (hot-reloadable) offload_p30 decision itself.
+            scheduler=Scheduler(admission.slo, offload_p30=True),
             publish=publish,
             topics=self.settings.topics,
             clock=self._clock,
             metrics=self.metrics,
+            dynamic=admission.classifier,
         )
-        app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready)
+        app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready, status=admission.status)
         sock = bind_tcp(s.http_host, s.http_port)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -135,7 +141,9 @@ class IngestService:
         try:
             self.grpc_port = grpc_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
             await grpc_server.start()
+            admission_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(admission.run(admission_stop))
                 tg.create_task(http.serve(sockets=[sock]))
                 async with asyncio.timeout(30):
                     await http.ready.wait()
@@ -154,6 +162,7 @@ class IngestService:
                 logger.info("ingest.draining")
                 http.should_exit = True
                 await grpc_server.stop(self._shutdown_timeout_s)
+                admission_stop.set()
         finally:
             await grpc_server.stop(0)
             sock.close()

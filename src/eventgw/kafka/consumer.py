@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,21 +141,36 @@ class PartitionReader:
         if self._partition is not None:
             partitions = [self._partition]
         else:
-            meta = await asyncio.to_thread(consumer.list_topics, self._topic, 10)
+            try:
+                meta = await asyncio.to_thread(consumer.list_topics, self._topic, 10)
+            except confluent_kafka.KafkaException as exc:
+                raise ConsumerError(f"metadata of {self._topic}: {exc}") from exc
             topic = meta.topics.get(self._topic)
             if topic is None or topic.error is not None:
                 raise ConsumerError(f"topic {self._topic} not found")
             partitions = sorted(topic.partitions)
 
+        def high_watermark(partition: int) -> int:
+            tp = confluent_kafka.TopicPartition(self._topic, partition)
+            for attempt in range(20):
+                try:
+                    _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                    return int(high)
+                except confluent_kafka.KafkaException as exc:
+                    # A fresh topic answers NOT_LEADER until its leader reaches the metadata
+                    # cache; retry that (bounded), translate anything else.
+                    if exc.args[0].code() != confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION:
+                        raise ConsumerError(f"watermarks of {self._topic}: {exc}") from exc
+                    time.sleep(0.05 * (attempt + 1))
+            raise ConsumerError(f"{self._topic}[{partition}] has no leader")
+
         def positions() -> list[confluent_kafka.TopicPartition]:
             # Explicit high watermarks, not OFFSET_END: librdkafka resolves OFFSET_END lazily
             # (up to a second after assign), and records written in that window were skipped.
-            out = []
-            for p in partitions:
-                tp = confluent_kafka.TopicPartition(self._topic, p)
-                _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                out.append(confluent_kafka.TopicPartition(self._topic, p, high))
-            return out
+            return [
+                confluent_kafka.TopicPartition(self._topic, p, high_watermark(p))
+                for p in partitions
+            ]
 
         await asyncio.to_thread(consumer.assign, await asyncio.to_thread(positions))
 

@@ -5,6 +5,17 @@ from __future__ import annotations
 from typing import Literal
 
 MetricName = Literal[
+    # gauge, events/s; label class. The SLO service's admission capacity (AIMD). Falling:
+    # orchestrators report queueing past half the SLO — processors are short of capacity.
+    "eventgw_ingest_slo_capacity_events_per_second",
+    # gauge, decrements in the last 60 s; label class. > 10 for P10 raises the alert below.
+    "eventgw_ingest_slo_decrements_per_minute",
+    # gauge, 0/1. 1 = serious congestion (> 10 P10 decrements a minute): add processors or
+    # find the slow handler — see runbook "serious congestion".
+    "eventgw_ingest_serious_congestion",
+    # counter, events; labels class, reason (capacity|hot_tenant). Events sent to the offload
+    # lane. Rising for one company: a hot tenant; for all: capacity is short.
+    "eventgw_ingest_offloaded_total",
     # counter, events; label status (accepted|rejected|failed|invalid). Invalid rising:
     # a client sends bad events — read the 4xx bodies in its logs.
     "eventgw_ingest_events_total",
