@@ -8,7 +8,6 @@ than ``max_tasks_per_batch`` leases and never runs more than ``concurrency`` han
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import random
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.clock import SystemClock
+from eventgw.core.lifecycle import sleep_or_stop, wait_any
 from eventgw.processor.batch_client import OrchestratorUnavailable
 from eventgw.processor.handlers import RELEASED, Reject, Retry, outcome_of
 
@@ -247,7 +247,7 @@ class Worker:
                         exc,
                     )
                     if failures % targets == 0:
-                        await _sleep_or_stop(stop, self._backoff.delay_s(failures // targets - 1))
+                        await sleep_or_stop(stop, self._backoff.delay_s(failures // targets - 1))
                     continue
                 if failures:
                     logger.info(
@@ -317,7 +317,7 @@ class Worker:
 
         async with asyncio.TaskGroup() as tg:
             runners = [tg.create_task(one(i, t)) for i, t in enumerate(tasks)]
-            await _wait_any(stop, all_done)
+            await wait_any(stop, all_done)
             if not all_done.is_set():
                 self._state = WorkerState.DRAINING
                 grace_s = self._settings.shutdown_timeout_s
@@ -459,19 +459,3 @@ def task_summary(task: pb.Task) -> str:
         f"company={event.company_id} delivery_count={task.delivery_count} "
         f"attempt={event.attempt} payload={payload!r}{suffix}"
     )
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-
-
-async def _wait_any(*events: asyncio.Event) -> None:
-    """Return as soon as any of ``events`` is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
