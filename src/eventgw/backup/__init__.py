@@ -8,15 +8,9 @@ deletes each one only after every event in it is back in Kafka. Two implementati
 :mod:`eventgw.core.backup_codec`.
 """
 
-from eventgw.backup.store import (
-    BackupFull,
-    BackupNotFound,
-    BackupStore,
-    BackupUnavailable,
-    S3Store,
-    SpoolStatistics,
-    SpoolStore,
-)
+from eventgw.backup.s3 import S3Store
+from eventgw.backup.spool import SpoolStatistics, SpoolStore
+from eventgw.backup.store import BackupFull, BackupNotFound, BackupStore, BackupUnavailable
 
 __all__ = [
     "BackupFull",

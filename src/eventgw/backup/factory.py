@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventgw.backup.store import BackupStore, S3Store, SpoolStore
+from eventgw.backup.s3 import S3Store
+from eventgw.backup.spool import SpoolStore
 
 if TYPE_CHECKING:
+    from eventgw.backup.store import BackupStore
     from eventgw.config.settings import BackupSettings
 
 
