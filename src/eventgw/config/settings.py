@@ -265,6 +265,7 @@ class ProcessorSettings(_Frozen):
         default="topic", description="response topic (partition = orchestrator index) or gRPC Ack"
     )
     execute: bool = Field(default=True, description="False: dry run — fetch, show, release")
+    status_host: str = Field(default="127.0.0.1", description="bind address of status HTTP")
     metrics_port: int = Field(default=9105, ge=0, le=65535)
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
 

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STATUS_HOST: Final = "127.0.0.1"
 """Bind address of /healthz, /readyz and /metrics (ProcessorSettings has no host field)."""
 
 RESULTS_TUNING: Final = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=10_000)
@@ -110,7 +109,9 @@ class ProcessorService:
         s = self.settings
         p = s.processor
         client = BatchClient(p.orchestrators, self.worker_id)
-        status = StatusServer(STATUS_HOST, p.metrics_port, self.metrics.render, lambda: self._ready)
+        status = StatusServer(
+            p.status_host, p.metrics_port, self.metrics.render, lambda: self._ready
+        )
         producer: BatchProducer | None = None
         try:
             if p.execute and p.results_via == "topic":
