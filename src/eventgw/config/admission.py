@@ -52,12 +52,14 @@ class AimdParams(BaseModel):
 
 
 # Sized for the design peak of ~170,000 events/s across all classes (SYSTEM.md).
+# Every class starts at its ceiling: an uncongested gateway must not offload anything.
+# The first DECREASE anchors capacity to the rate actually admitted (see SloService).
 DEFAULT_AIMD_PARAMS: Final[Mapping[ClassName, AimdParams]] = MappingProxyType(
     {
         # Bulk: give way fast (halve), and keep P10 cool-down under 6 s so the ">10 decrements
         # per minute" alert is reachable.
         "P10": AimdParams(
-            initial=5_000,
+            initial=200_000,
             floor=50,
             ceiling=200_000,
             increase_step=500,
@@ -66,7 +68,7 @@ DEFAULT_AIMD_PARAMS: Final[Mapping[ClassName, AimdParams]] = MappingProxyType(
             burst_s=2,
         ),
         "P20": AimdParams(
-            initial=20_000,
+            initial=200_000,
             floor=200,
             ceiling=200_000,
             increase_step=1_000,
@@ -76,7 +78,7 @@ DEFAULT_AIMD_PARAMS: Final[Mapping[ClassName, AimdParams]] = MappingProxyType(
         ),
         # Only shed with offload_p30; gentler, so a short hiccup does not offload waiting users.
         "P30": AimdParams(
-            initial=20_000,
+            initial=200_000,
             floor=1_000,
             ceiling=200_000,
             increase_step=2_000,

@@ -128,6 +128,8 @@ class _ClassState:
         "last_decrease",
         "params",
         "refilled_at",
+        "sample_admitted",
+        "sample_at",
         "shed",
         "tokens",
     )
@@ -141,6 +143,8 @@ class _ClassState:
         self.last_decrease = -math.inf
         self.decrements: deque[float] = deque(maxlen=MAX_DECREMENTS_TRACKED)
         self.admitted = 0
+        self.sample_admitted = 0  # `admitted` at the last signal, to measure the admit rate
+        self.sample_at = now
         self.shed = 0
         self.ignored = 0
         self.bypass = False  # admit everything: disabled, or P30 without offload_p30
@@ -243,7 +247,8 @@ class SloService:
     def on_signal(self, signal: FlowSignal) -> SignalOutcome:
         """Apply one flow-control signal to its class; returns what was done with it.
 
-        DECREASE: ``capacity = max(floor, capacity * decrease_factor)``, at most once per
+        DECREASE: ``capacity = max(floor, min(capacity, admitted rate) * decrease_factor)``
+        where the admitted rate is measured since the previous signal, at most once per
         ``cooldown_s`` per class, counted as a decrement. INCREASE: ``capacity =
         min(ceiling, capacity + increase_step)``, except inside the cool-down window after a
         decrease. A signal emitted more than ``max_signal_age_s`` ago (wall clock) is
@@ -259,8 +264,15 @@ class SloService:
             state.ignored += 1
             return "cooldown"
         state.refill(now)
+        # The rate actually admitted since the previous signal. A DECREASE cuts from it, not
+        # from the capacity: a capacity far above the real load (the default starts at the
+        # ceiling) would otherwise take many cool-downs to come down to where it matters.
+        elapsed = now - state.sample_at
+        admitted_rate = (state.admitted - state.sample_admitted) / elapsed if elapsed > 0 else 0.0
+        state.sample_admitted, state.sample_at = state.admitted, now
         if signal.action == "DECREASE":
-            state.set_capacity(state.capacity * params.decrease_factor)
+            base = min(state.capacity, admitted_rate) if admitted_rate > 0 else state.capacity
+            state.set_capacity(base * params.decrease_factor)
             state.last_decrease = now
             state.decrements.append(now)
             return "decreased"

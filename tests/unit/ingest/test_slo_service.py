@@ -68,7 +68,8 @@ def test_defaults_cover_every_class_and_are_ordered() -> None:
     cfg = AimdConfig()
     assert set(cfg.classes) == {"P10", "P20", "P30"}
     p10 = cfg.classes["P10"]
-    assert (p10.initial, p10.floor, p10.ceiling) == (5000, 50, 200_000)
+    # Start unconstrained: a gateway that was never told of congestion offloads nothing.
+    assert (p10.initial, p10.floor, p10.ceiling) == (200_000, 50, 200_000)
     for p in cfg.classes.values():
         assert p.floor <= p.initial <= p.ceiling
         assert 0 < p.decrease_factor < 1
@@ -534,3 +535,26 @@ def test_capacity_and_tokens_stay_in_bounds(
             p = cfg.classes[priority.name]  # type: ignore[index]  # names are P10/P20/P30
             assert p.floor <= cls.capacity <= p.ceiling
             assert 0 <= cls.tokens <= cls.capacity * p.burst_s * (1 + 1e-9)
+
+
+def test_decrease_cuts_from_the_admitted_rate_not_from_an_idle_ceiling() -> None:
+    clock = FakeClock()
+    params = AimdParams(
+        initial=10_000,
+        floor=10,
+        ceiling=10_000,
+        increase_step=10,
+        decrease_factor=0.5,
+        cooldown_s=1,
+        burst_s=1,
+    )
+    slo = SloService(AimdConfig(classes={"P10": params}), clock)
+    for _ in range(4):  # 4 s at 100 events/s
+        clock.advance(1)
+        assert slo.admit_many(Priority.P10, 100) == 100
+    outcome = slo.on_signal(
+        FlowSignal(Priority.P10, "DECREASE", 0, 10, 1.0, frozenset(), clock.wall_ms())
+    )
+    assert outcome == "decreased"
+    # Half the 100/s actually admitted, not half the 10k/s ceiling nobody used.
+    assert slo.capacity(Priority.P10) == pytest.approx(50, rel=0.01)
