@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.config.admission import DEFAULT_AIMD_PARAMS
 from eventgw.core.envelope import SLO_SECONDS, Priority
 from eventgw.orchestrator.flow_control import Signal, encode
 from eventgw.orchestrator.service import OrchestratorService
@@ -395,7 +396,7 @@ async def test_invalid_dynamic_config_is_refused_and_last_good_stays(
                 raise AssertionError(f"{doc} not applied: {await status(client)}") from None
 
         # "initial" applies at start-up only; a running ingest clamps into [floor, ceiling].
-        assert await p20_capacity() == 20_000
+        assert await p20_capacity() == DEFAULT_AIMD_PARAMS["P20"].initial
         await apply({"aimd": {"classes": {"P20": p20_params()}}}, 123)
 
         invalid: list[dict[str, Any] | str] = [
