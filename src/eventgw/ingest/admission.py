@@ -123,8 +123,13 @@ class AdmissionControl:
             await sleep_or_stop(stop, 0.5)
 
     def status(self) -> dict[str, Any]:
-        """The ``/status`` document: capacities, decrements, shed counts, hot tenants, alert."""
+        """The ``/status`` document: capacities, decrements, shed counts, hot tenants, alert.
+
+        ``classes.*.offloaded`` counts AIMD's capacity decisions only; events offloaded
+        because their company was hot are under ``hot_tenants``.
+        """
         st = self.slo.statistics()
+        hot = self.classifier.statistics()
         return {
             "serious_congestion": self.alerting,
             "aimd_enabled": st.enabled,
@@ -136,6 +141,12 @@ class AdmissionControl:
                     "offloaded": c.shed,
                 }
                 for p, c in st.classes.items()
+            },
+            # Hot-tenant decisions, separate from AIMD's "offloaded" per class above.
+            "hot_tenants": {
+                "offloaded": hot.offloaded_hot,
+                "offloaded_by_kill_switch": hot.offloaded_forced,
+                "demoted": hot.demoted,
             },
             "hot_companies": [
                 {"company_id": company, "rate": round(rate, 1)}

@@ -170,7 +170,7 @@ class ClassStatistics:
     delayed: int
     bytes: int
     late_ready: int  # ready, not offloaded, past its deadline (the second tier)
-    oldest_ready_age_s: float | None  # now - ingested_at of the oldest ready task; None if none
+    oldest_ready_age_s: float | None  # oldest ready task not offloaded: now - ingested_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +538,9 @@ class PriorityBuffer:
         }
         classes: dict[Priority, ClassStatistics] = {}
         for p, c in by_class.items():
-            tops = (h.peek() for h in (self._ontime[p], self._late[p], self._offload[p]))
+            # The class's own queue only: offloaded tasks wait behind everything by design, and
+            # counting them would make flow control cut the class that was already shed.
+            tops = (h.peek() for h in (self._ontime[p], self._late[p]))
             oldest = min((top[3].ingested_at_ms for top in tops if top is not None), default=None)
             age = None if oldest is None else max(0.0, (now_ms - oldest) / 1000)
             classes[p] = ClassStatistics(c[0], c[1], c[2], c[3], len(self._late[p]), age)

@@ -105,3 +105,13 @@ def test_decoder_rejects_foreign_records():
     for bad in (b"not json", b"{}", b'{"class":"P99","action":"DECREASE"}'):
         with pytest.raises((ValueError, KeyError)):
             decode(bad)
+
+
+def test_an_offload_backlog_does_not_make_its_class_decrease():
+    # Offloaded events wait behind everything by design; counting them as the class's queue
+    # would cut the capacity of a class that was already shed (a feedback loop).
+    clock = Clock()
+    buf = buffer_with(clock)
+    buf.push(task(1, Priority.P20, clock.ms, 60, "offload"))
+    clock.ms += 50_000  # 50 s: past half the P20 SLO
+    assert actions(evaluate(buf.statistics(), 0))[Priority.P20] == "INCREASE"

@@ -469,7 +469,8 @@ def test_statistics_per_lane_and_class() -> None:
     assert stats.lanes["offload"].ready == 1
     p10 = stats.classes[P10]
     assert (p10.ready, p10.leased, p10.late_ready) == (2, 0, 1)
-    assert p10.oldest_ready_age_s == 40 * 60
+    # The offloaded P10 (40 min old) does not count: the class's own queue is 30 min old.
+    assert p10.oldest_ready_age_s == 30 * 60
     assert stats.classes[P30].oldest_ready_age_s == 0.0
     assert stats.classes[P20].oldest_ready_age_s == 90.0
     assert stats.classes[P20].late_ready == 1
