@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from eventgw.core.envelope import Priority
+from eventgw.core.envelope import SLO_SECONDS, Priority
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -45,6 +45,8 @@ DEFAULT_LANE_SHARES: Final[Mapping[str, float]] = MappingProxyType(
 
 _OFFLOAD: Final = "offload"
 _CLASSES: Final = (Priority.P30, Priority.P20, Priority.P10)  # second-tier order
+# An offloaded task competes in EDF as if its promise were twice as long: deadline + SLO.
+_OFFLOAD_GRACE_MS: Final = {p: int(s * 1000) for p, s in SLO_SECONDS.items()}
 # Lazy-deletion heaps are rebuilt once stale entries outnumber live ones (and this slack), so
 # the cost stays O(log n) amortised and memory O(live tasks). Not Final: the property tests
 # lower it to exercise compaction.
@@ -203,7 +205,11 @@ class PriorityBuffer:
        backlog before fresh P30 under overload and make every class late in turn (the domino
        effect). A task whose deadline has passed moves to a second tier, ordered by class
        (P30, P20, P10) and then deadline, served only when no on-time task is ready.
-    3. **Offload last.** Offload-lane tasks are served by deadline, after the late tasks.
+    3. **Offload with a grace.** An offload-lane task competes in the on-time EDF as if its
+       promise were twice as long (``deadline + SLO``): after on-time work of comparable
+       urgency, but before bulk work with a far deadline (an offloaded P20 must not wait
+       behind a 20-minute P10 backlog). Once past even that grace it is second-tier work,
+       after the late tasks.
     4. **Anti-starvation.** Every ``late_share_every``-th slot served goes to the second tier
        (late tasks first, then offload) when it holds anything, so P10 and offload get about
        ``1/late_share_every`` of capacity even while P30 alone saturates the processors.
@@ -407,7 +413,8 @@ class PriorityBuffer:
             raise ValueError(f"lease_s must be a positive finite number, got {lease_s}")
         if max_tasks == 0 or not self._tasks:
             return []
-        self._migrate_late(self._now_ms())
+        now_ms = self._now_ms()
+        self._migrate_late(now_ms)
         expires = self._monotonic() + lease_s
         every = self._late_share_every
         ontime = self._ontime_heaps
@@ -421,7 +428,7 @@ class PriorityBuffer:
                 if task is not None:
                     self._late_share_served += 1
             if task is None:
-                task = _pop_earliest(ontime)
+                task = _pop_earliest(ontime, self._offload.values(), now_ms)
                 if task is None:
                     task = self._pop_second_tier()
                     if task is None:
@@ -580,8 +587,11 @@ class PriorityBuffer:
         # Every non-offload task enters the on-time heap; _migrate_late moves it out once its
         # deadline has passed, so lateness is decided at serve time, not at push time.
         self._set_state(task, _READY)
-        heaps = self._offload if task.lane == _OFFLOAD else self._ontime
-        heaps[task.priority].push(task.deadline_ms, task._seq, task)
+        if task.lane == _OFFLOAD:
+            key = task.deadline_ms + _OFFLOAD_GRACE_MS[task.priority]
+            self._offload[task.priority].push(key, task._seq, task)
+        else:
+            self._ontime[task.priority].push(task.deadline_ms, task._seq, task)
 
     def _remove(self, task: BufferedTask) -> None:
         self._set_state(task, _GONE)
@@ -629,8 +639,17 @@ class PriorityBuffer:
         )
 
 
-def _pop_earliest(heaps: Iterable[_LazyHeap]) -> BufferedTask | None:
-    """Pop the task with the smallest (deadline, seq) across ``heaps``; None if all are empty."""
+def _pop_earliest(
+    heaps: Iterable[_LazyHeap],
+    offload: Iterable[_LazyHeap] = (),
+    now_ms: int = 0,
+) -> BufferedTask | None:
+    """Pop the task with the smallest (key, seq) across ``heaps``; None if all are empty.
+
+    ``offload`` heaps (keyed by deadline + grace) take part only while their top's key is
+    still ahead of ``now_ms``: an offloaded task past even its grace is late work, served by
+    the second tier, and must not pre-empt on-time tasks.
+    """
     best: _Entry | None = None
     best_heap = None
     for heap in heaps:
@@ -643,4 +662,10 @@ def _pop_earliest(heaps: Iterable[_LazyHeap]) -> BufferedTask | None:
                 break
             heapq.heappop(entries)
             heap.stale -= 1
+    for heap in offload:
+        candidate = heap.peek()
+        if candidate is None or candidate[0] <= now_ms:
+            continue
+        if best is None or candidate < best:
+            best, best_heap = candidate, heap
     return None if best_heap is None else best_heap.pop()

@@ -125,22 +125,32 @@ def test_late_tier_is_ordered_by_class_then_deadline() -> None:
     assert f.pop_ids(10) == ids([late_p30, late_p30_newer, late_p20, late_p10_old, late_p10])
 
 
-def test_offload_is_served_only_when_nothing_else_is_ready() -> None:
+def test_offload_competes_in_edf_with_a_grace_of_one_slo() -> None:
     f = Fixture()
-    offload = f.push(P30, lane="offload")  # on time and P30, yet offloaded
+    offload_p30 = f.push(P30, lane="offload")  # key: deadline + 5 s = now + 10 s
     late_p10 = f.push(P10, age_s=25 * 60)
-    on_time_p10 = f.push(P10)
+    on_time_p10 = f.push(P10)  # deadline now + 20 min
+    on_time_p30 = f.push(P30)  # deadline now + 5 s: before the offloaded P30
+    assert f.pop_ids(1) == ids([on_time_p30])
+    assert f.pop_ids(1) == ids([offload_p30])  # before bulk with a far deadline
     assert f.pop_ids(1) == ids([on_time_p10])
     assert f.pop_ids(1) == ids([late_p10])
-    assert f.pop_ids(1) == ids([offload])
+
+
+def test_offload_past_its_grace_is_second_tier_after_late_work() -> None:
+    f = Fixture()
+    stale_offload = f.push(P20, lane="offload", age_s=5 * 60)  # past deadline + 60 s
+    late_p10 = f.push(P10, age_s=25 * 60)
+    on_time_p10 = f.push(P10)
+    assert f.pop_ids(3) == ids([on_time_p10, late_p10, stale_offload])
 
 
 def test_offload_lane_is_served_by_deadline_across_classes() -> None:
     f = Fixture()
-    a = f.push(P10, lane="offload", age_s=30 * 60)
-    b = f.push(P30, lane="offload")
-    c = f.push(P20, lane="offload", age_s=10 * 60)
-    assert f.pop_ids(3) == ids([a, c, b])
+    a = f.push(P10, lane="offload", age_s=30 * 60)  # key: now + 10 min (within grace)
+    b = f.push(P30, lane="offload")  # key: now + 10 s
+    c = f.push(P20, lane="offload", age_s=10 * 60)  # past its grace: second tier
+    assert f.pop_ids(3) == ids([b, a, c])
 
 
 def test_every_kth_slot_goes_to_late_tasks_then_offload() -> None:
@@ -618,17 +628,23 @@ class BufferMachine(RuleBasedStateMachine):
         ready = [self.tasks[i] for i in self.ids_in("ready")]
         served: list[str] = []
         slots = self.slots
+
+        def key(t: BufferedTask) -> int:
+            # Offloaded tasks compete with a grace of one SLO.
+            grace = int(SLO_SECONDS[t.priority] * 1000) if t.lane == "offload" else 0
+            return t.deadline_ms + grace
+
         for _ in range(n):
-            on_time = [t for t in ready if t.lane != "offload" and t.deadline_ms > now]
+            on_time = [t for t in ready if key(t) > now]
             late = [t for t in ready if t.lane != "offload" and t.deadline_ms <= now]
             offload = [t for t in ready if t.lane == "offload"]
             second = sorted(
                 late, key=lambda t: (CLASS_RANK[t.priority], t.deadline_ms, self.seq[t.task_id])
-            ) + sorted(offload, key=lambda t: (t.deadline_ms, self.seq[t.task_id]))
+            ) + sorted(offload, key=lambda t: (key(t), self.seq[t.task_id]))
             if (slots + 1) % K == 0 and second:
                 pick = second[0]
             elif on_time:
-                pick = min(on_time, key=lambda t: (t.deadline_ms, self.seq[t.task_id]))
+                pick = min(on_time, key=lambda t: (key(t), self.seq[t.task_id]))
             elif second:
                 pick = second[0]
             else:
