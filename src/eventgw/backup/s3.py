@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -18,6 +18,7 @@ from eventgw.backup.store import (
     SUFFIX,
     BackupNotFound,
     BackupUnavailable,
+    OpenCloseContext,
     StoreState,
     TimeKeys,
     is_object_file,
@@ -27,7 +28,6 @@ from eventgw.core.backup_codec import decode_batch, encode_batch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
-    from types import TracebackType
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _encode_with_md5(records: Sequence[bytes]) -> tuple[bytes, str]:
     return body, base64.b64encode(digest).decode("ascii")
 
 
-class S3Store:
+class S3Store(OpenCloseContext):
     """Backup store in an S3 bucket (or any S3-compatible endpoint), one object per batch.
 
     Object keys are ``<prefix><timekey>.egwbak``; only keys of that shape under ``prefix`` are
@@ -95,18 +95,6 @@ class S3Store:
         self._state = StoreState.NEW
         self._exit_stack = contextlib.AsyncExitStack()
         self._client: Any = None  # aiobotocore clients are untyped; used only in this class
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         """Create the S3 client. Makes no request, so an unreachable endpoint shows up later.

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from eventgw.backup.store import (
     LEFTOVER_MIN_AGE_S,
@@ -18,6 +18,7 @@ from eventgw.backup.store import (
     BackupFull,
     BackupNotFound,
     BackupUnavailable,
+    OpenCloseContext,
     StoreState,
     TimeKeys,
     is_object_file,
@@ -28,7 +29,6 @@ from eventgw.core.backup_codec import decode_batch, encode_batch, encoded_size
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
-    from types import TracebackType
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class SpoolStatistics:
     max_bytes: int  # the configured bound
 
 
-class SpoolStore:
+class SpoolStore(OpenCloseContext):
     """Backup store in a local directory: one fsynced file ``<key>.egwbak`` per batch.
 
     ``put`` writes ``.tmp-<key>``, fsyncs it, renames it to ``<key>.egwbak`` and fsyncs the
@@ -87,18 +87,6 @@ class SpoolStore:
         self._used_bytes = 0
         self._reserved_bytes = 0
         self._rescan_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         """Create the directory if needed, remove stale ``.tmp-`` leftovers and count usage.

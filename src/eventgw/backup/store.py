@@ -22,12 +22,13 @@ import enum
 import logging
 import re
 import uuid
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 from eventgw.core.errors import Backpressure, EventGwError, RetriableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from types import TracebackType
 
 __all__ = [
     "BackupFull",
@@ -163,3 +164,27 @@ def require_open(state: StoreState, name: str) -> None:
 def is_object_file(name: str) -> bool:
     """True for a backup object's file or key name (``<timekey>.egwbak``)."""
     return name.endswith(SUFFIX) and TIMEKEY.fullmatch(name.removesuffix(SUFFIX)) is not None
+
+
+class OpenCloseContext:
+    """``async with store:`` opens the store and closes it, whatever happens inside."""
+
+    async def open(self) -> None:
+        """Open the store (each implementation says what that means)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close the store."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
