@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import LANE_OF_PRIORITY, new_event_id, new_event_ids
-from eventgw.ingest.wire import RequestWriter, class_fields, identity_fields
+from eventgw.core.envelope import LANE_OF_PRIORITY, lane_headers, new_event_id, new_event_ids
+from eventgw.ingest.wire import RequestWriter, class_fields, event_data, identity_fields
 
 if TYPE_CHECKING:
     from eventgw.config.settings import TopicSettings
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from eventgw.ingest.scheduler import Scheduler
     from eventgw.ingest.validation import ValidEvent
     from eventgw.metrics.backend import Metrics
+    from eventgw.publisher.prep import PreparedEvent
 
 PublishFn = Callable[[bytes], Awaitable[pb.PublishResponse]]
 """Sends a batch to the prep publisher (gRPC client, or the in-process publisher).
@@ -27,6 +28,14 @@ It takes a serialized ``PublishRequest``, which the pipeline writes directly (se
 `eventgw.ingest.wire`), and returns the ``PublishResponse``: either one result per event
 or, since the request sets ``accept_published_batch``, a ``published_batch``. The
 in-process publisher is `EmbeddedPrepPublisher.publish_request`.
+"""
+
+PreparedPublishFn = Callable[[list["PreparedEvent"]], Awaitable[pb.PublishResponse]]
+"""Hands a batch to a prep publisher in this process (`PrepPublisher.publish_prepared`).
+
+The co-located layout: ingest passes each event as the Kafka record it built (serialized
+``EventData`` and headers) instead of a serialized request the publisher must parse,
+check and re-serialize.
 """
 
 STATUS_NAMES: dict[int, str] = {
@@ -69,7 +78,8 @@ class IngestPipeline:
         *,
         classifier: StaticClassifier,
         scheduler: Scheduler,
-        publish: PublishFn,
+        publish: PublishFn | None = None,
+        publish_prepared: PreparedPublishFn | None = None,
         topics: TopicSettings,
         clock: Clock,
         metrics: Metrics,
@@ -78,7 +88,10 @@ class IngestPipeline:
         self._classifier = classifier
         self._dynamic = dynamic
         self._scheduler = scheduler
+        if (publish is None) == (publish_prepared is None):
+            raise ValueError("give exactly one of publish and publish_prepared")
         self._publish = publish
+        self._publish_prepared = publish_prepared
         self._topics = topics
         self._clock = clock
         events = metrics.counter("eventgw_ingest_events_total", "events by outcome", ["status"])
@@ -105,17 +118,16 @@ class IngestPipeline:
         The loop is the hot path of ingest, so it does per batch what need not be done per
         event: one batch of event ids; the class (the static classifier is a pure function
         of the identity), deadline and encoded identity and class fields once per distinct
-        identity; the request written as bytes directly (`eventgw.ingest.wire`). The
-        admission decision (offload) is still asked per event.
+        identity; the hot-tenant decision once per company and batch (counting all its
+        events); the admission question (offload) once per class and batch: of the ``n``
+        events of a class, the first ``admitted`` keep their lane and the rest go to the
+        offload lane, in event order; the request written as bytes directly
+        (`eventgw.ingest.wire`), or the records themselves when co-located.
         """
         request_id = new_event_id()
         now_ms = self._clock.wall_ms()
         scheduler = self._scheduler
-        may_offload = scheduler.may_offload
         dynamic = self._dynamic
-        # (source_name, statistic_key, company_id) → (class, wire priority, class lane,
-        # deadline, identity fields, class fields); for the identities of this batch.
-        plans: dict[tuple[str, str, str], tuple[Priority, int, Lane, int, bytes, bytes]] = {}
         # (wire priority, deadline, offloaded) → the encoded class fields
         class_parts: dict[tuple[int, int, bool], bytes] = {}
 
@@ -128,42 +140,86 @@ class IngestPipeline:
                 )
             return part
 
-        writer = RequestWriter()
-        planned: list[tuple[str, int, Lane]] = []  # (event_id, priority, lane) per event
-        for e, new_id in zip(events, new_event_ids(len(events)), strict=True):
+        # Pass 1: the distinct identities (source_name, statistic_key, company_id) of the
+        # batch, how many events each has, and each event's identity number.
+        number: dict[tuple[str, str, str], int] = {}
+        identities: list[ValidEvent] = []  # the first event of each identity
+        counts: list[int] = []
+        of_event: list[int] = []
+        for e in events:
             identity = (e.source_name, e.statistic_key, e.company_id)
-            plan = plans.get(identity)
-            if plan is None:
-                priority = self._classifier.classify(*identity)
-                deadline_ms = scheduler.deadline_ms(priority, now_ms)
-                plan = plans[identity] = (
-                    priority,
-                    priority.value,
-                    LANE_OF_PRIORITY[priority],
-                    deadline_ms,
-                    identity_fields(e.company_id, e.source_name, e.statistic_key),
-                    class_part(priority.value, deadline_ms, False),
-                )
-            priority, wire_priority, lane, deadline_ms, identity_part, class_fields_part = plan
+            k = number.get(identity)
+            if k is None:
+                k = number[identity] = len(counts)
+                identities.append(e)
+                counts.append(0)
+            counts[k] += 1
+            of_event.append(k)
+        # Per identity: class, hot-tenant decision, lane; then admission per class.
+        # route: (wire priority, lane, deadline, identity fields, class fields, record key,
+        # class fields if offloaded or None when admission does not apply)
+        routes: list[tuple[int, Lane, int, bytes, bytes, bytes, bytes | None]] = []
+        wanted: dict[Priority, int] = {}  # events per class that need admission
+        for e, n in zip(identities, counts, strict=True):
+            priority = self._classifier.classify(e.source_name, e.statistic_key, e.company_id)
+            deadline_ms = scheduler.deadline_ms(priority, now_ms)
+            lane = LANE_OF_PRIORITY[priority]
+            offloaded = False
             if dynamic is not None:
                 # Hot tenants: demote or force offload; the deadline stays the original one.
-                decided, forced = dynamic.decide(priority, e.company_id)
+                decided, offloaded = dynamic.decide(priority, e.company_id, n)
                 if decided is not priority:
-                    priority, wire_priority = decided, decided.value
-                    lane = LANE_OF_PRIORITY[decided]
-                    class_fields_part = class_part(wire_priority, deadline_ms, False)
-                if forced:
+                    priority, lane = decided, LANE_OF_PRIORITY[decided]
+                if offloaded:
                     lane = "offload"
-                    class_fields_part = class_part(wire_priority, deadline_ms, True)
-                    self._offloaded[wire_priority, "hot_tenant"].inc()
-            if lane != "offload" and may_offload and scheduler.offload(priority, e.company_id):
-                lane = "offload"
-                class_fields_part = class_part(wire_priority, deadline_ms, True)
-                self._offloaded[wire_priority, "capacity"].inc()
+                    self._offloaded[priority.value, "hot_tenant"].inc(n)
+            if not offloaded:
+                wanted[priority] = wanted.get(priority, 0) + n
+            routes.append(
+                (
+                    priority.value,
+                    lane,
+                    deadline_ms,
+                    identity_fields(e.company_id, e.source_name, e.statistic_key),
+                    class_part(priority.value, deadline_ms, offloaded),
+                    e.company_id.encode(),
+                    None if offloaded else class_part(priority.value, deadline_ms, True),
+                )
+            )
+        # Admission: tokens left per wire priority, for the classes that cannot take all.
+        budget: dict[int, int] = {}
+        if scheduler.may_offload:
+            for priority, n in wanted.items():
+                admitted = scheduler.admitted(priority, n)
+                if admitted < n:
+                    budget[priority.value] = admitted
+                    self._offloaded[priority.value, "capacity"].inc(n - admitted)
+        # Pass 2: one record (or request entry) per event.
+        prepared: list[PreparedEvent] | None = [] if self._publish_prepared else None
+        writer = RequestWriter()
+        planned: list[tuple[str, int, Lane]] = []  # (event_id, priority, lane) per event
+        for e, k, new_id in zip(events, of_event, new_event_ids(len(events)), strict=True):
+            wire_priority, lane, deadline_ms, identity_part, fields, key, offload_fields = routes[k]
+            if budget and offload_fields is not None and wire_priority in budget:
+                left = budget[wire_priority]
+                if left > 0:
+                    budget[wire_priority] = left - 1
+                else:
+                    lane, fields = "offload", offload_fields
             event_id = e.event_id or new_id
-            writer.add(event_id, identity_part, e.payload, class_fields_part)
+            if prepared is not None:
+                value = event_data(event_id, identity_part, e.payload, fields)
+                record = (key, value, lane_headers(event_id, wire_priority, deadline_ms, 0))
+                prepared.append((event_id, e.company_id, e.source_name, lane, record))
+            else:
+                writer.add(event_id, identity_part, e.payload, fields)
             planned.append((event_id, wire_priority, lane))
-        response = await self._publish(writer.to_bytes(accept_published_batch=True))
+        if self._publish_prepared is not None and prepared is not None:
+            response = await self._publish_prepared(prepared)
+        elif self._publish is not None:
+            response = await self._publish(writer.to_bytes(accept_published_batch=True))
+        else:  # unreachable: __init__ checks that one of them is set
+            raise RuntimeError("no publisher")
         if response.HasField("published_batch"):
             results, settled, rejected, failed = self._published(response.published_batch, planned)
         else:

@@ -20,6 +20,10 @@ class Admission(Protocol):
 
     def admit(self, priority: Priority, company_id: str) -> bool: ...
 
+    def admit_many(self, priority: Priority, n: int) -> int:
+        """Admit up to ``n`` events of ``priority``; returns how many were admitted."""
+        ...
+
 
 class AdmitAll:
     """The admission policy when no SLO service runs: every event keeps its class lane."""
@@ -27,6 +31,10 @@ class AdmitAll:
     def admit(self, priority: Priority, company_id: str) -> bool:
         """Always True."""
         return True
+
+    def admit_many(self, priority: Priority, n: int) -> int:
+        """Always ``n``."""
+        return n
 
 
 class Scheduler:
@@ -48,6 +56,16 @@ class Scheduler:
     def deadline_ms(self, priority: Priority, ingested_at_ms: int) -> int:
         """``ingested_at + SLO(class)``; it never moves afterwards."""
         return ingested_at_ms + _SLO_MS[priority]
+
+    def admitted(self, priority: Priority, n: int) -> int:
+        """How many of ``n`` events of ``priority`` keep their class lane; the rest offload.
+
+        One admission question for a batch's events of a class (the ingest pipeline asks
+        this once per class and batch). P30 is always admitted unless ``offload_p30``.
+        """
+        if priority is Priority.P30 and not self._offload_p30:
+            return n
+        return self._admission.admit_many(priority, n)
 
     def offload(self, priority: Priority, company_id: str) -> bool:
         """True when the event must go to the offload lane instead of its class lane."""

@@ -92,6 +92,32 @@ def class_fields(
     return encoded
 
 
+def event_data(event_id: str, identity: bytes, payload: bytes, class_part: bytes) -> bytes:
+    """One serialized ``EventData``: the value of its Kafka record.
+
+    ``identity`` and ``class_part`` come from `identity_fields` and `class_fields`.
+    """
+    short = _SHORT_VARINTS
+    eid = event_id.encode()
+    if eid and payload:  # always so from the pipeline: ids and payloads are not empty
+        return b"".join(
+            (
+                _EVENT_ID_TAG,
+                short[len(eid)] if len(eid) < 16384 else _varint(len(eid)),
+                eid,
+                identity,
+                _PAYLOAD_TAG,
+                short[len(payload)] if len(payload) < 16384 else _varint(len(payload)),
+                payload,
+                class_part,
+            )
+        )
+    # proto3 leaves empty strings and bytes out of the encoding; so does this
+    return b"".join(
+        (_field(_EVENT_ID_TAG, eid), identity, _field(_PAYLOAD_TAG, payload), class_part)
+    )
+
+
 class RequestWriter:
     """Accumulates one serialized ``PublishRequest``; `add` an event, then `to_bytes`."""
 
@@ -101,32 +127,11 @@ class RequestWriter:
         self._parts: list[bytes] = []
 
     def add(self, event_id: str, identity: bytes, payload: bytes, class_part: bytes) -> None:
-        """Append one ``EventData``.
-
-        ``identity`` and ``class_part`` come from `identity_fields` and `class_fields`.
-        """
-        short = _SHORT_VARINTS
-        eid = event_id.encode()
-        if eid and payload:  # always so from the pipeline: ids and payloads are not empty
-            body = b"".join(
-                (
-                    _EVENT_ID_TAG,
-                    short[len(eid)] if len(eid) < 16384 else _varint(len(eid)),
-                    eid,
-                    identity,
-                    _PAYLOAD_TAG,
-                    short[len(payload)] if len(payload) < 16384 else _varint(len(payload)),
-                    payload,
-                    class_part,
-                )
-            )
-        else:  # proto3 leaves empty strings and bytes out of the encoding; so does this
-            body = b"".join(
-                (_field(_EVENT_ID_TAG, eid), identity, _field(_PAYLOAD_TAG, payload), class_part)
-            )
+        """Append one ``EventData`` (see `event_data` for the arguments)."""
+        body = event_data(event_id, identity, payload, class_part)
         self._parts += (
             _EVENTS_TAG,
-            short[len(body)] if len(body) < 16384 else _varint(len(body)),
+            _SHORT_VARINTS[len(body)] if len(body) < 16384 else _varint(len(body)),
             body,
         )
 

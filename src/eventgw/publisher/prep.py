@@ -48,6 +48,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_ID_LEN = 128
+
+PreparedEvent = tuple[str, str, str, "Lane", "Record"]
+"""One event as a co-located ingest hands it over: ``(event_id, company_id, source_name,
+lane, record)``; the record is ``(key, serialized EventData, headers)``. See
+`PrepPublisher.publish_prepared`."""
+# (cluster, lane) → (event indexes, their records), in event order
+_Groups = dict[tuple["ClusterName", "Lane"], tuple[list[int], list["Record"]]]
 _VALID_PRIORITIES = frozenset(p.value for p in Priority)
 
 
@@ -163,8 +170,7 @@ class PrepPublisher:
         default_priority = to_pb_priority(self._default_priority)
         event_ids: list[str] = []
         lanes: list[Lane] = []
-        # (cluster, lane) → (event indexes, their records), in event order
-        groups: dict[tuple[ClusterName, Lane], tuple[list[int], list[Record]]] = {}
+        groups: _Groups = {}
         rejected: list[tuple[int, str]] = []  # (index, reason)
         for i, event in enumerate(events):
             event_id = event.event_id
@@ -194,13 +200,63 @@ class PrepPublisher:
                     lane_headers(event_id, priority, event.slo_deadline_ms, event.attempt),
                 )
             )
+        return await self._send(event_ids, lanes, groups, rejected, accept_published_batch, started)
 
+    async def publish_prepared(
+        self, events: Sequence[PreparedEvent], *, accept_published_batch: bool = True
+    ) -> pb.PublishResponse:
+        """Publish events that a co-located ingest has already validated and encoded.
+
+        Each event comes as its Kafka record: the serialized ``EventData`` and its headers,
+        built by ingest from the fields it validated (`eventgw.ingest.wire`). This skips
+        the parse, validation and re-serialization of `publish_response`, which a gRPC
+        request needs because the publisher cannot trust bytes it did not build. Gating,
+        rollout routing, dual failure capture and the answer are the same.
+        """
+        started = time.perf_counter()
+        config = self._config.current
+        router = self._router
+        gating = config.gating
+        per_event_route = bool(gating) or router.rollout_enabled
+        event_ids: list[str] = []
+        lanes: list[Lane] = []
+        groups: _Groups = {}
+        rejected: list[tuple[int, str]] = []
+        for i, (event_id, company_id, source_name, lane, record) in enumerate(events):
+            event_ids.append(event_id)
+            lanes.append(lane)
+            cluster: ClusterName = "primary"
+            if per_event_route:
+                reason = gate_reason(gating, source_name, company_id)
+                if reason is not None:
+                    rejected.append((i, reason))
+                    continue
+                cluster = router.cluster(company_id, config)
+            group = groups.get((cluster, lane))
+            if group is None:
+                group = groups[cluster, lane] = ([], [])
+            group[0].append(i)
+            group[1].append(record)
+        return await self._send(event_ids, lanes, groups, rejected, accept_published_batch, started)
+
+    async def _send(
+        self,
+        event_ids: list[str],
+        lanes: list[Lane],
+        groups: _Groups,
+        rejected: list[tuple[int, str]],
+        accept_published_batch: bool,
+        started: float,
+    ) -> pb.PublishResponse:
+        """Produce each group, capture what failed, and answer in request order."""
+        router = self._router
         others: dict[int, pb.PublishResult] = {}  # results other than PUBLISHED, by index
         for i, reason in rejected:
             others[i] = pb.PublishResult(event_id=event_ids[i], status=pb.REJECTED, reason=reason)
             self._count[lanes[i], "rejected"].inc()
         sent: dict[tuple[ClusterName, Lane], tuple[str, list[Delivery]]] = {}  # → topic, reports
-        failed: list[tuple[int, str, str, str]] = []  # (index, cluster, topic, error)
+        # (index, cluster, topic, error, record) of each event whose write failed
+        failed: list[tuple[int, str, str, str, Record]] = []
 
         async def send_group(
             cluster: ClusterName, lane: Lane, idx: list[int], records: list[Record]
@@ -209,18 +265,22 @@ class PrepPublisher:
             deliveries = await self._producers[cluster, lane].send(topic, records)
             sent[cluster, lane] = (topic, deliveries)
             n_published = 0
-            for i, d in zip(idx, deliveries, strict=True):
+            for n, (i, d) in enumerate(zip(idx, deliveries, strict=True)):
                 if d.error:  # not d.ok, without a property call per event
-                    failed.append((i, cluster, topic, d.error))
+                    failed.append((i, cluster, topic, d.error, records[n]))
                 else:
                     n_published += 1
             self._count[lane, "published"].inc(n_published)
 
-        async with asyncio.TaskGroup() as tg:
-            for (cluster, lane), (idx, records) in groups.items():
-                tg.create_task(send_group(cluster, lane, idx, records))
+        if len(groups) == 1:  # the common case: no task to create
+            (((cluster, lane), (idx, records)),) = groups.items()
+            await send_group(cluster, lane, idx, records)
+        else:
+            async with asyncio.TaskGroup() as tg:
+                for (cluster, lane), (idx, records) in groups.items():
+                    tg.create_task(send_group(cluster, lane, idx, records))
         if failed:
-            await self._capture(events, lanes, failed, others)
+            await self._capture(event_ids, lanes, failed, others)
 
         response = pb.PublishResponse()
         if accept_published_batch and len(sent) == 1 and not others:
@@ -240,7 +300,7 @@ class PrepPublisher:
     def _add_results(
         response: pb.PublishResponse,
         event_ids: list[str],
-        groups: dict[tuple[ClusterName, Lane], tuple[list[int], list[Record]]],
+        groups: _Groups,
         sent: dict[tuple[ClusterName, Lane], tuple[str, list[Delivery]]],
         others: dict[int, pb.PublishResult],
     ) -> None:
@@ -265,32 +325,33 @@ class PrepPublisher:
 
     async def _capture(
         self,
-        events: Sequence[pb.EventData],
+        event_ids: list[str],
         lanes: list[Lane],
-        failed: list[tuple[int, str, str, str]],
+        failed: list[tuple[int, str, str, str, Record]],
         results: dict[int, pb.PublishResult],
     ) -> None:
-        """Dual failure capture: failed-writes topic, then the backup store."""
+        """Dual failure capture: failed-writes topic, then the backup store.
+
+        The captured copy is the event as it was written (parsed back from the record's
+        value, which is its serialized ``EventData``) plus where it was meant to go.
+        """
         logger.warning("publisher.capture events=%d first_error=%s", len(failed), failed[0][3])
-        captured: list[pb.EventData] = []
         records: list[Record] = []
-        for i, cluster, topic, error in failed:
-            copy = pb.EventData()
-            copy.CopyFrom(events[i])
+        for _, cluster, topic, error, (record_key, value, _headers) in failed:
+            copy = pb.EventData.FromString(value)
             copy.intended_cluster = cluster
             copy.intended_topic = topic
-            captured.append(copy)
             headers = event_headers(copy)
             headers.append((H_ORIGINAL_TOPIC, topic.encode()))
             headers.append((H_ORIGINAL_CLUSTER, cluster.encode()))
             headers.append((H_LAST_ERROR, error[:500].encode()))
-            records.append((copy.company_id.encode(), copy.SerializeToString(), headers))
+            records.append((record_key, copy.SerializeToString(), headers))
         deliveries = await self._failed_writes.send(self._fw_topic, records)
         to_backup: list[int] = []
-        for n, ((i, _, topic, _), d) in enumerate(zip(failed, deliveries, strict=True)):
+        for n, ((i, _, topic, _, _), d) in enumerate(zip(failed, deliveries, strict=True)):
             if d.ok:
                 results[i] = pb.PublishResult(
-                    event_id=events[i].event_id,
+                    event_id=event_ids[i],
                     status=pb.FAILED_WRITES,
                     cluster=self._fw_cluster,
                     topic=self._fw_topic,
@@ -310,19 +371,19 @@ class PrepPublisher:
                 "publisher.not_durable events=%d error=%s first_event_id=%s",
                 len(to_backup),
                 exc,
-                captured[to_backup[0]].event_id,
+                event_ids[failed[to_backup[0]][0]],
             )
             for n in to_backup:
                 i = failed[n][0]
                 results[i] = pb.PublishResult(
-                    event_id=events[i].event_id, status=pb.FAILED, reason=f"not durable: {exc}"
+                    event_id=event_ids[i], status=pb.FAILED, reason=f"not durable: {exc}"
                 )
                 self._count[lanes[i], "failed"].inc()
             return
         for n in to_backup:
             i = failed[n][0]
             results[i] = pb.PublishResult(
-                event_id=events[i].event_id,
+                event_id=event_ids[i],
                 status=pb.BACKED_UP,
                 cluster=self._backup.name,
                 topic=key,

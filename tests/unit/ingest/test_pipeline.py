@@ -50,8 +50,11 @@ class DenyP20:
         self.asked: list[tuple[Priority, str]] = []
 
     def admit(self, priority: Priority, company_id: str) -> bool:
-        self.asked.append((priority, company_id))
-        return priority is not Priority.P20
+        raise AssertionError("the pipeline asks once per class and batch (admit_many)")
+
+    def admit_many(self, priority: Priority, n: int) -> int:
+        self.asked.append((priority, n))
+        return 0 if priority is Priority.P20 else n
 
 
 class Stack:
@@ -142,13 +145,13 @@ async def test_client_event_ids_are_kept() -> None:
     assert outcome.results[1][0] != "my-key:1"
 
 
-async def test_admission_is_asked_once_per_event_and_denied_events_are_offloaded() -> None:
+async def test_admission_is_asked_once_per_class_and_denied_events_are_offloaded() -> None:
     admission = DenyP20()
     stack = Stack(admission)
     batch = [*events(3), *events(2, source="checkout")]  # three P20, two P30
     outcome = await stack.pipeline.ingest(batch)
-    # Per event, not per batch; P30 is never offloaded, so it is never asked about.
-    assert admission.asked == [(Priority.P20, "c0"), (Priority.P20, "c1"), (Priority.P20, "c0")]
+    # Once per class and batch, for all its events; P30 is never offloaded, never asked.
+    assert admission.asked == [(Priority.P20, 3)]
     sent = stack.requests[0].events
     assert [e.offloaded for e in sent] == [True, True, True, False, False]
     # The class and the deadline do not move when an event is offloaded.
@@ -190,3 +193,94 @@ async def test_a_published_batch_of_the_wrong_size_is_an_error_not_a_guess() -> 
     stack.pipeline._publish = publish
     with pytest.raises(ValueError, match="1 events for 2 sent"):
         await stack.pipeline.ingest(events(2))
+
+
+class RecordingProducer(FakeProducer):
+    """Keeps every record as produced (key, value, headers)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+
+    async def send(self, topic, records):
+        self.records.extend(records)
+        return await super().send(topic, records)
+
+
+def _publisher(producers) -> PrepPublisher:
+    return PrepPublisher(
+        producers=producers,
+        failed_writes=FakeProducer("fw"),
+        failed_writes_topic=TOPICS.failed_writes,
+        failed_writes_cluster="fallback",
+        backup=None,  # type: ignore[arg-type]  # nothing fails here
+        router=Router(TOPICS, rollout_enabled=False),
+        config=Config(),
+        metrics=Metrics(),
+    )
+
+
+async def test_colocated_records_equal_the_records_of_the_grpc_path() -> None:
+    """`publish_prepared` (co-located) writes byte for byte what the gRPC path writes."""
+    batch = [*events(5), *events(3, source="checkout")]
+    ids = [f"id-{i}" for i in range(len(batch))]
+    batch = [
+        ValidEvent(e.company_id, e.source_name, e.statistic_key, e.payload, i)
+        for e, i in zip(batch, ids, strict=True)
+    ]
+    written = {}
+    answers = {}
+    for mode in ("grpc", "colocated"):
+        producers = {("primary", lane): RecordingProducer(lane) for lane in LANES}
+        publisher = _publisher(producers)
+
+        async def over_grpc(raw: bytes, publisher=publisher) -> pb.PublishResponse:
+            request = pb.PublishRequest.FromString(raw)
+            return await publisher.publish_response(
+                request.events, accept_published_batch=request.accept_published_batch
+            )
+
+        pipeline = IngestPipeline(
+            classifier=StaticClassifier(
+                [ClassRule(Priority.P30, source_name="checkout")], default=Priority.P20
+            ),
+            scheduler=Scheduler(AdmitAll()),
+            publish=over_grpc if mode == "grpc" else None,
+            publish_prepared=publisher.publish_prepared if mode == "colocated" else None,
+            topics=TOPICS,
+            clock=FakeClock(wall_ms=NOW_MS),
+            metrics=Metrics(),
+        )
+        outcome = await pipeline.ingest(batch)
+        written[mode] = {lane: p.records for (_, lane), p in producers.items()}
+        # request_id differs per call; everything else in the answer must not
+        answers[mode] = outcome.results
+    for lane in LANES:
+        grpc_records, colocated_records = written["grpc"][lane], written["colocated"][lane]
+        assert len(grpc_records) == len(colocated_records)
+        for (k1, v1, h1), (k2, v2, h2) in zip(grpc_records, colocated_records, strict=True):
+            e1, e2 = pb.EventData.FromString(v1), pb.EventData.FromString(v2)
+            e1.request_id = e2.request_id = ""  # one per ingest call
+            assert (k1, e1, h1) == (k2, e2, h2)
+    assert len(written["colocated"]["p20"]) == 5
+    assert len(written["colocated"]["p30"]) == 3
+    assert answers["grpc"] == answers["colocated"]
+
+
+def test_pipeline_needs_exactly_one_publisher() -> None:
+    common = {
+        "classifier": StaticClassifier([], default=Priority.P20),
+        "scheduler": Scheduler(AdmitAll()),
+        "topics": TOPICS,
+        "clock": FakeClock(wall_ms=NOW_MS),
+        "metrics": Metrics(),
+    }
+    with pytest.raises(ValueError, match="exactly one"):
+        IngestPipeline(**common)  # type: ignore[arg-type]
+    publisher = _publisher({("primary", lane): FakeProducer(lane) for lane in LANES})
+
+    async def publish(raw: bytes) -> pb.PublishResponse:
+        return pb.PublishResponse()
+
+    with pytest.raises(ValueError, match="exactly one"):
+        IngestPipeline(**common, publish=publish, publish_prepared=publisher.publish_prepared)  # type: ignore[arg-type]
