@@ -39,7 +39,14 @@ def _cmd_service(args: argparse.Namespace) -> int:
     if args.command == "ingest":
         from eventgw.ingest.service import IngestService
 
-        return run([IngestService(settings)])
+        workers = settings.ingest.workers
+        if workers > 1 and not args.worker:
+            from eventgw.cli.workers import is_reuse_port_supported, run_workers, worker_argv
+
+            if not is_reuse_port_supported():
+                raise ConfigError("ingest.workers", "needs SO_REUSEPORT, which this OS lacks")
+            return run_workers(workers, worker_argv())
+        return run([IngestService(settings, reuse_port=args.worker)])
     if args.command == "publisher":
         from eventgw.publisher.service import PublisherService
 
@@ -130,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack locally, Kafka included")
     up.add_argument("--no-kafka", action="store_true", help="use already running clusters")
 
+    ingest = sub.add_parser("ingest", help="run the ingest service (HTTP + gRPC)")
+    # Set by the `ingest.workers` supervisor on the processes it starts (eventgw.cli.workers).
+    ingest.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name, text in (
-        ("ingest", "run the ingest service (HTTP + gRPC)"),
         ("publisher", "run the prep publisher"),
         ("failed-writes", "run the failed-writes processor"),
     ):

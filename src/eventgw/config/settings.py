@@ -104,9 +104,21 @@ class ObservabilitySettings(_Frozen):
 
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    statsd_host: str | None = None
-    statsd_port: int = 8125
-    statsd_root: str = "eventgw"
+    statsd_host: str | None = Field(
+        default=None,
+        description="StatsD agent host; set to send every service's metrics over UDP "
+        "(None: Prometheus /metrics only)",
+    )
+    statsd_port: int = Field(default=8125, ge=1, le=65535, description="StatsD agent UDP port")
+    statsd_root: str = Field(
+        default="eventgw", description="prefix of every StatsD key, e.g. eventgw.prep_publisher"
+    )
+    statsd_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds between StatsD flushes (counters are sent as the delta since "
+        "the previous flush; one last flush on stop)",
+    )
 
 
 class ClassRuleSettings(_Frozen):
@@ -147,6 +159,20 @@ class IngestSettings(_Frozen):
     publisher_target: str = Field(
         default="127.0.0.1:50051", description="prep publisher gRPC host:port"
     )
+    embedded_publisher: bool = Field(
+        default=False,
+        description="co-located layout: run the prep publisher inside this process (its "
+        "producers, backup store and dynamic config come from the publisher settings) "
+        "instead of calling publisher_target over gRPC",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="ingest processes sharing the HTTP and gRPC ports (SO_REUSEPORT) under "
+        "one supervisor; each is a full ingest (co-located: with its own producers); "
+        "/metrics and /status answer for one worker",
+    )
     publish_timeout_s: float = Field(default=120.0, gt=0)
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     max_events_per_request: int = Field(default=1000, ge=1, le=100_000)
@@ -156,6 +182,15 @@ class IngestSettings(_Frozen):
     default_class: Priority = Priority.P20
     class_rules: list[ClassRuleSettings] = Field(default_factory=list)
     dynamic_config_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _workers_need_fixed_ports(self) -> IngestSettings:
+        if self.workers > 1 and 0 in (self.http_port, self.grpc_port):
+            raise ValueError(
+                "workers: more than one worker needs fixed http_port and grpc_port "
+                "(port 0 would give each worker a different port)"
+            )
+        return self
 
 
 class PublisherSettings(_Frozen):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from eventgw.config.dynamic import DynamicConfigWatcher
@@ -131,6 +132,7 @@ class AdmissionControl:
         st = self.slo.statistics()
         hot = self.classifier.statistics()
         return {
+            "pid": os.getpid(),  # with ingest.workers > 1: which worker answered
             "serious_congestion": self.alerting,
             "aimd_enabled": st.enabled,
             "classes": {

@@ -16,10 +16,11 @@ from eventgw.core.clock import Clock, SystemClock
 from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.grpc_api import IngestServicer, add_to_server
 from eventgw.ingest.http_app import IngestHttpApp
-from eventgw.ingest.pipeline import IngestPipeline, PublishFn
+from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
 from eventgw.ingest.publisher_client import GRPC_OPTIONS, PublisherClient
 from eventgw.ingest.scheduler import Scheduler
 from eventgw.metrics.backend import Metrics
+from eventgw.publisher.service import PublisherParts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -54,11 +55,16 @@ class _Uvicorn(uvicorn.Server):
         self.ready.set()
 
 
-def bind_tcp(host: str, port: int) -> socket.socket:
-    """Bind a listening TCP socket now, so a busy port fails loudly at start-up."""
+def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind a listening TCP socket now, so a busy port fails loudly at start-up.
+
+    ``reuse_port``: share the port with the other ingest workers (SO_REUSEPORT).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Accepted sockets inherit this: small responses must not wait for Nagle's algorithm.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
@@ -74,9 +80,12 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 class IngestService:
     """Runs ingest as a process: HTTP on ``http_port``, gRPC on ``grpc_port``.
 
-    Publishing goes to the prep publisher over gRPC unless ``publish`` is given (the
-    in-process publisher when co-located). Drain: stop accepting, let in-flight requests
-    finish (each ends only when its events are durable), then close the publisher channel.
+    Publishing goes to the prep publisher over gRPC, unless ``publish`` is given, or
+    ``ingest.embedded_publisher`` is set: then the prep publisher runs in this process
+    (the co-located layout of SYSTEM.md 2.1) with its producers, backup store and dynamic
+    config watcher, and ingest hands it records instead of a serialized request. Drain: stop
+    accepting, let in-flight requests finish (each ends only when its events are durable),
+    then close the publisher channel, or flush the embedded producers.
     """
 
     name = "ingest"
@@ -89,8 +98,10 @@ class IngestService:
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         shutdown_timeout_s: float = 30.0,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
+        self._reuse_port = reuse_port
         self.metrics = metrics or Metrics()
         self._publish = publish
         self._clock = clock or SystemClock()
@@ -105,10 +116,32 @@ class IngestService:
         s = self.settings.ingest
         client: PublisherClient | None = None
         publish = self._publish
-        if publish is None:
+        publish_prepared: PreparedPublishFn | None = None
+        embedded: PublisherParts | None = None
+        if publish is None and s.embedded_publisher:
+            embedded = PublisherParts(self.settings, self.metrics)
+            publish_prepared = (await embedded.open()).publish_prepared
+        elif publish is None:
             client = PublisherClient(s.publisher_target, s.publish_timeout_s)
             await client.open()
             publish = client.publish
+        try:
+            await self._serve(ready, stop, publish, publish_prepared, embedded)
+        finally:
+            if client is not None:
+                await client.close()
+            if embedded is not None:
+                await embedded.close()  # flushes the producers once nothing is in flight
+
+    async def _serve(
+        self,
+        ready: asyncio.Event,
+        stop: asyncio.Event,
+        publish: PublishFn | None,
+        publish_prepared: PreparedPublishFn | None,
+        embedded: PublisherParts | None,
+    ) -> None:
+        s = self.settings.ingest
         admission = AdmissionControl(self.settings, self.metrics, self._clock)
         self.admission = admission
         pipeline = IngestPipeline(
@@ -116,13 +149,14 @@ class IngestService:
             # The SLO service holds the (hot-reloadable) offload_p30 decision itself.
             scheduler=Scheduler(admission.slo, offload_p30=True),
             publish=publish,
+            publish_prepared=publish_prepared,
             topics=self.settings.topics,
             clock=self._clock,
             metrics=self.metrics,
             dynamic=admission.classifier,
         )
         app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready, status=admission.status)
-        sock = bind_tcp(s.http_host, s.http_port)
+        sock = bind_tcp(s.http_host, s.http_port, reuse_port=self._reuse_port)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             app,
@@ -136,7 +170,9 @@ class IngestService:
             date_header=False,
         )
         http = _Uvicorn(config)
-        grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
+        # gRPC core binds with SO_REUSEPORT unless told not to: only workers share a port.
+        reuse = [("grpc.so_reuseport", 1 if self._reuse_port else 0)]
+        grpc_server = grpc.aio.server(options=[*GRPC_OPTIONS, *reuse])
         add_to_server(IngestServicer(s, pipeline), grpc_server)
         try:
             self.grpc_port = grpc_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
@@ -144,6 +180,10 @@ class IngestService:
             admission_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(admission.run(admission_stop))
+                if embedded is not None:  # the publisher's dynamic config: rollout, gating
+                    watcher_ready = asyncio.Event()
+                    tg.create_task(embedded.watcher.run(watcher_ready, admission_stop))
+                    await watcher_ready.wait()
                 tg.create_task(http.serve(sockets=[sock]))
                 async with asyncio.timeout(30):
                     await http.ready.wait()
@@ -155,7 +195,7 @@ class IngestService:
                     self.http_port,
                     s.grpc_host,
                     self.grpc_port,
-                    "in-process" if client is None else s.publisher_target,
+                    "in-process" if publish is None or self._publish else s.publisher_target,
                 )
                 await stop.wait()
                 self._ready = False
@@ -166,5 +206,3 @@ class IngestService:
         finally:
             await grpc_server.stop(0)
             sock.close()
-            if client is not None:
-                await client.close()
