@@ -295,6 +295,10 @@ class PriorityBuffer:
         self._ontime_heaps = tuple(self._ontime.values())
         self._late = {p: _LazyHeap() for p in _CLASSES}
         self._offload = {p: _LazyHeap() for p in _CLASSES}
+        # Offloaded tasks past even their grace (key <= now): second-tier work. Kept apart
+        # so that an on-time offloaded task is never hidden behind a late one at the top of
+        # the same heap (it would then wait in the second tier behind on-time work).
+        self._offload_late = {p: _LazyHeap() for p in _CLASSES}
         self._leases = _LazyHeap()
         self._delays = _LazyHeap()
         self._seqs = itertools.count()
@@ -611,13 +615,17 @@ class PriorityBuffer:
             ontime, late = self._ontime[p], self._late[p]
             while (top := ontime.peek()) is not None and top[0] <= now_ms:
                 late.push(top[0], top[1], ontime.pop())
+            offload, offload_late = self._offload[p], self._offload_late[p]
+            while (top := offload.peek()) is not None and top[0] <= now_ms:
+                offload_late.push(top[0], top[1], offload.pop())
 
     def _pop_second_tier(self) -> BufferedTask | None:
         for p in _CLASSES:
             late = self._late[p]
             if late.peek() is not None:
                 return late.pop()
-        return _pop_earliest(self._offload.values())
+        # Then offloaded work by key: past its grace first (smaller keys), then on time.
+        return _pop_earliest([*self._offload_late.values(), *self._offload.values()])
 
     def _account(self, delta: int) -> None:
         self._bytes += delta

@@ -762,6 +762,7 @@ class BufferMachine(RuleBasedStateMachine):
             **{("ready", p, "ontime"): h for p, h in buffer._ontime.items()},
             **{("ready", p, "late"): h for p, h in buffer._late.items()},
             **{("ready", p, "offload"): h for p, h in buffer._offload.items()},
+            **{("ready", p, "offload-late"): h for p, h in buffer._offload_late.items()},
             ("leased",): buffer._leases,
             ("delayed",): buffer._delays,
         }
@@ -784,7 +785,7 @@ class BufferMachine(RuleBasedStateMachine):
             )
             if where[0] == "ready":
                 assert where[1] is task.priority
-                assert (where[2] == "offload") == (task.lane == "offload")
+                assert where[2].startswith("offload") == (task.lane == "offload")
             elif where[0] == "leased":
                 assert buffer.lease_of(task_id) is task
                 assert task.lease_expires == self.lease[task_id]
