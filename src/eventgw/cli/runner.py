@@ -1,19 +1,29 @@
-"""Run services under asyncio with SIGTERM/SIGINT turned into the ``stop`` event."""
+"""Run services under asyncio with SIGTERM/SIGINT turned into the ``stop`` event.
+
+Every process that serves runs through here, so this is also where StatsD export starts
+(`eventgw.metrics.statsd`, when ``observability.statsd_host`` is set): one exporter per
+distinct `Metrics` registry, started before the services and stopped after they drained.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import uvloop
 
 from eventgw.core.lifecycle import Service, run_services
+from eventgw.metrics.statsd import export_statsd
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from eventgw.config.settings import EventGwSettings
+    from eventgw.metrics.backend import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +35,14 @@ logger = logging.getLogger(__name__)
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def run(services: Sequence[Service]) -> int:
+class MeteredService(Service, Protocol):
+    """A `Service` with its settings and metrics, as every eventgw service has."""
+
+    settings: EventGwSettings
+    metrics: Metrics
+
+
+def run(services: Sequence[MeteredService]) -> int:
     """Run ``services`` (downstream first) until a signal; returns a process exit code."""
 
     async def main() -> None:
@@ -36,7 +53,15 @@ def run(services: Sequence[Service]) -> int:
             loop.add_signal_handler(sig, stop.set)
         freezer = asyncio.create_task(_freeze_when_ready(ready), name="gc-freeze")
         try:
-            await run_services(services, stop, ready)
+            async with contextlib.AsyncExitStack() as exports:
+                # Services built on one shared registry must not export it twice: the
+                # agent would count every counter delta twice.
+                by_registry = {id(s.metrics): s for s in services}
+                for s in by_registry.values():
+                    await exports.enter_async_context(
+                        export_statsd(s.settings.observability, s.metrics)
+                    )
+                await run_services(services, stop, ready)
         finally:
             freezer.cancel()
 

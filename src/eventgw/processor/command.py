@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from eventgw.config.settings import KafkaClusterSettings, ProcessorSettings, load_settings
 from eventgw.core.errors import ConfigError
+from eventgw.metrics.statsd import export_statsd
 from eventgw.processor.service import ProcessorService
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ def run_until_done(service: ProcessorService) -> int:
     Unlike `eventgw.cli.runner.run`, which serves until a signal, this also returns when
     the service finishes by itself (``max_batches`` reached). Signal handlers are only
     installed from the main thread (Python allows no others) and removed on return.
+    Metrics go to StatsD while it runs when ``observability.statsd_host`` is set, as under
+    `eventgw.cli.runner.run`.
 
     Returns:
         The number of tasks the worker handled.
@@ -64,7 +67,8 @@ def run_until_done(service: ProcessorService) -> int:
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
         try:
-            await service.run(asyncio.Event(), stop)
+            async with export_statsd(service.settings.observability, service.metrics):
+                await service.run(asyncio.Event(), stop)
         finally:
             # A library call must give the signals back: uvloop leaves its handlers
             # installed after the loop closes, and Ctrl-C would then do nothing.
@@ -117,10 +121,9 @@ class Command:
             kafka_bootstrap_servers: the cluster of the response topic (overrides
                 ``kafka.primary.bootstrap_servers``; its security settings are kept).
             orchestrator_host: ``host:port`` of the orchestrator; comma-separate several.
-            statsd_root: accepted and stored in ``observability.statsd_root`` for
-                compatibility with the reference system's workers. StatsD export is NOT
-                implemented: metrics are served in Prometheus text on
-                ``processor.metrics_port`` only.
+            statsd_root: stored in ``observability.statsd_root``, the prefix of the StatsD
+                keys; metrics go to StatsD only when ``observability.statsd_host`` is set
+                (they are always served in Prometheus text on ``processor.metrics_port``).
             handler: ``"module:function"`` or the async callable; None uses
                 ``processor.handler``.
             concurrency: handler calls at most running at once.
