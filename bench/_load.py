@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     import confluent_kafka
 
-COMPANY_ID = "acme-bench"
+COMPANY_ID = "acme-bench"  # the read-path benchmark's single company
 SOURCE_NAME = "bench"
 STATISTIC_KEY = "bench.write_path"
 _GRPC_OPTIONS = [
@@ -50,11 +50,22 @@ class Workload:
     batch: int
     concurrency: int
     payload_bytes: int
+    # Events come from a pool of ``companies`` companies; each batch carries
+    # ``companies_per_batch`` of them (interleaved) and consecutive batches move on through
+    # the pool. With one company the gateway's hot-tenant isolation (2,000 events/s per
+    # company by default) would rightly offload the flood.
+    companies: int = 1000
+    companies_per_batch: int = 10
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.concurrency < 1:
             raise ValueError(
                 f"batch and concurrency must be >= 1, got {self.batch}, {self.concurrency}"
+            )
+        if not 1 <= self.companies_per_batch <= self.companies:
+            raise ValueError(
+                f"need 1 <= companies_per_batch ({self.companies_per_batch}) "
+                f"<= companies ({self.companies})"
             )
         if self.events < self.batch or self.events % self.batch:
             raise ValueError(f"events ({self.events}) must be a multiple of batch ({self.batch})")
@@ -65,6 +76,22 @@ class Workload:
     def requests(self) -> int:
         """Number of batches."""
         return self.events // self.batch
+
+    @property
+    def variants(self) -> int:
+        """Distinct batches (by their companies) the generators cycle through."""
+        return max(1, self.companies // self.companies_per_batch)
+
+    def batch_companies(self, variant: int) -> list[str]:
+        """The company of each event of batch ``variant``, in order."""
+        per = self.companies_per_batch
+        first = variant * per
+        return [company_name((first + j % per) % self.companies) for j in range(self.batch)]
+
+
+def company_name(n: int) -> str:
+    """Company ``n`` of the pool; every name has the same length, so every record does."""
+    return f"acme-{n:06d}"
 
 
 @dataclass
@@ -83,12 +110,12 @@ def payload_json(size: int) -> bytes:
     return b'{"data":"' + b"x" * (size - len(b'{"data":""}')) + b'"}'
 
 
-def sample_event(payload_bytes: int) -> pb.EventData:
+def sample_event(payload_bytes: int, company_id: str = COMPANY_ID) -> pb.EventData:
     """The ``EventData`` ingest builds for one benchmark event (same fields, same sizes)."""
     now_ms = time.time_ns() // 1_000_000
     return pb.EventData(
         event_id=new_event_id(),
-        company_id=COMPANY_ID,
+        company_id=company_id,
         source_name=SOURCE_NAME,
         statistic_key=STATISTIC_KEY,
         payload=payload_json(payload_bytes),
@@ -99,9 +126,11 @@ def sample_event(payload_bytes: int) -> pb.EventData:
     )
 
 
-def raw_record(payload_bytes: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+def raw_record(
+    payload_bytes: int, company_id: str = COMPANY_ID
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) of a record the gateway would write for the same event."""
-    event = sample_event(payload_bytes)
+    event = sample_event(payload_bytes, company_id)
     return event.company_id.encode(), event.SerializeToString(), event_headers(event)
 
 
@@ -122,7 +151,11 @@ def run_raw_producer(
     first produce of a batch to its last delivery report. Callbacks run in ``poll`` on this
     thread. Raises TimeoutError after ``timeout_s``.
     """
-    key, value, headers = raw_record(w.payload_bytes)
+    by_company = {
+        company: raw_record(w.payload_bytes, company)
+        for company in {c for v in range(w.variants) for c in w.batch_companies(v)}
+    }
+    batches = [[by_company[c] for c in w.batch_companies(v)] for v in range(w.variants)]
     clock = time.perf_counter
     record_lat = array("d")
     batch_lat: list[float] = []
@@ -141,9 +174,9 @@ def run_raw_producer(
 
     produce = producer.produce
 
-    def launch() -> None:
+    def launch(n: int) -> None:
         batch = _RawBatch(w.batch)
-        for _ in range(w.batch):
+        for key, value, headers in batches[n % len(batches)]:
             while True:
                 try:
                     produce(
@@ -161,7 +194,7 @@ def run_raw_producer(
     deadline = started + timeout_s
     launched = completed = 0
     while launched < min(w.concurrency, w.requests):
-        launch()
+        launch(launched)
         launched += 1
     while completed < w.requests:
         producer.poll(0.05)
@@ -169,7 +202,7 @@ def run_raw_producer(
             finished.pop()
             completed += 1
             if launched < w.requests:
-                launch()
+                launch(launched)
                 launched += 1
         if clock() > deadline:
             raise TimeoutError(f"raw producer: {completed}/{w.requests} batches in {timeout_s} s")
@@ -178,22 +211,23 @@ def run_raw_producer(
 
 
 async def _closed_loop(
-    w: Workload, callers: list[Callable[[], Awaitable[int]]], timeout_s: float
+    w: Workload, callers: list[Callable[[int], Awaitable[int]]], timeout_s: float
 ) -> LoadResult:
-    """Run one worker per caller; each call sends one batch and returns events PUBLISHED."""
+    """Run one worker per caller; call ``n`` sends batch ``n`` and returns events PUBLISHED."""
     clock = time.perf_counter
     latencies: list[float] = []
     errors: list[str] = []
     issued = 0
     confirmed = 0
 
-    async def worker(call: Callable[[], Awaitable[int]]) -> None:
+    async def worker(call: Callable[[int], Awaitable[int]]) -> None:
         nonlocal issued, confirmed
         while issued < w.requests:
+            n = issued
             issued += 1
             t0 = clock()
             try:
-                ok = await call()
+                ok = await call(n)
             except (OSError, grpc.aio.AioRpcError, ConnectionError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 continue
@@ -209,15 +243,15 @@ async def _closed_loop(
     return LoadResult(confirmed, clock() - started, latencies, errors=errors[:5])
 
 
-def http_body(w: Workload) -> bytes:
-    """``{"events": [...]}`` with ``w.batch`` events, no ``event_id`` (ingest assigns one)."""
-    one = b'{"company_id":"%s","source_name":"%s","statistic_key":"%s","payload":%s}' % (
-        COMPANY_ID.encode(),
-        SOURCE_NAME.encode(),
-        STATISTIC_KEY.encode(),
-        payload_json(w.payload_bytes),
-    )
-    return b'{"events":[' + b",".join([one] * w.batch) + b"]}"
+def http_body(w: Workload, variant: int = 0) -> bytes:
+    """``{"events": [...]}``: batch ``variant`` of ``w``, no ``event_id`` (ingest assigns one)."""
+    payload = payload_json(w.payload_bytes)
+    events = [
+        b'{"company_id":"%s","source_name":"%s","statistic_key":"%s","payload":%s}'
+        % (company.encode(), SOURCE_NAME.encode(), STATISTIC_KEY.encode(), payload)
+        for company in w.batch_companies(variant)
+    ]
+    return b'{"events":[' + b",".join(events) + b"]}"
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -261,22 +295,26 @@ class _HttpConnection(asyncio.Protocol):
 
 async def run_http(port: int, w: Workload, timeout_s: float, client: str = "raw") -> LoadResult:
     """POST batches to ``/v1/events`` over ``w.concurrency`` keep-alive connections."""
-    body = http_body(w)
+    bodies = [http_body(w, v) for v in range(w.variants)]
     if client == "httpx":
-        return await _run_httpx(port, w, body, timeout_s)
-    request = (
-        b"POST /v1/events HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n" % (port, len(body))
-    ) + body
+        return await _run_httpx(port, w, bodies, timeout_s)
+    requests = [
+        (
+            b"POST /v1/events HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % (port, len(body))
+        )
+        + body
+        for body in bodies
+    ]
     loop = asyncio.get_running_loop()
     conns = [
         (await loop.create_connection(_HttpConnection, "127.0.0.1", port))[1]
         for _ in range(w.concurrency)
     ]
 
-    def caller(conn: _HttpConnection) -> Callable[[], Awaitable[int]]:
-        async def call() -> int:
-            status, reply = await conn.post(request)
+    def caller(conn: _HttpConnection) -> Callable[[int], Awaitable[int]]:
+        async def call(n: int) -> int:
+            status, reply = await conn.post(requests[n % len(requests)])
             if status != 202:
                 raise ConnectionError(f"HTTP {status}: {reply[:200]!r}")
             return reply.count(_PUBLISHED_JSON)
@@ -290,7 +328,7 @@ async def run_http(port: int, w: Workload, timeout_s: float, client: str = "raw"
             c.close()
 
 
-async def _run_httpx(port: int, w: Workload, body: bytes, timeout_s: float) -> LoadResult:
+async def _run_httpx(port: int, w: Workload, bodies: list[bytes], timeout_s: float) -> LoadResult:
     import httpx
 
     limits = httpx.Limits(max_connections=w.concurrency, max_keepalive_connections=w.concurrency)
@@ -299,7 +337,8 @@ async def _run_httpx(port: int, w: Workload, body: bytes, timeout_s: float) -> L
         base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=timeout_s
     ) as client:
 
-        async def call() -> int:
+        async def call(n: int) -> int:
+            body = bodies[n % len(bodies)]
             resp = await client.post("/v1/events", content=body, headers=headers)
             if resp.status_code != 202:
                 raise ConnectionError(f"HTTP {resp.status_code}: {resp.content[:200]!r}")
@@ -311,35 +350,42 @@ async def _run_httpx(port: int, w: Workload, body: bytes, timeout_s: float) -> L
 async def run_ingest_grpc(port: int, w: Workload, timeout_s: float) -> LoadResult:
     """Call ``eventgw.v1.IngestService/Ingest`` with ``w.batch`` events per call."""
     payload = payload_json(w.payload_bytes)
-    request = pb.IngestRequest(
-        events=[
-            pb.IngestEvent(
-                company_id=COMPANY_ID,
-                source_name=SOURCE_NAME,
-                statistic_key=STATISTIC_KEY,
-                payload_json=payload,
-            )
-        ]
-        * w.batch
-    ).SerializeToString()
+    requests = [
+        pb.IngestRequest(
+            events=[
+                pb.IngestEvent(
+                    company_id=company,
+                    source_name=SOURCE_NAME,
+                    statistic_key=STATISTIC_KEY,
+                    payload_json=payload,
+                )
+                for company in w.batch_companies(v)
+            ]
+        ).SerializeToString()
+        for v in range(w.variants)
+    ]
     return await _grpc_load(
-        port, "/eventgw.v1.IngestService/Ingest", request, pb.IngestResponse, w, timeout_s
+        port, "/eventgw.v1.IngestService/Ingest", requests, pb.IngestResponse, w, timeout_s
     )
 
 
 async def run_publisher_grpc(port: int, w: Workload, timeout_s: float) -> LoadResult:
     """Call ``eventgw.v1.PrepPublisher/Publish`` directly (ingest skipped), same events."""
-    events = [sample_event(w.payload_bytes) for _ in range(w.batch)]
-    request = pb.PublishRequest(events=events).SerializeToString()
+    requests = [
+        pb.PublishRequest(
+            events=[sample_event(w.payload_bytes, c) for c in w.batch_companies(v)]
+        ).SerializeToString()
+        for v in range(w.variants)
+    ]
     return await _grpc_load(
-        port, "/eventgw.v1.PrepPublisher/Publish", request, pb.PublishResponse, w, timeout_s
+        port, "/eventgw.v1.PrepPublisher/Publish", requests, pb.PublishResponse, w, timeout_s
     )
 
 
 async def _grpc_load(
     port: int,
     method: str,
-    request: bytes,
+    requests: list[bytes],
     response_type: type[pb.IngestResponse] | type[pb.PublishResponse],
     w: Workload,
     timeout_s: float,
@@ -349,8 +395,10 @@ async def _grpc_load(
         rpc = channel.unary_unary(method)
         await channel.channel_ready()
 
-        async def call() -> int:
-            reply = response_type.FromString(await rpc(request, timeout=timeout_s))
+        async def call(n: int) -> int:
+            reply = response_type.FromString(
+                await rpc(requests[n % len(requests)], timeout=timeout_s)
+            )
             return sum(1 for r in reply.results if r.status == pb.PUBLISHED)
 
         return await _closed_loop(w, [call] * w.concurrency, timeout_s)

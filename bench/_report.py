@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 SCENARIO_COMPONENTS = ("ingest", "publisher", "client", "broker")
 # The co-located process does the work of both; the table shows it in the ingest column.
-_SHOWN_AS = {"colocated": "ingest"}
+_SHOWN_AS = {"colocated": "ingest", "workers": "ingest"}
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -140,11 +140,13 @@ class GatewayPorts:
     metrics: int = field(default_factory=free_port)
     colocated_http: int = field(default_factory=free_port)
     colocated_grpc: int = field(default_factory=free_port)
+    workers_http: int = field(default_factory=free_port)
+    workers_grpc: int = field(default_factory=free_port)
 
 
 def _eventgw_argv(command: str) -> list[str]:
-    if command == "colocated":
-        return [sys.executable, "-m", "bench._colocated"]
+    if command in ("colocated", "workers"):  # ingest with the publisher embedded (see _spawn)
+        command = "ingest"
     script = Path(sys.executable).with_name("eventgw")
     if script.exists():
         return [str(script), command]
@@ -189,21 +191,31 @@ class Gateway:
         self.publisher: subprocess.Popen[bytes] | None = None
         self.ingest: subprocess.Popen[bytes] | None = None
         self.colocated: subprocess.Popen[bytes] | None = None
+        self.workers: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, command: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, command: str, workers: int = 1) -> subprocess.Popen[bytes]:
         env = self._env
         if command == "colocated":
             env = {
                 **env,
                 "EVENTGW_INGEST__HTTP_PORT": str(self.ports.colocated_http),
                 "EVENTGW_INGEST__GRPC_PORT": str(self.ports.colocated_grpc),
+                "EVENTGW_INGEST__EMBEDDED_PUBLISHER": "true",
+            }
+        elif command == "workers":
+            env = {
+                **env,
+                "EVENTGW_INGEST__HTTP_PORT": str(self.ports.workers_http),
+                "EVENTGW_INGEST__GRPC_PORT": str(self.ports.workers_grpc),
+                "EVENTGW_INGEST__EMBEDDED_PUBLISHER": "true",
+                "EVENTGW_INGEST__WORKERS": str(workers),
             }
         log = (self._workdir / f"{command}.log").open("ab")
         with log:
             return subprocess.Popen(
                 _eventgw_argv(command),
                 env=env,
-                cwd=Path(__file__).resolve().parent.parent,  # `bench` importable for colocated
+                cwd=Path(__file__).resolve().parent.parent,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -220,10 +232,11 @@ class Gateway:
                 raise TimeoutError(f"eventgw {command} not ready:\n{self.log_tail(command)}")
             time.sleep(0.1)
 
-    def start(self, *, colocated: bool = False) -> None:
+    def start(self, *, colocated: bool = False, workers: int = 0) -> None:
         """Start the publisher, then ingest (downstream first); return once both are ready.
 
-        With ``colocated``, also a third process: ingest with the publisher embedded.
+        With ``colocated``, also a third process: ingest with the publisher embedded. With
+        ``workers``, also a co-located ingest with that many worker processes.
         """
         self.publisher = self._spawn("publisher")
         self._wait_ready(
@@ -235,6 +248,19 @@ class Gateway:
             self.colocated = self._spawn("colocated")
             url = f"http://127.0.0.1:{self.ports.colocated_http}/readyz"
             self._wait_ready(self.colocated, url, "colocated")
+        if workers:
+            self.workers = self._spawn("workers", workers)
+            url = f"http://127.0.0.1:{self.ports.workers_http}/readyz"
+            self._wait_ready(self.workers, url, "workers")
+            # every worker must be up before a run: readyz answers as soon as one is
+            deadline = time.monotonic() + _READY_TIMEOUT_S
+            while len(psutil.Process(self.workers.pid).children()) < workers or not all(
+                _listening(c.pid, self.ports.workers_http)
+                for c in psutil.Process(self.workers.pid).children()
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"ingest workers not ready:\n{self.log_tail('workers')}")
+                time.sleep(0.2)
 
     def log_tail(self, command: str, chars: int = 3000) -> str:
         """The end of a gateway process's log."""
@@ -250,7 +276,7 @@ class Gateway:
 
     def stop(self) -> None:
         """SIGTERM upstream first (ingest, then publisher); SIGKILL what outlives the grace."""
-        for proc in (self.colocated, self.ingest, self.publisher):
+        for proc in (self.workers, self.colocated, self.ingest, self.publisher):
             if proc is None or proc.poll() is not None:
                 continue
             proc.terminate()
@@ -293,20 +319,25 @@ def machine_busy_s() -> dict[str, float]:
 class CpuMeter:
     """Snapshots the CPU time of named processes; ``delta`` charges a scenario its cost."""
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
+    def __init__(self, pids: Mapping[str, int], with_children: tuple[str, ...] = ()) -> None:
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._with_children = with_children  # supervisors: their workers' CPU is theirs
 
     def sample(self) -> dict[str, CpuSample]:
-        """CPU used so far by each process, and by each of its thread groups."""
+        """CPU used so far by each process (with its children when asked), per thread group."""
         out: dict[str, CpuSample] = {"machine": CpuSample(0.0, machine_busy_s())}
-        for name, proc in self._procs.items():
-            times = proc.cpu_times()
+        for name, parent in self._procs.items():
+            total = 0.0
             threads: dict[str, float] = {}
-            for t in proc.threads():
-                comm = _thread_comm(proc.pid, t.id)
-                group = "main" if t.id == proc.pid else _thread_group(comm)
-                threads[group] = threads.get(group, 0.0) + t.user_time + t.system_time
-            out[name] = CpuSample(times.user + times.system, threads)
+            children = parent.children(recursive=True) if name in self._with_children else []
+            for proc in (parent, *children):
+                times = proc.cpu_times()
+                total += times.user + times.system
+                for t in proc.threads():
+                    comm = _thread_comm(proc.pid, t.id)
+                    group = "main" if t.id == proc.pid else _thread_group(comm)
+                    threads[group] = threads.get(group, 0.0) + t.user_time + t.system_time
+            out[name] = CpuSample(total, threads)
         return out
 
     @staticmethod
@@ -324,6 +355,17 @@ class CpuMeter:
             }
             out[name] = CpuSample(round(a.total_s - b.total_s, 4), threads)
         return out
+
+
+def _listening(pid: int, port: int) -> bool:
+    """True when process ``pid`` has a listening socket on ``port``."""
+    try:
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+        )
+    except psutil.Error:
+        return False
 
 
 def _thread_comm(pid: int, tid: int) -> str:
