@@ -279,6 +279,44 @@ async def test_concurrent_handler_calls_never_exceed_concurrency():
     assert fake.kinds() == {"ACK": 12}
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+async def test_pipeline_depth_bounds_batches_in_flight_and_overlaps_them(depth):
+    """The next batch is fetched and runs while the previous one's last task still runs.
+
+    Every task of each batch holds until released; the first event of every batch is slow.
+    With depth d, d batches are leased at once (never more), and their handlers overlap.
+    """
+    per_batch = 4
+    fake = NotifyingFake(make_events(per_batch * 6))
+    release = asyncio.Event()
+    started: list[str] = []
+    enough = asyncio.Event()
+
+    async def handler(event: pb.EventData) -> None:
+        started.append(event.event_id)
+        if len(started) >= depth * per_batch:
+            enough.set()
+        await release.wait()
+
+    async with serving(fake) as addr:
+        settings = make_settings(
+            addr, concurrency=64, max_tasks_per_batch=per_batch, max_batches=6, pipeline_depth=depth
+        )
+        service = make_service(settings, handler)
+        run = asyncio.create_task(run_to_end(service, timeout_s=30))
+        async with asyncio.timeout(10):
+            await enough.wait()
+        await asyncio.sleep(0.3)  # time for a (wrong) extra fetch to show up
+        assert fake.batches == depth, "exactly pipeline_depth batches leased while all block"
+        assert len(fake.leased) == depth * per_batch
+        assert len(started) == depth * per_batch, "the batches' handlers run at once"
+        release.set()
+        await run
+    assert fake.batches == 6, "max_batches is exact with several loops"
+    assert fake.kinds() == {"ACK": per_batch * 6}
+    assert sorted(r.task_id for r in fake.results) == sorted(f"p20/0/{i}" for i in range(24))
+
+
 # --- (4) dry run ------------------------------------------------------------------------
 
 

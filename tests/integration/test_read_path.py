@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from eventgw.config.settings import EventGwSettings, TopicSettings
     from eventgw.kafka.local_broker import LocalBroker
+    from eventgw.orchestrator.priority_buffer import BufferedTask
 
 pytestmark = pytest.mark.kafka
 
@@ -390,6 +391,7 @@ async def test_processor_kill9_mid_batch_leases_come_back(
             EVENTGW_PROCESSOR__HANDLER="tests.fixtures.read_path:recording_sleeper",
             EVENTGW_PROCESSOR__CONCURRENCY="4",
             EVENTGW_PROCESSOR__MAX_TASKS_PER_BATCH="10",
+            EVENTGW_PROCESSOR__PIPELINE_DEPTH="2",
             EVENTGW_PROCESSOR__METRICS_PORT=str(free_port()),
             PYTHONPATH=str(REPO_ROOT),
         )
@@ -402,8 +404,15 @@ async def test_processor_kill9_mid_batch_leases_come_back(
                 assert slow.proc is not None
                 assert slow.proc.returncode is None, slow.log_tail()
                 await asyncio.sleep(0.05)
-        leased = [t for t in list(d.buffer._tasks.values()) if d.buffer.lease_of(t.task_id)]
-        assert len(leased) == 10, "one batch of 10 is leased by the slow worker"
+
+        def leased_now() -> list[BufferedTask]:
+            return [t for t in list(d.buffer._tasks.values()) if d.buffer.lease_of(t.task_id)]
+
+        async with asyncio.timeout(10):  # the second batch is fetched while the first runs
+            while len(leased_now()) < 20:  # noqa: ASYNC110  (no event to await in the buffer)
+                await asyncio.sleep(0.05)
+        leased = leased_now()
+        assert len(leased) == 20, "two batches of 10 (pipeline_depth 2) leased by the slow worker"
         await slow.kill9()
         leased_ids = {pb.EventData.FromString(t.value).event_id: t.lease_expires for t in leased}
         started = set(record_file.read_text().split())

@@ -292,6 +292,14 @@ class ProcessorSettings(_Frozen):
     )
     concurrency: int = Field(default=64, ge=1, le=10_000)
     max_tasks_per_batch: int = Field(default=200, ge=1, le=10_000)
+    pipeline_depth: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="batches a worker holds at once: the next batch is fetched and started "
+        "while the last tasks of the previous one run and its results are written "
+        "(leases held: at most pipeline_depth x max_tasks_per_batch; a dry run uses 1)",
+    )
     max_batches: int = Field(
         default=0, ge=0, description="stop after this many batches (0: run forever)"
     )

@@ -1,8 +1,11 @@
 """The worker loop: lease a batch, run the handler on each task, report the batch's results.
 
-One batch is in flight at a time: the next ``GetBatch`` is sent only after every task of
-the current batch has a result and the results are reported, so a worker never holds more
-than ``max_tasks_per_batch`` leases and never runs more than ``concurrency`` handlers.
+``pipeline_depth`` batches are in flight at a time: each of that many loops sends its next
+``GetBatch`` only after every task of its current batch has a result and the results are
+reported. So while one batch's last tasks run and its results are written, the next batch
+is already fetched and running. A worker holds at most ``pipeline_depth x
+max_tasks_per_batch`` leases and never runs more than ``concurrency`` handlers (one
+semaphore for all loops). A dry run uses one loop, so its output stays in batch order.
 """
 
 from __future__ import annotations
@@ -180,6 +183,9 @@ class Worker:
         self._clock = clock or SystemClock()
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._state = WorkerState.IDLE
+        self._target = 0  # next orchestrator to ask (round-robin over all loops)
+        self._failures = 0  # consecutive fetch failures, over all targets and loops
+        self._fetching = 0  # GetBatch calls in flight
         self._batches = 0
         self._handled = 0
         self._running = 0
@@ -225,40 +231,48 @@ class Worker:
         if self._state is not WorkerState.IDLE:
             raise RuntimeError(f"worker already ran (state {self._state.value})")
         self._state = WorkerState.RUNNING
-        s = self._settings
-        targets = len(self._client.targets)
-        target = 0
-        failures = 0  # consecutive, over all targets
+        depth = self._settings.pipeline_depth if self._settings.execute else 1
         try:
-            while not stop.is_set() and not (s.max_batches and self._batches >= s.max_batches):
-                served_by = target
-                target = (target + 1) % targets
-                try:
-                    batch = await self._client.get_batch(
-                        served_by, s.max_tasks_per_batch, s.wait_ms
-                    )
-                except OrchestratorUnavailable as exc:
-                    failures += 1
-                    self._fetch_failures += 1
-                    logger.warning(
-                        "processor.fetch_failed target=%s failures=%d error=%s",
-                        exc.target,
-                        failures,
-                        exc,
-                    )
-                    if failures % targets == 0:
-                        await sleep_or_stop(stop, self._backoff.delay_s(failures // targets - 1))
-                    continue
-                if failures:
-                    logger.info(
-                        "processor.fetch_recovered target=%s", self._client.targets[served_by]
-                    )
-                    failures = 0
-                if batch.tasks:
-                    await self._handle_batch(served_by, batch, stop)
+            async with asyncio.TaskGroup() as tg:
+                for n in range(depth):
+                    tg.create_task(self._loop(stop), name=f"processor-loop-{n}")
         finally:
             self._state = WorkerState.STOPPED
         return self._handled
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        """One fetch → handle → report cycle after another (`run` runs ``pipeline_depth``)."""
+        s = self._settings
+        targets = len(self._client.targets)
+        while not stop.is_set():
+            # Fetches in flight count against max_batches, so that it is never exceeded.
+            if s.max_batches and self._batches + self._fetching >= s.max_batches:
+                return
+            served_by = self._target
+            self._target = (self._target + 1) % targets
+            self._fetching += 1
+            try:
+                batch = await self._client.get_batch(served_by, s.max_tasks_per_batch, s.wait_ms)
+            except OrchestratorUnavailable as exc:
+                self._failures += 1
+                self._fetch_failures += 1
+                failures = self._failures
+                logger.warning(
+                    "processor.fetch_failed target=%s failures=%d error=%s",
+                    exc.target,
+                    failures,
+                    exc,
+                )
+                if failures % targets == 0:
+                    await sleep_or_stop(stop, self._backoff.delay_s(failures // targets - 1))
+                continue
+            finally:
+                self._fetching -= 1
+            if self._failures:
+                logger.info("processor.fetch_recovered target=%s", self._client.targets[served_by])
+                self._failures = 0
+            if batch.tasks:
+                await self._handle_batch(served_by, batch, stop)
 
     async def _handle_batch(
         self, target: int, batch: pb.GetBatchResponse, stop: asyncio.Event
@@ -297,26 +311,35 @@ class Worker:
     async def _run_tasks(
         self, tasks: Sequence[pb.Task], stop: asyncio.Event
     ) -> list[Outcome | None]:
-        """Run the handler on ``tasks`` (bounded); None marks a task not run to an outcome."""
-        outcomes: list[Outcome | None] = [None] * len(tasks)
-        remaining = len(tasks)
-        all_done = asyncio.Event()
+        """Run the handler on ``tasks`` (bounded); None marks a task not run to an outcome.
 
-        async def one(i: int, task: pb.Task) -> None:
-            nonlocal remaining
+        A pool of at most ``concurrency`` runner coroutines takes the tasks in order (not an
+        asyncio task per event: creating one cost more than a quick handler); each runner
+        holds a slot of the worker-wide semaphore while a handler runs.
+        """
+        outcomes: list[Outcome | None] = [None] * len(tasks)
+        pending = iter(enumerate(tasks))
+        all_done = asyncio.Event()
+        runners_left = min(self._settings.concurrency, len(tasks))
+        slots = self._slots
+
+        async def runner() -> None:
+            nonlocal runners_left
             try:
-                async with self._slots:
-                    # Checked after the slot is ours: a task that waited for a slot while
-                    # stop was set must not start (it is released instead).
-                    if not stop.is_set():
+                for i, task in pending:
+                    async with slots:
+                        # Checked after the slot is ours: a task that waited for a slot
+                        # while stop was set must not start (it is released instead).
+                        if stop.is_set():
+                            return
                         outcomes[i] = await self._call_handler(task)
             finally:
-                remaining -= 1
-                if remaining == 0:
+                runners_left -= 1
+                if runners_left == 0:
                     all_done.set()
 
         async with asyncio.TaskGroup() as tg:
-            runners = [tg.create_task(one(i, t)) for i, t in enumerate(tasks)]
+            runners = [tg.create_task(runner()) for _ in range(runners_left)]
             await wait_any(stop, all_done)
             if not all_done.is_set():
                 self._state = WorkerState.DRAINING
@@ -330,8 +353,8 @@ class Worker:
                         "processor.handlers_cancelled count=%d (past shutdown_timeout_s)",
                         self._running,
                     )
-                    for runner in runners:
-                        runner.cancel()
+                    for r in runners:
+                        r.cancel()
         self._handled += sum(1 for o in outcomes if o is not None)
         return outcomes
 
@@ -442,9 +465,12 @@ class Worker:
         )
 
     def _count(self, results: list[pb.TaskResult]) -> None:
+        by_kind: dict[pb.ResultKind, int] = {}
         for r in results:
-            self._results[_RESULT_LABELS[r.kind]] += 1
-            self._result_counters[r.kind].inc()
+            by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
+        for kind, n in by_kind.items():  # one counter update per kind and batch
+            self._results[_RESULT_LABELS[kind]] += n
+            self._result_counters[kind].inc(n)
 
 
 def task_summary(task: pb.Task) -> str:
