@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
+import msgspec
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,9 +22,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumedRecord:
-    """One record read from Kafka."""
+class ConsumedRecord(msgspec.Struct, frozen=True, gc=False):
+    """One record read from Kafka.
+
+    A msgspec Struct: built in C, one per consumed record (a frozen dataclass cost about
+    1 µs more per record on the orchestrator's intake).
+    """
 
     topic: str
     partition: int
@@ -37,9 +40,15 @@ class ConsumedRecord:
 def _headers(
     raw: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None,
 ) -> Headers:
-    """``Message.headers()`` as `Headers`: str values encoded, null values as ``b""``."""
+    """``Message.headers()`` as `Headers`: str values encoded, null values as ``b""``.
+
+    confluent-kafka returns a fresh list of ``(str, bytes)`` pairs per call; that list is
+    used as it is unless a value is None or a str (a null or foreign header).
+    """
     if not raw:
         return []
+    if isinstance(raw, list) and all(type(v) is bytes for _, v in raw):
+        return raw  # type: ignore[return-value]  # checked just above: every value is bytes
     pairs = raw.items() if isinstance(raw, dict) else raw
     return [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
 

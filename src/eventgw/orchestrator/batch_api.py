@@ -3,16 +3,89 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.core.envelope import new_event_id
 
 if TYPE_CHECKING:
-    import grpc
+    from collections.abc import Sequence
 
     from eventgw.orchestrator.dispatcher import Dispatcher
+    from eventgw.orchestrator.priority_buffer import BufferedTask
+
+
+def _varint(n: int) -> bytes:
+    """The protobuf base-128 varint of ``n`` (>= 0)."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SHORT: Final = tuple(_varint(n) for n in range(1 << 14))  # lengths and counters below 16 KiB
+_TASKS_TAG: Final = b"\x12"  # GetBatchResponse.tasks: field 2, length-delimited
+_TASK_ID_TAG: Final = b"\x0a"  # Task.task_id: field 1
+_EVENT_TAG: Final = b"\x12"  # Task.event: field 2
+_ATTEMPT_TAG: Final = b"\x50"  # EventData.attempt: field 10, varint
+
+
+def _length(n: int) -> bytes:
+    return _SHORT[n] if n < 16384 else _varint(n)
+
+
+def batch_response(
+    batch_id: str,
+    orchestrator_index: int,
+    tasks: Sequence[BufferedTask],
+    now_wall: float,
+    now_mono: float,
+) -> bytes:
+    """The serialized ``GetBatchResponse`` for ``tasks``, written by splicing bytes.
+
+    A task's ``event`` is the record's value as it is (a serialized ``EventData``) followed
+    by an ``attempt`` field: protobuf keeps the last value of a repeated scalar field, so the
+    handler sees the buffer's attempt count (a NACK retried from memory counted one more
+    than the record holds). ``delivery_count``, ``lease_expires_ms`` and ``lane`` are
+    encoded once per distinct triple (a batch usually has one). It parses to the message the
+    protobuf API would build field by field (tests/unit/orchestrator/test_batch_api.py),
+    for about a third of the cost per task.
+    """
+    parts = [pb.GetBatchResponse(batch_id=batch_id).SerializeToString()]
+    tails: dict[tuple[int, int, str], bytes] = {}
+    for t in tasks:
+        lease_ms = int((now_wall + t.lease_expires - now_mono) * 1000)
+        key = (t.delivery_count, lease_ms, t.lane)
+        tail = tails.get(key)
+        if tail is None:
+            tail = tails[key] = pb.Task(
+                delivery_count=t.delivery_count, lease_expires_ms=lease_ms, lane=t.lane
+            ).SerializeToString()
+        value = t.value
+        attempt = _length(t.attempt)  # a varint like any other
+        tid = t.task_id.encode()
+        body = b"".join(
+            (
+                _TASK_ID_TAG,
+                _length(len(tid)),
+                tid,
+                _EVENT_TAG,
+                _length(len(value) + 1 + len(attempt)),
+                value,
+                _ATTEMPT_TAG,
+                attempt,
+                tail,
+            )
+        )
+        parts += (_TASKS_TAG, _length(len(body)), body)
+    parts.append(pb.GetBatchResponse(orchestrator_index=orchestrator_index).SerializeToString())
+    return b"".join(parts)
+
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
@@ -35,24 +108,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
     async def GetBatch(
         self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetBatchResponse:
-        """See the class docstring."""
+    ) -> bytes:
+        """See the class docstring. Answers the serialized ``GetBatchResponse``
+        (`batch_response`; registered without a serializer by `add_to_server`)."""
         wait_s = min(request.wait_ms, self._max_wait_ms) / 1000
         tasks = await self._d.get_batch(request.max_tasks, wait_s)
-        response = pb.GetBatchResponse(batch_id=new_event_id(), orchestrator_index=self._index)
-        now_wall = time.time()
-        now_mono = time.monotonic()
-        for t in tasks:
-            task = response.tasks.add()
-            task.task_id = t.task_id
-            task.event.MergeFromString(t.value)
-            # The record holds the attempt it was written with; a NACK retried from memory
-            # counted one more in the buffer only, and the handler must see it.
-            task.event.attempt = t.attempt
-            task.delivery_count = t.delivery_count
-            task.lease_expires_ms = int((now_wall + t.lease_expires - now_mono) * 1000)
-            task.lane = t.lane
-        return response
+        return batch_response(new_event_id(), self._index, tasks, time.time(), time.monotonic())
 
     async def Ack(
         self, request: pb.TaskResults, context: grpc.aio.ServicerContext
@@ -66,3 +127,27 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     ) -> pb.StatsResponse:
         """Per-class buffer and outcome statistics."""
         return self._d.stats()
+
+
+def add_to_server(servicer: OrchestratorServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` like the generated code, except that ``GetBatch`` answers bytes."""
+    handlers = {
+        "GetBatch": grpc.unary_unary_rpc_method_handler(
+            servicer.GetBatch,
+            request_deserializer=pb.GetBatchRequest.FromString,
+            response_serializer=None,  # already serialized
+        ),
+        "Ack": grpc.unary_unary_rpc_method_handler(
+            servicer.Ack,
+            request_deserializer=pb.TaskResults.FromString,
+            response_serializer=pb.AckResponse.SerializeToString,
+        ),
+        "Stats": grpc.unary_unary_rpc_method_handler(
+            servicer.Stats,
+            request_deserializer=pb.StatsRequest.FromString,
+            response_serializer=pb.StatsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("eventgw.v1.Orchestrator", handlers),)
+    )

@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Wire priority → class, as a dict: calling the enum (``Priority(20)``) per record cost more.
+_PRIORITY_OF: dict[int, Priority] = {p.value: p for p in Priority}
+_P10 = Priority.P10  # unknown or missing priority: the least urgent class
+
 RETRY_DELAYS_S = (60.0, 120.0, 240.0, 480.0)
 
 
@@ -131,7 +135,7 @@ class Dispatcher:
                 event.ParseFromString(r.value)
             except Exception:  # noqa: BLE001  (protobuf raises several DecodeError types)
                 event = pb.EventData(event_id=f"undecodable-{r.topic}-{r.partition}-{r.offset}")
-            priority = Priority(event.priority) if event.priority in (10, 20, 30) else Priority.P10
+            priority = _PRIORITY_OF.get(event.priority, _P10)
             task = BufferedTask(
                 task_id=f"{r.topic}/{r.partition}/{r.offset}",
                 topic=r.topic,

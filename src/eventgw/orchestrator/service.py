@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.config.settings import LaneTuning
 from eventgw.core.errors import ConfigError
 from eventgw.core.lifecycle import sleep_or_stop
@@ -36,7 +35,7 @@ from eventgw.kafka.group_consumer import GroupConsumer
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
-from eventgw.orchestrator.batch_api import GRPC_OPTIONS, OrchestratorServicer
+from eventgw.orchestrator.batch_api import GRPC_OPTIONS, OrchestratorServicer, add_to_server
 from eventgw.orchestrator.dispatcher import Dispatcher
 from eventgw.orchestrator.flow_control import FlowControlEmitter
 from eventgw.orchestrator.priority_buffer import TASK_OVERHEAD_BYTES
@@ -131,9 +130,7 @@ class OrchestratorService:
             o.index,
         )
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_OrchestratorServicer_to_server(  # type: ignore[no-untyped-call]  # generated
-            OrchestratorServicer(d, o.index, o.max_wait_ms), server
-        )
+        add_to_server(OrchestratorServicer(d, o.index, o.max_wait_ms), server)
         status = StatusServer(
             o.status_host,
             o.metrics_port,
