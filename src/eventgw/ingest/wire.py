@@ -30,19 +30,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.core.protowire import SHORT_VARINTS as _SHORT_VARINTS
+from eventgw.core.protowire import varint as _varint
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-
-def _varint(n: int) -> bytes:
-    """The protobuf base-128 varint of ``n`` (>= 0)."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _length_delimited_tag(
@@ -53,9 +45,6 @@ def _length_delimited_tag(
     return _varint((number << 3) | 2)  # wire type 2: length-delimited
 
 
-# Varints of every length below 16 KiB (1-2 bytes): a table lookup is 0.05 µs, building
-# one 0.2 µs, and an event has three.
-_SHORT_VARINTS: Final = tuple(_varint(n) for n in range(1 << 14))
 _EVENTS_TAG: Final = _length_delimited_tag(pb.PublishRequest, "events")
 _EVENT_ID_TAG: Final = _length_delimited_tag(pb.EventData, "event_id")
 _PAYLOAD_TAG: Final = _length_delimited_tag(pb.EventData, "payload")

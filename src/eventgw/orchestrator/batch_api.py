@@ -10,6 +10,7 @@ import grpc
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.core.envelope import new_event_id
+from eventgw.core.protowire import short_varint as _short_varint
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,25 +19,10 @@ if TYPE_CHECKING:
     from eventgw.orchestrator.priority_buffer import BufferedTask
 
 
-def _varint(n: int) -> bytes:
-    """The protobuf base-128 varint of ``n`` (>= 0)."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SHORT: Final = tuple(_varint(n) for n in range(1 << 14))  # lengths and counters below 16 KiB
 _TASKS_TAG: Final = b"\x12"  # GetBatchResponse.tasks: field 2, length-delimited
 _TASK_ID_TAG: Final = b"\x0a"  # Task.task_id: field 1
 _EVENT_TAG: Final = b"\x12"  # Task.event: field 2
 _ATTEMPT_TAG: Final = b"\x50"  # EventData.attempt: field 10, varint
-
-
-def _length(n: int) -> bytes:
-    return _SHORT[n] if n < 16384 else _varint(n)
 
 
 def batch_response(
@@ -67,22 +53,22 @@ def batch_response(
                 delivery_count=t.delivery_count, lease_expires_ms=lease_ms, lane=t.lane
             ).SerializeToString()
         value = t.value
-        attempt = _length(t.attempt)  # a varint like any other
+        attempt = _short_varint(t.attempt)  # a varint like any other
         tid = t.task_id.encode()
         body = b"".join(
             (
                 _TASK_ID_TAG,
-                _length(len(tid)),
+                _short_varint(len(tid)),
                 tid,
                 _EVENT_TAG,
-                _length(len(value) + 1 + len(attempt)),
+                _short_varint(len(value) + 1 + len(attempt)),
                 value,
                 _ATTEMPT_TAG,
                 attempt,
                 tail,
             )
         )
-        parts += (_TASKS_TAG, _length(len(body)), body)
+        parts += (_TASKS_TAG, _short_varint(len(body)), body)
     parts.append(pb.GetBatchResponse(orchestrator_index=orchestrator_index).SerializeToString())
     return b"".join(parts)
 

@@ -62,16 +62,7 @@ class Stack:
 
     def __init__(self, admission=None, *, old_publisher: bool = False) -> None:
         self.producers = {("primary", lane): FakeProducer(lane) for lane in LANES}
-        self.publisher = PrepPublisher(
-            producers=self.producers,
-            failed_writes=FakeProducer("fw"),
-            failed_writes_topic=TOPICS.failed_writes,
-            failed_writes_cluster="fallback",
-            backup=None,  # type: ignore[arg-type]  # nothing fails here
-            router=Router(TOPICS, rollout_enabled=False),
-            config=Config(),
-            metrics=Metrics(),
-        )
+        self.publisher = _publisher(self.producers)
         self.old_publisher = old_publisher
         self.requests: list[pb.PublishRequest] = []
         classifier = StaticClassifier(

@@ -13,19 +13,7 @@ from eventgw.core.clock import FakeClock
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.statsd import StatsdExporter, export_statsd
 from eventgw.metrics.statsd_lines import pack_datagrams
-
-
-def sample_metrics() -> Metrics:
-    """One counter, two gauges (one negative) and a histogram, as test_statsd_lines uses."""
-    m = Metrics()
-    m.counter("eventgw_ingest_events_total", "events", ["status"]).labels("accepted").inc(3)
-    m.gauge("eventgw_publisher_in_flight_events", "in flight", ["lane"]).labels("p/10").set(-2)
-    m.gauge("eventgw_recovery_backup_objects", "objects").set(7)
-    h = m.histogram("eventgw_ingest_request_duration_seconds", "latency")
-    h.observe(0.25)
-    h.observe(0.5)
-    return m
-
+from tests.unit.metrics.test_statsd_lines import sample_metrics
 
 # --- the exporter over a real UDP socket ------------------------------------------------
 

@@ -21,6 +21,7 @@ C, G = StatKind.COUNTER, StatKind.GAUGE
 
 
 def sample_metrics() -> Metrics:
+    """One counter, two gauges (one negative) and a histogram (test_statsd uses it too)."""
     m = Metrics()
     m.counter("eventgw_ingest_events_total", "events", ["status"]).labels("accepted").inc(3)
     m.gauge("eventgw_publisher_in_flight_events", "in flight", ["lane"]).labels("p/10").set(-2)
