@@ -22,6 +22,7 @@ from eventgw.core.clock import SystemClock
 from eventgw.core.lifecycle import sleep_or_stop, wait_any
 from eventgw.processor.batch_client import OrchestratorUnavailable
 from eventgw.processor.handlers import RELEASED, Reject, Retry, outcome_of
+from eventgw.processor.results import results_record, task_result
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -289,14 +290,9 @@ class Worker:
             for task in batch.tasks:
                 self._show(task_summary(task))
             self._handled += len(batch.tasks)
-            results = [self._result(batch, task, RELEASED) for task in batch.tasks]
-            await self._ack(target, batch, results)
+            await self._ack(target, batch, [RELEASED] * len(batch.tasks))
             return
-        outcomes = await self._run_tasks(batch.tasks, stop)
-        results = [
-            self._result(batch, task, outcome or RELEASED)
-            for task, outcome in zip(batch.tasks, outcomes, strict=True)
-        ]
+        outcomes = [o or RELEASED for o in await self._run_tasks(batch.tasks, stop)]
         now_ms = self._clock.wall_ms()
         late = sum(1 for t in batch.tasks if t.lease_expires_ms and t.lease_expires_ms < now_ms)
         if late:
@@ -306,7 +302,7 @@ class Worker:
                 batch.batch_id,
                 late,
             )
-        await self._report(target, batch, results)
+        await self._report(target, batch, outcomes)
 
     async def _run_tasks(
         self, tasks: Sequence[pb.Task], stop: asyncio.Event
@@ -385,28 +381,16 @@ class Worker:
             self._duration.observe(self._clock.monotonic() - started)
         return outcome_of(None)
 
-    def _result(self, batch: pb.GetBatchResponse, task: pb.Task, outcome: Outcome) -> pb.TaskResult:
-        return pb.TaskResult(
-            task_id=task.task_id,
-            kind=outcome.kind,
-            delay_ms=outcome.delay_ms,
-            error=outcome.error,
-            worker_id=self._client.worker_id,
-            event_id=task.event.event_id,
-            orchestrator_index=batch.orchestrator_index,
-            delivery_count=task.delivery_count,
-        )
-
     async def _report(
-        self, target: int, batch: pb.GetBatchResponse, results: list[pb.TaskResult]
+        self, target: int, batch: pb.GetBatchResponse, outcomes: list[Outcome]
     ) -> None:
         """Report the batch's results: results topic first (if configured), else gRPC."""
         if self._producer is not None:
-            worker_id = self._client.worker_id.encode()
+            worker_id = self._client.worker_id
             record = (
-                worker_id,
-                pb.TaskResults(results=results).SerializeToString(),
-                [(H_WORKER_ID, worker_id), (H_BATCH_ID, batch.batch_id.encode())],
+                worker_id.encode(),
+                results_record(batch.tasks, outcomes, worker_id, batch.orchestrator_index),
+                [(H_WORKER_ID, worker_id.encode()), (H_BATCH_ID, batch.batch_id.encode())],
             )
             error = ""
             try:
@@ -418,7 +402,7 @@ class Worker:
             except TimeoutError:
                 error = f"no delivery report within {REPORT_TIMEOUT_S:g}s"
             if not error:
-                self._count(results)
+                self._count(outcomes)
                 return
             self._fallbacks += 1
             logger.warning(
@@ -428,13 +412,16 @@ class Worker:
                 batch.orchestrator_index,
                 error,
             )
-        await self._ack(target, batch, results)
+        await self._ack(target, batch, outcomes)
 
-    async def _ack(
-        self, target: int, batch: pb.GetBatchResponse, results: list[pb.TaskResult]
-    ) -> None:
+    async def _ack(self, target: int, batch: pb.GetBatchResponse, outcomes: list[Outcome]) -> None:
         # Not interrupted by stop on purpose: results are flushed before the worker returns.
         # Bounded by ACK_ATTEMPTS x the client's deadline.
+        worker_id, index = self._client.worker_id, batch.orchestrator_index
+        results = [
+            task_result(task, outcome, worker_id, index)
+            for task, outcome in zip(batch.tasks, outcomes, strict=True)
+        ]
         for attempt in range(ACK_ATTEMPTS):
             try:
                 response = await self._client.ack(target, results)
@@ -455,7 +442,7 @@ class Worker:
                     response.stale,
                     response.accepted,
                 )
-            self._count(results)
+            self._count(outcomes)
             return
         self._lost += 1
         logger.warning(
@@ -464,10 +451,10 @@ class Worker:
             len(results),
         )
 
-    def _count(self, results: list[pb.TaskResult]) -> None:
+    def _count(self, outcomes: list[Outcome]) -> None:
         by_kind: dict[pb.ResultKind, int] = {}
-        for r in results:
-            by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
+        for o in outcomes:
+            by_kind[o.kind] = by_kind.get(o.kind, 0) + 1
         for kind, n in by_kind.items():  # one counter update per kind and batch
             self._results[_RESULT_LABELS[kind]] += n
             self._result_counters[kind].inc(n)
