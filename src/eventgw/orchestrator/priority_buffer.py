@@ -7,18 +7,29 @@ event loop owns a :class:`PriorityBuffer`.
 
 from __future__ import annotations
 
-import enum
 import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from eventgw.core.envelope import SLO_SECONDS, Priority
+from eventgw.orchestrator.task_heaps import (
+    _DELAYED,
+    _GONE,
+    _LEASED,
+    _NEW,
+    _READY,
+    BufferedTask,
+    LazyHeap,
+    TaskState,
+    make_task_id,
+    pop_earliest,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "BUFFER_LANES",
@@ -47,109 +58,6 @@ _OFFLOAD: Final = "offload"
 _CLASSES: Final = (Priority.P30, Priority.P20, Priority.P10)  # second-tier order
 # An offloaded task competes in EDF as if its promise were twice as long: deadline + SLO.
 _OFFLOAD_GRACE_MS: Final = {p: int(s * 1000) for p, s in SLO_SECONDS.items()}
-# Lazy-deletion heaps are rebuilt once stale entries outnumber live ones (and this slack), so
-# the cost stays O(log n) amortised and memory O(live tasks). Not Final: the property tests
-# lower it to exercise compaction.
-_COMPACT_SLACK = 64
-
-
-def make_task_id(topic: str, partition: int, offset: int) -> str:
-    """Return the task id of a record: ``"<topic>/<partition>/<offset>"``."""
-    return f"{topic}/{partition}/{offset}"
-
-
-class _State(enum.IntEnum):
-    """Where a task is; the first three values index the per-state counters."""
-
-    READY = 0  # in a dispatch heap, waiting to be served
-    LEASED = 1  # served; waiting for a result or the lease expiry
-    DELAYED = 2  # NACKed with a short delay; waiting for its due time
-    NEW = 3  # not owned by a buffer yet
-    GONE = 4  # completed or dropped: the buffer forgot it
-
-
-# Module-level aliases: the hot paths would otherwise pay an Enum class attribute lookup each.
-_READY, _LEASED, _DELAYED, _NEW, _GONE = _State
-
-
-@dataclass(slots=True, eq=False)
-class BufferedTask:
-    """One consumed record the orchestrator owns until it is finished or its partition revoked.
-
-    The public fields are set by the caller; the buffer updates ``attempt``,
-    ``delivery_count`` and ``lease_expires``. Equality is identity. Accounted size:
-    ``len(value) + TASK_OVERHEAD_BYTES``, fixed when the task is pushed.
-    """
-
-    task_id: str  # "<topic>/<partition>/<offset>", see make_task_id
-    topic: str
-    partition: int
-    offset: int
-    lane: str  # consumption lane it came from (BUFFER_LANES); decides its memory share
-    priority: Priority  # original SLO class
-    deadline_ms: int  # original SLO deadline, wall-clock ms; never moves
-    ingested_at_ms: int
-    value: bytes  # the serialized record; opaque here
-    attempt: int = 0  # failed attempts; +1 when a delayed (NACKed) task is ready again
-    delivery_count: int = 0  # times served to a processor (a release takes one back)
-    lease_expires: float = 0.0  # monotonic seconds; meaningful only while leased
-    _state: _State = field(default=_State.NEW, init=False, repr=False)
-    _gen: int = field(default=0, init=False, repr=False)  # heap entries with another gen are stale
-    _seq: int = field(default=0, init=False, repr=False)  # push order: FIFO among equal deadlines
-    _size: int = field(default=0, init=False, repr=False)
-    _heap: _LazyHeap | None = field(default=None, init=False, repr=False)  # holds the live entry
-    # The buffer's [ready, leased, delayed, bytes] counters of this task's (lane, class); set by
-    # push (no default: a list per task would be allocated for nothing).
-    _counts: list[int] = field(init=False, repr=False)
-
-
-_Entry = tuple[float, int, int, BufferedTask]  # (key, tie-break, gen, task)
-
-
-class _LazyHeap:
-    """A binary heap of ``_Entry`` with lazy deletion.
-
-    An entry is live while ``entry[2] == task._gen``. A task leaving a heap without being
-    popped (completed, dropped, released, delayed) bumps its gen, so its entry goes stale and
-    ``peek`` skips it; ``discard`` must be called then, keeping ``stale`` exact. Entries are
-    unique by ``(key, order, gen)``, so comparisons never reach the task.
-    """
-
-    __slots__ = ("entries", "stale")
-
-    def __init__(self) -> None:
-        self.entries: list[_Entry] = []
-        self.stale = 0
-
-    def __len__(self) -> int:
-        return len(self.entries) - self.stale
-
-    def push(self, key: float, order: int, task: BufferedTask) -> None:
-        task._heap = self
-        heapq.heappush(self.entries, (key, order, task._gen, task))
-
-    def peek(self) -> _Entry | None:
-        entries = self.entries
-        while entries:
-            top = entries[0]
-            if top[3]._gen == top[2]:
-                return top
-            heapq.heappop(entries)
-            self.stale -= 1
-        return None
-
-    def pop(self) -> BufferedTask:
-        """Pop the top entry; call only right after ``peek`` returned it."""
-        task = heapq.heappop(self.entries)[3]
-        task._heap = None
-        return task
-
-    def discard(self) -> None:
-        self.stale += 1
-        if self.stale > _COMPACT_SLACK and 2 * self.stale > len(self.entries):
-            self.entries = [e for e in self.entries if e[3]._gen == e[2]]
-            heapq.heapify(self.entries)
-            self.stale = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,20 +199,20 @@ class PriorityBuffer:
         self._tasks: dict[str, BufferedTask] = {}
         self._by_partition: dict[tuple[str, int], dict[str, BufferedTask]] = {}
         self._bytes = 0
-        self._ontime = {p: _LazyHeap() for p in _CLASSES}  # may hold late tasks until popped
+        self._ontime = {p: LazyHeap() for p in _CLASSES}  # may hold late tasks until popped
         self._ontime_heaps = tuple(self._ontime.values())
-        self._late = {p: _LazyHeap() for p in _CLASSES}
-        self._offload = {p: _LazyHeap() for p in _CLASSES}
+        self._late = {p: LazyHeap() for p in _CLASSES}
+        self._offload = {p: LazyHeap() for p in _CLASSES}
         # Offloaded tasks past even their grace (key <= now): second-tier work. Kept apart
         # so that an on-time offloaded task is never hidden behind a late one at the top of
         # the same heap (it would then wait in the second tier behind on-time work).
-        self._offload_late = {p: _LazyHeap() for p in _CLASSES}
-        self._leases = _LazyHeap()
-        self._delays = _LazyHeap()
+        self._offload_late = {p: LazyHeap() for p in _CLASSES}
+        self._leases = LazyHeap()
+        self._delays = LazyHeap()
         self._seqs = itertools.count()
         self._served = 0
         self._late_share_served = 0
-        # [ready, leased, delayed, bytes] per (lane, class); the first three indexed by _State.
+        # [ready, leased, delayed, bytes] per (lane, class); the first three indexed by TaskState.
         self._counts = {(lane, p): [0, 0, 0, 0] for lane in shares for p in _CLASSES}
 
     # -- intake and results -------------------------------------------------------------------
@@ -432,7 +340,7 @@ class PriorityBuffer:
                 if task is not None:
                     self._late_share_served += 1
             if task is None:
-                task = _pop_earliest(ontime, self._offload.values(), now_ms)
+                task = pop_earliest(ontime, self._offload.values(), now_ms)
                 if task is None:
                     task = self._pop_second_tier()
                     if task is None:
@@ -572,7 +480,7 @@ class PriorityBuffer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _set_state(self, task: BufferedTask, state: _State) -> None:
+    def _set_state(self, task: BufferedTask, state: TaskState) -> None:
         """Move ``task`` to ``state``: stale its live heap entry, if any; update the counters."""
         heap = task._heap
         if heap is not None:
@@ -625,7 +533,7 @@ class PriorityBuffer:
             if late.peek() is not None:
                 return late.pop()
         # Then offloaded work by key: past its grace first (smaller keys), then on time.
-        return _pop_earliest([*self._offload_late.values(), *self._offload.values()])
+        return pop_earliest([*self._offload_late.values(), *self._offload.values()])
 
     def _account(self, delta: int) -> None:
         self._bytes += delta
@@ -645,35 +553,3 @@ class PriorityBuffer:
         self._next_resume = max(
             (self._resume_below[lane] for lane in self._paused), default=-math.inf
         )
-
-
-def _pop_earliest(
-    heaps: Iterable[_LazyHeap],
-    offload: Iterable[_LazyHeap] = (),
-    now_ms: int = 0,
-) -> BufferedTask | None:
-    """Pop the task with the smallest (key, seq) across ``heaps``; None if all are empty.
-
-    ``offload`` heaps (keyed by deadline + grace) take part only while their top's key is
-    still ahead of ``now_ms``: an offloaded task past even its grace is late work, served by
-    the second tier, and must not pre-empt on-time tasks.
-    """
-    best: _Entry | None = None
-    best_heap = None
-    for heap in heaps:
-        entries = heap.entries
-        while entries:  # heap.peek() inlined: this runs once per heap per task served
-            top = entries[0]
-            if top[3]._gen == top[2]:
-                if best is None or top < best:
-                    best, best_heap = top, heap
-                break
-            heapq.heappop(entries)
-            heap.stale -= 1
-    for heap in offload:
-        candidate = heap.peek()
-        if candidate is None or candidate[0] <= now_ms:
-            continue
-        if best is None or candidate < best:
-            best, best_heap = candidate, heap
-    return None if best_heap is None else best_heap.pop()

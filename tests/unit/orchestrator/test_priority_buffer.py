@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from eventgw.core.clock import FakeClock
 from eventgw.core.envelope import SLO_SECONDS, Priority
-from eventgw.orchestrator import priority_buffer
+from eventgw.orchestrator import task_heaps
 from eventgw.orchestrator.priority_buffer import (
     BUFFER_LANES,
     TASK_OVERHEAD_BYTES,
@@ -565,8 +565,8 @@ class BufferMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         # Compact the lazy heaps after a few stale entries, so the examples exercise it.
-        self.saved_slack = priority_buffer._COMPACT_SLACK
-        priority_buffer._COMPACT_SLACK = 2
+        self.saved_slack = task_heaps._COMPACT_SLACK
+        task_heaps._COMPACT_SLACK = 2
         self.clock = FakeClock()
         self.buffer = PriorityBuffer(
             20_000, now_ms=self.clock.wall_ms, monotonic=self.clock.monotonic, late_share_every=K
@@ -586,7 +586,7 @@ class BufferMachine(RuleBasedStateMachine):
         return len(self.tasks[task_id].value) + TASK_OVERHEAD_BYTES
 
     def teardown(self) -> None:
-        priority_buffer._COMPACT_SLACK = self.saved_slack
+        task_heaps._COMPACT_SLACK = self.saved_slack
 
     def ids_in(self, state: str) -> list[str]:
         return sorted(i for i, s in self.state.items() if s == state)
@@ -758,7 +758,7 @@ class BufferMachine(RuleBasedStateMachine):
     @invariant()
     def every_task_is_in_exactly_one_place(self) -> None:
         buffer = self.buffer
-        heaps: dict[tuple[object, ...], priority_buffer._LazyHeap] = {
+        heaps: dict[tuple[object, ...], task_heaps.LazyHeap] = {
             **{("ready", p, "ontime"): h for p, h in buffer._ontime.items()},
             **{("ready", p, "late"): h for p, h in buffer._late.items()},
             **{("ready", p, "offload"): h for p, h in buffer._offload.items()},

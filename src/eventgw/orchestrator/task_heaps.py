@@ -1,0 +1,155 @@
+"""The tasks the orchestrator buffers, and the lazy-deletion heaps that order them.
+
+`PriorityBuffer` (`eventgw.orchestrator.priority_buffer`) keeps every ready, leased and
+delayed task in heaps of `Entry` tuples. A task that leaves a heap without being popped
+bumps its generation instead of being searched for, which keeps every operation O(log n).
+Pure and not thread-safe, like the buffer.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from eventgw.core.envelope import Priority
+
+# Lazy-deletion heaps are rebuilt once stale entries outnumber live ones (and this slack), so
+# the cost stays O(log n) amortised and memory O(live tasks). Not Final: the property tests
+# lower it to exercise compaction.
+_COMPACT_SLACK = 64
+
+
+def make_task_id(topic: str, partition: int, offset: int) -> str:
+    """Return the task id of a record: ``"<topic>/<partition>/<offset>"``."""
+    return f"{topic}/{partition}/{offset}"
+
+
+class TaskState(enum.IntEnum):
+    """Where a task is; the first three values index the per-state counters."""
+
+    READY = 0  # in a dispatch heap, waiting to be served
+    LEASED = 1  # served; waiting for a result or the lease expiry
+    DELAYED = 2  # NACKed with a short delay; waiting for its due time
+    NEW = 3  # not owned by a buffer yet
+    GONE = 4  # completed or dropped: the buffer forgot it
+
+
+# Module-level aliases: the hot paths would otherwise pay an Enum class attribute lookup each.
+_READY, _LEASED, _DELAYED, _NEW, _GONE = TaskState
+
+
+@dataclass(slots=True, eq=False)
+class BufferedTask:
+    """One consumed record the orchestrator owns until it is finished or its partition revoked.
+
+    The public fields are set by the caller; the buffer updates ``attempt``,
+    ``delivery_count`` and ``lease_expires``. Equality is identity. Accounted size:
+    ``len(value) + TASK_OVERHEAD_BYTES``, fixed when the task is pushed.
+    """
+
+    task_id: str  # "<topic>/<partition>/<offset>", see make_task_id
+    topic: str
+    partition: int
+    offset: int
+    lane: str  # consumption lane it came from (BUFFER_LANES); decides its memory share
+    priority: Priority  # original SLO class
+    deadline_ms: int  # original SLO deadline, wall-clock ms; never moves
+    ingested_at_ms: int
+    value: bytes  # the serialized record; opaque here
+    attempt: int = 0  # failed attempts; +1 when a delayed (NACKed) task is ready again
+    delivery_count: int = 0  # times served to a processor (a release takes one back)
+    lease_expires: float = 0.0  # monotonic seconds; meaningful only while leased
+    _state: TaskState = field(default=TaskState.NEW, init=False, repr=False)
+    _gen: int = field(default=0, init=False, repr=False)  # heap entries with another gen are stale
+    _seq: int = field(default=0, init=False, repr=False)  # push order: FIFO among equal deadlines
+    _size: int = field(default=0, init=False, repr=False)
+    _heap: LazyHeap | None = field(default=None, init=False, repr=False)  # holds the live entry
+    # The buffer's [ready, leased, delayed, bytes] counters of this task's (lane, class); set by
+    # push (no default: a list per task would be allocated for nothing).
+    _counts: list[int] = field(init=False, repr=False)
+
+
+Entry = tuple[float, int, int, BufferedTask]  # (key, tie-break, gen, task)
+
+
+class LazyHeap:
+    """A binary heap of `Entry` with lazy deletion.
+
+    An entry is live while ``entry[2] == task._gen``. A task leaving a heap without being
+    popped (completed, dropped, released, delayed) bumps its gen, so its entry goes stale and
+    ``peek`` skips it; ``discard`` must be called then, keeping ``stale`` exact. Entries are
+    unique by ``(key, order, gen)``, so comparisons never reach the task.
+    """
+
+    __slots__ = ("entries", "stale")
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.stale = 0
+
+    def __len__(self) -> int:
+        return len(self.entries) - self.stale
+
+    def push(self, key: float, order: int, task: BufferedTask) -> None:
+        task._heap = self
+        heapq.heappush(self.entries, (key, order, task._gen, task))
+
+    def peek(self) -> Entry | None:
+        entries = self.entries
+        while entries:
+            top = entries[0]
+            if top[3]._gen == top[2]:
+                return top
+            heapq.heappop(entries)
+            self.stale -= 1
+        return None
+
+    def pop(self) -> BufferedTask:
+        """Pop the top entry; call only right after ``peek`` returned it."""
+        task = heapq.heappop(self.entries)[3]
+        task._heap = None
+        return task
+
+    def discard(self) -> None:
+        self.stale += 1
+        if self.stale > _COMPACT_SLACK and 2 * self.stale > len(self.entries):
+            self.entries = [e for e in self.entries if e[3]._gen == e[2]]
+            heapq.heapify(self.entries)
+            self.stale = 0
+
+
+def pop_earliest(
+    heaps: Iterable[LazyHeap],
+    offload: Iterable[LazyHeap] = (),
+    now_ms: int = 0,
+) -> BufferedTask | None:
+    """Pop the task with the smallest (key, seq) across ``heaps``; None if all are empty.
+
+    ``offload`` heaps (keyed by deadline + grace) take part only while their top's key is
+    still ahead of ``now_ms``: an offloaded task past even its grace is late work, served by
+    the second tier, and must not pre-empt on-time tasks.
+    """
+    best: Entry | None = None
+    best_heap = None
+    for heap in heaps:
+        entries = heap.entries
+        while entries:  # heap.peek() inlined: this runs once per heap per task served
+            top = entries[0]
+            if top[3]._gen == top[2]:
+                if best is None or top < best:
+                    best, best_heap = top, heap
+                break
+            heapq.heappop(entries)
+            heap.stale -= 1
+    for heap in offload:
+        candidate = heap.peek()
+        if candidate is None or candidate[0] <= now_ms:
+            continue
+        if best is None or candidate < best:
+            best, best_heap = candidate, heap
+    return None if best_heap is None else best_heap.pop()
