@@ -118,14 +118,14 @@ class IngestService:
         publish = self._publish
         publish_prepared: PreparedPublishFn | None = None
         embedded: PublisherParts | None = None
-        if publish is None and s.embedded_publisher:
-            embedded = PublisherParts(self.settings, self.metrics)
-            publish_prepared = (await embedded.open()).publish_prepared
-        elif publish is None:
-            client = PublisherClient(s.publisher_target, s.publish_timeout_s)
-            await client.open()
-            publish = client.publish
         try:
+            if publish is None and s.embedded_publisher:
+                embedded = PublisherParts(self.settings, self.metrics)
+                publish_prepared = (await embedded.open()).publish_prepared
+            elif publish is None:
+                client = PublisherClient(s.publisher_target, s.publish_timeout_s)
+                await client.open()
+                publish = client.publish
             await self._serve(ready, stop, publish, publish_prepared, embedded)
         finally:
             if client is not None:
