@@ -1,0 +1,104 @@
+"""The Kubernetes manifests start processes whose settings validate.
+
+No cluster runs here, so this is the static half of exercising deploy/k8s: every container
+runs a real `eventgw` subcommand; the settings each container would load (the ConfigMap's
+TOML plus its ``EVENTGW_*`` environment, secrets as placeholders) pass the same validation
+as at start-up; and the ports the manifests probe and expose are the ports those settings
+bind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from eventgw.cli.main import build_parser
+from eventgw.config.settings import EventGwSettings, load_settings
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
+SECRET_PLACEHOLDER = "secret-from-kubernetes"
+
+
+def _documents() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(DEPLOY.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def _config_map() -> dict[str, str]:
+    (cm,) = [d for d in _documents() if d["kind"] == "ConfigMap"]
+    data: dict[str, str] = cm["data"]
+    return data
+
+
+def _containers() -> list[tuple[str, dict[str, Any]]]:
+    """(workload name, container) of every Deployment and StatefulSet."""
+    return [
+        (d["metadata"]["name"], c)
+        for d in _documents()
+        if d["kind"] in ("Deployment", "StatefulSet")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+CONTAINERS = _containers()
+
+
+def _settings_for(
+    container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp: Path
+) -> EventGwSettings:
+    settings_file = tmp / "settings.toml"
+    settings_file.write_text(_config_map()["settings.toml"])
+    for name in [n for n in os.environ if n.startswith("EVENTGW_")]:
+        monkeypatch.delenv(name)
+    for env in container.get("env", []):
+        if env["name"].startswith("EVENTGW_"):
+            value = env.get("value")
+            if value is None:  # valueFrom: a Secret or the pod's own fields
+                value = "0" if env["name"].endswith("__INDEX") else SECRET_PLACEHOLDER
+            monkeypatch.setenv(env["name"], str(value))
+    return load_settings(settings_file)
+
+
+def test_the_config_map_holds_valid_toml_and_json() -> None:
+    data = _config_map()
+    tomllib.loads(data["settings.toml"])
+    json.loads(data["dynamic.json"])
+    assert len(CONTAINERS) >= 5
+
+
+@pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
+def test_every_container_runs_a_subcommand_whose_settings_validate(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    args = build_parser().parse_args(container["args"])
+    assert args.command in {"ingest", "publisher", "failed-writes", "orchestrator", "processor"}
+    _settings_for(container, monkeypatch, tmp_path)  # raises ConfigError naming the field
+
+
+@pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
+def test_exposed_and_probed_ports_are_the_ports_the_settings_bind(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s = _settings_for(container, monkeypatch, tmp_path)
+    command = build_parser().parse_args(container["args"]).command
+    bound = {
+        "ingest": {s.ingest.http_port, s.ingest.grpc_port},
+        "publisher": {s.publisher.grpc_port, s.publisher.liveness_port, s.publisher.metrics_port},
+        "failed-writes": {s.recovery.metrics_port},
+        "orchestrator": {s.orchestrator.grpc_port, s.orchestrator.metrics_port},
+        "processor": {s.processor.metrics_port},
+    }[command]
+    named = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    assert set(named.values()) <= bound, f"{name} exposes ports nothing binds"
+    for probe in ("readinessProbe", "livenessProbe"):
+        port = container.get(probe, {}).get("httpGet", {}).get("port")
+        if port is not None:
+            assert named.get(port, port) in bound, f"{name} {probe} on a port nothing serves"
