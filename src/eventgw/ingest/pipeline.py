@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from eventgw.publisher.prep import PreparedEvent
 
 PublishFn = Callable[[bytes], Awaitable[pb.PublishResponse]]
-"""Sends a batch to the prep publisher (gRPC client, or the in-process publisher).
+"""Sends a batch to the prep publisher as a serialized request (the gRPC client).
 
 It takes a serialized ``PublishRequest``, which the pipeline writes directly (see
 `eventgw.ingest.wire`), and returns the ``PublishResponse``: either one result per event
-or, since the request sets ``accept_published_batch``, a ``published_batch``. The
-in-process publisher is `EmbeddedPrepPublisher.publish_request`.
+or, since the request sets ``accept_published_batch``, a ``published_batch``. Any function
+of that shape works, e.g. `EmbeddedPrepPublisher.publish_request`; a co-located ingest
+uses `PreparedPublishFn` instead, which skips the serialization.
 """
 
 PreparedPublishFn = Callable[[list["PreparedEvent"]], Awaitable[pb.PublishResponse]]
