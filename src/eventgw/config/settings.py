@@ -386,6 +386,11 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         message = str(err["msg"]).removeprefix("Value error, ")
-        if not field:  # a model-level check: its message starts with "<field>: "
-            field, _, message = message.partition(": ")
+        # A model-level check's message starts with "<field>: ": at the top level that is the
+        # whole field; in a section (e.g. ingest) it names the field within the section.
+        name, sep, rest = message.partition(": ")
+        if not field:
+            field, message = name, rest
+        elif sep and name.isidentifier():
+            field, message = f"{field}.{name}", rest
         raise ConfigError(field or "settings", message) from exc

@@ -300,3 +300,19 @@ def test_ingest_limits_have_floors() -> None:
         IngestSettings(max_payload_bytes=1)
     with pytest.raises(pydantic.ValidationError, match="max_events_per_request"):
         IngestSettings(max_events_per_request=0)
+
+
+def test_ingest_workers_need_fixed_ports(tmp_path: Path) -> None:
+    with pytest.raises(pydantic.ValidationError, match="workers: more than one worker"):
+        IngestSettings(workers=2, http_port=0)
+    with pytest.raises(pydantic.ValidationError, match="workers: more than one worker"):
+        IngestSettings(workers=2, grpc_port=0)
+    with pytest.raises(pydantic.ValidationError, match="workers"):
+        IngestSettings(workers=0)
+    assert IngestSettings(workers=2).workers == 2
+    assert IngestSettings(workers=1, http_port=0).http_port == 0  # one process may take any port
+    path = write(tmp_path, "[ingest]\nworkers = 3\nhttp_port = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.field == "ingest.workers"
+    assert info.value.message.startswith("more than one worker needs fixed")
