@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +90,4 @@ def worker_argv() -> list[str]:
 
 def is_reuse_port_supported() -> bool:
     """SO_REUSEPORT exists on this platform (Linux, BSDs, macOS)."""
-    import socket
-
     return hasattr(socket, "SO_REUSEPORT") and os.name == "posix"
