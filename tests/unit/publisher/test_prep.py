@@ -210,3 +210,48 @@ async def test_anything_but_one_fully_published_group_is_answered_per_event(
     assert not response.HasField("published_batch")
     assert [r.status for r in response.results] == statuses
     assert [r.event_id for r in response.results] == [e.event_id for e in events]
+
+
+def prepared(i: int, lane: str = "p20") -> tuple[str, str, str, str, tuple]:
+    """What a co-located ingest hands over: the record it built for event ``i``."""
+    event = ev(i, payload=b'{"n":%d}' % i, slo_deadline_ms=1_000 + i)
+    record = (event.company_id.encode(), event.SerializeToString(), [("h", b"v")])
+    return event.event_id, event.company_id, event.source_name, lane, record
+
+
+@pytest.mark.parametrize(
+    ("fails", "status"),
+    [
+        ({"lane_fail": True}, pb.FAILED_WRITES),
+        ({"lane_fail": True, "fw_fail": True}, pb.BACKED_UP),
+        ({"lane_fail": True, "fw_fail": True, "store_fail": True}, pb.FAILED),
+    ],
+)
+async def test_co_located_records_take_the_same_dual_failure_capture(fails, status):
+    """publish_prepared: a failed write is captured as the event it was, with its intent."""
+    pub, _, fw, store = make(**fails)
+    response = await pub.publish_prepared([prepared(1), prepared(2)])
+    assert not response.HasField("published_batch")
+    assert [(r.event_id, r.status) for r in response.results] == [("e1", status), ("e2", status)]
+    captured = [pb.EventData.FromString(v) for _, _, v, _ in fw.sent] or [
+        pb.EventData.FromString(v) for values in store.objects.values() for v in values
+    ]
+    if status == pb.FAILED:
+        assert not captured  # nothing took them: the sender is told to retry
+        return
+    assert [(e.event_id, e.payload, e.slo_deadline_ms) for e in captured] == [
+        ("e1", b'{"n":1}', 1_001),
+        ("e2", b'{"n":2}', 1_002),
+    ]
+    assert {(e.intended_cluster, e.intended_topic) for e in captured} == {
+        ("primary", TopicSettings().p20)
+    }
+
+
+async def test_co_located_records_are_published_as_given():
+    pub, producers, _, _ = make()
+    response = await pub.publish_prepared([prepared(1), prepared(2, lane="p30")])
+    assert [r.status for r in response.results] == [pb.PUBLISHED] * 2
+    [(_, key, value, headers)] = producers["primary", "p30"].sent
+    assert (key, headers) == (b"c2", {"h": b"v"})
+    assert value == prepared(2)[4][1]  # the bytes ingest built, not a re-serialization
