@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-    from eventgw.config.settings import EventGwSettings
+    from eventgw.config.settings import EventGwSettings, KafkaClusterSettings
 
 
 def _clusters(which: str) -> list[str]:
@@ -88,14 +88,19 @@ def cmd_kafka(args: argparse.Namespace, settings: EventGwSettings) -> int:
     return 0
 
 
-def _bootstraps(settings: EventGwSettings, which: str) -> dict[str, str]:
+def _configured(settings: EventGwSettings, which: str) -> dict[str, KafkaClusterSettings]:
+    """The configured clusters named by ``which`` (``all`` or one name)."""
     k = settings.kafka
-    out = {"primary": k.primary.bootstrap_servers}
+    out = {"primary": k.primary}
     if k.rollout is not None:
-        out["rollout"] = k.rollout.bootstrap_servers
+        out["rollout"] = k.rollout
     if k.fallback is not None:
-        out["fallback"] = k.fallback.bootstrap_servers
-    return out if which == "all" else {which: out[which]}
+        out["fallback"] = k.fallback
+    if which == "all":
+        return out
+    if which not in out:
+        raise ConfigError(f"kafka.{which}", "not configured")
+    return {which: out[which]}
 
 
 def create_topics(settings: EventGwSettings, which: str = "all") -> dict[str, list[str]]:
@@ -103,23 +108,23 @@ def create_topics(settings: EventGwSettings, which: str = "all") -> dict[str, li
     t = settings.topics
     specs = [TopicSpec(name, t.partitions) for name in t.all_topics()]
     return {
-        cluster: ensure_topics(bootstrap, specs)
-        for cluster, bootstrap in _bootstraps(settings, which).items()
+        name: ensure_topics(cluster, specs)
+        for name, cluster in _configured(settings, which).items()
     }
 
 
 def cmd_topics(args: argparse.Namespace, settings: EventGwSettings) -> int:
     """``eventgw topics create|list``."""
     if args.action == "create":
-        for cluster, created in create_topics(settings, args.cluster).items():
+        for name, created in create_topics(settings, args.cluster).items():
             print(
-                f"{cluster}: created {len(created)} topics"
+                f"{name}: created {len(created)} topics"
                 + (f": {', '.join(created)}" if created else " (all existed)")
             )
     else:
-        for cluster, bootstrap in _bootstraps(settings, args.cluster).items():
-            for name in sorted(list_topics(bootstrap)):
-                print(f"{cluster}\t{name}")
+        for name, cluster in _configured(settings, args.cluster).items():
+            for topic in sorted(list_topics(cluster)):
+                print(f"{name}\t{topic}")
     return 0
 
 

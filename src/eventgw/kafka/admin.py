@@ -16,8 +16,12 @@ from confluent_kafka import KafkaError, KafkaException
 # The documented import path; confluent_kafka.admin re-exports NewTopic without __all__.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from eventgw.kafka.client_config import cluster_config
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from eventgw.config.settings import KafkaClusterSettings
 
 logger = logging.getLogger(__name__)
 
@@ -42,25 +46,40 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
 
 
-def _admin(bootstrap: str) -> AdminClient:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        # A dead broker must surface within the caller's timeout, not after librdkafka's
-        # default 30 s connection setup.
-        "socket.connection.setup.timeout.ms": 5000,
-        "reconnect.backoff.max.ms": 1000,
-        # librdkafka prints every failed connect to stderr (20 lines a second against a stopped
-        # broker). Failures reach the caller as KafkaException, so keep only critical logs.
-        "log_level": 2,
-    }
-    return AdminClient(conf)
+def _admin(cluster: str | KafkaClusterSettings) -> AdminClient:
+    return AdminClient(admin_config(cluster))
+
+
+def admin_config(cluster: str | KafkaClusterSettings) -> dict[str, Any]:
+    """The admin client's properties for ``cluster``: a bare ``host:port`` (local brokers,
+    tests) or a configured cluster, whose security settings (SASL/SSL) and
+    ``client_overrides`` apply as to its other clients."""
+    conf: dict[str, Any]
+    if isinstance(cluster, str):
+        conf = {
+            "bootstrap.servers": cluster,
+            # A dead broker must surface within the caller's timeout, not after librdkafka's
+            # default 30 s connection setup.
+            "socket.connection.setup.timeout.ms": 5000,
+            # librdkafka prints every failed connect to stderr (20 lines a second against a
+            # stopped broker). Failures reach the caller as KafkaException: critical logs only.
+            "log_level": 2,
+        }
+    else:  # the same connection and security properties as the cluster's other clients
+        conf = {**cluster_config(cluster), **cluster.client_overrides}
+    conf["reconnect.backoff.max.ms"] = 1000
+    return conf
+
+
+def _bootstrap(cluster: str | KafkaClusterSettings) -> str:
+    return cluster if isinstance(cluster, str) else cluster.bootstrap_servers
 
 
 def _remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def list_topics(bootstrap: str, timeout_s: float = 10) -> set[str]:
+def list_topics(cluster: str | KafkaClusterSettings, timeout_s: float = 10) -> set[str]:
     """Return the names of all topics in the cluster, internal ones (``__*``) included.
 
     Blocking: up to ``timeout_s``.
@@ -68,13 +87,13 @@ def list_topics(bootstrap: str, timeout_s: float = 10) -> set[str]:
     Raises:
         confluent_kafka.KafkaException: The metadata request failed or timed out.
     """
-    metadata = _admin(bootstrap).list_topics(timeout=timeout_s)
+    metadata = _admin(cluster).list_topics(timeout=timeout_s)
     return set(metadata.topics)
 
 
-def partition_count(bootstrap: str, topic: str, timeout_s: float = 10) -> int:
+def partition_count(cluster: str | KafkaClusterSettings, topic: str, timeout_s: float = 10) -> int:
     """Number of partitions of ``topic`` (0 when it does not exist). Blocking."""
-    metadata = _admin(bootstrap).list_topics(topic=topic, timeout=timeout_s)
+    metadata = _admin(cluster).list_topics(topic=topic, timeout=timeout_s)
     meta = metadata.topics.get(topic)
     if meta is None or meta.error is not None:
         return 0
@@ -107,7 +126,9 @@ def _wait_until_served(admin: AdminClient, specs: Sequence[TopicSpec], deadline:
         time.sleep(_METADATA_POLL_S)
 
 
-def ensure_topics(bootstrap: str, topics: Sequence[TopicSpec], timeout_s: float = 30) -> list[str]:
+def ensure_topics(
+    cluster: str | KafkaClusterSettings, topics: Sequence[TopicSpec], timeout_s: float = 30
+) -> list[str]:
     """Create the topics that do not exist yet; existing ones are left unchanged.
 
     Idempotent and safe to race: a topic created concurrently by someone else
@@ -118,7 +139,7 @@ def ensure_topics(bootstrap: str, topics: Sequence[TopicSpec], timeout_s: float 
     ``timeout_s``.
 
     Args:
-        bootstrap: ``bootstrap.servers`` of the cluster.
+        cluster: ``bootstrap.servers`` of the cluster, or its settings (security included).
         topics: The topics that must exist.
         timeout_s: The deadline for the whole call.
 
@@ -131,7 +152,7 @@ def ensure_topics(bootstrap: str, topics: Sequence[TopicSpec], timeout_s: float 
         TimeoutError: The created topics did not get leaders within ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
-    admin = _admin(bootstrap)
+    admin = _admin(cluster)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     # The admin API rejects a request naming a topic twice; the first spec for a name wins.
     unique: dict[str, TopicSpec] = {}
@@ -160,18 +181,22 @@ def ensure_topics(bootstrap: str, topics: Sequence[TopicSpec], timeout_s: float 
         created.append(spec.name)
     _wait_until_served(admin, [spec for spec in missing if spec.name in created], deadline)
     if created:
-        logger.info("kafka.topics.created bootstrap=%s topics=%s", bootstrap, ",".join(created))
+        logger.info(
+            "kafka.topics.created bootstrap=%s topics=%s", _bootstrap(cluster), ",".join(created)
+        )
     return created
 
 
-def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 30) -> list[str]:
+def delete_topics(
+    cluster: str | KafkaClusterSettings, names: Sequence[str], timeout_s: float = 30
+) -> list[str]:
     """Delete the named topics; names that do not exist are ignored.
 
     Blocking: until the controller has accepted the deletions, at most ``timeout_s``. The
     partitions' files are removed by the broker asynchronously afterwards.
 
     Args:
-        bootstrap: ``bootstrap.servers`` of the cluster.
+        cluster: ``bootstrap.servers`` of the cluster, or its settings (security included).
         names: The topics to delete.
         timeout_s: The deadline for the whole call.
 
@@ -187,7 +212,7 @@ def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 30) -
         return []
     deadline = time.monotonic() + timeout_s
     # The client must outlive the futures: destroying it fails them with _DESTROY.
-    admin = _admin(bootstrap)
+    admin = _admin(cluster)
     futures = admin.delete_topics(unique, operation_timeout=timeout_s, request_timeout=timeout_s)
     deleted: list[str] = []
     for name in unique:
@@ -200,5 +225,7 @@ def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 30) -
             raise
         deleted.append(name)
     if deleted:
-        logger.info("kafka.topics.deleted bootstrap=%s topics=%s", bootstrap, ",".join(deleted))
+        logger.info(
+            "kafka.topics.deleted bootstrap=%s topics=%s", _bootstrap(cluster), ",".join(deleted)
+        )
     return deleted

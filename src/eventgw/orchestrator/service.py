@@ -70,7 +70,7 @@ class OrchestratorService:
         s = self.settings
         o = s.orchestrator
         bootstrap = s.kafka.primary.bootstrap_servers
-        existing = list_topics(bootstrap)
+        existing = list_topics(s.kafka.primary)
         needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS]
         needed += [s.topics.response, s.topics.flow_control]
         missing = [t for t in needed if t not in existing]
@@ -78,7 +78,7 @@ class OrchestratorService:
             raise ConfigError(
                 "topics", f"missing on {bootstrap}: {missing} (eventgw topics create)"
             )
-        partitions = partition_count(bootstrap, s.topics.response)
+        partitions = partition_count(s.kafka.primary, s.topics.response)
         if partitions < o.number_of_replicas:
             raise ConfigError(
                 "orchestrator.number_of_replicas",
