@@ -400,6 +400,20 @@ async def test_grpc_non_utf8_string_field_is_invalid_argument(stack: RunningStac
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
 
 
+async def send_oversized_grpc(stack: RunningStack) -> grpc.aio.AioRpcError:
+    """An Ingest request over max_body_bytes (the HTTP body limit holds for gRPC too)."""
+    request = pb.IngestRequest(
+        events=[gev(company_id="huge", payload_json=b'"' + b"x" * MAX_BODY + b'"')]
+    )
+    assert request.ByteSize() > MAX_BODY
+    return await grpc_error(stack.ingest_grpc, request)
+
+
+async def test_grpc_request_over_the_body_limit_is_resource_exhausted(stack: RunningStack) -> None:
+    err = await send_oversized_grpc(stack)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+
+
 # --- "changes nothing" ----------------------------------------------------------------------
 
 
@@ -411,6 +425,7 @@ async def test_bad_input_writes_nothing(stack: RunningStack) -> None:
     for _, request, field_path in GRPC_CASES:
         await check_grpc_case(stack.ingest_grpc, request, field_path)
     await send_non_utf8_grpc(stack)
+    await send_oversized_grpc(stack)
 
     bootstrap = stack.settings.kafka.primary.bootstrap_servers
     topics = stack.settings.topics

@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.errors import InvalidEvent, RetriableError
+from eventgw.core.errors import EventGwError, InvalidEvent
 from eventgw.ingest.validation import validate_grpc_event
 from eventgw.ingest.wire import ingest_response
 
@@ -77,7 +77,12 @@ class IngestServicer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             outcome = await self._pipeline.ingest(events)
-        except RetriableError as exc:
+        except InvalidEvent as exc:
+            # The publisher refused what ingest accepted (a version skew): not a retry case,
+            # and a client must not capture it in its fallbacks (as HTTP answers 400).
+            logger.error("ingest.publisher_refused field=%s error=%s", exc.field, exc.message)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except EventGwError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not durable, retry: {exc}")
         if not outcome.all_durable_or_rejected:
             failed = [r[0] for r in outcome.results if r[4] == pb.FAILED]  # event_id, status

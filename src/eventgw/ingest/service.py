@@ -17,7 +17,7 @@ from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.grpc_api import IngestServicer, add_to_server
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
-from eventgw.ingest.publisher_client import GRPC_OPTIONS, PublisherClient
+from eventgw.ingest.publisher_client import PublisherClient
 from eventgw.ingest.scheduler import Scheduler
 from eventgw.metrics.backend import Metrics
 from eventgw.publisher.service import PublisherParts
@@ -170,9 +170,17 @@ class IngestService:
             date_header=False,
         )
         http = _Uvicorn(config)
-        # gRPC core binds with SO_REUSEPORT unless told not to: only workers share a port.
-        reuse = [("grpc.so_reuseport", 1 if self._reuse_port else 0)]
-        grpc_server = grpc.aio.server(options=[*GRPC_OPTIONS, *reuse])
+        grpc_server = grpc.aio.server(
+            options=[
+                # The same bounds as HTTP: a request no larger than max_body_bytes, at most
+                # max_in_flight_requests at once (more answer RESOURCE_EXHAUSTED).
+                ("grpc.max_receive_message_length", s.max_body_bytes),
+                ("grpc.max_send_message_length", 64 << 20),
+                # gRPC core binds with SO_REUSEPORT unless told not to: only workers share.
+                ("grpc.so_reuseport", 1 if self._reuse_port else 0),
+            ],
+            maximum_concurrent_rpcs=s.max_in_flight_requests,
+        )
         add_to_server(IngestServicer(s, pipeline), grpc_server)
         try:
             self.grpc_port = grpc_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")

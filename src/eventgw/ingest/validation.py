@@ -131,8 +131,19 @@ def decode_http_body(body: bytes, *, max_events: int, max_payload_bytes: int) ->
     parsed = lenient if lenient is not None and _patterns_match(lenient) else _decode_strict(body)
     if parsed.events is not None:
         events: Sequence[_LenientEvent | HttpEvent] = parsed.events
-        if parsed.company_id is not None or parsed.source_name is not None:
-            raise InvalidEvent("events", 'send either one event or {"events": [...]}, not both')
+        # A top-level event field beside "events" would be silently ignored: refuse it.
+        single = (
+            ("company_id", parsed.company_id is not None),
+            ("source_name", parsed.source_name is not None),
+            ("statistic_key", parsed.statistic_key != ""),
+            ("payload", parsed.payload is not _NULL),
+            ("event_id", parsed.event_id is not None),
+        )
+        stray = next((name for name, given in single if given), None)
+        if stray is not None:
+            raise InvalidEvent(
+                "events", f'send either one event or {{"events": [...]}}, not both ({stray})'
+            )
         if not events:
             raise InvalidEvent("events", "must contain at least one event")
         if len(events) > max_events:

@@ -140,6 +140,12 @@ BAD_BODIES: list[tuple[str, bytes, type[InvalidEvent], str]] = [
     ("events empty", js({"events": []}), InvalidEvent, "events"),
     ("events and company_id", js({"events": [ev()], "company_id": "a"}), InvalidEvent, "events"),
     ("events and source_name", js({"events": [ev()], "source_name": "a"}), InvalidEvent, "events"),
+    # A top-level event_id (idempotency key) or payload beside "events" must not vanish.
+    ("events and event_id", js({"events": [ev()], "event_id": "k1"}), InvalidEvent, "events"),
+    ("events and payload", js({"events": [ev()], "payload": {"k": 1}}), InvalidEvent, "events"),
+    ("events and null payload", js({"events": [ev()], "payload": None}), InvalidEvent, "events"),
+    ("events and statistic_key", js({"events": [ev()], "statistic_key": "k"}), InvalidEvent,
+     "events"),
     ("too many events", js({"events": [ev()] * (MAX_EVENTS + 1)}), PayloadTooLarge, "events"),
     ("event not an object", js({"events": [ev(), 3]}), InvalidEvent, "events[1]"),
     ("unknown field in event", js({"events": [ev(), ev(), ev(x=1)]}), InvalidEvent, "events[2].x"),
