@@ -14,6 +14,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+import confluent_kafka
 import psutil
 import pytest
 
@@ -145,6 +146,37 @@ async def test_end_to_end_every_event_processed_and_committed(
     assert by_lane["P10"]["processed"] == sum(1 for e in lanes if e.priority == pb.P10)
     assert by_lane["offload"]["processed"] == 100
     assert all(ln["buffered"] == 0 and ln["in_flight"] == 0 for ln in stats["lanes"])
+
+
+async def test_an_undecodable_record_goes_to_the_dlq_and_the_rest_flows(
+    kafka_broker: LocalBroker, topics: TopicSettings
+) -> None:
+    """A lane record that is not an EventData: DLQ'd as it is, committed, processors unharmed."""
+    bootstrap = kafka_broker.bootstrap
+    before = [make_event(f"undec-a-{i}", Priority.P20) for i in range(50)]
+    after = [make_event(f"undec-b-{i}", Priority.P20) for i in range(50)]
+    await asyncio.to_thread(produce, bootstrap, topics, before)
+    garbage = b"\xff\xfe not protobuf \x00\x01"
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topics.p20, garbage, b"garbage-key", partition=0)
+    assert producer.flush(10) == 0
+    await asyncio.to_thread(produce, bootstrap, topics, after)
+    settings = read_settings(bootstrap, topics)
+    orchestrator = OrchestratorService(settings)
+    recorder = Recorder()
+    async with running(orchestrator):
+        processor = processor_for(settings, [orchestrator_address(orchestrator)], recorder)
+        async with running(processor):
+            await recorder.wait_for(lambda: recorder.distinct >= 100, 30, "every event")
+            lag = await wait_lag_zero(
+                bootstrap, settings.orchestrator.group_id, lane_topics(topics)
+            )
+    assert set(recorder.counts) == {e.event_id for e in before + after}
+    assert set(lag.values()) == {0}, "the undecodable record's offset is committed too"
+    dlq = await asyncio.to_thread(read_records, bootstrap, topics.dlq, expect=1)
+    assert [r.value for r in dlq] == [garbage]
+    assert dlq[0].headers[H_ORIGINAL_TOPIC] == topics.p20.encode()
+    assert dlq[0].headers[H_LAST_ERROR].startswith(b"undecodable")
 
 
 # -- 7. dry run --------------------------------------------------------------------------------

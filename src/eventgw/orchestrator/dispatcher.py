@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.envelope import (
@@ -35,12 +35,13 @@ from eventgw.core.envelope import (
     header_value,
 )
 from eventgw.orchestrator.ack_tracker import AckTracker
-from eventgw.orchestrator.priority_buffer import BufferedTask, PriorityBuffer
+from eventgw.orchestrator.priority_buffer import BufferedTask, PriorityBuffer, make_task_id
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
 
     from eventgw.config.settings import OrchestratorSettings, TopicSettings
+    from eventgw.core.envelope import Headers
     from eventgw.kafka.consumer import ConsumedRecord
     from eventgw.kafka.producer import Delivery, Record
 
@@ -123,7 +124,7 @@ class Dispatcher:
     # -- intake -------------------------------------------------------------------------
 
     def add_records(self, records: Sequence[ConsumedRecord]) -> int:
-        """Buffer consumed records; returns how many were added (undecodable → DLQ later)."""
+        """Buffer consumed records; returns how many were added (undecodable → the DLQ)."""
         added = 0
         for r in records:
             lane = self.lane_of_topic.get(r.topic)
@@ -134,10 +135,14 @@ class Dispatcher:
             try:
                 event.ParseFromString(r.value)
             except Exception:  # noqa: BLE001  (protobuf raises several DecodeError types)
-                event = pb.EventData(event_id=f"undecodable-{r.topic}-{r.partition}-{r.offset}")
+                # Not an event: no processor can take it (it would not even parse the batch).
+                # To the DLQ as it is; the offset is committed once Kafka confirmed that.
+                self.tracker.track(r.topic, r.partition, r.offset)
+                self._in_background(self._dead_letter_undecodable(r, lane))
+                continue
             priority = _PRIORITY_OF.get(event.priority, _P10)
             task = BufferedTask(
-                task_id=f"{r.topic}/{r.partition}/{r.offset}",
+                task_id=make_task_id(r.topic, r.partition, r.offset),
                 topic=r.topic,
                 partition=r.partition,
                 offset=r.offset,
@@ -253,10 +258,46 @@ class Dispatcher:
         if outgoing:
             # The tasks stay leased (not served again) until Kafka confirmed the write.
             self._writing.update(task.task_id for task, _, _ in outgoing)
-            write = asyncio.ensure_future(self._write_out(outgoing))
-            self._pending_writes.add(write)
-            write.add_done_callback(self._pending_writes.discard)
+            self._in_background(self._write_out(outgoing))
         return accepted, stale
+
+    def _in_background(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run a retry/DLQ write as a task that `wait_writes` (the drain) waits for."""
+        future = asyncio.ensure_future(write)
+        self._pending_writes.add(future)
+        future.add_done_callback(self._pending_writes.discard)
+
+    async def _dead_letter_undecodable(self, r: ConsumedRecord, lane: str) -> None:
+        """Write a record that is not an ``EventData`` to the DLQ unchanged, then finish it.
+
+        Retried with a capped backoff until Kafka confirms: the offset stays unfinished (not
+        committed) meanwhile, so the record is never lost (at-least-once).
+        """
+        headers: Headers = [
+            (H_ORIGINAL_TOPIC, r.topic.encode()),
+            (H_LAST_ERROR, b"undecodable: not an eventgw EventData"),
+        ]
+        record = (r.key or b"", r.value, headers)
+        logger.warning(
+            "orchestrator.undecodable topic=%s partition=%d offset=%d (to the DLQ)",
+            r.topic,
+            r.partition,
+            r.offset,
+        )
+        backoff_s = 0.5
+        while True:
+            try:
+                (delivery,) = await self._producer.send(self._topics.dlq, [record])
+                error = delivery.error
+            except Exception as exc:  # noqa: BLE001  (retried below; the offset stays unfinished)
+                error = repr(exc)
+            if not error:
+                break
+            logger.warning("orchestrator.undecodable_dlq_failed error=%s", error)
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(30.0, backoff_s * 2)
+        if self.tracker.finish(r.topic, r.partition, r.offset):
+            self.counters[lane].dead_lettered += 1
 
     def _finish(self, task: BufferedTask) -> None:
         self._origin.pop(task.task_id, None)

@@ -112,6 +112,10 @@ class BatchClient:
             ) from exc
         except grpc.aio.AioRpcError as exc:
             raise self._unavailable(target, exc) from exc
+        if response is None:  # grpc.aio answers None for a response it could not parse
+            raise OrchestratorUnavailable(
+                self.targets[target], "INTERNAL", "GetBatch answer could not be parsed"
+            )
         return response
 
     async def ack(self, target: int, results: Sequence[pb.TaskResult]) -> pb.AckResponse:
