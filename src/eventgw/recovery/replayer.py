@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.envelope import (
+    H_LAST_ERROR,
     LANE_OF_PRIORITY,
     SLO_SECONDS,
     Priority,
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_UNDECODABLE = ((H_LAST_ERROR, b"undecodable: not an eventgw EventData"),)
+
 
 class Producer(Protocol):
     """What the replayer needs from a producer (`BatchProducer`)."""
@@ -38,6 +41,9 @@ class Replayer:
     Records captured by the publisher carry ``intended_topic``/``intended_cluster``. Records
     captured by the client library (service down) carry neither: they are classified with
     the static rules and go to their class lane on the primary cluster.
+
+    A record that is not an ``EventData`` has no intended topic: it goes to the DLQ (primary
+    cluster) unchanged, so that it too is in Kafka before its source is deleted or committed.
 
     ``replay`` returns the number of records that are NOT yet back in Kafka (0 = all
     done); the caller retries the whole set later. Re-sending ones that already succeeded
@@ -53,7 +59,6 @@ class Replayer:
         self._producers = producers
         self._topics = topics
         self._classifier = classifier
-        self.undecodable = 0
 
     def target(self, event: pb.EventData) -> tuple[str, str]:
         """(cluster, topic) an event belongs to."""
@@ -86,9 +91,9 @@ class Replayer:
             try:
                 event.ParseFromString(value)
             except Exception:  # noqa: BLE001  (protobuf raises DecodeError/RuntimeError variants)
-                # A record we cannot decode can never be replayed; keep counting, don't block.
-                self.undecodable += 1
-                logger.error("recovery.undecodable bytes=%d", len(value))
+                # It can never be replayed to a lane; parked in the DLQ as it is, not dropped.
+                logger.error("recovery.undecodable bytes=%d (to the DLQ)", len(value))
+                groups["primary", self._topics.dlq].append((b"", value, list(_UNDECODABLE)))
                 continue
             cluster, topic = self.target(event)
             event.ClearField("intended_topic")
