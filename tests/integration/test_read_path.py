@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -620,3 +621,31 @@ async def test_p10_flood_pauses_p10_and_p30_keeps_its_slo(
     assert not p10["paused"]
     assert p10["buffered"] == 0
     assert p10["processed"] == n_flood
+
+
+async def test_orchestrator_without_its_topics_exits_2_naming_them(
+    kafka_broker: LocalBroker,
+) -> None:
+    """A configuration fault found while starting (missing topics): exit 2, one clear line."""
+    missing = unique_topics()  # never created
+    env = component_env(
+        kafka_broker.bootstrap,
+        missing,
+        EVENTGW_ORCHESTRATOR__GRPC_PORT=str(free_port()),
+        EVENTGW_ORCHESTRATOR__METRICS_PORT=str(free_port()),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "eventgw.cli.main",
+        "orchestrator",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, stderr = await proc.communicate()
+    text = stderr.decode()
+    assert proc.returncode == 2, text
+    assert "eventgw: invalid configuration: topics: missing on" in text
+    assert "Traceback" not in text

@@ -12,10 +12,12 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 from typing import TYPE_CHECKING, Protocol
 
 import uvloop
 
+from eventgw.core.errors import ConfigError
 from eventgw.core.lifecycle import Service, run_services
 from eventgw.metrics.statsd import export_statsd
 
@@ -69,9 +71,14 @@ def run(services: Sequence[MeteredService]) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         uvloop.run(main())
-    except* OSError as group:
+    except* ConfigError as config_errors:
+        # Found only once a service runs (e.g. the orchestrator's topic check): as at start.
+        for config_error in config_errors.exceptions:
+            print(f"eventgw: invalid configuration: {config_error}", file=sys.stderr)
+        code = 2
+    except* OSError as os_errors:
         # Start-up failures such as a port in use: one clear line, not a traceback.
-        for exc in group.exceptions:
+        for exc in os_errors.exceptions:
             logger.error("service.failed error=%s", exc)
         code = 1
     return code

@@ -56,6 +56,8 @@ def run_workers(count: int, argv: Sequence[str], grace_s: float = 60.0) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         procs.extend(subprocess.Popen(command, stdin=subprocess.DEVNULL) for _ in range(count))
+        if stopping:  # a signal came while they were being started: some did not get it
+            on_signal(signal.SIGTERM, None)
         logger.info("ingest.workers started=%d pids=%s", count, [p.pid for p in procs])
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(_POLL_S)

@@ -98,6 +98,16 @@ class BackupSettings(_Frozen):
     spool_dir: Path = Path(".eventgw/spool")
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
 
+    @model_validator(mode="after")
+    def _s3_credentials_paired(self) -> BackupSettings:
+        # Checked here, at start-up, not first when the store opens inside a running service.
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "s3_secret_access_key: give both s3_access_key_id and s3_secret_access_key, "
+                "or neither"
+            )
+        return self
+
 
 class ObservabilitySettings(_Frozen):
     """Logging and metrics sinks."""

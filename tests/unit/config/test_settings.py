@@ -137,6 +137,7 @@ def test_env_beats_file_and_merges_field_by_field(
         ("environment = 'prod'\n", "environment"),
         ("[kafka.primary]\nbootstrap_servers = ''\n", "kafka.primary.bootstrap_servers"),
         ("[topics]\npartitions = 0\n", "topics.partitions"),
+        ("[backup]\ns3_access_key_id = 'AKIA'\n", "backup.s3_secret_access_key"),
         (
             "[publisher.lanes.p30]\nlinger_ms = 1\nbatch_size = 1\n",
             "publisher.lanes.p30.batch_size",
