@@ -184,8 +184,11 @@ class EventIngestPublisher:
             return await self._fallback_or_raise(
                 request, f"{exc.code().name}: {exc.details()}", exc
             )
+        unknown = [r for r in response.results if r.status not in _STATUS]
+        if unknown:  # not a status this client knows to be durable: never report it done
+            raise NotDurable(unknown[0].event_id, f"unknown status {unknown[0].status}")
         return [
-            ClientResult(r.event_id, _STATUS.get(r.status, "REJECTED"), r.topic, reason=r.reason)
+            ClientResult(r.event_id, _STATUS[r.status], r.topic, reason=r.reason)
             for r in response.results
         ]
 

@@ -303,13 +303,10 @@ class IngestHttpApp:
                 )
                 return
             body_out = response_body(outcome.request_id, outcome.results)
-            if not outcome.all_durable_or_rejected:
-                status = 503
-            elif outcome.all_rejected:
-                status = 403
+            if not outcome.all_durable_or_rejected:  # some event is durable nowhere: retry
+                await self._respond(send, 503, body_out, headers=[*_JSON, (b"retry-after", b"1")])
             else:
-                status = 202
-            await self._respond(send, status, body_out)
+                await self._respond(send, 403 if outcome.all_rejected else 202, body_out)
             self._latency.observe(time.perf_counter() - started)
         finally:
             self._in_flight -= 1
