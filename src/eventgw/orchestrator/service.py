@@ -64,7 +64,8 @@ class OrchestratorService:
         self._lane_paused: set[str] = set()
         self._held: dict[TopicPartition, int] = {}  # retry partitions held until wall ms
         self._retry_mem_paused = False
-        self._resync_pauses = False
+        self._resync_pauses = False  # lane partitions were assigned: re-apply pauses
+        self._resync_retry_pauses = False  # the same for the retry consumer
 
     def _check_topology(self) -> None:
         s = self.settings
@@ -121,7 +122,7 @@ class OrchestratorService:
                     group_instance_id=f"orchestrator-retry-{o.index}",
                 ),
                 list(d.retry_topics),
-                self._on_assign,
+                self._on_retry_assign,
                 self._on_retry_revoke,
             )
         results = PartitionReader(
@@ -207,6 +208,10 @@ class OrchestratorService:
         # Newly assigned partitions fetch unpaused: re-apply every lane's state next fetch.
         self._resync_pauses = True
 
+    async def _on_retry_assign(self, partitions: list[TopicPartition]) -> None:
+        # The same for the retry consumer: a new partition must not read past the retry share.
+        self._resync_retry_pauses = True
+
     async def _on_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         if self.dispatcher is None:  # hooks run only after run() built it
             return {}
@@ -280,7 +285,8 @@ class OrchestratorService:
             if due_now:
                 d.add_records(due_now)
             should = d.buffer.should_pause("retry")
-            if should != self._retry_mem_paused:
+            resync, self._resync_retry_pauses = self._resync_retry_pauses, False
+            if resync or should != self._retry_mem_paused:
                 self._retry_mem_paused = should
                 free = [tp for tp in retry.assigned if tp not in self._held]
                 await (retry.pause(free) if should else retry.resume(free))
