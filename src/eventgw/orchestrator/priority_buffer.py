@@ -200,13 +200,16 @@ class PriorityBuffer:
         self._by_partition: dict[tuple[str, int], dict[str, BufferedTask]] = {}
         self._bytes = 0
         self._ontime = {p: LazyHeap() for p in _CLASSES}  # may hold late tasks until popped
-        self._ontime_heaps = tuple(self._ontime.values())
         self._late = {p: LazyHeap() for p in _CLASSES}
         self._offload = {p: LazyHeap() for p in _CLASSES}
         # Offloaded tasks past even their grace (key <= now): second-tier work. Kept apart
         # so that an on-time offloaded task is never hidden behind a late one at the top of
         # the same heap (it would then wait in the second tier behind on-time work).
         self._offload_late = {p: LazyHeap() for p in _CLASSES}
+        # The first tier, once _migrate_late ran: on-time tasks and offloaded ones within
+        # their grace, by key. The second tier's offload part: past the grace, then within.
+        self._first_tier = (*self._ontime.values(), *self._offload.values())
+        self._offload_tier = (*self._offload_late.values(), *self._offload.values())
         self._leases = LazyHeap()
         self._delays = LazyHeap()
         self._seqs = itertools.count()
@@ -329,7 +332,7 @@ class PriorityBuffer:
         self._migrate_late(now_ms)
         expires = self._monotonic() + lease_s
         every = self._late_share_every
-        ontime = self._ontime_heaps
+        first_tier = self._first_tier
         lease_entries = self._leases.entries
         served = self._served
         batch: list[BufferedTask] = []
@@ -340,7 +343,7 @@ class PriorityBuffer:
                 if task is not None:
                     self._late_share_served += 1
             if task is None:
-                task = pop_earliest(ontime, self._offload.values(), now_ms)
+                task = pop_earliest(first_tier)
                 if task is None:
                     task = self._pop_second_tier()
                     if task is None:
@@ -533,7 +536,7 @@ class PriorityBuffer:
             if late.peek() is not None:
                 return late.pop()
         # Then offloaded work by key: past its grace first (smaller keys), then on time.
-        return pop_earliest([*self._offload_late.values(), *self._offload.values()])
+        return pop_earliest(self._offload_tier)
 
     def _account(self, delta: int) -> None:
         self._bytes += delta

@@ -123,17 +123,8 @@ class LazyHeap:
             self.stale = 0
 
 
-def pop_earliest(
-    heaps: Iterable[LazyHeap],
-    offload: Iterable[LazyHeap] = (),
-    now_ms: int = 0,
-) -> BufferedTask | None:
-    """Pop the task with the smallest (key, seq) across ``heaps``; None if all are empty.
-
-    ``offload`` heaps (keyed by deadline + grace) take part only while their top's key is
-    still ahead of ``now_ms``: an offloaded task past even its grace is late work, served by
-    the second tier, and must not pre-empt on-time tasks.
-    """
+def pop_earliest(heaps: Iterable[LazyHeap]) -> BufferedTask | None:
+    """Pop the task with the smallest (key, seq) across ``heaps``; None if all are empty."""
     best: Entry | None = None
     best_heap = None
     for heap in heaps:
@@ -146,10 +137,4 @@ def pop_earliest(
                 break
             heapq.heappop(entries)
             heap.stale -= 1
-    for heap in offload:
-        candidate = heap.peek()
-        if candidate is None or candidate[0] <= now_ms:
-            continue
-        if best is None or candidate < best:
-            best, best_heap = candidate, heap
     return None if best_heap is None else best_heap.pop()
