@@ -45,7 +45,10 @@ def _cmd_service(args: argparse.Namespace) -> int:
 
             if not is_reuse_port_supported():
                 raise ConfigError("ingest.workers", "needs SO_REUSEPORT, which this OS lacks")
-            return run_workers(workers, worker_argv())
+            # Each worker drains requests (up to 30 s), then, co-located, flushes its
+            # producers (publisher.shutdown_timeout_s): only then is it killed.
+            grace_s = 30.0 + settings.publisher.shutdown_timeout_s + 15.0
+            return run_workers(workers, worker_argv(), grace_s=grace_s)
         return run([IngestService(settings, reuse_port=args.worker)])
     if args.command == "publisher":
         from eventgw.publisher.service import PublisherService

@@ -26,9 +26,8 @@ PublishFn = Callable[[bytes], Awaitable[pb.PublishResponse]]
 
 It takes a serialized ``PublishRequest``, which the pipeline writes directly (see
 `eventgw.ingest.wire`), and returns the ``PublishResponse``: either one result per event
-or, since the request sets ``accept_published_batch``, a ``published_batch``. Any function
-of that shape works, e.g. `EmbeddedPrepPublisher.publish_request`; a co-located ingest
-uses `PreparedPublishFn` instead, which skips the serialization.
+or, since the request sets ``accept_published_batch``, a ``published_batch``. A co-located
+ingest uses `PreparedPublishFn` instead, which skips the serialization.
 """
 
 PreparedPublishFn = Callable[[list["PreparedEvent"]], Awaitable[pb.PublishResponse]]

@@ -80,8 +80,8 @@ def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket
 class IngestService:
     """Runs ingest as a process: HTTP on ``http_port``, gRPC on ``grpc_port``.
 
-    Publishing goes to the prep publisher over gRPC, unless ``publish`` is given, or
-    ``ingest.embedded_publisher`` is set: then the prep publisher runs in this process
+    Publishing goes to the prep publisher over gRPC, unless ``ingest.embedded_publisher`` is
+    set: then the prep publisher runs in this process
     (the co-located layout of SYSTEM.md 2.1) with its producers, backup store and dynamic
     config watcher, and ingest hands it records instead of a serialized request. Drain: stop
     accepting, let in-flight requests finish (each ends only when its events are durable),
@@ -94,7 +94,6 @@ class IngestService:
         self,
         settings: EventGwSettings,
         *,
-        publish: PublishFn | None = None,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         shutdown_timeout_s: float = 30.0,
@@ -103,7 +102,6 @@ class IngestService:
         self.settings = settings
         self._reuse_port = reuse_port
         self.metrics = metrics or Metrics()
-        self._publish = publish
         self._clock = clock or SystemClock()
         self._shutdown_timeout_s = shutdown_timeout_s
         self._ready = False
@@ -115,14 +113,14 @@ class IngestService:
         """See `eventgw.core.lifecycle.Service`."""
         s = self.settings.ingest
         client: PublisherClient | None = None
-        publish = self._publish
+        publish: PublishFn | None = None
         publish_prepared: PreparedPublishFn | None = None
         embedded: PublisherParts | None = None
         try:
-            if publish is None and s.embedded_publisher:
+            if s.embedded_publisher:
                 embedded = PublisherParts(self.settings, self.metrics)
                 publish_prepared = (await embedded.open()).publish_prepared
-            elif publish is None:
+            else:
                 client = PublisherClient(s.publisher_target, s.publish_timeout_s)
                 await client.open()
                 publish = client.publish
@@ -203,7 +201,7 @@ class IngestService:
                     self.http_port,
                     s.grpc_host,
                     self.grpc_port,
-                    "in-process" if publish is None or self._publish else s.publisher_target,
+                    "in-process" if embedded is not None else s.publisher_target,
                 )
                 await stop.wait()
                 self._ready = False

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import confluent_kafka
@@ -27,13 +26,6 @@ AssignHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, None]]
 RevokeHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, dict[TopicPartition, int]]]
 
 _CALLBACK_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """The partitions this member owns now."""
-
-    partitions: frozenset[TopicPartition]
 
 
 class GroupConsumer:

@@ -106,7 +106,7 @@ def default_home() -> Path:
     # by pytest fixtures and by scripts, none of which share a settings object.
     home = os.environ.get("EVENTGW_HOME")
     if home:
-        return Path(home).expanduser()
+        return Path(home).expanduser().resolve()  # mvn and java run in other directories
     return Path.home() / ".cache" / "eventgw"
 
 

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-"""Bind address of /healthz, /readyz and /metrics (ProcessorSettings has no host field)."""
-
 RESULTS_TUNING: Final = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=10_000)
 """Results are small and the orchestrator waits on them to finish leases: low linger."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.settings import EventGwSettings
 from eventgw.core.envelope import Priority
 from eventgw.metrics.backend import Metrics
@@ -22,6 +21,7 @@ from eventgw.publisher.service import PublisherParts
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
     from eventgw.publisher.prep import PrepPublisher
 
 
@@ -49,19 +49,6 @@ class EmbeddedPrepPublisher:
         if self._publisher is None:
             raise RuntimeError("call init() first")
         return await self._publisher.publish_with_result(events)
-
-    async def publish_request(self, request: bytes) -> pb.PublishResponse:
-        """Publish a serialized ``PublishRequest``, answering as the gRPC API would.
-
-        This is the ``publish`` function of an ingest co-located with the publisher
-        (`eventgw.ingest.pipeline.PublishFn`).
-        """
-        if self._publisher is None:
-            raise RuntimeError("call init() first")
-        parsed = pb.PublishRequest.FromString(request)
-        return await self._publisher.publish_response(
-            parsed.events, accept_published_batch=parsed.accept_published_batch
-        )
 
     async def stop(self) -> None:
         """Flush every producer and close the store."""

@@ -73,13 +73,11 @@ class ConfigSource(Protocol):
     def current(self) -> DynamicConfig: ...
 
 
-def validate_event(event: pb.EventData, index: int) -> None:
-    """Reject an event the publisher cannot route; raises InvalidEvent naming the field."""
-    check_event_fields(index, event.event_id, event.company_id, event.priority)
-
-
 def check_event_fields(index: int, event_id: str, company_id: str, priority: int) -> None:
-    """`validate_event` on field values already read from the event."""
+    """Reject an event the publisher cannot route; raises InvalidEvent naming the field.
+
+    Takes field values already read from the event (a protobuf read costs about 0.1 µs).
+    """
     if not event_id or len(event_id) > MAX_ID_LEN:
         raise InvalidEvent(
             f"events[{index}].event_id", "required, at most 128 characters", index=index
