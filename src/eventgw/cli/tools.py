@@ -251,19 +251,6 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
 def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
     """``eventgw up``: Kafka (both clusters), topics, publisher, failed-writes, ingest."""
     started_brokers: list[LocalBroker] = []
-    if not args.no_kafka:
-        print("eventgw up: fetching Apache Kafka (first run only) and starting it ...", flush=True)
-        for broker in _brokers("all", settings):
-            if not broker.is_running():
-                broker.start()
-                started_brokers.append(broker)
-            print(f"  kafka {broker.spec.name}: {broker.bootstrap}", flush=True)
-    create_topics(settings)
-    base = [sys.executable, "-m", "eventgw.cli.main"]
-    if args.settings:
-        base += ["--settings", str(args.settings)]
-    if args.log_level:
-        base += ["--log-level", args.log_level]
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -271,10 +258,26 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     code = 0
-    try:
+    try:  # everything started from here on is stopped in `finally`, whatever fails
+        if not args.no_kafka:
+            print(
+                "eventgw up: fetching Apache Kafka (first run only) and starting it ...",
+                flush=True,
+            )
+            for broker in _brokers("all", settings):
+                if not broker.is_running():
+                    broker.start()
+                    started_brokers.append(broker)
+                print(f"  kafka {broker.spec.name}: {broker.bootstrap}", flush=True)
+        create_topics(settings)
+        base = [sys.executable, "-m", "eventgw.cli.main"]
+        if args.settings:
+            base += ["--settings", str(args.settings)]
+        if args.log_level:
+            base += ["--log-level", args.log_level]
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         eps = _endpoints(settings)
         for name, ready_url in (
             (
