@@ -50,7 +50,9 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
         primary=kafka_broker.bootstrap,
         topics=topics,
         spool_dir=tmp_path / "publisher-spool",
-        ingest={"publish_timeout_s": 10.0},
+        # One rule for ingest; the failed-writes processor must classify the client's
+        # captures with the same rules (P10 here, not the default P20).
+        ingest={"publish_timeout_s": 10.0, "class_rules": [{"priority": 10, "source_name": "api"}]},
     )
     grpc_port, liveness_port = free_port(), free_port()
     proc = await spawn("publisher", publisher_env(settings, grpc_port, liveness_port))
@@ -161,10 +163,10 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
         assert not missing, f"{len(missing)} acknowledged events lost: {sorted(missing)[:5]}"
         replayed = {
             pb.EventData.FromString(r.value).event_id: r.headers
-            for r in await asyncio.to_thread(read_topic, kafka_broker.bootstrap, topics.p20)
+            for r in await asyncio.to_thread(read_topic, kafka_broker.bootstrap, topics.p10)
         }
         sample = next(iter(by_client & set(replayed)))
-        assert replayed[sample]["eventgw-class"] == b"P20"  # classified on replay
+        assert replayed[sample]["eventgw-class"] == b"P10"  # classified on replay, as ingest does
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.envelope import Priority
 from eventgw.core.errors import ConfigError
 
@@ -193,6 +194,18 @@ class IngestSettings(_Frozen):
     class_rules: list[ClassRuleSettings] = Field(default_factory=list)
     dynamic_config_path: Path | None = None
 
+    def classifier(self) -> StaticClassifier:
+        """The static classifier of ``class_rules`` and ``default_class``.
+
+        Ingest classifies with it, and so does the failed-writes processor for events a
+        client captured before ingest saw them: one set of rules, one answer.
+        """
+        rules = [
+            ClassRule(r.priority, r.source_name, r.statistic_key, r.company_id)
+            for r in self.class_rules
+        ]
+        return StaticClassifier(rules, self.default_class)
+
     @model_validator(mode="after")
     def _workers_need_fixed_ports(self) -> IngestSettings:
         if self.workers > 1 and 0 in (self.http_port, self.grpc_port):
@@ -237,8 +250,7 @@ class RecoverySettings(_Frozen):
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
-    default_class: Priority = Priority.P20
-    class_rules: list[ClassRuleSettings] = Field(default_factory=list)
+    # Client-captured events are classified with ingest's rules (IngestSettings.classifier).
 
 
 class OrchestratorSettings(_Frozen):

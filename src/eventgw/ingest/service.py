@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import grpc
 import uvicorn
 
-from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.clock import Clock, SystemClock
 from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.grpc_api import IngestServicer, add_to_server
@@ -25,18 +24,9 @@ from eventgw.publisher.service import PublisherParts
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from eventgw.config.settings import EventGwSettings, IngestSettings
+    from eventgw.config.settings import EventGwSettings
 
 logger = logging.getLogger(__name__)
-
-
-def build_classifier(settings: IngestSettings) -> StaticClassifier:
-    """The static classifier of the configured rules."""
-    rules = [
-        ClassRule(r.priority, r.source_name, r.statistic_key, r.company_id)
-        for r in settings.class_rules
-    ]
-    return StaticClassifier(rules, settings.default_class)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -143,7 +133,7 @@ class IngestService:
         admission = AdmissionControl(self.settings, self.metrics, self._clock)
         self.admission = admission
         pipeline = IngestPipeline(
-            classifier=build_classifier(s),
+            classifier=s.classifier(),
             # The SLO service holds the (hot-reloadable) offload_p30 decision itself.
             scheduler=Scheduler(admission.slo, offload_p30=True),
             publish=publish,

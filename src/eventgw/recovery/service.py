@@ -10,7 +10,6 @@ from eventgw.backup.factory import open_backup_store
 from eventgw.backup.store import BackupNotFound, BackupUnavailable
 from eventgw.config.settings import LaneTuning
 from eventgw.core.backup_codec import CorruptBackup
-from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.lifecycle import sleep_or_stop
 from eventgw.kafka.client_config import consumer_config, producer_config
 from eventgw.kafka.consumer import BatchConsumer, ConsumerError
@@ -68,14 +67,7 @@ class RecoveryService:
                     f"recovery-{name}", producer_config(cluster, tuning, f"eventgw-recovery-{name}")
                 )
                 producers[name].start()
-        classifier = StaticClassifier(
-            [
-                ClassRule(c.priority, c.source_name, c.statistic_key, c.company_id)
-                for c in r.class_rules
-            ],
-            r.default_class,
-        )
-        replayer = Replayer(producers, s.topics, classifier)
+        replayer = Replayer(producers, s.topics, s.ingest.classifier())
         fw_cluster = s.kafka.fallback or s.kafka.primary
         consumer = BatchConsumer(
             consumer_config(fw_cluster, r.group_id, "eventgw-recovery"), [s.topics.failed_writes]
