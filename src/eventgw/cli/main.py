@@ -49,7 +49,18 @@ def _cmd_service(args: argparse.Namespace) -> int:
             # producers (publisher.shutdown_timeout_s): only then is it killed.
             grace_s = 30.0 + settings.publisher.shutdown_timeout_s + 15.0
             return run_workers(workers, worker_argv(), grace_s=grace_s)
-        return run([IngestService(settings, reuse_port=args.worker)])
+        from eventgw.metrics.backend import Metrics
+
+        metrics = Metrics()
+        embedded = None
+        if settings.ingest.embedded_publisher:  # the co-located layout: the CLI wires the two
+            from eventgw.publisher.service import PublisherParts
+
+            embedded = PublisherParts(settings, metrics)
+        service = IngestService(
+            settings, metrics=metrics, reuse_port=args.worker, embedded=embedded
+        )
+        return run([service])
     if args.command == "publisher":
         from eventgw.publisher.service import PublisherService
 

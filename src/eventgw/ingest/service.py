@@ -19,12 +19,12 @@ from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
 from eventgw.ingest.publisher_client import PublisherClient
 from eventgw.ingest.scheduler import Scheduler
 from eventgw.metrics.backend import Metrics
-from eventgw.publisher.service import PublisherParts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from eventgw.config.settings import EventGwSettings
+    from eventgw.publisher.service import PublisherParts
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,9 @@ def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket
 class IngestService:
     """Runs ingest as a process: HTTP on ``http_port``, gRPC on ``grpc_port``.
 
-    Publishing goes to the prep publisher over gRPC, unless ``ingest.embedded_publisher`` is
-    set: then the prep publisher runs in this process
+    Publishing goes to the prep publisher over gRPC, unless ``embedded`` is given (the CLI
+    does so when ``ingest.embedded_publisher`` is set): then the prep publisher runs in this
+    process
     (the co-located layout of SYSTEM.md 2.1) with its producers, backup store and dynamic
     config watcher, and ingest hands it records instead of a serialized request. Drain: stop
     accepting, let in-flight requests finish (each ends only when its events are durable),
@@ -88,9 +89,14 @@ class IngestService:
         clock: Clock | None = None,
         shutdown_timeout_s: float = 30.0,
         reuse_port: bool = False,
+        embedded: PublisherParts | None = None,
     ) -> None:
+        if settings.ingest.embedded_publisher and embedded is None:
+            # Services do not import each other: the CLI builds the embedded publisher.
+            raise ValueError("ingest.embedded_publisher needs the publisher's parts (embedded)")
         self.settings = settings
         self._reuse_port = reuse_port
+        self._embedded = embedded
         self.metrics = metrics or Metrics()
         self._clock = clock or SystemClock()
         self._shutdown_timeout_s = shutdown_timeout_s
@@ -105,10 +111,9 @@ class IngestService:
         client: PublisherClient | None = None
         publish: PublishFn | None = None
         publish_prepared: PreparedPublishFn | None = None
-        embedded: PublisherParts | None = None
+        embedded = self._embedded
         try:
-            if s.embedded_publisher:
-                embedded = PublisherParts(self.settings, self.metrics)
+            if embedded is not None:
                 publish_prepared = (await embedded.open()).publish_prepared
             else:
                 client = PublisherClient(s.publisher_target, s.publish_timeout_s)
