@@ -8,11 +8,13 @@ import uuid
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.config.admission import HotTenantConfig
 from eventgw.config.dynamic import DynamicConfig
 from eventgw.config.settings import TopicSettings
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.clock import FakeClock
 from eventgw.core.envelope import Priority
+from eventgw.ingest.hot_tenants import DynamicClassifier
 from eventgw.ingest.pipeline import IngestPipeline
 from eventgw.ingest.scheduler import AdmitAll, Scheduler
 from eventgw.ingest.validation import ValidEvent
@@ -275,3 +277,26 @@ def test_pipeline_needs_exactly_one_publisher() -> None:
 
     with pytest.raises(ValueError, match="exactly one"):
         IngestPipeline(**common, publish=publish, publish_prepared=publisher.publish_prepared)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("action", ["demote", "offload"])
+async def test_a_hot_tenant_keeps_its_original_deadline(action: str) -> None:
+    """Demoted or offloaded for its rate, an event keeps the promise of its static class."""
+    config = HotTenantConfig(max_rate_per_company=1.0, window_s=1.0, action=action)
+    stack = Stack()
+    clock = FakeClock(wall_ms=NOW_MS)
+    stack.pipeline._dynamic = DynamicClassifier(config, clock)
+    batch = events(2, source="checkout")  # P30 by the static rules: c0 and c1, hot at once
+    await stack.pipeline.ingest(batch)
+    sent = stack.requests[0].events
+    assert [e.priority for e in sent] == [pb.P20, pb.P20]  # P30 is demoted, never offloaded
+    assert [e.slo_deadline_ms - NOW_MS for e in sent] == [5_000, 5_000]  # P30's promise
+    assert not any(e.offloaded for e in sent)
+
+    await stack.pipeline.ingest(events(2))  # P20 by the static rules, same hot companies
+    sent = stack.requests[1].events
+    if action == "demote":
+        assert [(e.priority, e.offloaded) for e in sent] == [(pb.P10, False)] * 2
+    else:
+        assert [(e.priority, e.offloaded) for e in sent] == [(pb.P20, True)] * 2
+    assert [e.slo_deadline_ms - NOW_MS for e in sent] == [60_000, 60_000]  # P20's promise
