@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import confluent_kafka
 import msgspec
 import pytest
 
-from eventgw.kafka.producer import Delivery, _Batch
+from eventgw.kafka.producer import BatchProducer, Delivery, _Batch
 
 
 class Msg:
@@ -64,3 +65,65 @@ async def test_reports_on_another_thread_race_with_failures_on_the_loop() -> Non
         assert len(resolved) == 1
         assert results[1::2] == [Delivery(1, i) for i in range(1, n, 2)]
         assert results[0::2] == [Delivery(-1, -1, "local queue full")] * (n // 2)
+
+
+class ScriptedProducer:
+    """Stands in for confluent_kafka.Producer: produce() fails as scripted, per record."""
+
+    def __init__(self, conf: dict) -> None:
+        self.script: list[str] = []  # per call: "ok", "full" (BufferError) or "bad"
+        self.calls = 0
+
+    def produce(self, topic, value, key, headers=None, partition=-1, on_delivery=None):
+        step = self.script[self.calls] if self.calls < len(self.script) else "ok"
+        self.calls += 1
+        if step == "full":
+            raise BufferError("Local: Queue full")
+        if step == "bad":
+            raise confluent_kafka.KafkaException("Broker: Message size too large")
+        on_delivery(None, Msg(0, self.calls))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return 0
+
+
+async def test_produce_failures_become_failed_deliveries_in_order(monkeypatch) -> None:
+    """A full queue is waited out; a record produce() refuses is a failed Delivery, not an
+    exception: the publisher then captures it (SYSTEM.md 2.2, failures at produce())."""
+    made: list[ScriptedProducer] = []
+
+    def factory(conf: dict) -> ScriptedProducer:
+        made.append(ScriptedProducer(conf))
+        return made[-1]
+
+    monkeypatch.setattr(confluent_kafka, "Producer", factory)
+    producer = BatchProducer("t", {"message.timeout.ms": 2000})
+    producer.start()
+    try:
+        made[0].script = ["ok", "full", "full", "ok", "bad", "ok"]
+        records = [(b"k", b"v%d" % i, []) for i in range(4)]
+        deliveries = await asyncio.wait_for(producer.send("topic", records), 5)
+        assert [d.ok for d in deliveries] == [True, True, False, True]
+        assert "produce failed" in deliveries[2].error
+        assert made[0].calls == 6  # the full queue was retried, not given up
+    finally:
+        await producer.close(1)
+
+
+async def test_a_queue_that_stays_full_fails_the_record_after_the_timeout(monkeypatch) -> None:
+    stuck = ScriptedProducer({})
+    stuck.script = ["full"] * 10_000
+    monkeypatch.setattr(confluent_kafka, "Producer", lambda conf: stuck)
+    producer = BatchProducer("t", {"message.timeout.ms": 100})
+    producer.start()
+    try:
+        [delivery] = await asyncio.wait_for(producer.send("topic", [(b"k", b"v", [])]), 5)
+        assert delivery.error == "local queue full"
+    finally:
+        await producer.close(1)
