@@ -437,6 +437,41 @@ async def test_stop_mid_batch_drains_running_and_releases_unstarted():
     assert service.tasks_handled == 2
 
 
+async def test_stop_with_two_batches_held_drains_both_and_reports_every_task_once():
+    """pipeline_depth 2: both held batches drain; each task gets exactly one result."""
+    gate = asyncio.Event()
+    both_batches = asyncio.Event()
+    started: list[str] = []
+
+    async def handler(event: pb.EventData) -> None:
+        started.append(event.event_id)
+        if fake.batches == 2 and len(started) >= 2:
+            both_batches.set()
+        await gate.wait()
+
+    fake = NotifyingFake(make_events(8))
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        settings = make_settings(addr, concurrency=2, max_tasks_per_batch=4, pipeline_depth=2)
+        service = make_service(settings, handler)
+        async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await both_batches.wait()
+            assert len(fake.leased) == 8, "two batches of 4 held at once"
+            stop.set()
+            gate.set()  # the running handlers finish within the drain
+
+    kinds: dict[str, list[int]] = {}
+    for r in fake.results:
+        kinds.setdefault(r.event_id, []).append(r.kind)
+    assert sorted(kinds) == [f"e{i}" for i in range(8)]
+    assert all(len(k) == 1 for k in kinds.values()), "one result per task"
+    acked = {e for e, k in kinds.items() if k == [pb.ACK]}
+    assert acked == set(started), "what ran is ACKed, the rest RELEASEd"
+    assert {e for e, k in kinds.items() if k == [pb.RELEASE]} == set(kinds) - acked
+    assert service.tasks_handled == len(started) == 2
+
+
 async def test_handlers_past_the_shutdown_timeout_are_cancelled_and_released():
     cancelled: list[str] = []
     running = asyncio.Event()
