@@ -440,13 +440,13 @@ async def test_stop_mid_batch_drains_running_and_releases_unstarted():
 async def test_stop_with_two_batches_held_drains_both_and_reports_every_task_once():
     """pipeline_depth 2: both held batches drain; each task gets exactly one result."""
     gate = asyncio.Event()
-    both_batches = asyncio.Event()
+    two_running = asyncio.Event()
     started: list[str] = []
 
     async def handler(event: pb.EventData) -> None:
         started.append(event.event_id)
-        if fake.batches == 2 and len(started) >= 2:
-            both_batches.set()
+        if len(started) == 2:
+            two_running.set()
         await gate.wait()
 
     fake = NotifyingFake(make_events(8))
@@ -456,7 +456,9 @@ async def test_stop_with_two_batches_held_drains_both_and_reports_every_task_onc
         service = make_service(settings, handler)
         async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
             tg.create_task(service.run(asyncio.Event(), stop))
-            await both_batches.wait()
+            await two_running.wait()
+            while fake.batches < 2:  # noqa: ASYNC110  (the second loop's fetch: no event)
+                await asyncio.sleep(0.01)
             assert len(fake.leased) == 8, "two batches of 4 held at once"
             stop.set()
             gate.set()  # the running handlers finish within the drain
