@@ -403,16 +403,25 @@ async def test_failed_results_write_falls_back_to_grpc_ack(kafka_broker, new_top
 # --- (6) shutdown mid-batch -------------------------------------------------------------
 
 
-async def test_stop_mid_batch_drains_running_and_releases_unstarted():
-    gate = asyncio.Event()
-    two_running = asyncio.Event()
-    started: list[str] = []
+class GatedHandler:
+    """Records each event it starts, sets ``running`` once ``n`` started, waits for ``gate``."""
 
-    async def handler(event: pb.EventData) -> None:
-        started.append(event.event_id)
-        if len(started) == 2:
-            two_running.set()
-        await gate.wait()
+    def __init__(self, running: int) -> None:
+        self.n = running
+        self.gate = asyncio.Event()
+        self.running = asyncio.Event()
+        self.started: list[str] = []
+
+    async def __call__(self, event: pb.EventData) -> None:
+        self.started.append(event.event_id)
+        if len(self.started) == self.n:
+            self.running.set()
+        await self.gate.wait()
+
+
+async def test_stop_mid_batch_drains_running_and_releases_unstarted():
+    handler = GatedHandler(running=2)
+    gate, two_running, started = handler.gate, handler.running, handler.started
 
     fake = FakeOrchestrator(make_events(6))
     stop = asyncio.Event()
@@ -439,15 +448,8 @@ async def test_stop_mid_batch_drains_running_and_releases_unstarted():
 
 async def test_stop_with_two_batches_held_drains_both_and_reports_every_task_once():
     """pipeline_depth 2: both held batches drain; each task gets exactly one result."""
-    gate = asyncio.Event()
-    two_running = asyncio.Event()
-    started: list[str] = []
-
-    async def handler(event: pb.EventData) -> None:
-        started.append(event.event_id)
-        if len(started) == 2:
-            two_running.set()
-        await gate.wait()
+    handler = GatedHandler(running=2)
+    gate, two_running, started = handler.gate, handler.running, handler.started
 
     fake = NotifyingFake(make_events(8))
     stop = asyncio.Event()
