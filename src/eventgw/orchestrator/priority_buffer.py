@@ -129,7 +129,8 @@ class PriorityBuffer:
     Task states (``BufferedTask`` moves between them; a task is in exactly one)::
 
         push --> READY --pop_batch--> LEASED --complete--> (gone)
-                   ^  <--release / lease expiry--  |  --delay--> DELAYED --due (attempt+1)--> READY
+                   ^  <--release / return_lease / lease expiry--  |
+                   |                      --delay--> DELAYED --due (attempt+1)--> READY
         drop_partition removes a task in any state; complete accepts any state too (a late
         ACK for a task whose lease expired still finishes it).
 
@@ -277,6 +278,18 @@ class PriorityBuffer:
         self._make_ready(task)
         return True
 
+    def return_lease(self, task_id: str) -> bool:
+        """End a lease early, as if it expired now: ready again, ``delivery_count`` kept.
+
+        For a worker that went away (its stream ended): the task may have started, so the
+        delivery counts. Returns False if the task is unknown or not leased.
+        """
+        task = self._tasks.get(task_id)
+        if task is None or task._state is not _LEASED:
+            return False
+        self._make_ready(task)
+        return True
+
     def delay(self, task_id: str, delay_s: float) -> bool:
         """Hold a leased task NACKed with a short delay until ``monotonic() + delay_s``.
 
@@ -316,8 +329,14 @@ class PriorityBuffer:
     def pop_batch(self, max_tasks: int, lease_s: float) -> list[BufferedTask]:
         """Serve up to ``max_tasks`` ready tasks in policy order, each leased for ``lease_s``.
 
-        Each served task gets ``lease_expires = monotonic() + lease_s`` and
-        ``delivery_count += 1``. Never blocks; returns fewer (or none) when fewer are ready.
+        Each served task gets ``lease_expires = monotonic() + lease_s``,
+        ``delivery_count += 1`` and its ``rank``: the key it was served by when it came from
+        the first tier (its deadline; an offloaded task's deadline + grace), ``now_ms()`` when
+        it came from the second tier (late or past-grace work, due now). So ranks order a
+        served task before every on-time task served after it that is less urgent, and a
+        worker that holds several tasks starts them in the buffer's order (smaller rank
+        first) even when a more urgent one arrives later. Never blocks; returns fewer (or
+        none) when fewer are ready.
 
         Raises:
             ValueError: ``max_tasks`` < 0, or ``lease_s`` not a positive finite number.
@@ -342,12 +361,18 @@ class PriorityBuffer:
                 task = self._pop_second_tier()
                 if task is not None:
                     self._late_share_served += 1
+                    task.rank = now_ms
             if task is None:
                 task = pop_earliest(first_tier)
                 if task is None:
                     task = self._pop_second_tier()
                     if task is None:
                         break
+                    task.rank = now_ms
+                elif task.lane == _OFFLOAD:
+                    task.rank = task.deadline_ms + _OFFLOAD_GRACE_MS[task.priority]
+                else:
+                    task.rank = task.deadline_ms
             served += 1
             task.delivery_count += 1
             task.lease_expires = expires
@@ -438,6 +463,10 @@ class PriorityBuffer:
     def has_ready(self) -> bool:
         """Return whether any task is ready to be served; O(1)."""
         return any(counts[_READY] for counts in self._counts.values())
+
+    def ready_count(self) -> int:
+        """Return the number of tasks ready to be served; O(lanes x classes)."""
+        return sum(counts[_READY] for counts in self._counts.values())
 
     def statistics(self) -> BufferStatistics:
         """Return a point-in-time view: counts and bytes per lane and per class, ages, pauses.

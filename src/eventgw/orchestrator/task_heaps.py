@@ -48,8 +48,9 @@ class BufferedTask:
     """One consumed record the orchestrator owns until it is finished or its partition revoked.
 
     The public fields are set by the caller; the buffer updates ``attempt``,
-    ``delivery_count`` and ``lease_expires``. Equality is identity. Accounted size:
-    ``len(value) + TASK_OVERHEAD_BYTES``, fixed when the task is pushed.
+    ``delivery_count``, ``lease_expires`` and ``rank``; ``holder`` is the dispatcher's.
+    Equality is identity. Accounted size: ``len(value) + TASK_OVERHEAD_BYTES``, fixed when
+    the task is pushed.
     """
 
     task_id: str  # "<topic>/<partition>/<offset>", see make_task_id
@@ -64,6 +65,8 @@ class BufferedTask:
     attempt: int = 0  # failed attempts; +1 when a delayed (NACKed) task is ready again
     delivery_count: int = 0  # times served to a processor (a release takes one back)
     lease_expires: float = 0.0  # monotonic seconds; meaningful only while leased
+    rank: int = 0  # dispatch urgency of the last serve (see PriorityBuffer.pop_batch)
+    holder: object = None  # who holds the lease (the dispatcher's worker session), if anyone
     _state: TaskState = field(default=TaskState.NEW, init=False, repr=False)
     _gen: int = field(default=0, init=False, repr=False)  # heap entries with another gen are stale
     _seq: int = field(default=0, init=False, repr=False)  # push order: FIFO among equal deadlines

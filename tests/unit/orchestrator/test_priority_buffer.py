@@ -257,6 +257,34 @@ def test_returned_task_keeps_its_place() -> None:
     assert f.pop_ids(2) == ids([first, second])
 
 
+def test_return_lease_serves_the_task_again_keeping_its_delivery() -> None:
+    f = Fixture()
+    first, second = f.push(P20), f.push(P20)
+    f.buffer.pop_batch(2, 30)
+    assert f.buffer.return_lease(first.task_id) is True
+    assert f.buffer.return_lease(first.task_id) is False  # not leased any more
+    assert f.buffer.return_lease("t/9/9") is False
+    assert first.delivery_count == 1
+    assert f.buffer.ready_count() == 1
+    assert f.buffer.pop_batch(2, 30) == [first]
+    assert first.delivery_count == 2
+    assert second.delivery_count == 1
+
+
+def test_rank_is_the_serving_key_or_now_for_second_tier_work() -> None:
+    f = Fixture(late_share_every=1000)
+    p30 = f.push(P30)
+    offloaded = f.push(P20, lane="offload")
+    late = f.push(P10, age_s=SLO_SECONDS[P10] + 1)
+    batch = f.buffer.pop_batch(3, 30)
+    assert batch == [p30, offloaded, late]
+    now = f.clock.wall_ms()
+    assert p30.rank == p30.deadline_ms
+    assert offloaded.rank == offloaded.deadline_ms + int(SLO_SECONDS[P20] * 1000)
+    assert late.rank == now, "second-tier work is due now: before any on-time task"
+    assert late.rank < p30.rank
+
+
 def test_release_returns_the_task_without_counting_a_delivery() -> None:
     f = Fixture()
     task = f.push(P20)
@@ -622,11 +650,11 @@ class BufferMachine(RuleBasedStateMachine):
         self.seq[task.task_id] = offset
         self.attempts[task.task_id] = self.deliveries[task.task_id] = 0
 
-    def expected_batch(self, n: int) -> list[str]:
-        """The policy, written the slow and obvious way."""
+    def expected_batch(self, n: int) -> list[tuple[str, int]]:
+        """The policy, written the slow and obvious way: (task id, rank) in serve order."""
         now = self.clock.wall_ms()
         ready = [self.tasks[i] for i in self.ids_in("ready")]
-        served: list[str] = []
+        served: list[tuple[str, int]] = []
         slots = self.slots
 
         def key(t: BufferedTask) -> int:
@@ -642,23 +670,24 @@ class BufferMachine(RuleBasedStateMachine):
                 late, key=lambda t: (CLASS_RANK[t.priority], t.deadline_ms, self.seq[t.task_id])
             ) + sorted(offload, key=lambda t: (key(t), self.seq[t.task_id]))
             if (slots + 1) % K == 0 and second:
-                pick = second[0]
+                pick, rank = second[0], now
             elif on_time:
                 pick = min(on_time, key=lambda t: (key(t), self.seq[t.task_id]))
+                rank = key(pick)
             elif second:
-                pick = second[0]
+                pick, rank = second[0], now
             else:
                 break
             slots += 1
             ready.remove(pick)
-            served.append(pick.task_id)
+            served.append((pick.task_id, rank))
         return served
 
     @rule(n=st.integers(0, 6), lease_s=st.sampled_from([1.0, 5.0, 30.0]))
     def pop(self, n: int, lease_s: float) -> None:
         expected = self.expected_batch(n)
         batch = self.buffer.pop_batch(n, lease_s)
-        assert ids(batch) == expected
+        assert [(t.task_id, t.rank) for t in batch] == expected
         for task in batch:
             assert self.state[task.task_id] == "ready"  # never served twice concurrently
             assert task.task_id not in self.finished
@@ -692,6 +721,16 @@ class BufferMachine(RuleBasedStateMachine):
         if leased:
             self.state[task_id] = "ready"
             self.deliveries[task_id] -= 1
+            del self.lease[task_id]
+
+    @precondition(lambda self: self.state)
+    @rule(data=st.data())
+    def return_lease(self, data: st.DataObject) -> None:
+        task_id = data.draw(st.sampled_from(sorted(self.state)))
+        leased = self.state[task_id] == "leased"
+        assert self.buffer.return_lease(task_id) is leased
+        if leased:
+            self.state[task_id] = "ready"  # the delivery counts: deliveries unchanged
             del self.lease[task_id]
 
     @precondition(lambda self: self.state)
