@@ -71,7 +71,6 @@ class ReadPath:
         handler: str,
         processors: int,
         concurrency: int,
-        max_tasks_per_batch: int,
         orchestrator_env: Mapping[str, str] | None = None,
         processor_env: Mapping[str, str] | None = None,
         name: str = "rp",
@@ -99,8 +98,6 @@ class ReadPath:
             f"127.0.0.1:{self.grpc_port}",
             "--concurrency",
             str(concurrency),
-            "--max-tasks-per-batch",
-            str(max_tasks_per_batch),
         ]
         self.n_processors = processors
         self.orchestrator: subprocess.Popen[bytes] | None = None

@@ -271,7 +271,6 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path, aimd: bool) -> Ru
             handler="bench.handlers:record_fixed_cost",
             processors=args.processors,
             concurrency=args.concurrency,
-            max_tasks_per_batch=args.concurrency,
             processor_env={
                 "BENCH_RECORD_PATH": record_path,
                 "BENCH_HANDLER_COST_S": str(args.cost_ms / 1000),

@@ -187,9 +187,7 @@ def dispatch_eventgw(b: Bench, topics: Any, *, profile: bool = False) -> dict[st
         handler="bench.handlers:noop",
         processors=a.processors,
         concurrency=a.concurrency,
-        max_tasks_per_batch=a.max_tasks_per_batch,
         name=f"dispatch-{group}",
-        orchestrator_env={"EVENTGW_ORCHESTRATOR__MAX_TASKS_PER_BATCH": str(a.max_tasks_per_batch)},
     )
     spies: dict[str, PySpy] = {}
     problems: list[str] = []
@@ -421,7 +419,6 @@ def isolation_eventgw(b: Bench) -> dict[str, Any]:
         handler="bench.handlers:record_fixed_cost",
         processors=a.iso_processors,
         concurrency=a.iso_concurrency,
-        max_tasks_per_batch=a.iso_batch,
         name="iso",
         processor_env={
             "BENCH_HANDLER_COST_S": str(a.iso_cost_ms / 1000),
@@ -610,9 +607,7 @@ def run_loop(b: Bench) -> dict[str, Any]:
         handler="bench.handlers:noop",
         processors=a.processors,
         concurrency=a.concurrency,
-        max_tasks_per_batch=a.max_tasks_per_batch,
         name="loop",
-        orchestrator_env={"EVENTGW_ORCHESTRATOR__MAX_TASKS_PER_BATCH": str(a.max_tasks_per_batch)},
     )
     lanes = b.lanes(topics)
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
@@ -732,7 +727,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--rounds", type=int, default=1)
     g.add_argument("--processors", type=int, default=2, help="no-op worker processes")
     g.add_argument("--concurrency", type=int, default=64)
-    g.add_argument("--max-tasks-per-batch", type=int, default=500)
     g.add_argument("--profile", action="store_true", help="py-spy the orchestrator (extra run)")
     g.add_argument("--loop-events", type=int, default=100_000)
     g.add_argument("--loop-batch", type=int, default=500)
@@ -741,7 +735,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--iso-processors", type=int, default=1)
     g.add_argument("--iso-concurrency", type=int, default=10)
     g.add_argument("--iso-cost-ms", type=float, default=10.0)
-    g.add_argument("--iso-batch", type=int, default=100, help="max tasks per GetBatch")
     g.add_argument("--flood-x", type=float, default=5.0, help="P10 rate as a multiple of C")
     g.add_argument("--p30-share", type=float, default=0.05, help="P30 rate as a share of C")
     g.add_argument("--duration-s", type=float, default=60.0)

@@ -129,13 +129,12 @@ def orchestrator_settings(stack: RunningStack, **orchestrator: Any) -> EventGwSe
 def processor(
     settings: EventGwSettings, orchestrator: OrchestratorService, handler: Recorder
 ) -> ProcessorService:
-    """An in-process processor of ``orchestrator``: CONCURRENCY handlers, small batches."""
+    """An in-process processor of ``orchestrator``: CONCURRENCY handlers."""
     return ProcessorService(
         with_processor(
             settings,
             orchestrators=[f"127.0.0.1:{orchestrator.grpc_port}"],
             concurrency=CONCURRENCY,
-            max_tasks_per_batch=2 * CONCURRENCY,
         ),
         handler,
     )

@@ -1,16 +1,16 @@
-"""Processor worker against a fake orchestrator: a real gRPC server on loopback.
+"""Processor worker against fake orchestrators: real gRPC ``Work`` streams on loopback.
 
-No orchestrator exists yet, so `FakeOrchestrator` implements ``GetBatch`` / ``Ack`` over an
-in-memory queue of tasks, with the lease bookkeeping the worker relies on (delivery count +1
-per serve, RELEASE re-queues without counting an attempt, unknown results count stale).
-The results-topic tests run against the real local Kafka.
+`FakeOrchestrator` speaks the worker side of docs/dispatch-protocol.md with a queue instead of
+a priority buffer: it welcomes a stream, sends queued tasks up to the credit the worker gave,
+answers revokes, and records every credit, result and revoke. That makes what the worker
+does on the wire observable and exact. The fallback-results test runs against the real
+local Kafka; the whole path with the real orchestrator is in test_read_path.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections import deque
@@ -20,7 +20,6 @@ import grpc
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.config.settings import (
     EventGwSettings,
     KafkaClusterSettings,
@@ -28,8 +27,10 @@ from eventgw.config.settings import (
     ProcessorSettings,
     TopicSettings,
 )
+from eventgw.core.retry import Backoff
 from eventgw.processor import Command, ProcessorService, Reject, Retry
-from eventgw.processor.worker import Backoff, WorkerState
+from eventgw.processor.worker import WorkerState
+from tests.fixtures.procs import free_port
 from tests.fixtures.stack import read_topic
 
 if TYPE_CHECKING:
@@ -39,79 +40,141 @@ if TYPE_CHECKING:
 
 WORKER_ID = "test-worker"
 LEASE_MS = 60_000
+P10_RANK = 2_000_000_000_000  # ranks as the orchestrator gives them: deadlines in wall ms
+P30_RANK = 1_000_000_000_000
 
 
-def make_events(n: int, *, payload: bytes = b'{"n":1}', prefix: str = "e") -> list[pb.EventData]:
+def make_events(
+    n: int, *, payload: bytes = b'{"n":1}', prefix: str = "e", priority: int = pb.P20
+) -> list[pb.EventData]:
     return [
         pb.EventData(
             event_id=f"{prefix}{i}",
             company_id=f"acme-{i % 3}",
             source_name="api",
             payload=payload,
-            priority=pb.P20,
+            priority=priority,  # type: ignore[arg-type]  # pb.Priority values are ints
             attempt=0,
         )
         for i in range(n)
     ]
 
 
-class FakeOrchestrator(pb_grpc.OrchestratorServicer):
-    """In-memory GetBatch/Ack with just enough lease semantics for the worker's tests."""
+class FakeOrchestrator:
+    """The orchestrator side of ``Work``, over a FIFO queue; records what the worker sends."""
 
-    def __init__(self, events: list[pb.EventData], *, index: int = 0) -> None:
+    def __init__(
+        self,
+        events: list[pb.EventData] = (),
+        *,
+        index: int = 0,
+        rank: int = P10_RANK,  # type: ignore[assignment]  # an empty default
+    ) -> None:
         self.index = index
-        self.queue: deque[pb.Task] = deque(
-            pb.Task(task_id=f"p20/0/{i}", event=e, lane="p20") for i, e in enumerate(events)
-        )
+        self.queue: deque[pb.Task] = deque()
         self.leased: dict[str, pb.Task] = {}
         self.results: list[pb.TaskResult] = []
-        self.ack_calls = 0
-        self.batches = 0
+        self.credits: list[int] = []  # every credit message, in order
+        self.revokes: list[int] = []
+        self.credit = 0
+        self.streams = 0
+        self.worker_ids: list[str] = []
+        self.end_stream = asyncio.Event()  # set: the current stream ends (server side)
         self._changed = asyncio.Condition()
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._n = 0
+        self.add(events, rank=rank)
 
-    async def GetBatch(self, request: pb.GetBatchRequest, context: Any) -> pb.GetBatchResponse:
-        if not self.queue:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(request.wait_ms / 1000), self._changed:
-                    await self._changed.wait_for(lambda: bool(self.queue))
-        tasks: list[pb.Task] = []
-        while self.queue and len(tasks) < (request.max_tasks or 100):
+    def add(self, events: list[pb.EventData], *, rank: int = P10_RANK) -> None:
+        for e in events:
+            self.queue.append(pb.Task(task_id=f"p/0/{self._n}", event=e, lane="p20", rank=rank))
+            self._n += 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        tasks = []
+        while self.queue and self.credit > 0:
             task = self.queue.popleft()
             task.delivery_count += 1
             task.lease_expires_ms = int(time.time() * 1000) + LEASE_MS
             self.leased[task.task_id] = task
             tasks.append(task)
+            self.credit -= 1
         if tasks:
-            self.batches += 1
-        return pb.GetBatchResponse(
-            batch_id=f"b{self.batches}", tasks=tasks, orchestrator_index=self.index
+            self._outbox.put_nowait(
+                pb.TaskBatch(
+                    tasks=tasks, orchestrator_index=self.index, backlog=len(self.queue)
+                ).SerializeToString()
+            )
+        elif self.queue:
+            self.hint()
+
+    def hint(self) -> None:
+        self._outbox.put_nowait(
+            pb.TaskBatch(orchestrator_index=self.index, backlog=len(self.queue)).SerializeToString()
         )
 
-    async def Ack(self, request: pb.TaskResults, context: Any) -> pb.AckResponse:
-        self.ack_calls += 1
-        return self.apply(request.results)
+    async def Work(self, context: Any) -> None:
+        first = await context.read()
+        self.streams += 1
+        self.worker_ids.append(first.worker_id)
+        self.end_stream.clear()
+        self._outbox = asyncio.Queue()
+        self.credit = 0
+        self.hint()  # the welcome
 
-    def apply(self, results: Any) -> pb.AckResponse:
-        """Apply results (from Ack or read back from the response topic)."""
-        accepted = stale = 0
-        for r in results:
+        async def write() -> None:
+            while True:
+                await context.write(await self._outbox.get())
+
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(write())
+            reader = tg.create_task(self._read(context, first))
+            ender = tg.create_task(self.end_stream.wait())
+            await asyncio.wait({reader, ender}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (writer, reader, ender):
+                t.cancel()
+        # The stream is over: what it held comes back (the real orchestrator's rule).
+        for task in self.leased.values():
+            self.queue.appendleft(task)
+        self.leased.clear()
+        self.credit = 0
+
+    async def _read(self, context: Any, first: pb.WorkRequest) -> None:
+        request = first
+        while request is not grpc.aio.EOF:
+            await self.apply(request)
+            request = await context.read()
+
+    async def apply(self, request: pb.WorkRequest) -> None:
+        for r in request.results:
             task = self.leased.pop(r.task_id, None)
-            if task is None:
-                stale += 1
-                continue
-            accepted += 1
             self.results.append(r)
-            if r.kind == pb.RELEASE:
-                self.queue.append(task)  # served again; attempt unchanged
-        return pb.AckResponse(accepted=accepted, stale=stale)
-
-    async def notify(self) -> None:
+            if task is not None and r.kind == pb.RELEASE:
+                task.delivery_count -= 1
+                self.queue.append(task)
+        if request.revoke:
+            self.revokes.append(request.revoke)
+            taken = min(request.revoke, self.credit)
+            self.credit -= taken
+            self._outbox.put_nowait(
+                pb.TaskBatch(
+                    orchestrator_index=self.index, backlog=len(self.queue), credit_returned=taken
+                ).SerializeToString()
+            )
+        if request.credit:
+            self.credits.append(request.credit)
+            self.credit += request.credit
+            self._dispatch()
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_results(self, n: int, timeout_s: float = 15.0) -> list[pb.TaskResult]:
+    async def wait_for(self, predicate: Any, timeout_s: float = 15.0) -> None:
         async with asyncio.timeout(timeout_s), self._changed:
-            await self._changed.wait_for(lambda: len(self.results) >= n)
+            await self._changed.wait_for(predicate)
+
+    async def wait_results(self, n: int, timeout_s: float = 15.0) -> list[pb.TaskResult]:
+        await self.wait_for(lambda: len(self.results) >= n, timeout_s)
         return self.results
 
     def kinds(self) -> dict[str, int]:
@@ -122,19 +185,19 @@ class FakeOrchestrator(pb_grpc.OrchestratorServicer):
         return out
 
 
-class NotifyingFake(FakeOrchestrator):
-    """A fake whose Ack wakes `wait_results` (it must run on the fake's own loop)."""
-
-    async def Ack(self, request: pb.TaskResults, context: Any) -> pb.AckResponse:
-        response = await super().Ack(request, context)
-        await self.notify()
-        return response
-
-
 @contextlib.asynccontextmanager
 async def serving(fake: FakeOrchestrator, port: int = 0) -> AsyncIterator[str]:
     server = grpc.aio.server()
-    pb_grpc.add_OrchestratorServicer_to_server(fake, server)  # type: ignore[no-untyped-call]  # generated gRPC code is untyped
+
+    async def work(request_iterator: Any, context: Any) -> None:
+        await fake.Work(context)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        work, request_deserializer=pb.WorkRequest.FromString, response_serializer=None
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("eventgw.v1.Orchestrator", {"Work": handler}),)
+    )
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     try:
@@ -144,15 +207,12 @@ async def serving(fake: FakeOrchestrator, port: int = 0) -> AsyncIterator[str]:
 
 
 def make_settings(
-    orchestrator: str, *, bootstrap: str = "127.0.0.1:9", response: str = "resp", **processor: Any
+    *orchestrators: str, bootstrap: str = "127.0.0.1:9", response: str = "resp", **processor: Any
 ) -> EventGwSettings:
     p: dict[str, Any] = {
-        "orchestrators": [orchestrator],
-        "results_via": "grpc",
+        "orchestrators": list(orchestrators),
         "metrics_port": 0,
-        "wait_ms": 100,
         "concurrency": 8,
-        "max_tasks_per_batch": 50,
         "shutdown_timeout_s": 5.0,
     }
     p.update(processor)
@@ -170,7 +230,7 @@ def make_service(
 
 
 async def run_to_end(service: ProcessorService, timeout_s: float = 15.0) -> None:
-    """Run a service that ends by itself (max_batches)."""
+    """Run a service that ends by itself (max_tasks)."""
     async with asyncio.timeout(timeout_s):
         await service.run(asyncio.Event(), asyncio.Event())
 
@@ -189,31 +249,56 @@ class Recorder:
             raise exc
 
 
-# --- (1) results over gRPC --------------------------------------------------------------
+class GatedHandler:
+    """Records each event it starts, sets ``running`` once ``n`` started, waits for ``gate``."""
+
+    def __init__(self, running: int) -> None:
+        self.n = running
+        self.gate = asyncio.Event()
+        self.running = asyncio.Event()
+        self.started: list[str] = []
+        self.active = 0
+
+    async def __call__(self, event: pb.EventData) -> None:
+        self.started.append(event.event_id)
+        self.active += 1
+        if len(self.started) == self.n:
+            self.running.set()
+        try:
+            await self.gate.wait()
+        finally:
+            self.active -= 1
 
 
-async def test_every_task_is_handled_once_and_acked_over_grpc():
+# --- (1) results over the stream --------------------------------------------------------
+
+
+async def test_every_task_is_handled_once_and_acked_over_the_stream():
     fake = FakeOrchestrator(make_events(20), index=2)
     handler = Recorder()
     async with serving(fake) as addr:
-        service = make_service(make_settings(addr, max_tasks_per_batch=8, max_batches=3), handler)
+        service = make_service(make_settings(addr, max_tasks=20), handler)
         await run_to_end(service)
 
     assert sorted(handler.seen) == sorted(f"e{i}" for i in range(20))
     assert fake.kinds() == {"ACK": 20}
-    assert fake.ack_calls == 3  # one Ack per batch: 8 + 8 + 4
+    assert fake.worker_ids == [WORKER_ID]
     assert not fake.leased
     assert not fake.queue
-    r = fake.results[0]
-    assert (r.worker_id, r.orchestrator_index, r.delivery_count) == (WORKER_ID, 2, 1)
-    assert {x.event_id for x in fake.results} == set(handler.seen)
+    assert {r.delivery_count for r in fake.results} == {1}
+    assert {r.task_id for r in fake.results} == {f"p/0/{i}" for i in range(20)}
+    assert sum(fake.credits) <= 20, "max_tasks bounds the credit"
     assert service.tasks_handled == 20
     stats = service.statistics()
     assert stats is not None
-    assert (stats.state, stats.batches, stats.results["ack"]) == (WorkerState.STOPPED, 3, 20)
+    assert (stats.state, stats.tasks_received, stats.results["ack"]) == (
+        WorkerState.STOPPED,
+        20,
+        20,
+    )
     text = service.metrics.render().decode()
     assert 'eventgw_processor_tasks_total{result="ack"} 20.0' in text
-    assert "eventgw_processor_batches_total 3.0" in text
+    assert "eventgw_processor_tasks_received_total 20.0" in text
     assert "eventgw_processor_handler_duration_seconds_count 20.0" in text
 
 
@@ -230,24 +315,24 @@ async def test_retry_reject_and_crash_map_to_their_results():
         }
     )
     async with serving(fake) as addr:
-        await run_to_end(make_service(make_settings(addr, max_batches=1), handler))
+        await run_to_end(make_service(make_settings(addr, max_tasks=4), handler))
 
-    by_id = {r.event_id: r for r in fake.results}
-    assert (by_id["e0"].kind, by_id["e0"].error) == (pb.ACK, "")
-    assert (by_id["e1"].kind, by_id["e1"].delay_ms, by_id["e1"].error) == (
+    by_id = {r.task_id: r for r in fake.results}
+    assert (by_id["p/0/0"].kind, by_id["p/0/0"].error) == (pb.ACK, "")
+    assert (by_id["p/0/1"].kind, by_id["p/0/1"].delay_ms, by_id["p/0/1"].error) == (
         pb.NACK,
         3000,
         "downstream busy",
     )
-    assert (by_id["e2"].kind, by_id["e2"].error) == (pb.REJECT, "not an order")
-    assert (by_id["e3"].kind, by_id["e3"].delay_ms, by_id["e3"].error) == (
+    assert (by_id["p/0/2"].kind, by_id["p/0/2"].error) == (pb.REJECT, "not an order")
+    assert (by_id["p/0/3"].kind, by_id["p/0/3"].delay_ms, by_id["p/0/3"].error) == (
         pb.NACK,
         0,
         "KeyError: 'order_id'",
     )
 
 
-# --- (3) bounded concurrency ------------------------------------------------------------
+# --- (3) bounded concurrency and credit -------------------------------------------------
 
 
 async def test_concurrent_handler_calls_never_exceed_concurrency():
@@ -263,8 +348,8 @@ async def test_concurrent_handler_calls_never_exceed_concurrency():
         if running == concurrency:
             saturated.set()
         try:
-            # Hold every slot until the bound is reached: proves both that the batch runs
-            # concurrently and that it never goes past the bound.
+            # Hold every slot until the bound is reached: proves both that tasks run
+            # concurrently and that they never go past the bound.
             await saturated.wait()
             await asyncio.sleep(0)
         finally:
@@ -272,49 +357,114 @@ async def test_concurrent_handler_calls_never_exceed_concurrency():
 
     fake = FakeOrchestrator(make_events(12))
     async with serving(fake) as addr:
-        settings = make_settings(addr, concurrency=concurrency, max_batches=1)
+        settings = make_settings(addr, concurrency=concurrency, max_tasks=12)
         await run_to_end(make_service(settings, handler))
 
     assert peak == concurrency
     assert fake.kinds() == {"ACK": 12}
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
-async def test_pipeline_depth_bounds_batches_in_flight_and_overlaps_them(depth):
-    """The next batch is fetched and runs while the previous one's last task still runs.
-
-    Every task of each batch holds until released; the first event of every batch is slow.
-    With depth d, d batches are leased at once (never more), and their handlers overlap.
-    """
-    per_batch = 4
-    fake = NotifyingFake(make_events(per_batch * 6))
-    release = asyncio.Event()
-    started: list[str] = []
-    enough = asyncio.Event()
-
-    async def handler(event: pb.EventData) -> None:
-        started.append(event.event_id)
-        if len(started) >= depth * per_batch:
-            enough.set()
-        await release.wait()
-
+async def test_worker_holds_at_most_concurrency_plus_prefetch():
+    """While every handler blocks, the credit given equals concurrency + prefetch, no more."""
+    handler = GatedHandler(running=4)
+    fake = FakeOrchestrator(make_events(50))
+    stop = asyncio.Event()
     async with serving(fake) as addr:
-        settings = make_settings(
-            addr, concurrency=64, max_tasks_per_batch=per_batch, max_batches=6, pipeline_depth=depth
-        )
+        settings = make_settings(addr, concurrency=4, prefetch_window_ms=10)
         service = make_service(settings, handler)
-        run = asyncio.create_task(run_to_end(service, timeout_s=30))
+        async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.running.wait()
+            # Before any handler finished, one is assumed to take the window: prefetch = 4.
+            await fake.wait_for(lambda: len(fake.leased) >= 8)
+            await asyncio.sleep(0.2)  # time for a (wrong) extra grant to show up
+            assert len(fake.leased) == 8
+            assert sum(fake.credits) == 8
+            stats = service.statistics()
+            assert stats is not None
+            assert (stats.running, stats.queued, stats.prefetch) == (4, 4, 4)
+            stop.set()
+            handler.gate.set()
+    assert fake.kinds() == {"ACK": 4, "RELEASE": 4}
+
+
+async def test_prefetch_follows_the_handlers_speed():
+    """50 ms handlers, window 10 ms, concurrency 10: prefetch becomes ceil(10 x 10/50) = 2."""
+
+    async def slow(event: pb.EventData) -> None:
+        await asyncio.sleep(0.05)
+
+    fake = FakeOrchestrator(make_events(200))
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        settings = make_settings(addr, concurrency=10, prefetch_window_ms=10)
+        service = make_service(settings, slow)
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await fake.wait_for(lambda: len(fake.results) >= 120)
+            stats = service.statistics()
+            assert stats is not None
+            assert stats.prefetch == 2
+            # Held unstarted: never more than the prefetch plus one grant's rounding.
+            assert len(fake.leased) <= 10 + 2 + 3
+            stop.set()
+
+
+async def received(service: ProcessorService, n: int) -> None:
+    """Wait until the worker has received ``n`` tasks (its counters: nothing to await)."""
+    async with asyncio.timeout(10):
+        while (stats := service.statistics()) is None or stats.tasks_received < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+class PerEventGates:
+    """A handler whose every event waits for its own gate; records the start order."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+        self.started: list[str] = []
+        self.changed = asyncio.Event()
+
+    def gate(self, event_id: str) -> asyncio.Event:
+        return self.gates.setdefault(event_id, asyncio.Event())
+
+    async def __call__(self, event: pb.EventData) -> None:
+        self.started.append(event.event_id)
+        self.changed.set()
+        await self.gate(event.event_id).wait()
+
+    async def wait_started(self, n: int) -> None:
         async with asyncio.timeout(10):
-            await enough.wait()
-        await asyncio.sleep(0.3)  # time for a (wrong) extra fetch to show up
-        assert fake.batches == depth, "exactly pipeline_depth batches leased while all block"
-        assert len(fake.leased) == depth * per_batch
-        assert len(started) == depth * per_batch, "the batches' handlers run at once"
-        release.set()
-        await run
-    assert fake.batches == 6, "max_batches is exact with several loops"
-    assert fake.kinds() == {"ACK": per_batch * 6}
-    assert sorted(r.task_id for r in fake.results) == sorted(f"p20/0/{i}" for i in range(24))
+            while len(self.started) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_an_urgent_task_overtakes_prefetched_work_at_the_next_free_slot():
+    """Slots full of P10, P10 prefetched: a P30 that arrives starts at the next free slot."""
+    handler = PerEventGates()
+    fake = FakeOrchestrator(make_events(2, prefix="p10-"), rank=P10_RANK)
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        # concurrency 2 + prefetch 2: the worker holds 4.
+        settings = make_settings(addr, concurrency=2, max_prefetch=2)
+        service = make_service(settings, handler)
+        async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.wait_started(2)
+            fake.add([make_events(4, prefix="p10-")[i] for i in (2, 3)], rank=P10_RANK)
+            await fake.wait_for(lambda: len(fake.leased) == 4)  # two prefetched P10
+            fake.add(make_events(1, prefix="p30-", priority=pb.P30), rank=P30_RANK)
+            handler.gate("p10-0").set()  # a slot frees: p10-2 starts, its credit brings the P30
+            await handler.wait_started(3)
+            await received(service, 5)
+            handler.gate("p10-1").set()  # the next slot frees: the P30 goes before p10-3
+            await handler.wait_started(4)
+            for gate in ("p10-2", "p10-3", "p30-0"):
+                handler.gate(gate).set()
+            await fake.wait_for(lambda: len(fake.results) == 5)
+            stop.set()
+    assert handler.started == ["p10-0", "p10-1", "p10-2", "p30-0", "p10-3"]
 
 
 # --- (4) dry run ------------------------------------------------------------------------
@@ -328,8 +478,7 @@ async def test_dry_run_shows_and_releases_without_calling_the_handler():
     fake = FakeOrchestrator(make_events(3, payload=payload))
     lines: list[str] = []
     async with serving(fake) as addr:
-        # results_via=topic is ignored by a dry run: no producer, release over gRPC.
-        settings = make_settings(addr, execute=False, results_via="topic", max_batches=1)
+        settings = make_settings(addr, execute=False, max_tasks=3)
         service = make_service(settings, must_not_run, show=lines.append)
         await run_to_end(service)
 
@@ -338,7 +487,7 @@ async def test_dry_run_shows_and_releases_without_calling_the_handler():
     assert [t.event.attempt for t in fake.queue] == [0, 0, 0]  # released: no attempt counted
     assert len(fake.queue) == 3  # all back in the queue to be served again
     assert service.tasks_handled == 3
-    assert len(lines) == 3
+    assert len(lines) == 3, "held until the end: no task shown twice"
     line = lines[0]
     for part in ("event_id=e0", "class=P20", "lane=p20", "company=acme-0", "delivery_count=1"):
         assert part in line
@@ -348,132 +497,101 @@ async def test_dry_run_shows_and_releases_without_calling_the_handler():
     assert "x" * 195 not in line
 
 
-# --- (5) results via the response topic (real Kafka) ------------------------------------
+# --- (5) results a stream could not take (real Kafka) -----------------------------------
 
 
 @pytest.mark.kafka
-async def test_results_record_lands_on_the_orchestrator_index_partition(kafka_broker, new_topic):
+async def test_results_of_a_lost_stream_go_to_the_response_topic(kafka_broker, new_topic):
+    """The orchestrator goes away while handlers run: results land on partition = its index."""
     response = new_topic(partitions=2)
-    fake = FakeOrchestrator(make_events(5), index=1)
-    async with serving(fake) as addr:
-        settings = make_settings(
-            addr,
-            bootstrap=kafka_broker.bootstrap,
-            response=response,
-            results_via="topic",
-            max_batches=1,
-        )
-        service = make_service(settings, Recorder())
-        await run_to_end(service, timeout_s=30)
+    handler = GatedHandler(running=3)
+    fake = FakeOrchestrator(make_events(3), index=1)
+    stop = asyncio.Event()
+    settings_for: dict[str, EventGwSettings] = {}
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+        async with serving(fake) as addr:
+            settings_for["s"] = make_settings(
+                addr, bootstrap=kafka_broker.bootstrap, response=response, concurrency=3
+            )
+            service = make_service(settings_for["s"], handler)
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.running.wait()
+        # The server is gone (as in a crash): the worker cannot reconnect.
+        handler.gate.set()
+        records = await asyncio.to_thread(read_topic, kafka_broker.bootstrap, response, expect=1)
+        stop.set()
 
-    assert fake.ack_calls == 0  # the topic took them; no gRPC fallback
-    records = await asyncio.to_thread(read_topic, kafka_broker.bootstrap, response, expect=1)
-    assert len(records) == 1
-    record = records[0]
-    assert record.partition == 1
-    assert record.key == WORKER_ID.encode()
-    results = pb.TaskResults.FromString(record.value).results
-    assert [r.kind for r in results] == [pb.ACK] * 5
-    assert {r.orchestrator_index for r in results} == {1}
-    assert fake.apply(results).accepted == 5  # what the orchestrator would read back
-
-
-@pytest.mark.kafka
-async def test_failed_results_write_falls_back_to_grpc_ack(kafka_broker, new_topic):
-    response = new_topic(partitions=2)
-    fake = FakeOrchestrator(make_events(4), index=5)  # the topic has no partition 5
-    async with serving(fake) as addr:
-        settings = make_settings(
-            addr,
-            bootstrap=kafka_broker.bootstrap,
-            response=response,
-            results_via="topic",
-            max_batches=1,
-        )
-        service = make_service(settings, Recorder())
-        await run_to_end(service, timeout_s=30)
-
-    assert fake.ack_calls == 1
-    assert fake.kinds() == {"ACK": 4}
+    assert records[0].partition == 1
+    assert records[0].key == WORKER_ID.encode()
+    results = [r for record in records for r in pb.TaskResults.FromString(record.value).results]
+    assert sorted(r.task_id for r in results) == ["p/0/0", "p/0/1", "p/0/2"]
+    assert {(r.kind, r.orchestrator_index, r.worker_id) for r in results} == {
+        (pb.ACK, 1, WORKER_ID)
+    }
+    assert {r.event_id for r in results} == {"e0", "e1", "e2"}
     stats = service.statistics()
     assert stats is not None
-    assert stats.report_fallbacks == 1
+    assert stats.report_fallbacks >= 1
+    assert stats.results_lost == 0
 
 
-# --- (6) shutdown mid-batch -------------------------------------------------------------
-
-
-class GatedHandler:
-    """Records each event it starts, sets ``running`` once ``n`` started, waits for ``gate``."""
-
-    def __init__(self, running: int) -> None:
-        self.n = running
-        self.gate = asyncio.Event()
-        self.running = asyncio.Event()
-        self.started: list[str] = []
-
-    async def __call__(self, event: pb.EventData) -> None:
-        self.started.append(event.event_id)
-        if len(self.started) == self.n:
-            self.running.set()
-        await self.gate.wait()
-
-
-async def test_stop_mid_batch_drains_running_and_releases_unstarted():
+async def test_unstarted_tasks_of_an_ended_stream_are_dropped_not_run():
+    """The orchestrator returned those leases when the stream ended: running them is waste."""
     handler = GatedHandler(running=2)
-    gate, two_running, started = handler.gate, handler.running, handler.started
+    fake = FakeOrchestrator(make_events(10))
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        settings = make_settings(addr, concurrency=2, max_prefetch=2)
+        service = make_service(settings, handler)
+        async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.running.wait()
+            await fake.wait_for(lambda: len(fake.leased) == 4)
+            fake.end_stream.set()
+            await fake.wait_for(lambda: fake.streams == 2)  # it reconnects at once
+            handler.gate.set()
+            await fake.wait_for(
+                lambda: len({r.task_id for r in fake.results if r.kind == pb.ACK}) >= 10
+            )
+            stop.set()
+    stats = service.statistics()
+    assert stats is not None
+    assert stats.dropped == 2
+    counts = {e: handler.started.count(e) for e in set(handler.started)}
+    assert sorted(counts) == [f"e{i}" for i in range(10)]
+    # e0 and e1 were running when the stream ended: their leases came back and they ran
+    # again (at-least-once); the two prefetched ones were dropped, so they ran once.
+    assert counts["e2"] == counts["e3"] == 1
+    assert counts["e0"] == counts["e1"] == 2
 
+
+# --- (6) shutdown -----------------------------------------------------------------------
+
+
+async def test_stop_drains_running_and_releases_unstarted():
+    handler = GatedHandler(running=2)
     fake = FakeOrchestrator(make_events(6))
     stop = asyncio.Event()
     async with serving(fake) as addr:
         service = make_service(make_settings(addr, concurrency=2), handler)
         async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
             tg.create_task(service.run(asyncio.Event(), stop))
-            await two_running.wait()
+            await handler.running.wait()
+            await fake.wait_for(lambda: len(fake.leased) == 4)  # 2 running + 2 prefetched
             stop.set()
-            gate.set()  # the two running handlers finish within the drain
+            handler.gate.set()  # the two running handlers finish within the drain
 
-    assert started == ["e0", "e1"]
-    by_id = {r.event_id: r.kind for r in fake.results}
+    assert handler.started == ["e0", "e1"]
+    by_id = {r.task_id: r.kind for r in fake.results}
     assert by_id == {
-        "e0": pb.ACK,
-        "e1": pb.ACK,
-        "e2": pb.RELEASE,
-        "e3": pb.RELEASE,
-        "e4": pb.RELEASE,
-        "e5": pb.RELEASE,
+        "p/0/0": pb.ACK,
+        "p/0/1": pb.ACK,
+        "p/0/2": pb.RELEASE,
+        "p/0/3": pb.RELEASE,
     }
+    assert len(fake.results) == 4, "one result per task"
+    assert sorted(t.task_id for t in fake.queue) == ["p/0/2", "p/0/3", "p/0/4", "p/0/5"]
     assert service.tasks_handled == 2
-
-
-async def test_stop_with_two_batches_held_drains_both_and_reports_every_task_once():
-    """pipeline_depth 2: both held batches drain; each task gets exactly one result."""
-    handler = GatedHandler(running=2)
-    gate, two_running, started = handler.gate, handler.running, handler.started
-
-    fake = NotifyingFake(make_events(8))
-    stop = asyncio.Event()
-    async with serving(fake) as addr:
-        settings = make_settings(addr, concurrency=2, max_tasks_per_batch=4, pipeline_depth=2)
-        service = make_service(settings, handler)
-        async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
-            tg.create_task(service.run(asyncio.Event(), stop))
-            await two_running.wait()
-            while fake.batches < 2:  # noqa: ASYNC110  (the second loop's fetch: no event)
-                await asyncio.sleep(0.01)
-            assert len(fake.leased) == 8, "two batches of 4 held at once"
-            stop.set()
-            gate.set()  # the running handlers finish within the drain
-
-    kinds: dict[str, list[int]] = {}
-    for r in fake.results:
-        kinds.setdefault(r.event_id, []).append(r.kind)
-    assert sorted(kinds) == [f"e{i}" for i in range(8)]
-    assert all(len(k) == 1 for k in kinds.values()), "one result per task"
-    acked = {e for e, k in kinds.items() if k == [pb.ACK]}
-    assert acked == set(started), "what ran is ACKed, the rest RELEASEd"
-    assert {e for e, k in kinds.items() if k == [pb.RELEASE]} == set(kinds) - acked
-    assert service.tasks_handled == len(started) == 2
 
 
 async def test_handlers_past_the_shutdown_timeout_are_cancelled_and_released():
@@ -491,11 +609,12 @@ async def test_handlers_past_the_shutdown_timeout_are_cancelled_and_released():
     fake = FakeOrchestrator(make_events(3))
     stop = asyncio.Event()
     async with serving(fake) as addr:
-        settings = make_settings(addr, concurrency=2, shutdown_timeout_s=0.2)
+        settings = make_settings(addr, concurrency=2, shutdown_timeout_s=0.2, max_prefetch=1)
         service = make_service(settings, stuck)
         async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
             tg.create_task(service.run(asyncio.Event(), stop))
             await running.wait()
+            await fake.wait_for(lambda: len(fake.leased) == 3)
             stop.set()
 
     assert sorted(cancelled) == ["e0", "e1"]
@@ -503,7 +622,7 @@ async def test_handlers_past_the_shutdown_timeout_are_cancelled_and_released():
     assert service.tasks_handled == 0
 
 
-# --- (7) orchestrator down, then up -----------------------------------------------------
+# --- (7) orchestrator down, then up; several orchestrators -------------------------------
 
 
 class RecordingBackoff(Backoff):
@@ -522,32 +641,57 @@ class RecordingBackoff(Backoff):
         return super().delay_s(attempt)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_worker_backs_off_while_the_orchestrator_is_down_and_recovers():
     port = free_port()
     backoff = RecordingBackoff(signal_after=3)
-    fake = NotifyingFake(make_events(5))
+    fake = FakeOrchestrator(make_events(5))
     stop = asyncio.Event()
     service = make_service(make_settings(f"127.0.0.1:{port}"), Recorder(), backoff=backoff)
     async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
         tg.create_task(service.run(asyncio.Event(), stop))
-        await backoff.backed_off.wait()  # nothing listens yet: calls fail, the worker waits
+        await backoff.backed_off.wait()  # nothing listens yet: streams fail, the worker waits
         async with serving(fake, port):
+            started = time.monotonic()
             await fake.wait_results(5)
+            resumed_s = time.monotonic() - started
             stop.set()
 
     assert backoff.attempts[:3] == [0, 1, 2]  # growing back-off while down
-    assert all(0.01 <= backoff.delay_s(a) <= 0.2 for a in range(40))  # jittered, capped
     assert fake.kinds() == {"ACK": 5}
+    assert resumed_s < 1.5, f"traffic resumed {resumed_s:.2f}s after the orchestrator came up"
     stats = service.statistics()
     assert stats is not None
-    assert stats.fetch_failures >= 3
+    assert stats.connect_failures >= 3
+
+
+async def test_credit_moves_to_the_orchestrator_with_a_backlog():
+    """Two orchestrators: credit parked at the idle one is revoked for the one with work."""
+    first = FakeOrchestrator(index=0)
+    second = FakeOrchestrator(index=1)
+    handler = Recorder()
+    stop = asyncio.Event()
+    async with serving(first) as a, serving(second) as b:
+        settings = make_settings(a, b, concurrency=4, max_prefetch=4)
+        service = make_service(settings, handler)
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await first.wait_for(lambda: first.streams == 1)
+            await second.wait_for(lambda: second.streams == 1)
+            # Whichever connected first holds the idle credit; work goes to both in turn.
+            first.add(make_events(200, prefix="a"))
+            await first.wait_for(lambda: len(first.results) >= 200)
+            second.add(make_events(200, prefix="b"))
+            await second.wait_for(lambda: len(second.results) >= 200)
+            first.add(make_events(20, prefix="c"))
+            await first.wait_for(lambda: len(first.results) >= 220)
+            stop.set()
+    assert first.kinds() == {"ACK": 220}
+    assert second.kinds() == {"ACK": 200}
+    assert first.revokes, "its parked credit was taken back for the other"
+    assert second.revokes, "its parked credit was taken back for the other"
+    assert sorted(handler.seen) == sorted(
+        [f"a{i}" for i in range(200)] + [f"b{i}" for i in range(200)] + [f"c{i}" for i in range(20)]
+    )
 
 
 def test_backoff_is_exponential_jittered_and_capped():
@@ -565,8 +709,9 @@ def test_backoff_is_exponential_jittered_and_capped():
 class ThreadedOrchestrator:
     """A fake orchestrator on its own loop in a thread, for the synchronous Command API."""
 
-    def __init__(self, fake: FakeOrchestrator) -> None:
-        self.fake = fake
+    def __init__(self, events: list[pb.EventData]) -> None:
+        self.events = events
+        self.fake: FakeOrchestrator | None = None
         self.addr = ""
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -576,6 +721,7 @@ class ThreadedOrchestrator:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self.fake = FakeOrchestrator(self.events)
         async with serving(self.fake) as addr:
             self.addr = addr
             self._started.set()
@@ -595,22 +741,22 @@ class ThreadedOrchestrator:
             self._thread.join(10)
 
 
-def test_command_dry_run_returns_after_max_batches(capsys):
-    fake = FakeOrchestrator(make_events(8))
-    base = make_settings("unused:1", wait_ms=100)
+def test_command_dry_run_returns_after_max_tasks(capsys):
+    orchestrator = ThreadedOrchestrator(make_events(8))
+    base = make_settings("unused:1")
     command = Command(base)
-    with ThreadedOrchestrator(fake).running() as addr:
+    with orchestrator.running() as addr:
         handled = command.run(
             execute=False,
-            max_batches=1,
-            max_tasks_per_batch=5,
+            max_tasks=5,
             kafka_bootstrap_servers="127.0.0.1:1",
             orchestrator_host=addr,
             statsd_root="eventgw.processor",
         )
 
     assert handled == 5
-    assert fake.kinds() == {"RELEASE": 5}
+    assert orchestrator.fake is not None
+    assert orchestrator.fake.kinds() == {"RELEASE": 5}
     assert command.statsd_root == "eventgw.processor"
     assert command.service is not None
     s = command.service.settings
@@ -618,7 +764,20 @@ def test_command_dry_run_returns_after_max_batches(capsys):
     assert s.kafka.primary.bootstrap_servers == "127.0.0.1:1"
     assert (s.processor.execute, s.processor.orchestrators) == (False, [addr])
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in out] == [f"event_id=e{i}" for i in range(5)]
+    assert sorted(line.split()[1] for line in out) == [f"event_id=e{i}" for i in range(5)]
+
+
+def test_command_leaves_settings_alone_unless_an_argument_is_given():
+    """Arguments left out keep the settings (env, TOML); given ones replace them."""
+    orchestrator = ThreadedOrchestrator(make_events(3))
+    with orchestrator.running() as addr:
+        base = make_settings(addr, concurrency=3, max_tasks=3, execute=False)
+        command = Command(base)
+        assert command.run() == 3
+    assert command.service is not None
+    p = command.service.settings.processor
+    assert (p.concurrency, p.max_tasks, p.execute, p.orchestrators) == (3, 3, False, [addr])
+    assert command.service.settings.kafka == base.kafka
 
 
 def test_command_refuses_bad_arguments():

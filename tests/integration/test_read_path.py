@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 
     from eventgw.config.settings import EventGwSettings, TopicSettings
     from eventgw.kafka.local_broker import LocalBroker
+    from eventgw.orchestrator.dispatcher import Dispatcher
     from eventgw.orchestrator.priority_buffer import BufferedTask
 
 pytestmark = pytest.mark.kafka
@@ -201,14 +204,18 @@ async def test_dry_run_leaves_every_event_unprocessed(
             while len(d.buffer) < n:  # noqa: ASYNC110  (the fetch loop has no event to await)
                 await asyncio.sleep(0.05)
         dry_settings = with_processor(settings, metrics_port=0)
+        shown_lines: list[str] = []
+        command = Command(dry_settings)
         shown = await asyncio.to_thread(
-            Command(dry_settings).run,
+            command.run,
             execute=False,
-            max_batches=3,
-            max_tasks_per_batch=n,
+            max_tasks=n,
             orchestrator_host=orchestrator_address(orchestrator),
+            show=shown_lines.append,
         )
-        assert shown == 3 * n, "each batch shows every buffered event"
+        assert shown == n
+        shown_ids = {line.split("event_id=")[1].split()[0] for line in shown_lines}
+        assert shown_ids == {e.event_id for e in events}, "each buffered event shown once"
         # Released, not retried: every task ready again, no attempt or delivery counted.
         st = d.buffer.statistics()
         assert (st.ready, st.leased, st.delayed) == (n, 0, 0)
@@ -374,9 +381,7 @@ async def test_orchestrator_kill9_restart_loses_nothing(
     await wait_http_ready(ready_url, proc)
     await asyncio.to_thread(produce, bootstrap, topics, events)
     recorder = Recorder(sleep_s=0.005)
-    processor = processor_for(
-        settings, [f"127.0.0.1:{orch.grpc_port}"], recorder, concurrency=16, max_tasks_per_batch=100
-    )
+    processor = processor_for(settings, [f"127.0.0.1:{orch.grpc_port}"], recorder, concurrency=16)
     async with running(processor):
         await recorder.wait_for(lambda: recorder.distinct >= n // 3, 60, "a third processed")
         await proc.kill9()
@@ -392,22 +397,64 @@ async def test_orchestrator_kill9_restart_loses_nothing(
     assert set(lag.values()) == {0}
 
 
-# -- 3. processor kill -9 mid-batch -------------------------------------------------------------
+# -- 3. processor kill -9 / hung processor --------------------------------------------------------
 
 
-async def test_processor_kill9_mid_batch_leases_come_back(
+async def _start_slow_worker(
+    bootstrap: str,
+    topics: TopicSettings,
+    address: str,
+    record_file: Path,
+    components: Callable[[str, dict[str, str]], Component],
+) -> Component:
+    """A subprocess worker (concurrency 4) whose handler records each start, then hangs."""
+    env = component_env(
+        bootstrap,
+        topics,
+        EVENTGW_PROCESSOR__ORCHESTRATORS=json.dumps([address]),
+        EVENTGW_PROCESSOR__HANDLER="tests.fixtures.read_path:recording_sleeper",
+        EVENTGW_PROCESSOR__CONCURRENCY="4",
+        EVENTGW_PROCESSOR__METRICS_PORT=str(free_port()),
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    env[RECORD_FILE_ENV] = str(record_file)
+    slow = components("processor", env)
+    await slow.start()
+    async with asyncio.timeout(30):
+        # The subprocess's handler writes to a file: nothing to await but the file itself.
+        while len(record_file.read_text().split()) < 4:  # noqa: ASYNC240  (a few bytes)
+            assert slow.proc is not None
+            assert slow.proc.returncode is None, slow.log_tail()
+            await asyncio.sleep(0.05)
+    return slow
+
+
+def _leased(d: Dispatcher) -> list[BufferedTask]:
+    return [t for t in list(d.buffer._tasks.values()) if d.buffer.lease_of(t.task_id)]
+
+
+async def _wait_leased(d: Dispatcher, n: int) -> list[BufferedTask]:
+    async with asyncio.timeout(10):
+        while len(_leased(d)) < n:  # noqa: ASYNC110  (no event to await in the buffer)
+            await asyncio.sleep(0.05)
+    return _leased(d)
+
+
+async def test_processor_kill9_returns_its_leases_at_once(
     kafka_broker: LocalBroker,
     topics: TopicSettings,
     components: Callable[[str, dict[str, str]], Component],
     tmp_path: Path,
 ) -> None:
-    """A worker killed mid-batch: its leased tasks are served again after the lease expires."""
+    """A worker killed holding tasks: its stream ends, its leases come back at once.
+
+    The lease is 60 s: a redelivery within it can only come from the stream ending.
+    """
     bootstrap = kafka_broker.bootstrap
     n = 60
     events = [make_event(f"lease-{i}", Priority.P20, company=f"c{i % 5}") for i in range(n)]
     await asyncio.to_thread(produce, bootstrap, topics, events)
-    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 60, "time_scale": 0.05})
-    lease_s = 60 * 0.05
+    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 60})
     orchestrator = OrchestratorService(settings)
     record_file = tmp_path / "slow-started.txt"
     record_file.touch()
@@ -417,56 +464,82 @@ async def test_processor_kill9_mid_batch_leases_come_back(
         async with asyncio.timeout(20):
             while len(d.buffer) < n:  # noqa: ASYNC110  (the fetch loop has no event to await)
                 await asyncio.sleep(0.05)
-        env = component_env(
-            bootstrap,
-            topics,
-            EVENTGW_PROCESSOR__ORCHESTRATORS=json.dumps([orchestrator_address(orchestrator)]),
-            EVENTGW_PROCESSOR__HANDLER="tests.fixtures.read_path:recording_sleeper",
-            EVENTGW_PROCESSOR__CONCURRENCY="4",
-            EVENTGW_PROCESSOR__MAX_TASKS_PER_BATCH="10",
-            EVENTGW_PROCESSOR__PIPELINE_DEPTH="2",
-            EVENTGW_PROCESSOR__METRICS_PORT=str(free_port()),
-            PYTHONPATH=str(REPO_ROOT),
+        slow = await _start_slow_worker(
+            bootstrap, topics, orchestrator_address(orchestrator), record_file, components
         )
-        env[RECORD_FILE_ENV] = str(record_file)
-        slow = components("processor", env)
-        await slow.start()
-        async with asyncio.timeout(30):
-            # The subprocess's handler writes to a file: nothing to await but the file itself.
-            while len(record_file.read_text().split()) < 4:
-                assert slow.proc is not None
-                assert slow.proc.returncode is None, slow.log_tail()
-                await asyncio.sleep(0.05)
-
-        def leased_now() -> list[BufferedTask]:
-            return [t for t in list(d.buffer._tasks.values()) if d.buffer.lease_of(t.task_id)]
-
-        async with asyncio.timeout(10):  # the second batch is fetched while the first runs
-            while len(leased_now()) < 20:  # noqa: ASYNC110  (no event to await in the buffer)
-                await asyncio.sleep(0.05)
-        leased = leased_now()
-        assert len(leased) == 20, "two batches of 10 (pipeline_depth 2) leased by the slow worker"
+        # 4 running + a prefetch of 4: before any handler finished, a handler is assumed to
+        # take prefetch_window_ms, so the slots start 4 more within that window.
+        leased = await _wait_leased(d, 8)
+        assert len(leased) == 8, "the worker holds concurrency + prefetch, not more"
         await slow.kill9()
-        leased_ids = {pb.EventData.FromString(t.value).event_id: t.lease_expires for t in leased}
+        killed_at = time.monotonic()
+        leased_ids = {pb.EventData.FromString(t.value).event_id for t in leased}
         started = set(record_file.read_text().split())
-        assert started <= set(leased_ids)
+        assert started <= leased_ids
 
         recorder = Recorder()
         processor = processor_for(settings, [orchestrator_address(orchestrator)], recorder)
         async with running(processor):
             await recorder.wait_for(lambda: recorder.distinct >= n, 30, "every event")
+            done_s = time.monotonic() - killed_at
             await wait_lag_zero(bootstrap, settings.orchestrator.group_id, lane_topics(topics))
+        returned = d.returned_on_disconnect
         expired = d.counters["p20"].expired
+    print(
+        f"\n[processor kill -9] held={len(leased_ids)} started={len(started)} "
+        f"returned={returned} all done {done_s:.1f}s after the kill"
+    )
+    assert set(recorder.counts) == {e.event_id for e in events}, "nothing lost"
+    assert recorder.duplicates() == 0
+    assert returned == len(leased_ids), "every lease of the dead worker came back"
+    assert expired == 0, "nothing waited for its lease to expire"
+    assert done_s < 30
+
+
+async def test_hung_processor_leases_expire_and_are_served_again(
+    kafka_broker: LocalBroker,
+    topics: TopicSettings,
+    components: Callable[[str, dict[str, str]], Component],
+    tmp_path: Path,
+) -> None:
+    """A worker frozen (SIGSTOP) keeps its stream open: its tasks come back at lease expiry."""
+    bootstrap = kafka_broker.bootstrap
+    n = 30
+    events = [make_event(f"hung-{i}", Priority.P20, company=f"c{i % 5}") for i in range(n)]
+    await asyncio.to_thread(produce, bootstrap, topics, events)
+    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 60, "time_scale": 0.05})
+    lease_s = 60 * 0.05
+    orchestrator = OrchestratorService(settings)
+    record_file = tmp_path / "hung-started.txt"
+    record_file.touch()
+    async with running(orchestrator):
+        d = orchestrator.dispatcher
+        assert d is not None
+        async with asyncio.timeout(20):
+            while len(d.buffer) < n:  # noqa: ASYNC110  (the fetch loop has no event to await)
+                await asyncio.sleep(0.05)
+        slow = await _start_slow_worker(
+            bootstrap, topics, orchestrator_address(orchestrator), record_file, components
+        )
+        leased = await _wait_leased(d, 8)
+        expires = {pb.EventData.FromString(t.value).event_id: t.lease_expires for t in leased}
+        os.kill(slow.pid, signal.SIGSTOP)
+        try:
+            recorder = Recorder()
+            processor = processor_for(settings, [orchestrator_address(orchestrator)], recorder)
+            async with running(processor):
+                await recorder.wait_for(lambda: recorder.distinct >= n, 30, "every event")
+                await wait_lag_zero(bootstrap, settings.orchestrator.group_id, lane_topics(topics))
+            expired = d.counters["p20"].expired
+        finally:
+            os.kill(slow.pid, signal.SIGCONT)
     first_call: dict[str, float] = {}
     for event_id, _, mono, _ in recorder.calls:
         first_call.setdefault(event_id, mono)
-    early = {
-        e: round(exp - first_call[e], 3) for e, exp in leased_ids.items() if first_call[e] < exp
-    }
-    print(f"\n[processor kill -9] leased={len(leased_ids)} expired={expired} lease={lease_s}s")
+    early = {e: round(exp - first_call[e], 3) for e, exp in expires.items() if first_call[e] < exp}
+    print(f"\n[hung processor] held={len(expires)} expired={expired} lease={lease_s}s")
     assert set(recorder.counts) == {e.event_id for e in events}, "nothing lost"
-    assert recorder.duplicates() == 0
-    assert expired >= len(leased_ids)
+    assert expired >= len(expires)
     assert not early, f"served again before the lease expired: {early}"
 
 
@@ -580,9 +653,7 @@ async def test_p10_flood_pauses_p10_and_p30_keeps_its_slo(
     assert stats["buffer_bytes"] < 0.5 * stats["buffer_budget_bytes"]
 
     recorder = Recorder(sleep_s=0.002)
-    processor = processor_for(
-        settings, [f"127.0.0.1:{orch.grpc_port}"], recorder, concurrency=32, max_tasks_per_batch=200
-    )
+    processor = processor_for(settings, [f"127.0.0.1:{orch.grpc_port}"], recorder, concurrency=32)
     stop_sampling = asyncio.Event()
     p30_sent = asyncio.Event()
     started = time.monotonic()

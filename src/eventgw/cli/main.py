@@ -90,7 +90,7 @@ def _cmd_service(args: argparse.Namespace) -> int:
 
 def _add_processor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proc = sub.add_parser(
-        "processor", help="run a processor worker: pull batches, run a handler, report results"
+        "processor", help="run a processor worker: take tasks, run a handler, report results"
     )
     proc.add_argument("--handler", help="async handler 'module:function' (processor.handler)")
     proc.add_argument(
@@ -101,12 +101,12 @@ def _add_processor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="orchestrator gRPC address; repeat for several (processor.orchestrators)",
     )
     proc.add_argument("--concurrency", type=int, help="handler calls at most running at once")
-    proc.add_argument("--max-tasks-per-batch", type=int, help="tasks asked for per GetBatch")
-    proc.add_argument("--max-batches", type=int, help="stop after this many batches (0: never)")
+    proc.add_argument(
+        "--max-tasks", type=int, help="stop after this many tasks (0: never; processor.max_tasks)"
+    )
     proc.add_argument(
         "--dry-run", action="store_true", help="show and release tasks; run no handler"
     )
-    proc.add_argument("--results-via", choices=["topic", "grpc"], help="how results are reported")
 
 
 def _cmd_processor(args: argparse.Namespace) -> int:
@@ -117,17 +117,15 @@ def _cmd_processor(args: argparse.Namespace) -> int:
         "handler": args.handler,
         "orchestrators": args.orchestrators,
         "concurrency": args.concurrency,
-        "max_tasks_per_batch": args.max_tasks_per_batch,
-        "max_batches": args.max_batches,
-        "results_via": args.results_via,
+        "max_tasks": args.max_tasks,
         "execute": False if args.dry_run else None,
     }
     settings = with_processor_overrides(
         _settings(args), **{k: v for k, v in flags.items() if v is not None}
     )
     service = ProcessorService(settings)
-    if settings.processor.max_batches:
-        # runner.run serves until a signal; a bounded run must end when its batches are done.
+    if settings.processor.max_tasks:
+        # runner.run serves until a signal; a bounded run must end when its tasks are done.
         try:
             run_until_done(service)
         except OSError as exc:  # e.g. metrics_port in use: one clear line, not a traceback

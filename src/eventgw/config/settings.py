@@ -273,8 +273,6 @@ class OrchestratorSettings(_Frozen):
         default=20, ge=2, description="every k-th served task goes to late/offload work"
     )
     lease_s: float = Field(default=60.0, gt=0, description="served task comes back after this")
-    max_tasks_per_batch: int = Field(default=500, ge=1, le=10_000)
-    max_wait_ms: int = Field(default=5_000, ge=0, le=60_000)
     max_attempts: int = Field(default=5, ge=1, le=100)
     memory_retry_max_s: float = Field(
         default=60.0, gt=0, description="NACK delays below this retry from memory"
@@ -312,22 +310,25 @@ class ProcessorSettings(_Frozen):
     handler: str = Field(
         default="eventgw.processor.handlers:log_event", description="module:function"
     )
-    concurrency: int = Field(default=64, ge=1, le=10_000)
-    max_tasks_per_batch: int = Field(default=200, ge=1, le=10_000)
-    pipeline_depth: int = Field(
-        default=2,
-        ge=1,
-        le=16,
-        description="batches a worker holds at once: the next batch is fetched and started "
-        "while the last tasks of the previous one run and its results are written "
-        "(leases held: at most pipeline_depth x max_tasks_per_batch; a dry run uses 1)",
+    concurrency: int = Field(default=64, ge=1, le=10_000, description="handler calls at once")
+    prefetch_window_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=10_000,
+        description="besides the tasks it runs, a worker holds (unstarted) only what its "
+        "slots can start within this time, measured from its handlers' mean duration; so a "
+        "new urgent task waits at most about this long behind work already handed out",
     )
-    max_batches: int = Field(
-        default=0, ge=0, description="stop after this many batches (0: run forever)"
+    max_prefetch: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="upper bound of the prefetch, whatever the handlers' speed",
     )
-    wait_ms: int = Field(default=2_000, ge=0)
-    results_via: Literal["topic", "grpc"] = Field(
-        default="topic", description="response topic (partition = orchestrator index) or gRPC Ack"
+    max_tasks: int = Field(
+        default=0,
+        ge=0,
+        description="stop after handling (dry run: showing) this many tasks; 0: run until stopped",
     )
     execute: bool = Field(default=True, description="False: dry run — fetch, show, release")
     status_host: str = Field(default="127.0.0.1", description="bind address of status HTTP")

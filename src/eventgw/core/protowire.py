@@ -1,7 +1,7 @@
 """Protobuf wire-format pieces for the places that splice messages as bytes.
 
 Ingest writes its ``PublishRequest`` and ``IngestResponse`` (`eventgw.ingest.wire`) and the
-orchestrator its ``GetBatchResponse`` (`eventgw.orchestrator.batch_api`) by joining parts
+orchestrator its ``TaskBatch`` (`eventgw.orchestrator.wire`) by joining parts
 that protobuf serialized once with the few fields that differ per event. What they need
 from the wire format is here: base-128 varints, with a table for the short ones.
 """

@@ -42,9 +42,26 @@ MetricName = Literal[
     # histogram, seconds; one handler call. p99 near the lease (orchestrator.lease_s): results
     # arrive stale and tasks are served twice — speed up the handler or raise the lease.
     "eventgw_processor_handler_duration_seconds",
-    # counter, batches; non-empty batches a worker fetched. Flat while lanes hold work: workers
-    # cannot reach the orchestrators (processor.fetch_failed in their logs).
-    "eventgw_processor_batches_total",
+    # counter, tasks; tasks a worker received from the orchestrators. Flat while lanes hold
+    # work: workers cannot reach the orchestrators (processor.stream_failed in their logs).
+    "eventgw_processor_tasks_received_total",
+    # counter, tasks; label lane. Tasks the orchestrator leased to workers (credit-based
+    # dispatch). Flat while the buffer holds ready tasks: no worker has credit — processors
+    # are down or all busy (eventgw_orchestrator_worker_sessions, processor logs).
+    "eventgw_orchestrator_dispatched_total",
+    # counter, results; label result (ack|nack|release|reject|unspecified|stale). stale
+    # rising: results arrive after their lease ended (handlers slower than
+    # orchestrator.lease_s, or workers reconnecting) — tasks ran twice.
+    "eventgw_orchestrator_results_total",
+    # counter, tasks; leases returned early because the worker's Work stream ended (the
+    # worker stopped, crashed or lost its connection). Rising without deploys: workers crash.
+    "eventgw_orchestrator_leases_returned_total",
+    # gauge, streams; open Work streams, one per connected worker. 0 while lanes hold work:
+    # no processor can reach this orchestrator.
+    "eventgw_orchestrator_worker_sessions",
+    # counter, records; label result (written|retried|given_up). Retry-topic and DLQ writes.
+    # retried/given_up rising: Kafka refuses writes — given_up tasks are served again.
+    "eventgw_orchestrator_retry_writes_total",
     # counter, reloads; label result (applied|refused). refused: fix the dynamic config file.
     "eventgw_dynamic_config_reloads_total",
 ]

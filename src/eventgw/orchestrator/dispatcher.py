@@ -1,28 +1,37 @@
-"""The orchestrator's core: records in, SLO-ordered batches out, results applied.
+"""The orchestrator's core: records in, ready tasks out to workers with credit, results applied.
 
-`Dispatcher` owns the `PriorityBuffer` (what is buffered, leased or delayed) and the
-`AckTracker` (what may be committed). It is driven by the service: fetch loops call
-`add_records`, the gRPC API calls `get_batch` and `apply_results`, the results consumer calls
-`apply_results`, a timer calls `tick`. Everything runs on one event loop; no locks.
+`Dispatcher` owns the `PriorityBuffer` (what is buffered, leased or delayed), the
+`AckTracker` (what may be committed) and the open worker sessions (`WorkerSession`: one per
+``Work`` stream). It is driven by the service, all on one event loop, no locks: fetch loops
+call `add_records`, the ``Work`` streams call `open_session` / `grant` / `revoke_credit` /
+`apply_results` / `close_session`, the response-topic reader calls `apply_results`, a timer
+calls `tick`. Protocol: docs/dispatch-protocol.md.
 
-Result semantics (SYSTEM.md 2.4):
-- ACK: done → the offset becomes committable.
+Dispatch (credit-based): a ready task goes to a worker that has credit as soon as it is
+ready, in the buffer's order (docs/priorities-and-backpressure.md), never more tasks than
+the credit: whatever a worker holds unstarted is bounded by what it asked for. Every change
+that can make a task ready or give credit ends in `_dispatch`.
+
+Result rules (the unit suite tests/unit/orchestrator/test_dispatcher.py states each):
+- ACK: done → the offset becomes committable; accepted for a task in any state (the work
+  was done, even if the lease expired or the worker's stream ended since).
 - RELEASE: served again, no attempt counted (dry run, worker shutdown).
 - NACK(delay, error): attempt += 1. Past ``max_attempts`` → DLQ. Delay below
   ``memory_retry_max_s`` → held in memory, then served again. Otherwise → the retry topic for
   this attempt (60 s, 120 s, 240 s, 480 s); done once Kafka confirmed the retry record.
 - REJECT(error): straight to the DLQ.
-Retry and DLQ records keep the original class and deadline; headers carry the original topic,
-the attempt and the last error.
+- RELEASE, NACK and REJECT apply only to the current lease, and a result arriving on a
+  stream only to a lease of that stream: anything else is stale (counted, ignored).
+Retry and DLQ records keep the original class and deadline; headers carry the original
+topic, the attempt and the last error.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.envelope import (
@@ -35,34 +44,47 @@ from eventgw.core.envelope import (
     header_value,
 )
 from eventgw.orchestrator.ack_tracker import AckTracker
-from eventgw.orchestrator.priority_buffer import BufferedTask, PriorityBuffer, make_task_id
+from eventgw.orchestrator.priority_buffer import BUFFER_LANES, PriorityBuffer
+from eventgw.orchestrator.sessions import WorkerSession
+from eventgw.orchestrator.task_heaps import BufferedTask, make_task_id
+from eventgw.orchestrator.wire import hint, task_batches
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Sequence
+    from collections.abc import Callable, Sequence
 
     from eventgw.config.settings import OrchestratorSettings, TopicSettings
     from eventgw.core.envelope import Headers
     from eventgw.kafka.consumer import ConsumedRecord
-    from eventgw.kafka.producer import Delivery, Record
+    from eventgw.kafka.producer import Record
+    from eventgw.metrics.backend import Metrics
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["RETRY_DELAYS_S", "Dispatcher", "LaneCounters", "RecordWriter"]
 
 # Wire priority → class, as a dict: calling the enum (``Priority(20)``) per record cost more.
 _PRIORITY_OF: dict[int, Priority] = {p.value: p for p in Priority}
 _P10 = Priority.P10  # unknown or missing priority: the least urgent class
+_ACK, _RELEASE, _REJECT = pb.ACK, pb.RELEASE, pb.REJECT
 
 RETRY_DELAYS_S = (60.0, 120.0, 240.0, 480.0)
 
+_MAX_RETRY_AT_DIGITS = 15  # a wall-clock ms value has 13; more is not a time (bounded parse)
 
-class Producer(Protocol):
-    """What the dispatcher needs to write retry and DLQ records (`BatchProducer`)."""
 
-    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]: ...
+class RecordWriter(Protocol):
+    """Where retry and DLQ records go (`eventgw.orchestrator.retry_writer.RetryWriter`)."""
+
+    def submit(
+        self, topic: str, record: Record, done: Callable[[bool], None], *, forever: bool = False
+    ) -> None:
+        """Write ``record`` to ``topic`` in the background; ``done(ok)`` once settled."""
+        ...
 
 
 @dataclass
 class LaneCounters:
-    """Cumulative outcomes per lane, for stats and metrics."""
+    """Cumulative outcomes per lane (or class), for stats and metrics."""
 
     processed: int = 0
     retried: int = 0
@@ -77,16 +99,20 @@ class Dispatcher:
         self,
         settings: OrchestratorSettings,
         topics: TopicSettings,
-        producer: Producer,
+        writer: RecordWriter,
+        metrics: Metrics,
         *,
         now_ms: Callable[[], int] | None = None,
         monotonic: Callable[[], float] | None = None,
+        now_wall: Callable[[], float] = time.time,
     ) -> None:
         self._s = settings
         self._topics = topics
-        self._producer = producer
+        self._writer = writer
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._mono = monotonic or time.monotonic
+        self._wall = now_wall
+        self._lease_s = settings.lease_s * settings.time_scale
         self.buffer = PriorityBuffer(
             settings.buffer_budget_bytes,
             settings.lane_shares,
@@ -110,22 +136,53 @@ class Dispatcher:
         )
         for t in self.retry_topics:
             self.lane_of_topic[t] = "retry"
-        self.counters: dict[str, LaneCounters] = {
-            lane: LaneCounters() for lane in ("p30", "p20", "p10", "offload", "retry")
-        }
+        self.counters: dict[str, LaneCounters] = {lane: LaneCounters() for lane in BUFFER_LANES}
         self.class_counters: dict[int, LaneCounters] = {p.value: LaneCounters() for p in Priority}
-        self._available = asyncio.Event()
         self.serving = True
-        self._pending_writes: set[asyncio.Future[None]] = set()
+        self.sessions: set[WorkerSession] = set()
+        # Sessions with credit, in the order they get served next (round robin).
+        self._credited: dict[WorkerSession, None] = {}
         # Retry-lane tasks: the lane topic they first came from (from their headers).
         self._origin: dict[str, str] = {}
         self._writing: set[str] = set()  # task ids whose retry/DLQ write is in flight
+        self.stale_results = 0
+        self.returned_on_disconnect = 0
+        dispatched = metrics.counter(
+            "eventgw_orchestrator_dispatched_total", "tasks leased to workers", ["lane"]
+        )
+        self._m_dispatched = {lane: dispatched.labels(lane) for lane in BUFFER_LANES}
+        results = metrics.counter(
+            "eventgw_orchestrator_results_total", "worker results by kind", ["result"]
+        )
+        self._m_results = {
+            kind: results.labels(name)
+            for kind, name in (
+                (pb.ACK, "ack"),
+                (pb.NACK, "nack"),
+                (pb.RELEASE, "release"),
+                (pb.REJECT, "reject"),
+                (pb.RESULT_KIND_UNSPECIFIED, "unspecified"),
+            )
+        }
+        self._m_stale = results.labels("stale")
+        self._m_returned = metrics.counter(
+            "eventgw_orchestrator_leases_returned_total",
+            "leases ended early because the worker's stream ended",
+        )
+        metrics.gauge(
+            "eventgw_orchestrator_worker_sessions", "open Work streams (connected workers)"
+        ).set_function(lambda: float(len(self.sessions)))
 
     # -- intake -------------------------------------------------------------------------
 
     def add_records(self, records: Sequence[ConsumedRecord]) -> int:
-        """Buffer consumed records; returns how many were added (undecodable → the DLQ)."""
+        """Buffer consumed records and dispatch; returns how many became tasks.
+
+        A record that is not an ``EventData`` goes to the DLQ as it is (no processor can
+        take it); its offset is finished once Kafka confirmed that.
+        """
         added = 0
+        buffer, tracker = self.buffer, self.tracker
         for r in records:
             lane = self.lane_of_topic.get(r.topic)
             if lane is None:
@@ -135,19 +192,16 @@ class Dispatcher:
             try:
                 event.ParseFromString(r.value)
             except Exception:  # noqa: BLE001  (protobuf raises several DecodeError types)
-                # Not an event: no processor can take it (it would not even parse the batch).
-                # To the DLQ as it is; the offset is committed once Kafka confirmed that.
-                self.tracker.track(r.topic, r.partition, r.offset)
-                self._in_background(self._dead_letter_undecodable(r, lane))
+                tracker.track(r.topic, r.partition, r.offset)
+                self._dead_letter_undecodable(r, lane)
                 continue
-            priority = _PRIORITY_OF.get(event.priority, _P10)
             task = BufferedTask(
                 task_id=make_task_id(r.topic, r.partition, r.offset),
                 topic=r.topic,
                 partition=r.partition,
                 offset=r.offset,
                 lane=lane,
-                priority=priority,
+                priority=_PRIORITY_OF.get(event.priority, _P10),
                 deadline_ms=event.slo_deadline_ms or event.ingested_at_ms,
                 ingested_at_ms=event.ingested_at_ms,
                 value=r.value,
@@ -157,73 +211,168 @@ class Dispatcher:
                 origin = header_value(r.headers, H_ORIGINAL_TOPIC)
                 if origin:
                     self._origin[task.task_id] = origin.decode(errors="replace")
-            self.tracker.track(r.topic, r.partition, r.offset)
-            self.buffer.push(task)
+            tracker.track(r.topic, r.partition, r.offset)
+            buffer.push(task)
             added += 1
         if added:
-            self._available.set()
+            self._dispatch()
         return added
 
     def retry_due_ms(self, record: ConsumedRecord) -> int:
-        """When a retry-topic record may be served (wall-clock ms; 0 if no header)."""
+        """When a retry-topic record may be served (wall-clock ms; 0 if absent or not a time)."""
         raw = header_value(record.headers, H_RETRY_AT_MS)
-        return int(raw) if raw and raw.isdigit() else 0
+        if not raw or len(raw) > _MAX_RETRY_AT_DIGITS or not raw.isdigit():
+            return 0
+        return int(raw)
 
-    # -- serving ------------------------------------------------------------------------
+    # -- worker sessions ----------------------------------------------------------------
 
-    async def get_batch(self, max_tasks: int, wait_s: float) -> list[BufferedTask]:
-        """Serve up to ``max_tasks`` in SLO order, waiting up to ``wait_s`` for the first."""
-        max_tasks = min(max_tasks or self._s.max_tasks_per_batch, self._s.max_tasks_per_batch)
-        lease_s = self._s.lease_s * self._s.time_scale
-        deadline = self._mono() + wait_s
-        while self.serving:
-            tasks = self.buffer.pop_batch(max_tasks, lease_s)
-            if tasks:
-                return tasks
-            self._available.clear()
-            remaining = deadline - self._mono()
-            if remaining <= 0:
+    def open_session(self, worker_id: str) -> WorkerSession:
+        """A worker opened a ``Work`` stream: track it and welcome it (no credit yet).
+
+        The welcome is a ``TaskBatch`` without tasks: it tells the worker this replica's
+        index (where its fallback results go) and the backlog.
+        """
+        session = WorkerSession(worker_id)
+        self.sessions.add(session)
+        session.push(hint(self._s.index, self.buffer.ready_count()))
+        logger.info(
+            "orchestrator.worker_connected worker_id=%s session=%d", worker_id, session.number
+        )
+        return session
+
+    def grant(self, session: WorkerSession, credit: int) -> None:
+        """The worker can take ``credit`` more tasks: dispatch what is ready."""
+        if credit <= 0 or session.closed:
+            return
+        session.credit += credit
+        session.hinted = False
+        self._credited[session] = None
+        self._dispatch()
+
+    def revoke_credit(self, session: WorkerSession, wanted: int) -> int:
+        """Take back up to ``wanted`` unused credit; tell the worker how much (may be 0)."""
+        taken = min(max(wanted, 0), session.credit)
+        session.credit -= taken
+        if session.credit == 0:
+            self._credited.pop(session, None)
+        if not session.closed:
+            session.push(
+                hint(self._s.index, self.buffer.ready_count(), credit_returned=taken), alone=True
+            )
+        return taken
+
+    def close_session(self, session: WorkerSession) -> int:
+        """The stream ended: every lease it still holds is returned at once (not at expiry).
+
+        A task whose retry/DLQ write is in flight stays leased until the write settles.
+        Returns the number of leases returned.
+        """
+        session.close()
+        self.sessions.discard(session)
+        self._credited.pop(session, None)
+        returned = 0
+        for task_id, task in session.leased.items():
+            task.holder = None
+            if task_id not in self._writing and self.buffer.return_lease(task_id):
+                returned += 1
+        session.leased.clear()
+        session.credit = 0
+        if returned:
+            self.returned_on_disconnect += returned
+            self._m_returned.inc(returned)
+            logger.info(
+                "orchestrator.leases_returned worker_id=%s session=%d tasks=%d",
+                session.worker_id,
+                session.number,
+                returned,
+            )
+            self._dispatch()
+        logger.info(
+            "orchestrator.worker_disconnected worker_id=%s session=%d",
+            session.worker_id,
+            session.number,
+        )
+        return returned
+
+    def _dispatch(self) -> None:
+        """Hand ready tasks to sessions with credit, round robin, in the buffer's order."""
+        credited = self._credited
+        if not credited or not self.serving:
+            return
+        buffer = self.buffer
+        index = self._s.index
+        lease_s = self._lease_s
+        now_wall, now_mono = self._wall(), self._mono()
+        while credited:
+            session = next(iter(credited))
+            tasks = buffer.pop_batch(session.credit, lease_s)
+            if not tasks:
                 break
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._available.wait()
-            except TimeoutError:
-                break
-        return []
+            del credited[session]
+            session.credit -= len(tasks)
+            if session.credit:
+                credited[session] = None  # to the back of the round
+            leased = session.leased
+            for t in tasks:
+                t.holder = session
+                leased[t.task_id] = t
+            backlog = buffer.ready_count()
+            for message in task_batches(tasks, index, backlog, now_wall, now_mono):
+                session.push(message)
+            by_lane: dict[str, int] = {}
+            for t in tasks:
+                by_lane[t.lane] = by_lane.get(t.lane, 0) + 1
+            for lane, n in by_lane.items():
+                self._m_dispatched[lane].inc(n)
+        if buffer.has_ready():
+            # A backlog no credit covers: tell each worker without credit once, so a worker
+            # spread over several orchestrators can move its credit here.
+            backlog = buffer.ready_count()
+            for session in self.sessions:
+                if session.credit == 0 and not session.hinted and not session.closed:
+                    session.hinted = True
+                    session.push(hint(index, backlog))
 
     def stop_serving(self) -> None:
-        """Drain: answer every GetBatch (waiting or new) with an empty batch from now on."""
+        """Drain: dispatch nothing more; results are still applied."""
         self.serving = False
-        self._available.set()
 
     def tick(self) -> float | None:
         """Expire leases and release due delays; returns the next timer (monotonic) or None."""
         expired = self.buffer.expire()
         for task in expired:
             self.counters[task.lane].expired += 1
-        if expired or self.buffer.has_ready():
-            self._available.set()
+            holder = task.holder
+            if isinstance(holder, WorkerSession):
+                holder.leased.pop(task.task_id, None)
+            task.holder = None
+        if self.buffer.has_ready():
+            self._dispatch()
         return self.buffer.next_timer()
 
     # -- results ------------------------------------------------------------------------
 
-    def apply_results(self, results: Sequence[pb.TaskResult]) -> tuple[int, int]:
-        """Apply processor results; returns (accepted, stale). Retry/DLQ writes run async.
+    def apply_results(
+        self, results: Sequence[pb.TaskResult], session: WorkerSession | None = None
+    ) -> tuple[int, int]:
+        """Apply worker results (from ``session``'s stream, or the response topic if None).
 
-        Matching: an ACK finishes the task in whatever state it is (the work was done, even
-        if its lease expired meanwhile). Any other result must match the current lease —
-        same ``delivery_count`` — else it is stale (an older lease's verdict). A result for
-        a task whose retry/DLQ write is in progress is stale too (results may arrive twice:
-        response topic and gRPC).
+        Returns (accepted, stale); see the module docstring for the rules. Retry and DLQ
+        records are handed to the `RetryWriter`; their tasks stay leased until Kafka
+        confirmed them.
         """
         accepted = stale = 0
-        outgoing: list[tuple[BufferedTask, pb.TaskResult, str]] = []
+        released = False
+        buffer = self.buffer
         for r in results:
-            if r.task_id in self._writing:
+            task_id = r.task_id
+            kind = r.kind
+            if task_id in self._writing:
                 stale += 1
                 continue
-            if r.kind == pb.ACK:
-                task = self.buffer.get(r.task_id)
+            if kind == _ACK:
+                task = buffer.get(task_id)
                 if task is None:
                     stale += 1
                     continue
@@ -232,127 +381,138 @@ class Dispatcher:
                 self.counters[task.lane].processed += 1
                 self.class_counters[task.priority].processed += 1
                 continue
-            task = self.buffer.lease_of(r.task_id)
-            if task is None or (r.delivery_count and r.delivery_count != task.delivery_count):
+            task = buffer.lease_of(task_id)
+            if (
+                task is None
+                or (r.delivery_count and r.delivery_count != task.delivery_count)
+                or (session is not None and task.holder is not session)
+            ):
                 stale += 1
                 continue
             accepted += 1
-            if r.kind == pb.RELEASE:
-                self.buffer.release(r.task_id)
-                self._available.set()
-            elif r.kind == pb.REJECT:
-                outgoing.append((task, r, self._topics.dlq))
+            if kind == _RELEASE:
+                self._drop_holder(task)
+                buffer.release(task_id)
+                released = True
+            elif kind == _REJECT:
+                self._write_out(task, r, self._topics.dlq)
             else:  # NACK (and UNSPECIFIED, treated as a failure)
                 attempt = task.attempt + 1
                 delay_s = r.delay_ms / 1000
                 if attempt >= self._s.max_attempts:
-                    outgoing.append((task, r, self._topics.dlq))
+                    self._write_out(task, r, self._topics.dlq)
                 elif delay_s < self._s.memory_retry_max_s:
                     # Held in memory; ready again (attempt + 1) once due.
-                    self.buffer.delay(r.task_id, delay_s * self._s.time_scale)
+                    self._drop_holder(task)
+                    buffer.delay(task_id, delay_s * self._s.time_scale)
                     self.counters[task.lane].retried += 1
                     self.class_counters[task.priority].retried += 1
                 else:
                     topic = self.retry_topics[min(attempt, len(self.retry_topics)) - 1]
-                    outgoing.append((task, r, topic))
-        if outgoing:
-            # The tasks stay leased (not served again) until Kafka confirmed the write.
-            self._writing.update(task.task_id for task, _, _ in outgoing)
-            self._in_background(self._write_out(outgoing))
+                    self._write_out(task, r, topic)
+        self._count_results(results, stale)
+        if released:
+            self._dispatch()
         return accepted, stale
 
-    def _in_background(self, write: Coroutine[Any, Any, None]) -> None:
-        """Run a retry/DLQ write as a task that `wait_writes` (the drain) waits for."""
-        future = asyncio.ensure_future(write)
-        self._pending_writes.add(future)
-        future.add_done_callback(self._pending_writes.discard)
+    def _count_results(self, results: Sequence[pb.TaskResult], stale: int) -> None:
+        kinds: dict[pb.ResultKind, int] = {}
+        for r in results:
+            kinds[r.kind] = kinds.get(r.kind, 0) + 1
+        for kind, n in kinds.items():
+            counter = self._m_results.get(kind)
+            if counter is not None:
+                counter.inc(n)
+        if stale:
+            self.stale_results += stale
+            self._m_stale.inc(stale)
 
-    async def _dead_letter_undecodable(self, r: ConsumedRecord, lane: str) -> None:
+    @staticmethod
+    def _drop_holder(task: BufferedTask) -> None:
+        holder = task.holder
+        if isinstance(holder, WorkerSession):
+            holder.leased.pop(task.task_id, None)
+        task.holder = None
+
+    def _finish(self, task: BufferedTask) -> None:
+        self._drop_holder(task)
+        self._origin.pop(task.task_id, None)
+        self.buffer.complete(task.task_id)
+        self.tracker.finish(task.topic, task.partition, task.offset)
+
+    def _dead_letter_undecodable(self, r: ConsumedRecord, lane: str) -> None:
         """Write a record that is not an ``EventData`` to the DLQ unchanged, then finish it.
 
-        Retried with a capped backoff until Kafka confirms: the offset stays unfinished (not
-        committed) meanwhile, so the record is never lost (at-least-once).
+        Tried until Kafka confirms (`RetryWriter` ``forever``): the offset stays unfinished
+        (not committed) meanwhile, so the record is never lost (at-least-once).
         """
         headers: Headers = [
             (H_ORIGINAL_TOPIC, r.topic.encode()),
             (H_LAST_ERROR, b"undecodable: not an eventgw EventData"),
         ]
-        record = (r.key or b"", r.value, headers)
         logger.warning(
             "orchestrator.undecodable topic=%s partition=%d offset=%d (to the DLQ)",
             r.topic,
             r.partition,
             r.offset,
         )
-        backoff_s = 0.5
-        while True:
-            try:
-                (delivery,) = await self._producer.send(self._topics.dlq, [record])
-                error = delivery.error
-            except Exception as exc:  # noqa: BLE001  (retried below; the offset stays unfinished)
-                error = repr(exc)
-            if not error:
-                break
-            logger.warning("orchestrator.undecodable_dlq_failed error=%s", error)
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(30.0, backoff_s * 2)
-        if self.tracker.finish(r.topic, r.partition, r.offset):
-            self.counters[lane].dead_lettered += 1
+        topic, partition, offset = r.topic, r.partition, r.offset
 
-    def _finish(self, task: BufferedTask) -> None:
-        self._origin.pop(task.task_id, None)
-        self.buffer.complete(task.task_id)
-        self.tracker.finish(task.topic, task.partition, task.offset)
+        def done(ok: bool) -> None:
+            if ok and self.tracker.finish(topic, partition, offset):
+                self.counters[lane].dead_lettered += 1
 
-    async def _write_out(self, items: list[tuple[BufferedTask, pb.TaskResult, str]]) -> None:
-        """Write retry/DLQ records; finish each task only after Kafka confirmed it."""
-        by_topic: dict[str, list[tuple[BufferedTask, pb.TaskResult]]] = {}
-        for task, result, topic in items:
-            by_topic.setdefault(topic, []).append((task, result))
-        now = self._now_ms()
-        for topic, group in by_topic.items():
-            is_dlq = topic == self._topics.dlq
-            delay_s = 0.0 if is_dlq else RETRY_DELAYS_S[self.retry_topics.index(topic)]
-            records: list[Record] = []
-            for task, result in group:
-                event = pb.EventData.FromString(task.value)
-                event.attempt = task.attempt + 1
-                headers = event_headers(event)
-                original = self._origin.get(task.task_id, task.topic)
-                headers.append((H_ORIGINAL_TOPIC, original.encode()))
-                headers.append((H_LAST_ERROR, result.error[:1000].encode()))
-                if not is_dlq:
-                    due = now + int(delay_s * self._s.time_scale * 1000)
-                    headers.append((H_RETRY_AT_MS, b"%d" % due))
-                records.append((event.company_id.encode(), event.SerializeToString(), headers))
-            try:
-                deliveries = await self._producer.send(topic, records)
-            except Exception:
-                logger.exception("orchestrator.retry_write_crashed topic=%s", topic)
-                deliveries = []
-            for i, (task, _) in enumerate(group):
-                self._writing.discard(task.task_id)
-                ok = i < len(deliveries) and deliveries[i].ok
-                if ok:
-                    self._finish(task)
-                    counters = (self.counters[task.lane], self.class_counters[task.priority])
-                    for c in counters:
-                        if is_dlq:
-                            c.dead_lettered += 1
-                        else:
-                            c.retried += 1
-                else:
-                    # Not durable elsewhere: serve it again rather than lose it.
-                    logger.warning(
-                        "orchestrator.retry_write_failed topic=%s task=%s", topic, task.task_id
-                    )
-                    self.buffer.release(task.task_id)
-                    self._available.set()
-            logger.debug("orchestrator.wrote topic=%s records=%d", topic, len(records))
+        self._writer.submit(self._topics.dlq, (r.key or b"", r.value, headers), done, forever=True)
+
+    def _write_out(self, task: BufferedTask, result: pb.TaskResult, topic: str) -> None:
+        """Hand a retry/DLQ record to the writer; finish the task once Kafka confirmed it.
+
+        The task stays leased (not served again) while the write is in flight; if the
+        writer gives up, the task is served again rather than lost.
+        """
+        is_dlq = topic == self._topics.dlq
+        event = pb.EventData.FromString(task.value)
+        event.attempt = task.attempt + 1
+        headers = event_headers(event)
+        original = self._origin.get(task.task_id, task.topic)
+        headers.append((H_ORIGINAL_TOPIC, original.encode()))
+        headers.append((H_LAST_ERROR, result.error[:1000].encode()))
+        if not is_dlq:
+            delay_s = RETRY_DELAYS_S[self.retry_topics.index(topic)]
+            due = self._now_ms() + int(delay_s * self._s.time_scale * 1000)
+            headers.append((H_RETRY_AT_MS, b"%d" % due))
+        record: Record = (event.company_id.encode(), event.SerializeToString(), headers)
+        task_id = task.task_id
+        self._writing.add(task_id)
+
+        def done(ok: bool) -> None:
+            self._writing.discard(task_id)
+            if self.buffer.get(task_id) is not task:
+                return  # its partition was revoked meanwhile: the next owner has it
+            if ok:
+                self._finish(task)
+                for c in (self.counters[task.lane], self.class_counters[task.priority]):
+                    if is_dlq:
+                        c.dead_lettered += 1
+                    else:
+                        c.retried += 1
+                return
+            # Not durable elsewhere: serve it again rather than lose it.
+            holder = task.holder
+            self._drop_holder(task)
+            if holder is None:  # the worker went away meanwhile: its lease ended then
+                self.buffer.return_lease(task_id)
+            else:
+                self.buffer.release(task_id)
+            self._dispatch()
+
+        self._writer.submit(topic, record, done)
 
     # -- partitions ---------------------------------------------------------------------
 
-    def revoke(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    def revoke_partitions(
+        self, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
         """Drop revoked partitions' tasks; return their committable offsets."""
         offsets: dict[tuple[str, int], int] = {}
         for topic, partition in partitions:
@@ -361,6 +521,7 @@ class Dispatcher:
                 offsets[topic, partition] = committable
             for task in self.buffer.drop_partition(topic, partition):
                 self._origin.pop(task.task_id, None)
+                self._drop_holder(task)
             self.tracker.drop(topic, partition)
         return offsets
 
@@ -373,14 +534,9 @@ class Dispatcher:
         for (topic, partition), offset in offsets.items():
             self.tracker.mark_committed(topic, partition, offset)
 
-    async def wait_writes(self) -> None:
-        """Wait for retry/DLQ writes in progress (used during drain)."""
-        if self._pending_writes:
-            await asyncio.wait(set(self._pending_writes))
-
     def leased(self) -> int:
         """Tasks served and awaiting a result."""
-        return sum(ln.leased for ln in self.buffer.statistics().lanes.values())
+        return self.buffer.statistics().leased
 
     def stats(self) -> pb.StatsResponse:
         """Per-class (and offload/retry lane) stats for ``Stats`` and ``eventgw status``."""

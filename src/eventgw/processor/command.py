@@ -17,6 +17,8 @@ from eventgw.metrics.statsd import export_statsd
 from eventgw.processor.service import ProcessorService
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from eventgw.config.settings import EventGwSettings
     from eventgw.processor.handlers import Handler
 
@@ -47,7 +49,7 @@ def run_until_done(service: ProcessorService) -> int:
     """Run ``service`` on a fresh uvloop loop until it returns or SIGTERM/SIGINT stops it.
 
     Unlike `eventgw.cli.runner.run`, which serves until a signal, this also returns when
-    the service finishes by itself (``max_batches`` reached). Signal handlers are only
+    the service finishes by itself (``max_tasks`` reached). Signal handlers are only
     installed from the main thread (Python allows no others) and removed on return.
     Metrics go to StatsD while it runs when ``observability.statsd_host`` is set, as under
     `eventgw.cli.runner.run`.
@@ -82,13 +84,14 @@ def run_until_done(service: ProcessorService) -> int:
 class Command:
     """Run a processor worker with keyword arguments, as the reference system's workers do.
 
-    ``Command().run(execute=False, max_batches=10, max_tasks_per_batch=100,
-    kafka_bootstrap_servers=..., orchestrator_host=..., statsd_root=...)`` fetches ten
-    batches, shows each task and releases it untouched.
+    ``Command().run(execute=False, max_tasks=10, kafka_bootstrap_servers=...,
+    orchestrator_host=..., statsd_root=...)`` takes ten tasks, shows each and releases it
+    untouched.
 
     Args:
         settings: the base settings; by default `eventgw.config.settings.load_settings`
-            (environment and ``EVENTGW_SETTINGS_FILE``). ``run`` arguments override them.
+            (environment and ``EVENTGW_SETTINGS_FILE``). ``run`` arguments that are given
+            override them; arguments left out leave them as they are.
     """
 
     def __init__(self, settings: EventGwSettings | None = None) -> None:
@@ -98,35 +101,40 @@ class Command:
 
     def run(
         self,
-        execute: bool = True,
-        max_batches: int = 0,
-        max_tasks_per_batch: int = 200,
+        *,
+        execute: bool | None = None,
+        max_tasks: int | None = None,
         kafka_bootstrap_servers: str | None = None,
-        orchestrator_host: str = "127.0.0.1:50052",
+        orchestrator_host: str | None = None,
         statsd_root: str | None = None,
         handler: str | Handler | None = None,
-        concurrency: int = 64,
+        concurrency: int | None = None,
+        show: Callable[[str], None] | None = None,
     ) -> int:
-        """Run a worker in this thread until ``max_batches`` are done or SIGTERM/SIGINT.
+        """Run a worker in this thread until ``max_tasks`` are done or SIGTERM/SIGINT.
 
         Blocks; it runs its own event loop (uvloop), so it must not be called from a
         running loop. Shutdown on a signal follows `eventgw.processor.worker.Worker`
-        (release unstarted tasks, drain, report).
+        (release unstarted tasks, drain, report). Each argument left as None keeps the
+        setting it names.
 
         Args:
-            execute: False is a dry run: tasks are shown and released, no handler runs.
-            max_batches: stop after this many non-empty batches; 0 runs until a signal
-                (a dry run with 0 shows the same released tasks again and again).
-            max_tasks_per_batch: tasks asked for per ``GetBatch``.
-            kafka_bootstrap_servers: the cluster of the response topic (overrides
-                ``kafka.primary.bootstrap_servers``; its security settings are kept).
-            orchestrator_host: ``host:port`` of the orchestrator; comma-separate several.
+            execute: False is a dry run: tasks are shown and released, no handler runs
+                (``processor.execute``).
+            max_tasks: stop after handling (dry run: showing) this many tasks; 0 runs until
+                a signal (``processor.max_tasks``).
+            kafka_bootstrap_servers: the cluster of the response topic, for results a
+                stream could not take (``kafka.primary.bootstrap_servers``; its security
+                settings are kept).
+            orchestrator_host: ``host:port`` of the orchestrator; comma-separate several
+                (``processor.orchestrators``).
             statsd_root: stored in ``observability.statsd_root``, the prefix of the StatsD
                 keys; metrics go to StatsD only when ``observability.statsd_host`` is set
                 (they are always served in Prometheus text on ``processor.metrics_port``).
             handler: ``"module:function"`` or the async callable; None uses
                 ``processor.handler``.
-            concurrency: handler calls at most running at once.
+            concurrency: handler calls at most running at once (``processor.concurrency``).
+            show: receives each task's summary line in a dry run (default: stdout).
 
         Returns:
             The number of tasks handled (dry run: shown and released).
@@ -135,17 +143,21 @@ class Command:
             ConfigError: an argument or setting is invalid, or the handler cannot be loaded.
         """
         settings = self._settings if self._settings is not None else load_settings()
-        orchestrators = [h.strip() for h in orchestrator_host.split(",") if h.strip()]
-        if not orchestrators:
-            raise ConfigError("orchestrator_host", "at least one host:port is needed")
-        settings = with_processor_overrides(
-            settings,
-            execute=execute,
-            max_batches=max_batches,
-            max_tasks_per_batch=max_tasks_per_batch,
-            orchestrators=orchestrators,
-            concurrency=concurrency,
-        )
+        overrides: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("execute", execute),
+                ("max_tasks", max_tasks),
+                ("concurrency", concurrency),
+            )
+            if v is not None
+        }
+        if orchestrator_host is not None:
+            orchestrators = [h.strip() for h in orchestrator_host.split(",") if h.strip()]
+            if not orchestrators:
+                raise ConfigError("orchestrator_host", "at least one host:port is needed")
+            overrides["orchestrators"] = orchestrators
+        settings = with_processor_overrides(settings, **overrides)
         if kafka_bootstrap_servers is not None:
             try:
                 primary = KafkaClusterSettings.model_validate(
@@ -163,5 +175,8 @@ class Command:
             self.statsd_root = statsd_root
             observability = settings.observability.model_copy(update={"statsd_root": statsd_root})
             settings = settings.model_copy(update={"observability": observability})
-        self.service = ProcessorService(settings, handler)
+        if show is None:
+            self.service = ProcessorService(settings, handler)
+        else:
+            self.service = ProcessorService(settings, handler, show=show)
         return run_until_done(self.service)

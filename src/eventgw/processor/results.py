@@ -1,12 +1,12 @@
-"""A batch's results as the ``TaskResults`` record a worker writes: spliced bytes.
+"""What a worker sends about its tasks, as spliced protobuf bytes.
 
-Why: building one ``pb.TaskResult`` per task (eight fields) and then the ``TaskResults``
-that copies them cost the processor a seventh of its CPU with a quick handler. Only three
-fields differ from task to task: ``task_id``, ``event_id`` and ``delivery_count``. The
-outcome fields (``kind``, ``delay_ms``, ``error``) and ``worker_id`` are encoded once per
-distinct outcome, ``orchestrator_index`` once per batch. Fields stay in field-number
-order, so the bytes equal ``SerializeToString`` of the same message
-(tests/unit/processor/test_results.py).
+Two messages carry results: ``WorkRequest`` on the worker's ``Work`` stream (with credit,
+the usual path) and ``TaskResults``, the response-topic record for results a stream could not
+take. Building a ``pb.TaskResult`` per task and then the message that copies them cost the
+processor a seventh of its CPU with a quick handler; only ``task_id`` and ``delivery_count``
+(and, on the topic, ``event_id``) differ from task to task, so the outcome fields are encoded
+once per distinct outcome. Fields stay in field-number order, so the bytes equal
+``SerializeToString`` of the same message (tests/unit/processor/test_results.py).
 """
 
 from __future__ import annotations
@@ -21,39 +21,28 @@ if TYPE_CHECKING:
 
     from eventgw.processor.handlers import Outcome
 
+__all__ = ["Result", "results_record", "work_request"]
+
+Result = tuple[str, int, str, "Outcome"]
+"""One task's result: ``(task_id, delivery_count, event_id, outcome)``."""
+
 _RESULTS_TAG: Final = b"\x0a"  # TaskResults.results: field 1, length-delimited
+_WORK_RESULTS_TAG: Final = b"\x1a"  # WorkRequest.results: field 3, length-delimited
 _TASK_ID_TAG: Final = b"\x0a"  # TaskResult.task_id: field 1
 _EVENT_ID_TAG: Final = b"\x32"  # TaskResult.event_id: field 6
 _DELIVERY_COUNT_TAG: Final = b"\x40"  # TaskResult.delivery_count: field 8, varint
 
 
-def task_result(
-    task: pb.Task, outcome: Outcome, worker_id: str, orchestrator_index: int
-) -> pb.TaskResult:
-    """One task's result as a message (the gRPC ``Ack`` path)."""
-    return pb.TaskResult(
-        task_id=task.task_id,
-        kind=outcome.kind,
-        delay_ms=outcome.delay_ms,
-        error=outcome.error,
-        worker_id=worker_id,
-        event_id=task.event.event_id,
-        orchestrator_index=orchestrator_index,
-        delivery_count=task.delivery_count,
-    )
-
-
-def results_record(
-    tasks: Sequence[pb.Task],
-    outcomes: Sequence[Outcome],
+def _splice(
+    results: Sequence[Result],
+    tag: bytes,
     worker_id: str,
-    orchestrator_index: int,
-) -> bytes:
-    """The serialized ``TaskResults`` of ``tasks`` with their ``outcomes`` (same order)."""
-    index_part = pb.TaskResult(orchestrator_index=orchestrator_index).SerializeToString()
+    index_part: bytes,
+    with_event_id: bool,
+) -> list[bytes]:
     middles: dict[tuple[int, int, str], bytes] = {}  # outcome → fields 2-5
     parts: list[bytes] = []
-    for task, outcome in zip(tasks, outcomes, strict=True):
+    for task_id, delivery_count, event_id, outcome in results:
         key = (outcome.kind, outcome.delay_ms, outcome.error)
         middle = middles.get(key)
         if middle is None:
@@ -63,17 +52,35 @@ def results_record(
                 error=outcome.error,
                 worker_id=worker_id,
             ).SerializeToString()
-        tid = task.task_id.encode()
-        eid = task.event.event_id.encode()
-        count = task.delivery_count
+        tid = task_id.encode()
+        eid = event_id.encode() if with_event_id else b""
         body = b"".join(
             (
                 _TASK_ID_TAG + short_varint(len(tid)) + tid if tid else b"",
                 middle,
                 _EVENT_ID_TAG + short_varint(len(eid)) + eid if eid else b"",
                 index_part,
-                _DELIVERY_COUNT_TAG + short_varint(count) if count else b"",
+                _DELIVERY_COUNT_TAG + short_varint(delivery_count) if delivery_count else b"",
             )
         )
-        parts += (_RESULTS_TAG, short_varint(len(body)), body)
-    return b"".join(parts)
+        parts += (tag, short_varint(len(body)), body)
+    return parts
+
+
+def work_request(
+    results: Sequence[Result], *, credit: int = 0, revoke: int = 0, worker_id: str = ""
+) -> bytes:
+    """A serialized ``WorkRequest``: ``worker_id`` (first message only), credit, results.
+
+    Results on the stream leave out ``worker_id``, ``event_id`` and ``orchestrator_index``:
+    the stream says who sent them and to whom.
+    """
+    head = pb.WorkRequest(worker_id=worker_id, credit=credit).SerializeToString()
+    tail = pb.WorkRequest(revoke=revoke).SerializeToString()
+    return b"".join((head, *_splice(results, _WORK_RESULTS_TAG, "", b"", False), tail))
+
+
+def results_record(results: Sequence[Result], worker_id: str, orchestrator_index: int) -> bytes:
+    """The serialized ``TaskResults`` response-topic record of ``results``."""
+    index_part = pb.TaskResult(orchestrator_index=orchestrator_index).SerializeToString()
+    return b"".join(_splice(results, _RESULTS_TAG, worker_id, index_part, True))

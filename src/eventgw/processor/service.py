@@ -1,4 +1,4 @@
-"""Composition root of a processor worker: results producer, batch client, status HTTP, loop."""
+"""Composition root of a processor worker: fallback producer, status HTTP, the worker loop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from eventgw.kafka.client_config import producer_config
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
-from eventgw.processor.batch_client import BatchClient
 from eventgw.processor.handlers import check_handler, load_handler
 from eventgw.processor.worker import Worker
 
@@ -23,13 +22,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from eventgw.config.settings import EventGwSettings
+    from eventgw.core.retry import Backoff
     from eventgw.processor.handlers import Handler
-    from eventgw.processor.worker import Backoff, WorkerStatistics
+    from eventgw.processor.worker import WorkerStatistics
 
 logger = logging.getLogger(__name__)
 
 RESULTS_TUNING: Final = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=10_000)
-"""Results are small and the orchestrator waits on them to finish leases: low linger."""
+"""Fallback results are small and the orchestrator waits on them to finish leases."""
 
 PRODUCER_CLOSE_S: Final = 10.0
 
@@ -48,12 +48,12 @@ def write_line(line: str) -> None:
 class ProcessorService:
     """Runs one processor worker as a `eventgw.core.lifecycle.Service`.
 
-    Owns, in start order (downstream first): the results producer (only when
-    ``results_via="topic"`` and executing), the orchestrator channels, the status server on
-    ``metrics_port`` (/healthz, /readyz, /metrics), then the `Worker` loop. ``ready`` is
-    set once the loop starts. On ``stop`` the worker drains (see `Worker`), then the
-    producer is flushed and everything is closed. ``run`` also returns by itself once
-    ``max_batches`` non-empty batches are done.
+    Owns, in start order (downstream first): the producer of fallback results (executing
+    only: results a ``Work`` stream could not take go to the response topic), the status
+    server on ``metrics_port`` (/healthz, /readyz, /metrics), then the `Worker`, which opens
+    one stream per orchestrator. ``ready`` is set once the worker starts. On ``stop`` the
+    worker drains (see `Worker`), then the producer is flushed and everything is closed.
+    ``run`` also returns by itself once ``max_tasks`` tasks are handled.
 
     Args:
         settings: ``processor`` section, plus ``kafka.primary`` and ``topics.response``.
@@ -62,7 +62,7 @@ class ProcessorService:
         metrics: where metrics go (a fresh registry by default).
         show: receives the one-line summary of each task in a dry run (stdout by default).
         worker_id: how the orchestrators know this worker (``<hostname>-<pid>``).
-        backoff: the retry policy of failed orchestrator calls.
+        backoff: the delays between reconnects to an orchestrator.
 
     Raises:
         ConfigError: no orchestrator is configured, or the handler cannot be loaded or is
@@ -106,13 +106,12 @@ class ProcessorService:
         """See `eventgw.core.lifecycle.Service`."""
         s = self.settings
         p = s.processor
-        client = BatchClient(p.orchestrators, self.worker_id)
         status = StatusServer(
             p.status_host, p.metrics_port, self.metrics.render, lambda: self._ready
         )
         producer: BatchProducer | None = None
         try:
-            if p.execute and p.results_via == "topic":
+            if p.execute:
                 producer = BatchProducer(
                     "processor-results",
                     producer_config(
@@ -120,12 +119,11 @@ class ProcessorService:
                     ),
                 )
                 producer.start()
-            await client.open()
             await status.start()
             self.status_port = status.port
             self._worker = Worker(
                 settings=p,
-                client=client,
+                worker_id=self.worker_id,
                 handler=self.handler,
                 metrics=self.metrics,
                 show=self._show,
@@ -136,12 +134,11 @@ class ProcessorService:
             self._ready = True
             ready.set()
             logger.info(
-                "processor.serving worker_id=%s orchestrators=%s execute=%s results_via=%s "
-                "concurrency=%d status_port=%d",
+                "processor.serving worker_id=%s orchestrators=%s execute=%s concurrency=%d "
+                "status_port=%d",
                 self.worker_id,
                 ",".join(p.orchestrators),
                 p.execute,
-                p.results_via,
                 p.concurrency,
                 status.port,
             )
@@ -152,5 +149,4 @@ class ProcessorService:
             # The worker has reported every result it will report; now flush and close.
             if producer is not None:
                 await producer.close(PRODUCER_CLOSE_S)
-            await client.close()
             await status.close()

@@ -1,11 +1,12 @@
-"""The worker loop: lease a batch, run the handler on each task, report the batch's results.
+"""The worker: tasks in from every orchestrator, the handler on each, results back.
 
-``pipeline_depth`` batches are in flight at a time: each of that many loops sends its next
-``GetBatch`` only after every task of its current batch has a result and the results are
-reported. So while one batch's last tasks run and its results are written, the next batch
-is already fetched and running. A worker holds at most ``pipeline_depth x
-max_tasks_per_batch`` leases and never runs more than ``concurrency`` handlers (one
-semaphore for all loops). A dry run uses one loop, so its output stays in batch order.
+Credit-based (docs/dispatch-protocol.md): the worker keeps one ``Work`` stream per
+orchestrator (`Link`) and gives each credit — how many more tasks it can take. It never
+holds more than ``concurrency`` running tasks plus a small prefetch (what its slots start
+within ``prefetch_window_ms``, `PrefetchEstimator`), and it starts the prefetched ones in
+the orchestrators' order (`TaskQueue`, by rank), so a P30 task that arrives behind P10 work
+starts at the next free slot. Results go back on the stream they came from, several per
+message, together with the credit the finished tasks freed.
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
+import grpc
+
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.clock import SystemClock
-from eventgw.core.lifecycle import sleep_or_stop, wait_any
-from eventgw.processor.batch_client import OrchestratorUnavailable
+from eventgw.core.lifecycle import wait_any
+from eventgw.processor.credit import PrefetchEstimator, plan_credit
 from eventgw.processor.handlers import RELEASED, Reject, Retry, outcome_of
-from eventgw.processor.results import results_record, task_result
+from eventgw.processor.link import GRPC_OPTIONS, Link, LinkState
+from eventgw.processor.results import results_record
+from eventgw.processor.task_queue import TaskQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -30,48 +34,33 @@ if TYPE_CHECKING:
     from eventgw.config.settings import ProcessorSettings
     from eventgw.core.clock import Clock
     from eventgw.core.envelope import Headers
+    from eventgw.core.retry import Backoff
     from eventgw.metrics.backend import Metrics
-    from eventgw.processor.batch_client import BatchClient
     from eventgw.processor.handlers import Handler, Outcome
+    from eventgw.processor.results import Result
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "DeliveryReport",
+    "ResultsProducer",
+    "Worker",
+    "WorkerState",
+    "WorkerStatistics",
+    "task_summary",
+]
+
 H_WORKER_ID: Final = "eventgw-worker-id"
-H_BATCH_ID: Final = "eventgw-batch-id"
 
-ACK_ATTEMPTS: Final = 3
-"""gRPC ``Ack`` tries per batch before its results are given up (the leases then expire)."""
-
-REPORT_TIMEOUT_S: Final = 30.0
-"""Deadline of producing one results record before falling back to gRPC ``Ack``."""
+FALLBACK_TIMEOUT_S: Final = 30.0
+"""Deadline of writing undeliverable results to the response topic."""
 
 PAYLOAD_PREVIEW_BYTES: Final = 200
 """Dry run shows at most this much of each payload."""
 
 _RESULT_LABELS: Final = {pb.ACK: "ack", pb.NACK: "nack", pb.REJECT: "reject", pb.RELEASE: "release"}
 
-
-class Backoff:
-    """Capped exponential backoff with jitter.
-
-    Attempt ``n`` (from 0) waits a random time in ``[base/2, base]`` where
-    ``base = min(max_s, initial_s * 2**n)``: bounded, and many workers that lost the same
-    orchestrator do not come back in lock-step.
-    """
-
-    def __init__(
-        self, initial_s: float = 0.1, max_s: float = 5.0, rng: random.Random | None = None
-    ) -> None:
-        if initial_s <= 0 or max_s < initial_s:
-            raise ValueError(f"need 0 < initial_s <= max_s, got {initial_s=} {max_s=}")
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self._rng = rng or random.Random()  # noqa: S311  # jitter, not cryptography
-
-    def delay_s(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        base = min(self.max_s, self.initial_s * 2 ** min(attempt, 32))
-        return self._rng.uniform(base / 2, base)
+_Held = tuple[pb.Task, Link, int]  # a task, the link it came by, that link's generation then
 
 
 class DeliveryReport(Protocol):
@@ -105,9 +94,9 @@ class WorkerState(enum.Enum):
     """Lifecycle of a `Worker`: IDLE → RUNNING → (DRAINING →) STOPPED; ``run`` once."""
 
     IDLE = "idle"  # constructed, run() not called yet
-    RUNNING = "running"  # fetching and handling batches
-    DRAINING = "draining"  # stop seen mid-batch: running handlers finish, no new ones start
-    STOPPED = "stopped"  # run() returned; every fetched task has had its result reported
+    RUNNING = "running"  # taking and handling tasks
+    DRAINING = "draining"  # stopping: unstarted tasks released, running handlers finish
+    STOPPED = "stopped"  # run() returned; every result it could deliver is delivered
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,51 +104,48 @@ class WorkerStatistics:
     """Counters of one worker since it started (see `Worker.statistics`)."""
 
     state: WorkerState
-    batches: int  # non-empty batches fetched
+    tasks_received: int  # tasks the orchestrators sent
     tasks_handled: int  # handler ran to an outcome (execute) or task shown (dry run)
     running: int  # handler calls in progress now
+    queued: int  # tasks held, not started (at most the prefetch, give or take a grant)
+    prefetch: int  # the current prefetch target
     results: dict[str, int]  # results reported, by kind (ack, nack, reject, release)
     late_results: int  # results produced after their lease expired (may count stale)
-    fetch_failures: int  # GetBatch calls that failed
-    report_fallbacks: int  # results-topic writes that failed and went over gRPC instead
-    reports_lost: int  # batches whose results no path took (their leases expire)
+    dropped: int  # unstarted tasks dropped because their stream ended (lease returned)
+    connect_failures: int  # streams that failed or could not be opened
+    report_fallbacks: int  # result sets written to the response topic instead of a stream
+    results_lost: int  # results no path took (their tasks are served again)
 
 
 class Worker:
-    """Pulls batches from the orchestrators and reports one result per task.
+    """Takes tasks from the orchestrators and reports one result per task.
 
-    Fetch: ``GetBatch`` long-polls round-robin over the orchestrators. A failed call moves
-    on to the next one at once; after a full round of failures the worker backs off
-    (`Backoff`, interrupted by stop) and tries again, indefinitely.
-
-    Execute (``settings.execute``): the batch's tasks run concurrently, at most
-    ``concurrency`` handler calls at once; each gets its result from
-    `eventgw.processor.handlers.outcome_of`. A handler past its lease is not cancelled;
-    its late result is still reported. Report: the whole batch in ONE message — a
-    ``TaskResults`` record to ``results_topic`` at partition ``orchestrator_index`` (key:
-    the worker id), awaiting Kafka's confirmation; if that write fails, or
-    ``results_via="grpc"``, one ``Ack`` call to the orchestrator that served the batch
-    (``ACK_ATTEMPTS`` tries with backoff). If no path takes the results, they are dropped
-    with a warning: nothing is lost, the leases expire and the tasks are served again.
+    Execute (``settings.execute``): ``concurrency`` runner coroutines take tasks from the
+    local queue, most urgent first, and run the handler; the outcome comes from
+    `eventgw.processor.handlers.outcome_of`. A handler past its lease is not cancelled; its
+    late result is still reported.
 
     Dry run (``execute=False``): each task is shown with ``show`` (one line, payload cut to
     ``PAYLOAD_PREVIEW_BYTES``), no handler runs, and every task is released (RELEASE, no
-    attempt counted) over gRPC ``Ack``.
+    attempt counted) — with ``max_tasks`` only at the end, so no task is shown twice.
 
-    Shutdown (``stop`` set): no new ``GetBatch`` is sent; a poll already in flight is
-    allowed to finish (bounded by ``wait_ms`` plus the client's slack) so the tasks it
-    leased are released at once instead of waiting out their lease. In the current batch,
-    tasks not started are RELEASEd; running handlers get ``shutdown_timeout_s`` to finish
-    (drain), then are cancelled and RELEASEd (terminate). The batch's results are reported
-    before ``run`` returns. ``max_batches > 0`` ends the run after that many non-empty
-    batches, the same way.
+    Credit: the worker grants what it can take — ``concurrency`` + prefetch, less what it
+    runs, holds and has granted — in steps of a quarter of that (or at once when its queue
+    is empty), so credit and results travel together, a few per message.
+
+    Stop (``stop`` set, or ``max_tasks`` handled): no more credit; unstarted tasks are
+    RELEASEd; running handlers get ``shutdown_timeout_s`` to finish (drain), then are
+    cancelled and RELEASEd (terminate); the results are written to the streams, which the
+    worker then ends. Results a stream cannot take go to the response topic (partition =
+    the orchestrator's index) when a producer is given; else they are lost with a warning
+    and their tasks are served again after the lease (nothing is lost, work is repeated).
     """
 
     def __init__(
         self,
         *,
         settings: ProcessorSettings,
-        client: BatchClient,
+        worker_id: str,
         handler: Handler,
         metrics: Metrics,
         show: Callable[[str], None],
@@ -168,32 +154,42 @@ class Worker:
         backoff: Backoff | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if (
-            settings.execute
-            and settings.results_via == "topic"
-            and (producer is None or not results_topic)
-        ):
-            raise ValueError("results_via='topic' needs a producer and a results_topic")
+        if producer is not None and not results_topic:
+            raise ValueError("a results producer needs a results_topic")
+        if not settings.orchestrators:
+            raise ValueError("orchestrators: at least one address is needed")
         self._settings = settings
-        self._client = client
+        self.worker_id = worker_id
         self._handler = handler
         self._show = show
-        self._producer = producer if settings.results_via == "topic" else None
+        self._producer = producer
         self._results_topic = results_topic
-        self._backoff = backoff or Backoff()
         self._clock = clock or SystemClock()
-        self._slots = asyncio.Semaphore(settings.concurrency)
         self._state = WorkerState.IDLE
-        self._target = 0  # next orchestrator to ask (round-robin over all loops)
-        self._failures = 0  # consecutive fetch failures, over all targets and loops
-        self._fetching = 0  # GetBatch calls in flight
-        self._batches = 0
-        self._handled = 0
-        self._running = 0
-        self._late = 0
-        self._fetch_failures = 0
-        self._fallbacks = 0
-        self._lost = 0
+        self._queue: TaskQueue[_Held] = TaskQueue()
+        self._prefetch = PrefetchEstimator(
+            settings.concurrency, settings.prefetch_window_ms / 1000, settings.max_prefetch
+        )
+        self._links = [
+            Link(
+                target,
+                worker_id,
+                on_batch=self._on_batch,
+                on_state=self._on_link_state,
+                fallback=self._fall_back,
+                backoff=backoff,
+            )
+            for target in settings.orchestrators
+        ]
+        self._accepting = True  # grants credit; False once stopping
+        self._done = asyncio.Event()  # max_tasks handled
+        self._stop = asyncio.Event()  # run()'s stop, once it runs
+        self._received = self._handled = self._running = 0
+        self._held = 0  # received and not yet reported or dropped: queued, handed or running
+        self._late = self._dropped = 0
+        self._busy_s = 0.0  # handler time not yet folded into the prefetch estimate
+        self._busy_n = 0
+        self._held_releases: list[tuple[Link, int, Result]] = []  # dry run with max_tasks
         self._results = dict.fromkeys(_RESULT_LABELS.values(), 0)
         tasks_total = metrics.counter(
             "eventgw_processor_tasks_total", "task results reported", ["result"]
@@ -202,26 +198,32 @@ class Worker:
         self._duration = metrics.histogram(
             "eventgw_processor_handler_duration_seconds", "one handler call"
         )
-        self._batches_total = metrics.counter(
-            "eventgw_processor_batches_total", "non-empty batches fetched"
+        self._received_total = metrics.counter(
+            "eventgw_processor_tasks_received_total", "tasks received from orchestrators"
         )
 
     def statistics(self) -> WorkerStatistics:
         """A snapshot of the counters and state."""
+        links = self._links
         return WorkerStatistics(
             state=self._state,
-            batches=self._batches,
+            tasks_received=self._received,
             tasks_handled=self._handled,
             running=self._running,
+            queued=len(self._queue),
+            prefetch=self._prefetch.prefetch(),
             results=dict(self._results),
             late_results=self._late,
-            fetch_failures=self._fetch_failures,
-            report_fallbacks=self._fallbacks,
-            reports_lost=self._lost,
+            dropped=self._dropped,
+            connect_failures=sum(link.connect_failures for link in links),
+            report_fallbacks=sum(link.fallbacks for link in links),
+            results_lost=sum(link.results_lost for link in links),
         )
 
+    # -- run ----------------------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event) -> int:
-        """Fetch and handle batches until ``stop`` or ``max_batches``; see the class docstring.
+        """Take and handle tasks until ``stop`` or ``max_tasks``; see the class docstring.
 
         Returns:
             The number of tasks handled (dry run: shown).
@@ -232,132 +234,163 @@ class Worker:
         if self._state is not WorkerState.IDLE:
             raise RuntimeError(f"worker already ran (state {self._state.value})")
         self._state = WorkerState.RUNNING
-        depth = self._settings.pipeline_depth if self._settings.execute else 1
+        self._stop = stop
+        s = self._settings
+        channels = [grpc.aio.insecure_channel(t, options=GRPC_OPTIONS) for t in s.orchestrators]
+        closing = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
-                for n in range(depth):
-                    tg.create_task(self._loop(stop), name=f"processor-loop-{n}")
+                for link, channel in zip(self._links, channels, strict=True):
+                    tg.create_task(link.run(channel, closing), name=f"link-{link.target}")
+                runners = [
+                    tg.create_task(self._runner(stop), name=f"runner-{n}")
+                    for n in range(s.concurrency)
+                ]
+                await wait_any(stop, self._done)
+                await self._drain(runners)
+                closing.set()
         finally:
             self._state = WorkerState.STOPPED
+            for channel in channels:
+                await channel.close()
         return self._handled
 
-    async def _loop(self, stop: asyncio.Event) -> None:
-        """One fetch → handle → report cycle after another (`run` runs ``pipeline_depth``)."""
-        s = self._settings
-        targets = len(self._client.targets)
-        while not stop.is_set():
-            # Fetches in flight count against max_batches, so that it is never exceeded.
-            if s.max_batches and self._batches + self._fetching >= s.max_batches:
-                return
-            served_by = self._target
-            self._target = (self._target + 1) % targets
-            self._fetching += 1
-            try:
-                batch = await self._client.get_batch(served_by, s.max_tasks_per_batch, s.wait_ms)
-            except OrchestratorUnavailable as exc:
-                self._failures += 1
-                self._fetch_failures += 1
-                failures = self._failures
-                logger.warning(
-                    "processor.fetch_failed target=%s failures=%d error=%s",
-                    exc.target,
-                    failures,
-                    exc,
-                )
-                if failures % targets == 0:
-                    await sleep_or_stop(stop, self._backoff.delay_s(failures // targets - 1))
-                continue
-            finally:
-                self._fetching -= 1
-            if self._failures:
-                logger.info("processor.fetch_recovered target=%s", self._client.targets[served_by])
-                self._failures = 0
-            if batch.tasks:
-                await self._handle_batch(served_by, batch, stop)
-
-    async def _handle_batch(
-        self, target: int, batch: pb.GetBatchResponse, stop: asyncio.Event
-    ) -> None:
-        self._batches += 1
-        self._batches_total.inc()
-        logger.debug(
-            "processor.batch batch_id=%s tasks=%d orchestrator_index=%d",
-            batch.batch_id,
-            len(batch.tasks),
-            batch.orchestrator_index,
-        )
-        if not self._settings.execute:
-            for task in batch.tasks:
-                self._show(task_summary(task))
-            self._handled += len(batch.tasks)
-            await self._ack(target, batch, [RELEASED] * len(batch.tasks))
+    async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
+        """Stop taking tasks; release unstarted ones; give running handlers their grace."""
+        self._state = WorkerState.DRAINING
+        self._accepting = False
+        for task, link, generation in self._queue.take_all():
+            self._report(link, generation, task, RELEASED)
+            self._held -= 1
+        self._queue.close()  # idle runners return; busy ones after their current task
+        for link, generation, result in self._held_releases:
+            if link.generation == generation:
+                link.add_result(result)
+        self._held_releases.clear()
+        pending = [r for r in runners if not r.done()]
+        if not pending:
             return
-        outcomes = [o or RELEASED for o in await self._run_tasks(batch.tasks, stop)]
-        now_ms = self._clock.wall_ms()
-        late = sum(1 for t in batch.tasks if t.lease_expires_ms and t.lease_expires_ms < now_ms)
-        if late:
-            self._late += late
+        grace_s = self._settings.shutdown_timeout_s
+        logger.info("processor.draining running=%d grace_s=%.1f", self._running, grace_s)
+        _done, still = await asyncio.wait(pending, timeout=grace_s)
+        if still:
             logger.warning(
-                "processor.results_late batch_id=%s tasks=%d (lease expired: may count stale)",
-                batch.batch_id,
-                late,
+                "processor.handlers_cancelled count=%d (past shutdown_timeout_s)", len(still)
             )
-        await self._report(target, batch, outcomes)
+            for r in still:
+                r.cancel()
+            await asyncio.wait(still)
 
-    async def _run_tasks(
-        self, tasks: Sequence[pb.Task], stop: asyncio.Event
-    ) -> list[Outcome | None]:
-        """Run the handler on ``tasks`` (bounded); None marks a task not run to an outcome.
+    # -- tasks in -------------------------------------------------------------------------
 
-        A pool of at most ``concurrency`` runner coroutines takes the tasks in order (not an
-        asyncio task per event: creating one cost more than a quick handler); each runner
-        holds a slot of the worker-wide semaphore while a handler runs.
-        """
-        outcomes: list[Outcome | None] = [None] * len(tasks)
-        pending = iter(enumerate(tasks))
-        all_done = asyncio.Event()
-        runners_left = min(self._settings.concurrency, len(tasks))
-        slots = self._slots
+    def _on_batch(self, link: Link, batch: pb.TaskBatch) -> None:
+        tasks = batch.tasks
+        n = len(tasks)
+        credit = link.credit
+        credit.credit = max(0, credit.credit - n - batch.credit_returned)
+        credit.backlog = batch.backlog
+        credit.revoking = False
+        if n:
+            self._received += n
+            self._received_total.inc(n)
+            generation = link.generation
+            put = self._queue.put
+            if self._accepting:
+                self._held += n
+                for task in tasks:
+                    put(task.rank, (task, link, generation))
+            else:  # stopping: hand them straight back
+                for task in tasks:
+                    self._report(link, generation, task, RELEASED)
+        self._plan(force=batch.credit_returned > 0 or (n == 0 and batch.backlog > 0))
 
-        async def runner() -> None:
-            nonlocal runners_left
-            try:
-                for i, task in pending:
-                    async with slots:
-                        # Checked after the slot is ours: a task that waited for a slot
-                        # while stop was set must not start (it is released instead).
-                        if stop.is_set():
-                            return
-                        outcomes[i] = await self._call_handler(task)
-            finally:
-                runners_left -= 1
-                if runners_left == 0:
-                    all_done.set()
+    def _on_link_state(self, link: Link) -> None:
+        if link.state is LinkState.OPEN:
+            self._plan(force=True)
+            return
+        # The stream ended: the orchestrator returned its leases. Unstarted tasks from it
+        # would be run twice; drop them. (Running ones finish; their results go by fallback.)
+        dropped = self._queue.remove_if(lambda held: held[1] is link)
+        if dropped:
+            self._dropped += len(dropped)
+            self._held -= len(dropped)
+            logger.info(
+                "processor.tasks_dropped target=%s tasks=%d (stream ended: leases returned)",
+                link.target,
+                len(dropped),
+            )
+        self._plan(force=True)
 
-        async with asyncio.TaskGroup() as tg:
-            runners = [tg.create_task(runner()) for _ in range(runners_left)]
-            await wait_any(stop, all_done)
-            if not all_done.is_set():
-                self._state = WorkerState.DRAINING
-                grace_s = self._settings.shutdown_timeout_s
-                logger.info("processor.draining running=%d grace_s=%.1f", self._running, grace_s)
+    def _plan(self, *, force: bool = False) -> None:
+        """Grant the credit the worker can take now (see the class docstring)."""
+        if not self._accepting or self._stop.is_set() or self._done.is_set():
+            return
+        if self._busy_n:
+            self._prefetch.observe(self._busy_s, self._busy_n)
+            self._busy_s, self._busy_n = 0.0, 0
+        links = self._links
+        queued = len(self._queue)
+        capacity = self._settings.concurrency + self._prefetch.prefetch()
+        outstanding = sum(link.credit.credit for link in links)
+        held = self._held
+        free = capacity - held - outstanding
+        max_tasks = self._settings.max_tasks
+        if max_tasks:
+            free = min(free, max_tasks - self._handled - held - outstanding)
+        if not force and (free < max(1, capacity // 4) and queued):
+            return
+        grants, revokes = plan_credit([link.credit for link in links], max(free, 0))
+        for link, grant, revoke in zip(links, grants, revokes, strict=True):
+            if grant:
+                link.grant(grant)
+            if revoke:
+                link.revoke(revoke)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def _runner(self, stop: asyncio.Event) -> None:
+        get = self._queue.get
+        execute = self._settings.execute
+        done = self._done
+        while True:
+            held = await get()
+            if held is None:
+                return
+            task, link, generation = held
+            if link.generation != generation or link.state is not LinkState.OPEN:
+                self._dropped += 1  # its stream ended: the lease was returned
+                self._held -= 1
+                continue
+            if stop.is_set() or done.is_set():
+                # Stopping: a task not started yet is handed back, not run.
+                self._report(link, generation, task, RELEASED)
+                self._held -= 1
+                continue
+            if not execute:
+                self._show(task_summary(task))
+                self._handled += 1
+                self._report(link, generation, task, RELEASED, hold=bool(self._settings.max_tasks))
+            else:
                 try:
-                    async with asyncio.timeout(grace_s):
-                        await all_done.wait()
-                except TimeoutError:
-                    logger.warning(
-                        "processor.handlers_cancelled count=%d (past shutdown_timeout_s)",
-                        self._running,
-                    )
-                    for r in runners:
-                        r.cancel()
-        self._handled += sum(1 for o in outcomes if o is not None)
-        return outcomes
+                    outcome = await self._call_handler(task)
+                except asyncio.CancelledError:
+                    self._report(link, generation, task, RELEASED)
+                    self._held -= 1
+                    raise
+                self._handled += 1
+                self._report(link, generation, task, outcome)
+            self._held -= 1
+            max_tasks = self._settings.max_tasks
+            if max_tasks and self._handled >= max_tasks:
+                self._done.set()
+            else:
+                self._plan()
 
     async def _call_handler(self, task: pb.Task) -> Outcome:
         event = task.event
+        clock = self._clock
         self._running += 1
-        started = self._clock.monotonic()
+        started = clock.monotonic()
         try:
             await self._handler(event)
         except Retry as exc:
@@ -378,86 +411,54 @@ class Worker:
             return outcome_of(exc)
         finally:
             self._running -= 1
-            self._duration.observe(self._clock.monotonic() - started)
+            took = clock.monotonic() - started
+            self._busy_s += took
+            self._busy_n += 1
+            self._duration.observe(took)
+            if task.lease_expires_ms and task.lease_expires_ms < clock.wall_ms():
+                self._late += 1
         return outcome_of(None)
 
-    async def _report(
-        self, target: int, batch: pb.GetBatchResponse, outcomes: list[Outcome]
+    def _report(
+        self, link: Link, generation: int, task: pb.Task, outcome: Outcome, *, hold: bool = False
     ) -> None:
-        """Report the batch's results: results topic first (if configured), else gRPC."""
-        if self._producer is not None:
-            worker_id = self._client.worker_id
-            record = (
-                worker_id.encode(),
-                results_record(batch.tasks, outcomes, worker_id, batch.orchestrator_index),
-                [(H_WORKER_ID, worker_id.encode()), (H_BATCH_ID, batch.batch_id.encode())],
-            )
-            error = ""
-            try:
-                async with asyncio.timeout(REPORT_TIMEOUT_S):
-                    [delivery] = await self._producer.send(
-                        self._results_topic, [record], partition=batch.orchestrator_index
-                    )
-                error = delivery.error
-            except TimeoutError:
-                error = f"no delivery report within {REPORT_TIMEOUT_S:g}s"
-            if not error:
-                self._count(outcomes)
-                return
-            self._fallbacks += 1
-            logger.warning(
-                "processor.results_produce_failed topic=%s partition=%d error=%s "
-                "(falling back to gRPC Ack)",
-                self._results_topic,
-                batch.orchestrator_index,
-                error,
-            )
-        await self._ack(target, batch, outcomes)
+        result: Result = (task.task_id, task.delivery_count, task.event.event_id, outcome)
+        self._results[_RESULT_LABELS[outcome.kind]] += 1
+        self._result_counters[outcome.kind].inc()
+        if hold:
+            self._held_releases.append((link, generation, result))
+        else:
+            link.add_result(result)
 
-    async def _ack(self, target: int, batch: pb.GetBatchResponse, outcomes: list[Outcome]) -> None:
-        # Not interrupted by stop on purpose: results are flushed before the worker returns.
-        # Bounded by ACK_ATTEMPTS x the client's deadline.
-        worker_id, index = self._client.worker_id, batch.orchestrator_index
-        results = [
-            task_result(task, outcome, worker_id, index)
-            for task, outcome in zip(batch.tasks, outcomes, strict=True)
-        ]
-        for attempt in range(ACK_ATTEMPTS):
-            try:
-                response = await self._client.ack(target, results)
-            except OrchestratorUnavailable as exc:
-                logger.warning(
-                    "processor.ack_failed batch_id=%s attempt=%d error=%s",
-                    batch.batch_id,
-                    attempt + 1,
-                    exc,
-                )
-                if attempt + 1 < ACK_ATTEMPTS:
-                    await asyncio.sleep(self._backoff.delay_s(attempt))
-                continue
-            if response.stale:
-                logger.warning(
-                    "processor.results_stale batch_id=%s stale=%d accepted=%d",
-                    batch.batch_id,
-                    response.stale,
-                    response.accepted,
-                )
-            self._count(outcomes)
-            return
-        self._lost += 1
-        logger.warning(
-            "processor.results_lost batch_id=%s tasks=%d (served again after lease expiry)",
-            batch.batch_id,
+    async def _fall_back(self, link: Link, results: list[Result]) -> bool:
+        """Write results a stream could not take to the response topic, if there is one."""
+        producer = self._producer
+        index = link.orchestrator_index
+        if producer is None or index is None:
+            return False
+        record = (
+            self.worker_id.encode(),
+            results_record(results, self.worker_id, index),
+            [(H_WORKER_ID, self.worker_id.encode())],
+        )
+        try:
+            async with asyncio.timeout(FALLBACK_TIMEOUT_S):
+                [delivery] = await producer.send(self._results_topic, [record], partition=index)
+        except TimeoutError:
+            logger.warning("processor.results_fallback_timeout target=%s", link.target)
+            return False
+        if not delivery.ok:
+            logger.warning(
+                "processor.results_fallback_failed target=%s error=%s", link.target, delivery.error
+            )
+            return False
+        logger.info(
+            "processor.results_fallback target=%s partition=%d results=%d",
+            link.target,
+            index,
             len(results),
         )
-
-    def _count(self, outcomes: list[Outcome]) -> None:
-        by_kind: dict[pb.ResultKind, int] = {}
-        for o in outcomes:
-            by_kind[o.kind] = by_kind.get(o.kind, 0) + 1
-        for kind, n in by_kind.items():  # one counter update per kind and batch
-            self._results[_RESULT_LABELS[kind]] += n
-            self._result_counters[kind].inc(n)
+        return True
 
 
 def task_summary(task: pb.Task) -> str:

@@ -1,8 +1,8 @@
-"""The retry consumer keeps its memory pause across a rebalance (bounded memory).
+"""The retry fetcher keeps its memory pause across a rebalance (bounded memory).
 
 Partitions newly assigned to a consumer fetch unpaused. While the retry lane is over its
-share of the buffer, the orchestrator must pause them again, not only when the share is
-first crossed.
+share of the buffer, the fetcher must pause them again, not only when the share is first
+crossed.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from eventgw.config.settings import EventGwSettings
-from eventgw.orchestrator.service import OrchestratorService
+from eventgw.orchestrator.fetcher import RetryFetcher
 
 
 class FakeRetryConsumer:
@@ -48,30 +47,28 @@ class FakeDispatcher:
         return len(records)
 
 
-async def run_once(
-    service: OrchestratorService, retry: FakeRetryConsumer, stop: asyncio.Event, d: FakeDispatcher
-) -> None:
+async def run_once(fetcher: RetryFetcher, stop: asyncio.Event) -> None:
     stop.clear()
-    await service._retry_loop(retry, d, stop)  # type: ignore[arg-type]
+    await fetcher.run(stop)
 
 
 async def test_partitions_assigned_while_over_share_are_paused_again() -> None:
-    service = OrchestratorService(EventGwSettings())
     stop = asyncio.Event()
     retry = FakeRetryConsumer(stop)
     d = FakeDispatcher(over_share=True)
-    await run_once(service, retry, stop, d)
+    fetcher = RetryFetcher(retry, d, 100)  # type: ignore[arg-type]  # fakes of the protocols
+    await run_once(fetcher, stop)
     assert retry.calls == [("pause", [("retry-60s", 0)])]  # crossing the share pauses
 
-    await run_once(service, retry, stop, d)
+    await run_once(fetcher, stop)
     assert len(retry.calls) == 1  # still over: nothing to do
 
     # A rebalance hands this replica a new partition; it fetches unpaused until re-paused.
     retry.assigned = [("retry-60s", 0), ("retry-60s", 1)]
-    await service._on_retry_assign([("retry-60s", 1)])
-    await run_once(service, retry, stop, d)
+    fetcher.on_assign()
+    await run_once(fetcher, stop)
     assert retry.calls[-1] == ("pause", [("retry-60s", 0), ("retry-60s", 1)])
 
     d.buffer.over_share = False
-    await run_once(service, retry, stop, d)
+    await run_once(fetcher, stop)
     assert retry.calls[-1] == ("resume", [("retry-60s", 0), ("retry-60s", 1)])

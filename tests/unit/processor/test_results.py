@@ -1,4 +1,4 @@
-"""The spliced results record is byte-identical to protobuf's serialization of it."""
+"""The spliced result messages are byte-identical to protobuf's serialization of them."""
 
 from __future__ import annotations
 
@@ -7,56 +7,76 @@ from hypothesis import strategies as st
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.processor.handlers import Outcome
-from eventgw.processor.results import results_record, task_result
+from eventgw.processor.results import Result, results_record, work_request
 
-_tasks = st.builds(
-    lambda tid, eid, count: pb.Task(
-        task_id=tid, event=pb.EventData(event_id=eid), delivery_count=count
-    ),
-    st.text(max_size=60),
-    st.text(max_size=60),
-    st.integers(0, 2**32 - 1),
-)
 _outcomes = st.builds(
     Outcome,
     st.sampled_from([pb.ACK, pb.NACK, pb.RELEASE, pb.REJECT]),
     st.integers(0, 2**32 - 1),
     st.text(max_size=300),
 )
+_results = st.lists(
+    st.tuples(st.text(max_size=60), st.integers(0, 2**32 - 1), st.text(max_size=60), _outcomes),
+    max_size=20,
+)
+
+
+def _result(r: Result, worker_id: str, index: int, *, with_event_id: bool) -> pb.TaskResult:
+    task_id, count, event_id, o = r
+    return pb.TaskResult(
+        task_id=task_id,
+        kind=o.kind,
+        delay_ms=o.delay_ms,
+        error=o.error,
+        worker_id=worker_id,
+        event_id=event_id if with_event_id else "",
+        orchestrator_index=index,
+        delivery_count=count,
+    )
+
+
+@given(_results, st.text(max_size=40), st.integers(0, 2**32 - 1))
+def test_results_record_equals_the_serialized_message(
+    results: list[Result], worker_id: str, index: int
+) -> None:
+    expected = pb.TaskResults(
+        results=[_result(r, worker_id, index, with_event_id=True) for r in results]
+    ).SerializeToString()
+    assert results_record(results, worker_id, index) == expected
 
 
 @given(
-    st.lists(st.tuples(_tasks, _outcomes), max_size=20),
-    st.text(max_size=40),
+    _results,
     st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.text(max_size=40),
 )
-def test_results_record_equals_the_serialized_message(
-    pairs: list[tuple[pb.Task, Outcome]], worker_id: str, index: int
+def test_work_request_equals_the_serialized_message(
+    results: list[Result], credit: int, revoke: int, worker_id: str
 ) -> None:
-    tasks = [t for t, _ in pairs]
-    outcomes = [o for _, o in pairs]
-    expected = pb.TaskResults(
-        results=[task_result(t, o, worker_id, index) for t, o in pairs]
+    expected = pb.WorkRequest(
+        worker_id=worker_id,
+        credit=credit,
+        results=[_result(r, "", 0, with_event_id=False) for r in results],
+        revoke=revoke,
     ).SerializeToString()
-    assert results_record(tasks, outcomes, worker_id, index) == expected
+    assert work_request(results, credit=credit, revoke=revoke, worker_id=worker_id) == expected
 
 
-def test_a_typical_batch_parses_back() -> None:
-    tasks = [
-        pb.Task(
-            task_id=f"events.public.p20/0/{i}",
-            event=pb.EventData(event_id=f"e{i}"),
-            delivery_count=1,
-        )
-        for i in range(3)
+def test_a_typical_message_parses_back() -> None:
+    results: list[Result] = [
+        (f"events.public.p20/0/{i}", 1, f"e{i}", o)
+        for i, o in enumerate([Outcome(pb.ACK), Outcome(pb.NACK, 5000, "boom"), Outcome(pb.ACK)])
     ]
-    outcomes = [Outcome(pb.ACK), Outcome(pb.NACK, 5000, "boom"), Outcome(pb.ACK)]
-    parsed = pb.TaskResults.FromString(results_record(tasks, outcomes, "w-1", 2))
-    assert [(r.task_id, r.kind, r.delay_ms, r.error, r.event_id) for r in parsed.results] == [
-        ("events.public.p20/0/0", pb.ACK, 0, "", "e0"),
-        ("events.public.p20/0/1", pb.NACK, 5000, "boom", "e1"),
-        ("events.public.p20/0/2", pb.ACK, 0, "", "e2"),
+    parsed = pb.WorkRequest.FromString(work_request(results, credit=3))
+    assert parsed.credit == 3
+    assert [(r.task_id, r.kind, r.delay_ms, r.error) for r in parsed.results] == [
+        ("events.public.p20/0/0", pb.ACK, 0, ""),
+        ("events.public.p20/0/1", pb.NACK, 5000, "boom"),
+        ("events.public.p20/0/2", pb.ACK, 0, ""),
     ]
-    assert {(r.worker_id, r.orchestrator_index, r.delivery_count) for r in parsed.results} == {
+    record = pb.TaskResults.FromString(results_record(results, "w-1", 2))
+    assert {(r.worker_id, r.orchestrator_index, r.delivery_count) for r in record.results} == {
         ("w-1", 2, 1)
     }
+    assert [r.event_id for r in record.results] == ["e0", "e1", "e2"]

@@ -169,38 +169,44 @@ class IngestResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "event", "delivery_count", "lease_expires_ms", "lane")
+    __slots__ = ("task_id", "event", "delivery_count", "lease_expires_ms", "lane", "rank")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     LANE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     event: EventData
     delivery_count: int
     lease_expires_ms: int
     lane: str
-    def __init__(self, task_id: _Optional[str] = ..., event: _Optional[_Union[EventData, _Mapping]] = ..., delivery_count: _Optional[int] = ..., lease_expires_ms: _Optional[int] = ..., lane: _Optional[str] = ...) -> None: ...
+    rank: int
+    def __init__(self, task_id: _Optional[str] = ..., event: _Optional[_Union[EventData, _Mapping]] = ..., delivery_count: _Optional[int] = ..., lease_expires_ms: _Optional[int] = ..., lane: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
 
-class GetBatchRequest(_message.Message):
-    __slots__ = ("worker_id", "max_tasks", "wait_ms")
-    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
-    MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
-    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
-    worker_id: str
-    max_tasks: int
-    wait_ms: int
-    def __init__(self, worker_id: _Optional[str] = ..., max_tasks: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
-
-class GetBatchResponse(_message.Message):
-    __slots__ = ("batch_id", "tasks", "orchestrator_index")
-    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+class TaskBatch(_message.Message):
+    __slots__ = ("tasks", "orchestrator_index", "backlog", "credit_returned")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATOR_INDEX_FIELD_NUMBER: _ClassVar[int]
-    batch_id: str
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_RETURNED_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     orchestrator_index: int
-    def __init__(self, batch_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., orchestrator_index: _Optional[int] = ...) -> None: ...
+    backlog: int
+    credit_returned: int
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., orchestrator_index: _Optional[int] = ..., backlog: _Optional[int] = ..., credit_returned: _Optional[int] = ...) -> None: ...
+
+class WorkRequest(_message.Message):
+    __slots__ = ("worker_id", "credit", "results", "revoke")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    credit: int
+    results: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    revoke: int
+    def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., revoke: _Optional[int] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "kind", "delay_ms", "error", "worker_id", "event_id", "orchestrator_index", "delivery_count")
@@ -227,14 +233,6 @@ class TaskResults(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[TaskResult]
     def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
-
-class AckResponse(_message.Message):
-    __slots__ = ("accepted", "stale")
-    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
-    STALE_FIELD_NUMBER: _ClassVar[int]
-    accepted: int
-    stale: int
-    def __init__(self, accepted: _Optional[int] = ..., stale: _Optional[int] = ...) -> None: ...
 
 class ClassStats(_message.Message):
     __slots__ = ("lane", "buffered", "in_flight", "processed", "retried", "dead_lettered", "oldest_age_s", "slo_s", "paused", "buffered_bytes")

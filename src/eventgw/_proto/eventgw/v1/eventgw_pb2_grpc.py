@@ -173,7 +173,7 @@ class IngestService:
 
 
 class OrchestratorStub:
-    """Buffers the lanes and serves SLO-ordered batches to processors.
+    """Buffers the lanes and hands ready tasks to workers in SLO order, up to their credit.
     """
 
     def __init__(self, channel):
@@ -182,15 +182,10 @@ class OrchestratorStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.GetBatch = channel.unary_unary(
-                '/eventgw.v1.Orchestrator/GetBatch',
-                request_serializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchRequest.SerializeToString,
-                response_deserializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchResponse.FromString,
-                _registered_method=True)
-        self.Ack = channel.unary_unary(
-                '/eventgw.v1.Orchestrator/Ack',
-                request_serializer=eventgw_dot_v1_dot_eventgw__pb2.TaskResults.SerializeToString,
-                response_deserializer=eventgw_dot_v1_dot_eventgw__pb2.AckResponse.FromString,
+        self.Work = channel.stream_stream(
+                '/eventgw.v1.Orchestrator/Work',
+                request_serializer=eventgw_dot_v1_dot_eventgw__pb2.WorkRequest.SerializeToString,
+                response_deserializer=eventgw_dot_v1_dot_eventgw__pb2.TaskBatch.FromString,
                 _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/eventgw.v1.Orchestrator/Stats',
@@ -200,17 +195,11 @@ class OrchestratorStub:
 
 
 class OrchestratorServicer:
-    """Buffers the lanes and serves SLO-ordered batches to processors.
+    """Buffers the lanes and hands ready tasks to workers in SLO order, up to their credit.
     """
 
-    def GetBatch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Ack(self, request, context):
-        """fast path; the response topic is the other
+    def Work(self, request_iterator, context):
+        """One per worker: credits and results in, tasks out. Ending it releases its leases.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,15 +214,10 @@ class OrchestratorServicer:
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'GetBatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetBatch,
-                    request_deserializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchRequest.FromString,
-                    response_serializer=eventgw_dot_v1_dot_eventgw__pb2.GetBatchResponse.SerializeToString,
-            ),
-            'Ack': grpc.unary_unary_rpc_method_handler(
-                    servicer.Ack,
-                    request_deserializer=eventgw_dot_v1_dot_eventgw__pb2.TaskResults.FromString,
-                    response_serializer=eventgw_dot_v1_dot_eventgw__pb2.AckResponse.SerializeToString,
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=eventgw_dot_v1_dot_eventgw__pb2.WorkRequest.FromString,
+                    response_serializer=eventgw_dot_v1_dot_eventgw__pb2.TaskBatch.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -249,11 +233,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Orchestrator:
-    """Buffers the lanes and serves SLO-ordered batches to processors.
+    """Buffers the lanes and hands ready tasks to workers in SLO order, up to their credit.
     """
 
     @staticmethod
-    def GetBatch(request,
+    def Work(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -263,39 +247,12 @@ class Orchestrator:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/eventgw.v1.Orchestrator/GetBatch',
-            eventgw_dot_v1_dot_eventgw__pb2.GetBatchRequest.SerializeToString,
-            eventgw_dot_v1_dot_eventgw__pb2.GetBatchResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Ack(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/eventgw.v1.Orchestrator/Ack',
-            eventgw_dot_v1_dot_eventgw__pb2.TaskResults.SerializeToString,
-            eventgw_dot_v1_dot_eventgw__pb2.AckResponse.FromString,
+            '/eventgw.v1.Orchestrator/Work',
+            eventgw_dot_v1_dot_eventgw__pb2.WorkRequest.SerializeToString,
+            eventgw_dot_v1_dot_eventgw__pb2.TaskBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,72 @@
+"""Commits the orchestrator's consumed offsets: up to the first unfinished task, promptly.
+
+Offsets go to Kafka every ``interval_s`` and once more on drain (and, from the consumer's
+rebalance callback, before partitions move: `Dispatcher.revoke_partitions`). Only what the
+`AckTracker` says is finished is committed, so a crash re-delivers, never loses
+(docs/delivery-semantics.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from eventgw.core.lifecycle import sleep_or_stop
+from eventgw.kafka.consumer import ConsumerError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from eventgw.kafka.group_consumer import GroupConsumer
+    from eventgw.orchestrator.dispatcher import Dispatcher
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Committer"]
+
+
+class Committer:
+    """Commits lane offsets through the lane consumer, retry offsets through the retry one."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        lanes: GroupConsumer,
+        retry: GroupConsumer | None,
+        interval_s: float,
+    ) -> None:
+        self._d = dispatcher
+        self._lanes = lanes
+        self._retry = retry
+        self._interval_s = interval_s
+        self._retry_topics = frozenset(dispatcher.retry_topics)
+        self.commits = 0
+        self.failures = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Commit every ``interval_s`` until ``stop`` (the drain commits once more)."""
+        while not stop.is_set():
+            await sleep_or_stop(stop, self._interval_s)
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Commit what advanced since the last commit; a failure is logged and retried later."""
+        pending = self._d.committable()
+        if not pending:
+            return
+        retry_topics = self._retry_topics
+        for consumer, offsets in (
+            (self._lanes, {tp: o for tp, o in pending.items() if tp[0] not in retry_topics}),
+            (self._retry, {tp: o for tp, o in pending.items() if tp[0] in retry_topics}),
+        ):
+            if consumer is None or not offsets:
+                continue
+            owned = {tp: o for tp, o in offsets.items() if tp in consumer.assigned}
+            try:
+                await consumer.commit(owned)
+            except ConsumerError as exc:
+                self.failures += 1
+                logger.warning("orchestrator.commit_failed error=%s", exc)
+                continue
+            self._d.mark_committed(owned)
+            self.commits += 1

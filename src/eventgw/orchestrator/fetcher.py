@@ -1,0 +1,190 @@
+"""The orchestrator's three Kafka read loops: lanes, retry topics and worker results.
+
+- `LaneFetcher`: the consumer group over p30/p20/p10/offload → `Dispatcher.add_records`;
+  a lane's partitions pause while the buffer holds its memory share, and resume below it
+  (docs/priorities-and-backpressure.md, "Memory thresholds").
+- `RetryFetcher`: the retry topics; a record not yet due pauses its partition and seeks back
+  to it, so it waits in Kafka, not in memory, until due.
+- `ResultsReader`: results a worker could not deliver on its ``Work`` stream, from the
+  response topic partition ``index``.
+
+Each loop runs until its ``stop`` is set; the service owns them in one task group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.orchestrator.priority_buffer import TASK_OVERHEAD_BYTES
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Mapping
+
+    from eventgw.kafka.consumer import PartitionReader
+    from eventgw.kafka.group_consumer import GroupConsumer, TopicPartition
+    from eventgw.orchestrator.dispatcher import Dispatcher
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LaneFetcher", "ResultsReader", "RetryFetcher"]
+
+
+class LaneFetcher:
+    """Reads the lane topics into the dispatcher and keeps each lane within its memory share.
+
+    Args:
+        consumer: the lane consumer group member.
+        dispatcher: takes the records.
+        topic_of_lane: lane name → topic, for the lanes to pause and resume.
+        shares: lane → share of ``budget_bytes`` at which it pauses.
+        budget_bytes: the buffer's budget.
+        max_records: the most records one poll may return.
+    """
+
+    def __init__(
+        self,
+        consumer: GroupConsumer,
+        dispatcher: Dispatcher,
+        topic_of_lane: Mapping[str, str],
+        shares: Mapping[str, float],
+        budget_bytes: int,
+        max_records: int,
+    ) -> None:
+        self._consumer = consumer
+        self._d = dispatcher
+        self._topic_of_lane = dict(topic_of_lane)
+        self._pause_at = {
+            lane: shares[lane] * budget_bytes for lane in topic_of_lane if lane in shares
+        }
+        self._max_records = max_records
+        self.paused: set[str] = set()
+        self._resync = False
+
+    def on_assign(self) -> None:
+        """Newly assigned partitions fetch unpaused: re-apply every lane's state next poll."""
+        self._resync = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch until ``stop``."""
+        d = self._d
+        task_bytes = 1024.0  # running estimate of one buffered task's accounted bytes
+        while not stop.is_set():
+            # One poll may carry the buffer only about up to the lowest threshold of a lane
+            # still read. A full poll of a flooding P10 lane, taken when P10 resumes, went
+            # past P30's share too and paused P30 until that P10 drained: P30 then missed
+            # its SLO behind P10 (priority isolation).
+            open_at = [t for lane, t in self._pause_at.items() if lane not in self.paused]
+            headroom = min(open_at, default=0.0) - d.buffer.bytes
+            max_records = max(1, min(self._max_records, int(headroom / task_bytes) + 1))
+            records = await self._consumer.poll_batch(max_records, 0.1)
+            if records:
+                size = sum(len(r.value) for r in records) / len(records) + TASK_OVERHEAD_BYTES
+                task_bytes = max(size, 0.8 * task_bytes + 0.2 * size)
+                d.add_records(records)
+            await self._apply_pauses()
+
+    async def _apply_pauses(self) -> None:
+        d = self._d
+        resync, self._resync = self._resync, False
+        for lane, topic in self._topic_of_lane.items():
+            should = d.buffer.should_pause(lane)
+            if resync or should != (lane in self.paused):
+                tps = [tp for tp in self._consumer.assigned if tp[0] == topic]
+                if should:
+                    await self._consumer.pause(tps)
+                    self.paused.add(lane)
+                    logger.info("orchestrator.lane_paused lane=%s bytes=%d", lane, d.buffer.bytes)
+                else:
+                    await self._consumer.resume(tps)
+                    self.paused.discard(lane)
+                    logger.info("orchestrator.lane_resumed lane=%s bytes=%d", lane, d.buffer.bytes)
+
+
+class RetryFetcher:
+    """Reads the retry topics, holding each record in Kafka until its retry time.
+
+    A record not yet due pauses its partition and seeks back to it; `resume_due` (called by
+    the service's timer) resumes the partitions whose head is due. The whole consumer also
+    pauses while the buffer holds the retry lane's memory share.
+    """
+
+    def __init__(self, consumer: GroupConsumer, dispatcher: Dispatcher, max_records: int) -> None:
+        self._consumer = consumer
+        self._d = dispatcher
+        self._max_records = max_records
+        self.held: dict[TopicPartition, int] = {}  # partition → due wall-clock ms
+        self.memory_paused = False
+        self._resync = False
+
+    def on_assign(self) -> None:
+        """A new partition must not read past the retry share: re-apply the pause."""
+        self._resync = True
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Forget holds of partitions that leave."""
+        for tp in partitions:
+            self.held.pop(tp, None)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch until ``stop``."""
+        d = self._d
+        consumer = self._consumer
+        while not stop.is_set():
+            records = await consumer.poll_batch(self._max_records, 0.2)
+            due_now = []
+            now = int(time.time() * 1000)
+            for r in records:
+                tp = (r.topic, r.partition)
+                if tp in self.held:
+                    continue  # read past a held head: it is read again after the seek
+                due = d.retry_due_ms(r)
+                if due > now:
+                    self.held[tp] = due
+                    await consumer.pause([tp])
+                    await consumer.seek(r.topic, r.partition, r.offset)
+                    continue
+                due_now.append(r)
+            if due_now:
+                d.add_records(due_now)
+            should = d.buffer.should_pause("retry")
+            resync, self._resync = self._resync, False
+            if resync or should != self.memory_paused:
+                self.memory_paused = should
+                free = [tp for tp in consumer.assigned if tp not in self.held]
+                await (consumer.pause(free) if should else consumer.resume(free))
+
+    async def resume_due(self) -> None:
+        """Resume held partitions whose head is due (unless the retry share is reached)."""
+        if not self.held:
+            return
+        now = int(time.time() * 1000)
+        due = [tp for tp, at in self.held.items() if at <= now]
+        for tp in due:
+            del self.held[tp]
+        if due and not self.memory_paused:
+            await self._consumer.resume(due)
+
+
+class ResultsReader:
+    """Applies results workers wrote to the response topic (their stream was down)."""
+
+    def __init__(self, reader: PartitionReader, dispatcher: Dispatcher) -> None:
+        self._reader = reader
+        self._d = dispatcher
+        self.bad_records = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read until ``stop``."""
+        while not stop.is_set():
+            for record in await self._reader.poll_batch(1000, 0.1):
+                try:
+                    batch = pb.TaskResults.FromString(record.value)
+                except Exception:  # noqa: BLE001  (a foreign record must not stop the loop)
+                    self.bad_records += 1
+                    logger.warning("orchestrator.bad_result offset=%d", record.offset)
+                    continue
+                self._d.apply_results(batch.results)

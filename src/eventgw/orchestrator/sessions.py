@@ -1,0 +1,100 @@
+"""A worker's ``Work`` stream as the dispatcher sees it: credit, leases, outgoing messages.
+
+Pure bookkeeping plus one asyncio wake-up: the dispatcher pushes serialized ``TaskBatch``
+messages (`eventgw.orchestrator.wire`) synchronously, and the stream's writer coroutine
+(`eventgw.orchestrator.work_api`) takes them. Protocol: docs/dispatch-protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import TYPE_CHECKING
+
+from eventgw.orchestrator.wire import MAX_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from eventgw.orchestrator.task_heaps import BufferedTask
+
+__all__ = ["WorkerSession"]
+
+_numbers = itertools.count(1)
+
+
+class WorkerSession:
+    """One open ``Work`` stream: the worker's unused credit, its leases, what to send it.
+
+    Invariants (kept by `eventgw.orchestrator.dispatcher.Dispatcher`):
+
+    - ``credit`` >= 0 is how many more tasks the worker asked for and has not been sent;
+      the dispatcher never sends more.
+    - ``leased`` holds exactly the buffered tasks whose current lease is this worker's
+      (``task.holder is self``); a result, an expiry or the end of the stream removes them.
+    - Once ``closed``, nothing is pushed any more; ``wait_outgoing`` returns what is left and
+      then an empty list.
+
+    Backpressure: the outbox is bounded by the credit the worker gave (tasks) plus at most
+    one hint per credit grant, so a worker that stops reading holds at most what it asked for.
+    """
+
+    __slots__ = ("_outbox", "_wake", "closed", "credit", "hinted", "leased", "number", "worker_id")
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.number = next(_numbers)  # unique per process: names the session in logs
+        self.credit = 0
+        self.leased: dict[str, BufferedTask] = {}
+        self.hinted = False  # told of a backlog since its credit last ran out
+        self.closed = False
+        self._outbox: list[tuple[bytes, bool]] = []
+        self._wake = asyncio.Event()
+
+    def push(self, message: bytes, *, alone: bool = False) -> None:
+        """Queue a serialized ``TaskBatch`` for the stream's writer (never blocks).
+
+        Queued messages may be sent joined into one (repeated fields append, scalars keep
+        the last value); ``alone`` keeps a message apart, for a scalar that must not be
+        overwritten (``credit_returned``).
+        """
+        if self.closed:
+            raise RuntimeError(f"session {self.number} is closed")
+        self._outbox.append((message, alone))
+        self._wake.set()
+
+    async def wait_outgoing(self) -> list[bytes]:
+        """Wait until there is something to send; take it, joined where allowed.
+
+        Returns an empty list once the session is closed and the outbox is empty.
+        """
+        while not self._outbox:
+            if self.closed:
+                return []
+            self._wake.clear()
+            await self._wake.wait()
+        queued, self._outbox = self._outbox, []
+        out: list[bytes] = []
+        run: list[bytes] = []
+        size = 0
+        for message, alone in queued:
+            if run and (alone or size + len(message) > MAX_MESSAGE_BYTES):
+                out.append(b"".join(run))
+                run, size = [], 0
+            if alone:
+                out.append(message)
+            else:
+                run.append(message)
+                size += len(message)
+        if run:
+            out.append(b"".join(run))
+        return out
+
+    def close(self) -> None:
+        """Stop taking messages; wake the writer so it can finish."""
+        self.closed = True
+        self._wake.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkerSession(#{self.number} {self.worker_id!r} credit={self.credit} "
+            f"leased={len(self.leased)})"
+        )

@@ -1,0 +1,306 @@
+"""A worker's ``Work`` stream to one orchestrator: connect, read tasks, write credit and results.
+
+The stream protocol is in docs/dispatch-protocol.md. A `Link` keeps the stream open for as
+long as the worker runs: when it ends or fails it reconnects with backoff (`Backoff`, cut
+short by stop). Results it could not deliver are carried to the next stream, or handed to the
+worker's fallback (the response topic) when the orchestrator cannot be reached. Callers never
+see ``grpc`` errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from typing import TYPE_CHECKING, Final
+
+import grpc
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.core.errors import RetriableError
+from eventgw.core.lifecycle import wait_any
+from eventgw.core.retry import Backoff
+from eventgw.processor.credit import LinkCredit
+from eventgw.processor.results import work_request
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from eventgw.processor.results import Result
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GRPC_OPTIONS", "Link", "LinkState", "OrchestratorUnavailable"]
+
+GRPC_OPTIONS: Final = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC's default reconnect backoff grows to 120 s: a restarted orchestrator would sit idle
+    # that long. The link backs off on its own (with jitter), so keep the channel's short.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+]
+
+FLUSH_TIMEOUT_S: Final = 10.0
+"""At the end of a run: how long the last results may take to be written to the stream."""
+
+_METHOD: Final = "/eventgw.v1.Orchestrator/Work"
+# What a stream raises when it fails or was ended by the other side.
+_STREAM_ERRORS: Final = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
+
+
+class OrchestratorUnavailable(RetriableError):
+    """An orchestrator could not be reached, or its stream failed.
+
+    Attributes:
+        target: the orchestrator's ``host:port``.
+        code: the gRPC status name.
+        detail: the server's or transport's explanation.
+    """
+
+    def __init__(self, target: str, code: str, detail: str) -> None:
+        super().__init__(f"orchestrator {target}: {code} {detail}".rstrip())
+        self.target = target
+        self.code = code
+        self.detail = detail
+
+
+class LinkState(enum.Enum):
+    """Where a `Link` is."""
+
+    CONNECTING = "connecting"  # no stream yet, or between two (backing off)
+    OPEN = "open"  # the stream is up: tasks flow in, credit and results out
+    CLOSED = "closed"  # run() returned: the worker is done with this orchestrator
+
+
+class Link:
+    """One orchestrator, as the worker sees it: its stream, credit and undelivered results.
+
+    The worker decides credit (`grant`, `revoke`) and results (`add_result`); the link only
+    carries them. Tasks and hints that arrive go to ``on_batch``; ``on_state`` hears when the
+    stream opens or ends (the worker then drops the unstarted tasks of the old stream: the
+    orchestrator has returned their leases). ``generation`` grows with each stream, so a task
+    can tell whether the stream it came from is still the current one.
+
+    Args:
+        target: ``host:port`` of the orchestrator.
+        worker_id: how the orchestrator knows this worker.
+        on_batch: called on the loop with each ``TaskBatch`` received.
+        on_state: called on the loop when the stream opens or ends.
+        fallback: writes results a stream could not take elsewhere (the response topic);
+            returns whether they are durable there.
+        backoff: delays between reconnects.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        worker_id: str,
+        *,
+        on_batch: Callable[[Link, pb.TaskBatch], None],
+        on_state: Callable[[Link], None],
+        fallback: Callable[[Link, list[Result]], Awaitable[bool]],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.target = target
+        self.worker_id = worker_id
+        self.credit = LinkCredit()
+        self.state = LinkState.CONNECTING
+        self.generation = 0
+        self.orchestrator_index: int | None = None
+        self.connect_failures = 0
+        self.results_lost = 0
+        self.fallbacks = 0
+        self._results: list[Result] = []
+        self._grant = 0  # decided, not sent yet
+        self._revoke = 0
+        self._half_closed = False  # done_writing() sent on the current stream
+        self._on_batch = on_batch
+        self._on_state = on_state
+        self._fallback = fallback
+        # Capped below 1 s: traffic resumes within a second of the orchestrator's return.
+        self._backoff = backoff or Backoff(0.05, 0.8)
+        self._wake = asyncio.Event()
+
+    # -- what the worker sends ----------------------------------------------------------
+
+    def grant(self, credit: int) -> None:
+        """Give the orchestrator ``credit`` more tasks' worth (sent with the next message)."""
+        if credit > 0 and self.state is LinkState.OPEN:
+            self.credit.credit += credit
+            self._grant += credit
+            self._wake.set()
+
+    def revoke(self, credit: int) -> None:
+        """Ask for up to ``credit`` unused credit back (the answer comes in a batch)."""
+        if credit > 0 and self.state is LinkState.OPEN and not self.credit.revoking:
+            self.credit.revoking = True
+            self._revoke += credit
+            self._wake.set()
+
+    def add_result(self, result: Result) -> None:
+        """Queue one task's result for the orchestrator that leased it.
+
+        A RELEASE after the worker ended its half of the stream is not sent: the stream's
+        end returns that lease anyway (a task that arrived while the worker was closing).
+        """
+        if self._half_closed and result[3].kind == pb.RELEASE:
+            return
+        self._results.append(result)
+        self._wake.set()
+
+    @property
+    def pending_results(self) -> int:
+        """Results not yet written to a stream or the fallback."""
+        return len(self._results)
+
+    # -- the stream ---------------------------------------------------------------------
+
+    async def run(self, channel: grpc.aio.Channel, closing: asyncio.Event) -> None:
+        """Keep a stream open until ``closing``; then flush results and end it."""
+        call_factory = channel.stream_stream(
+            _METHOD, request_serializer=None, response_deserializer=pb.TaskBatch.FromString
+        )
+        failures = 0
+        try:
+            while True:
+                opened = False
+                try:
+                    opened = await self._one_stream(call_factory, closing)
+                except OrchestratorUnavailable as exc:
+                    self.connect_failures += 1
+                    logger.warning(
+                        "processor.stream_failed target=%s generation=%d error=%s",
+                        self.target,
+                        self.generation,
+                        exc,
+                    )
+                if closing.is_set():
+                    await self._fall_back()
+                    return
+                failures = 0 if opened else failures + 1
+                if failures:
+                    # The orchestrator cannot be reached: results wait no longer for it.
+                    await self._fall_back()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._backoff.delay_s(max(0, failures - 1))):
+                        await closing.wait()
+        finally:
+            self.state = LinkState.CLOSED
+            if self._results:
+                self.results_lost += len(self._results)
+                logger.warning(
+                    "processor.results_lost target=%s results=%d (served again after their lease)",
+                    self.target,
+                    len(self._results),
+                )
+                self._results.clear()
+
+    async def _one_stream(
+        self,
+        call_factory: grpc.aio.StreamStreamMultiCallable,
+        closing: asyncio.Event,
+    ) -> bool:
+        """Run one stream until it ends; returns whether it opened (the welcome came)."""
+        call = call_factory()
+        ended = asyncio.Event()
+        errors: list[BaseException] = []
+        self._half_closed = False
+        generation = self.generation
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read(call, ended, errors))
+                try:
+                    await call.write(work_request([], worker_id=self.worker_id))
+                    await self._send(call, ended, closing)
+                except _STREAM_ERRORS as exc:
+                    errors.append(exc)
+                    call.cancel()
+        finally:
+            if self.state is LinkState.OPEN:
+                self.state = LinkState.CONNECTING
+                self.credit = LinkCredit()
+                self._grant = self._revoke = 0
+                self._on_state(self)
+        if errors:
+            error = errors[0]
+            if isinstance(error, grpc.aio.AioRpcError):
+                raise OrchestratorUnavailable(
+                    self.target, error.code().name, error.details() or ""
+                ) from error
+            raise OrchestratorUnavailable(self.target, "ENDED", repr(error)) from error
+        return self.generation != generation
+
+    async def _read(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        ended: asyncio.Event,
+        errors: list[BaseException],
+    ) -> None:
+        try:
+            async for batch in call:
+                if self.state is not LinkState.OPEN:
+                    # The welcome: the orchestrator took the stream.
+                    self.generation += 1
+                    self.orchestrator_index = batch.orchestrator_index
+                    self.credit = LinkCredit(connected=True)
+                    self._grant = self._revoke = 0
+                    self.state = LinkState.OPEN
+                    logger.info(
+                        "processor.stream_open target=%s index=%d generation=%d",
+                        self.target,
+                        batch.orchestrator_index,
+                        self.generation,
+                    )
+                    self._on_state(self)
+                self._on_batch(self, batch)
+        except grpc.aio.AioRpcError as exc:
+            errors.append(exc)
+        finally:
+            ended.set()
+            self._wake.set()
+
+    async def _send(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        ended: asyncio.Event,
+        closing: asyncio.Event,
+    ) -> None:
+        while not ended.is_set():
+            if not (self._results or self._grant or self._revoke):
+                if closing.is_set():
+                    # Everything is written: end our half; the server then ends the stream.
+                    self._half_closed = True
+                    await call.done_writing()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                            await ended.wait()
+                    return
+                self._wake.clear()
+                await wait_any(self._wake, closing, ended)
+                continue
+            # One loop turn lets the results of handlers finishing together join one message.
+            await asyncio.sleep(0)
+            results, self._results = self._results, []
+            grant, self._grant = self._grant, 0
+            revoke, self._revoke = self._revoke, 0
+            try:
+                await call.write(work_request(results, credit=grant, revoke=revoke))
+            except BaseException:
+                self._results[:0] = results  # undelivered: keep them, in order
+                raise
+
+    async def _fall_back(self) -> None:
+        """Hand results the stream could not take to the worker's fallback."""
+        if not self._results:
+            return
+        results, self._results = self._results, []
+        if await self._fallback(self, results):
+            self.fallbacks += 1
+        else:
+            self._results[:0] = results  # tried again after the next stream, or lost at the end

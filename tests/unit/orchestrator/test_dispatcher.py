@@ -1,0 +1,413 @@
+"""The dispatcher's rules, on a fake clock: credit-based dispatch, results, leases, streams.
+
+Pure logic: the `RecordWriter` is a fake that records what it is asked to write and lets the
+test settle each write (Kafka's answer). What these rules do against real Kafka and real
+workers is in tests/integration/test_read_path.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pytest
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.config.settings import OrchestratorSettings, TopicSettings
+from eventgw.core.clock import FakeClock
+from eventgw.core.envelope import (
+    H_ATTEMPT,
+    H_LAST_ERROR,
+    H_ORIGINAL_TOPIC,
+    H_RETRY_AT_MS,
+    SLO_SECONDS,
+    Priority,
+    event_headers,
+)
+from eventgw.kafka.consumer import ConsumedRecord
+from eventgw.metrics.backend import Metrics
+from eventgw.orchestrator.dispatcher import Dispatcher
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from eventgw.kafka.producer import Record
+    from eventgw.orchestrator.sessions import WorkerSession
+
+TOPICS = TopicSettings()
+LEASE_S = 30.0
+
+
+@dataclass
+class FakeWriter:
+    """Records submissions; the test answers each with ``settle``."""
+
+    pending: list[tuple[str, Record, Callable[[bool], None], bool]] = field(default_factory=list)
+
+    def submit(
+        self, topic: str, record: Record, done: Callable[[bool], None], *, forever: bool = False
+    ) -> None:
+        self.pending.append((topic, record, done, forever))
+
+    def settle(self, ok: bool = True) -> list[tuple[str, Record]]:
+        """Answer every pending write with ``ok``; return what was written."""
+        settled, self.pending = self.pending, []
+        for _, _, done, _ in settled:
+            done(ok)
+        return [(topic, record) for topic, record, _, _ in settled]
+
+
+class Fixture:
+    """A dispatcher on a fake clock, and records as the lane consumer would deliver them."""
+
+    def __init__(self, **settings: object) -> None:
+        self.clock = FakeClock()
+        self.writer = FakeWriter()
+        settings.setdefault("lease_s", LEASE_S)
+        self.d = Dispatcher(
+            OrchestratorSettings(**settings),  # type: ignore[arg-type]  # test keywords
+            TOPICS,
+            self.writer,
+            Metrics(),
+            now_ms=self.clock.wall_ms,
+            monotonic=self.clock.monotonic,
+            now_wall=lambda: self.clock.wall_ms() / 1000,
+        )
+        self._offsets = itertools.count()
+
+    def record(
+        self, priority: Priority, *, age_s: float = 0.0, topic: str | None = None, eid: str = ""
+    ) -> ConsumedRecord:
+        offset = next(self._offsets)
+        ingested = self.clock.wall_ms() - int(age_s * 1000)
+        event = pb.EventData(
+            event_id=eid or f"e{offset}",
+            company_id="acme",
+            priority=priority.value,  # type: ignore[arg-type]  # same numbers
+            ingested_at_ms=ingested,
+            slo_deadline_ms=ingested + int(SLO_SECONDS[priority] * 1000),
+        )
+        return ConsumedRecord(
+            topic or TOPICS.lane_topic(priority.name.lower()),
+            0,
+            offset,
+            b"acme",
+            event.SerializeToString(),
+            event_headers(event),
+        )
+
+    def add(self, *priorities: Priority, age_s: float = 0.0) -> list[str]:
+        records = [self.record(p, age_s=age_s) for p in priorities]
+        self.d.add_records(records)
+        return [f"{r.topic}/{r.partition}/{r.offset}" for r in records]
+
+
+async def sent(session: WorkerSession) -> list[pb.TaskBatch]:
+    """Every message queued for ``session`` so far, parsed (kept apart where they were)."""
+    if not session._outbox:
+        return []
+    return [pb.TaskBatch.FromString(m) for m in await session.wait_outgoing()]
+
+
+async def sent_tasks(session: WorkerSession) -> list[pb.Task]:
+    return [t for batch in await sent(session) for t in batch.tasks]
+
+
+def result(
+    task_id: str, kind: pb.ResultKind, *, delay_ms: int = 0, count: int = 0, error: str = ""
+) -> pb.TaskResult:
+    return pb.TaskResult(
+        task_id=task_id, kind=kind, delay_ms=delay_ms, delivery_count=count, error=error
+    )
+
+
+# -- credit-based dispatch --------------------------------------------------------------------
+
+
+async def test_a_new_session_is_welcomed_with_the_index_and_backlog() -> None:
+    f = Fixture(index=0)
+    f.add(Priority.P20, Priority.P20)
+    session = f.d.open_session("w1")
+    [welcome] = await sent(session)
+    assert (len(welcome.tasks), welcome.backlog) == (0, 2)
+
+
+async def test_credit_brings_ready_tasks_in_slo_order_and_never_more() -> None:
+    f = Fixture()
+    p10, p20, p30 = f.add(Priority.P10, Priority.P20, Priority.P30)
+    session = f.d.open_session("w1")
+    await sent(session)
+    f.d.grant(session, 2)
+    [batch] = await sent(session)
+    assert [t.task_id for t in batch.tasks] == [p30, p20]
+    assert batch.backlog == 1
+    assert session.credit == 0
+    assert set(session.leased) == {p30, p20}
+    assert [t.delivery_count for t in batch.tasks] == [1, 1]
+    assert batch.tasks[0].rank < batch.tasks[1].rank, "ranks keep the buffer's order"
+    f.d.grant(session, 5)
+    assert [t.task_id for t in await sent_tasks(session)] == [p10]
+    assert session.credit == 4
+
+
+async def test_a_task_goes_out_as_soon_as_it_is_ready_when_credit_waits() -> None:
+    f = Fixture()
+    session = f.d.open_session("w1")
+    f.d.grant(session, 3)
+    await sent(session)
+    [tid] = f.add(Priority.P20)
+    assert [t.task_id for t in await sent_tasks(session)] == [tid]
+    assert session.credit == 2
+
+
+async def test_an_urgent_task_takes_the_next_free_slot() -> None:
+    """Slots full of P10: a P30 that arrives is the next task out, at the next credit."""
+    f = Fixture()
+    f.add(*[Priority.P10] * 10)
+    session = f.d.open_session("w1")
+    f.d.grant(session, 4)  # the worker's slots and prefetch: all P10 now
+    leased = [t.task_id for t in await sent_tasks(session)]
+    assert len(leased) == 4
+    f.clock.advance(0.5)
+    [p30] = f.add(Priority.P30)
+    assert await sent_tasks(session) == [], "no credit: nothing more is sent"
+    f.clock.advance(0.01)  # one slot's time: a handler finishes and frees one credit
+    f.d.apply_results([result(leased[0], pb.ACK)], session)
+    f.d.grant(session, 1)
+    assert [t.task_id for t in await sent_tasks(session)] == [p30]
+
+
+async def test_a_backlog_without_credit_is_hinted_once_per_grant() -> None:
+    f = Fixture()
+    busy = f.d.open_session("busy")
+    idle = f.d.open_session("idle")
+    await sent(busy)
+    await sent(idle)
+    f.d.grant(busy, 1)
+    f.add(Priority.P20, Priority.P20, Priority.P20)
+    assert [(len(b.tasks), b.backlog) for b in await sent(busy)] == [(1, 2)]
+    assert [(len(b.tasks), b.backlog) for b in await sent(idle)] == [(0, 2)]
+    f.add(Priority.P20)
+    assert await sent(idle) == [], "told once until it gives credit"
+    f.d.grant(idle, 1)
+    assert len(await sent_tasks(idle)) == 1
+
+
+async def test_sessions_with_credit_are_served_in_turn() -> None:
+    f = Fixture()
+    a, b = f.d.open_session("a"), f.d.open_session("b")
+    f.d.grant(a, 10)
+    f.d.grant(b, 10)
+    await sent(a)
+    await sent(b)
+    f.add(Priority.P20)
+    f.add(Priority.P20)
+    assert (len(await sent_tasks(a)), len(await sent_tasks(b))) == (1, 1)
+
+
+async def test_revoke_gives_back_unused_credit_and_says_how_much() -> None:
+    f = Fixture()
+    session = f.d.open_session("w")
+    f.d.grant(session, 5)
+    await sent(session)
+    assert f.d.revoke_credit(session, 3) == 3
+    assert f.d.revoke_credit(session, 10) == 2
+    messages = await sent(session)
+    assert [m.credit_returned for m in messages] == [3, 2], "never joined: each answer counts"
+    assert session.credit == 0
+    f.add(Priority.P20)
+    assert await sent_tasks(session) == []
+
+
+async def test_nothing_is_dispatched_while_draining() -> None:
+    f = Fixture()
+    session = f.d.open_session("w")
+    f.d.stop_serving()
+    f.d.grant(session, 5)
+    f.add(Priority.P30)
+    assert await sent_tasks(session) == []
+
+
+# -- the end of a stream and lease expiry ----------------------------------------------------
+
+
+async def test_a_stream_that_ends_returns_its_leases_at_once() -> None:
+    f = Fixture()
+    ids = f.add(Priority.P20, Priority.P20, Priority.P20)
+    gone, other = f.d.open_session("gone"), f.d.open_session("other")
+    f.d.grant(gone, 3)
+    assert len(await sent_tasks(gone)) == 3
+    await sent(other)
+    f.d.grant(other, 10)
+    assert await sent_tasks(other) == []
+    assert f.d.close_session(gone) == 3
+    again = await sent_tasks(other)
+    assert sorted(t.task_id for t in again) == sorted(ids)
+    assert {t.delivery_count for t in again} == {2}, "the lost delivery counts"
+    assert f.d.returned_on_disconnect == 3
+    assert gone not in f.d.sessions
+
+
+async def test_an_expired_lease_is_served_again_and_leaves_its_session() -> None:
+    f = Fixture(lease_s=2.0)
+    [tid] = f.add(Priority.P20)
+    slow, fresh = f.d.open_session("slow"), f.d.open_session("fresh")
+    f.d.grant(slow, 1)
+    await sent(slow)
+    await sent(fresh)
+    f.d.grant(fresh, 1)
+    f.clock.advance(2.5)
+    f.d.tick()
+    assert [t.task_id for t in await sent_tasks(fresh)] == [tid]
+    assert tid not in slow.leased
+    assert f.d.counters["p20"].expired == 1
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+async def _leased(f: Fixture, *priorities: Priority) -> tuple[WorkerSession, list[str]]:
+    ids = f.add(*priorities)
+    session = f.d.open_session("w")
+    f.d.grant(session, len(ids))
+    await sent(session)
+    return session, ids
+
+
+async def test_ack_finishes_the_task_and_its_offset_commits() -> None:
+    f = Fixture()
+    session, [a, b] = await _leased(f, Priority.P20, Priority.P20)
+    assert f.d.apply_results([result(a, pb.ACK), result(b, pb.ACK)], session) == (2, 0)
+    assert len(f.d.buffer) == 0
+    assert f.d.committable() == {(TOPICS.p20, 0): 2}
+    assert f.d.class_counters[20].processed == 2
+    assert not session.leased
+
+
+async def test_ack_is_accepted_in_any_state_but_only_once() -> None:
+    """The work was done: a late ACK (lease expired, stream gone) still finishes the task."""
+    f = Fixture(lease_s=1.0)
+    session, [tid] = await _leased(f, Priority.P20)
+    f.d.close_session(session)  # the worker went away; the lease came back
+    assert f.d.apply_results([result(tid, pb.ACK)]) == (1, 0)
+    assert f.d.apply_results([result(tid, pb.ACK)]) == (0, 1), "a second ACK is stale"
+    assert len(f.d.buffer) == 0
+
+
+async def test_release_serves_again_without_counting_a_delivery() -> None:
+    f = Fixture()
+    session, [tid] = await _leased(f, Priority.P20)
+    assert f.d.apply_results([result(tid, pb.RELEASE, count=1)], session) == (1, 0)
+    task = f.d.buffer.get(tid)
+    assert task is not None
+    assert (task.delivery_count, task.attempt) == (0, 0)
+    assert f.d.buffer.has_ready()
+
+
+async def test_a_result_for_another_streams_lease_is_stale() -> None:
+    f = Fixture()
+    _worker, [tid] = await _leased(f, Priority.P20)
+    intruder = f.d.open_session("intruder")
+    for kind in (pb.NACK, pb.RELEASE, pb.REJECT):
+        assert f.d.apply_results([result(tid, kind)], intruder) == (0, 1)
+    assert f.d.buffer.lease_of(tid) is not None, "still leased to its worker"
+    assert f.d.stale_results == 3
+
+
+async def test_a_result_for_an_older_delivery_is_stale() -> None:
+    f = Fixture()
+    session, [tid] = await _leased(f, Priority.P20)
+    assert f.d.apply_results([result(tid, pb.NACK, count=7)], session) == (0, 1)
+
+
+async def test_nack_with_a_short_delay_waits_in_memory_then_counts_an_attempt() -> None:
+    f = Fixture()
+    session, [tid] = await _leased(f, Priority.P20)
+    f.d.apply_results([result(tid, pb.NACK, delay_ms=5000)], session)
+    assert f.writer.pending == []
+    assert not f.d.buffer.has_ready()
+    f.clock.advance(5.0)
+    f.d.tick()
+    f.d.grant(session, 1)
+    [again] = await sent_tasks(session)
+    assert (again.task_id, again.event.attempt) == (tid, 1)
+
+
+async def test_nack_with_a_long_delay_goes_to_its_retry_topic_once_kafka_confirms() -> None:
+    f = Fixture()
+    session, [tid] = await _leased(f, Priority.P20)
+    f.d.apply_results([result(tid, pb.NACK, delay_ms=90_000, error="busy")], session)
+    assert f.d.apply_results([result(tid, pb.ACK)], session) == (0, 1), "write in flight"
+    assert len(f.d.buffer) == 1, "held until the write is confirmed"
+    [(topic, (_key, value, headers))] = f.writer.settle(True)
+    assert topic == TOPICS.retry_60s
+    h = dict(headers)
+    assert h[H_ORIGINAL_TOPIC] == TOPICS.p20.encode()
+    assert h[H_LAST_ERROR] == b"busy"
+    assert h[H_ATTEMPT] == b"1"
+    assert int(h[H_RETRY_AT_MS]) == f.clock.wall_ms() + 60_000
+    assert pb.EventData.FromString(value).attempt == 1
+    assert len(f.d.buffer) == 0
+    assert f.d.committable() == {(TOPICS.p20, 0): 1}
+
+
+async def test_a_retry_write_kafka_refuses_is_served_again_not_lost() -> None:
+    f = Fixture()
+    session, [tid] = await _leased(f, Priority.P20)
+    f.d.apply_results([result(tid, pb.NACK, delay_ms=90_000)], session)
+    f.writer.settle(False)
+    assert f.d.committable() == {}
+    f.d.grant(session, 1)
+    assert [t.task_id for t in await sent_tasks(session)] == [tid]
+
+
+async def test_past_max_attempts_and_reject_go_to_the_dlq() -> None:
+    f = Fixture(max_attempts=1)
+    session, [a, b] = await _leased(f, Priority.P30, Priority.P10)
+    f.d.apply_results(
+        [result(a, pb.NACK, error="boom"), result(b, pb.REJECT, error="bad")], session
+    )
+    written = f.writer.settle(True)
+    assert [t for t, _ in written] == [TOPICS.dlq, TOPICS.dlq]
+    assert [dict(r[2])[H_LAST_ERROR] for _, r in written] == [b"boom", b"bad"]
+    assert f.d.class_counters[30].dead_lettered == f.d.class_counters[10].dead_lettered == 1
+
+
+async def test_a_task_whose_stream_ended_during_its_retry_write_is_served_again() -> None:
+    f = Fixture()
+    session, [tid] = await _leased(f, Priority.P20)
+    f.d.apply_results([result(tid, pb.NACK, delay_ms=90_000)], session)
+    assert f.d.close_session(session) == 0, "a task being written stays leased"
+    f.writer.settle(False)
+    other = f.d.open_session("other")
+    f.d.grant(other, 1)
+    assert [t.task_id for t in await sent_tasks(other)] == [tid]
+
+
+async def test_an_undecodable_record_is_dead_lettered_until_kafka_takes_it() -> None:
+    f = Fixture()
+    garbage = ConsumedRecord(TOPICS.p20, 0, 0, b"k", b"\xff\xfe not protobuf", [])
+    assert f.d.add_records([garbage]) == 0
+    [(topic, record, _, forever)] = f.writer.pending
+    assert (topic, record[1], forever) == (TOPICS.dlq, garbage.value, True)
+    assert f.d.committable() == {}
+    f.writer.settle(True)
+    assert f.d.committable() == {(TOPICS.p20, 0): 1}
+
+
+async def test_revoked_partitions_leave_sessions_and_commit_what_is_done() -> None:
+    f = Fixture()
+    session, [a, b] = await _leased(f, Priority.P20, Priority.P20)
+    f.d.apply_results([result(a, pb.ACK)], session)
+    assert f.d.revoke_partitions([(TOPICS.p20, 0)]) == {(TOPICS.p20, 0): 1}
+    assert not session.leased
+    assert f.d.apply_results([result(b, pb.ACK)], session) == (0, 1)
+
+
+@pytest.mark.parametrize("kind", [pb.NACK, pb.REJECT, pb.RESULT_KIND_UNSPECIFIED])
+async def test_failures_are_counted_as_results(kind: pb.ResultKind) -> None:
+    f = Fixture(max_attempts=1)
+    session, [tid] = await _leased(f, Priority.P20)
+    assert f.d.apply_results([result(tid, kind)], session) == (1, 0)
+    assert [t for t, _ in f.writer.settle(True)] == [TOPICS.dlq]

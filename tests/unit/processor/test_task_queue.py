@@ -1,0 +1,60 @@
+"""The worker's local queue: rank order, hand-off to waiters, close, never losing an item."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from eventgw.processor.task_queue import TaskQueue
+
+
+async def test_items_come_out_by_rank_then_arrival() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    for rank, item in [(5, "p10-a"), (1, "p30"), (5, "p10-b"), (3, "p20")]:
+        q.put(rank, item)
+    assert len(q) == 4
+    assert [await q.get() for _ in range(4)] == ["p30", "p20", "p10-a", "p10-b"]
+
+
+async def test_a_waiting_getter_gets_the_item_directly() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    assert q.waiting == 1
+    q.put(9, "x")
+    assert len(q) == 0, "handed over, never queued"
+    assert await getter == "x"
+
+
+async def test_close_wakes_waiters_and_later_gets_with_none() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    getters = [asyncio.ensure_future(q.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    q.close()
+    assert await asyncio.gather(*getters) == [None, None, None]
+    assert await q.get() is None
+    with pytest.raises(RuntimeError, match="closed"):
+        q.put(1, "late")
+
+
+async def test_an_item_handed_to_a_cancelled_getter_is_kept() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    q.put(1, "precious")  # handed to the getter ...
+    getter.cancel()  # ... which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+    assert len(q) == 1
+    assert await q.get() == "precious"
+
+
+async def test_take_all_and_remove_if() -> None:
+    q: TaskQueue[tuple[str, int]] = TaskQueue()
+    for i in range(6):
+        q.put(i, ("a" if i % 2 else "b", i))
+    removed = q.remove_if(lambda item: item[0] == "a")
+    assert removed == [("a", 1), ("a", 3), ("a", 5)]
+    assert q.take_all() == [("b", 0), ("b", 2), ("b", 4)]
+    assert len(q) == 0
