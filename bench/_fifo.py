@@ -6,6 +6,14 @@
     line: ``{"records", "first_s", "done_s", ...}`` (monotonic seconds of the first record
     and of the final commit). The plain consumer the orchestrator is compared with.
 
+``python -m bench._fifo loop --bootstrap B --group G --topics t1,t2 --results-topic R
+--expect N``
+    The minimal at-least-once loop written directly on confluent-kafka, the yardstick of the
+    full-loop benchmark: consume a batch, "handle" each record (parse the ``EventData``),
+    produce one result record per event to ``R``, wait until Kafka confirmed the results,
+    then commit the batch's offsets (asynchronously; synchronously at the end). Prints the
+    same JSON line as ``drain``.
+
 ``python -m bench._fifo fifo --bootstrap B --group G --topics t --concurrency C --cost-s S
 --record PATH``
     A single-topic FIFO worker pool: one consumer hands records in order to ``C`` asyncio
@@ -26,7 +34,7 @@ import sys
 import time
 
 import uvloop
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 
@@ -66,6 +74,52 @@ def drain(args: argparse.Namespace) -> int:
         if time.monotonic() - last_commit >= args.commit_interval_s:
             c.commit(asynchronous=True)
             last_commit = time.monotonic()
+    c.commit(asynchronous=False)
+    done = time.monotonic()
+    c.close()
+    cpu_s = _cpu() - cpu_first if first is not None else 0.0
+    print(json.dumps({"records": n, "first_s": first, "done_s": done, "cpu_s": cpu_s}), flush=True)
+    return 0 if n == args.expect else 1
+
+
+def loop(args: argparse.Namespace) -> int:
+    c = _consumer(args, **{"enable.auto.commit": False})
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "batch.size": 256 << 10,
+        }
+    )
+    failed: list[str] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    n = 0
+    first = None
+    cpu_first = 0.0
+    deadline = time.monotonic() + args.timeout_s
+    while n < args.expect and time.monotonic() < deadline:
+        msgs = [m for m in c.consume(1000, 0.1) if m.error() is None]
+        if not msgs:
+            continue
+        if first is None:
+            first = time.monotonic()
+            cpu_first = _cpu()
+        for m in msgs:
+            event = pb.EventData.FromString(m.value())  # the "handler"
+            producer.produce(
+                args.results_topic, event.event_id.encode(), m.key(), on_delivery=on_delivery
+            )
+        producer.flush(30)  # results durable before the offsets move: at-least-once
+        if failed:
+            raise RuntimeError(f"result writes failed: {failed[:3]}")
+        c.commit(asynchronous=True)
+        n += len(msgs)
     c.commit(asynchronous=False)
     done = time.monotonic()
     c.close()
@@ -120,7 +174,7 @@ async def fifo(args: argparse.Namespace) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["drain", "fifo"])
+    p.add_argument("mode", choices=["drain", "fifo", "loop"])
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--group", required=True)
     p.add_argument("--topics", required=True)
@@ -130,9 +184,12 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--cost-s", type=float, default=0.01)
     p.add_argument("--record", default="/dev/null")
+    p.add_argument("--results-topic", default="")
     args = p.parse_args()
     if args.mode == "drain":
         return drain(args)
+    if args.mode == "loop":
+        return loop(args)
     uvloop.run(fifo(args))
     return 0
 

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -593,8 +594,8 @@ def isolation_table(iso: dict[str, Any]) -> str:
 # -- 3. full loop -----------------------------------------------------------------------
 
 
-def run_loop(b: Bench) -> dict[str, Any]:
-    print("\n== full loop ==", flush=True)
+def _loop_eventgw(b: Bench, layout: str) -> dict[str, Any]:
+    """One full-loop run of eventgw: HTTP → ingest → publisher → … → processors → commit."""
     a = b.args
     topics = b.topics()
     gw = Gateway(b.bootstrap, topics, b.workdir)
@@ -607,15 +608,17 @@ def run_loop(b: Bench) -> dict[str, Any]:
         handler="bench.handlers:noop",
         processors=a.processors,
         concurrency=a.concurrency,
-        name="loop",
+        name=f"loop-{layout}",
     )
     lanes = b.lanes(topics)
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     problems: list[str] = []
     try:
-        gw.start()
+        gw.start(colocated=layout == "colocated")
         rp.start()
-        pids = {"ingest": gw.ingest.pid, "publisher": gw.publisher.pid, **rp.pids()}  # type: ignore[union-attr]
+        pids = {"ingest": gw.ingest.pid, **rp.pids()}  # type: ignore[union-attr]
+        if gw.publisher is not None:
+            pids["publisher"] = gw.publisher.pid
         meter = b.meter(pids)
         warm = _load.Workload(
             a.loop_batch * a.loop_concurrency * 2, a.loop_batch, a.loop_concurrency, a.payload_bytes
@@ -626,7 +629,6 @@ def run_loop(b: Bench) -> dict[str, Any]:
         before_high = sum(b.offsets.high(lanes).values())
         before_processed = rp.processed_total()
         fw_before = sum(b.offsets.high([topics.failed_writes]).values())
-        resp_before = sum(b.offsets.high([topics.response]).values())
         w = _load.Workload(a.loop_events, a.loop_batch, a.loop_concurrency, a.payload_bytes)
         cpu0 = meter.sample()
         t0 = time.monotonic()
@@ -653,8 +655,6 @@ def run_loop(b: Bench) -> dict[str, Any]:
             problems.append("events went to the failed-writes topic")
         if gw.spooled_bytes():
             problems.append("events went to the backup spool")
-        results_records = sum(b.offsets.high([topics.response]).values()) - resp_before
-        by_lane = rp.processed()
     finally:
         runner.close()
         rp.stop()
@@ -663,52 +663,154 @@ def run_loop(b: Bench) -> dict[str, Any]:
     per = 100_000 / w.events
     comp = {
         "ingest": cpu["ingest"].total_s,
-        "publisher": cpu["publisher"].total_s,
+        "publisher": cpu["publisher"].total_s if "publisher" in cpu else 0.0,
         "orchestrator": cpu["orchestrator"].total_s,
         "processors": sum(s.total_s for k, s in cpu.items() if k.startswith("processor")),
         **({"broker": cpu["broker"].total_s} if "broker" in cpu else {}),
         "load generator": cpu["bench"].total_s,
     }
     elapsed = t_done - t0
-    out = {
+    return {
+        "system": f"eventgw-{layout}",
         "events": w.events,
-        "ingest_elapsed_s": round(t_ingested - t0, 2),
         "ingest_events_per_s": w.events / (t_ingested - t0),
         "acked_events_per_s": w.events / (t_acked - t0),
-        "elapsed_s": round(elapsed, 2),
         "events_per_s": w.events / elapsed,
-        "response_records": results_records,
-        "processed_by_class_and_lane_incl_warmup": by_lane,
-        "cpu_s": {k: round(v, 2) for k, v in comp.items()},
+        "elapsed_s": round(elapsed, 2),
         "cpu_s_per_100k": {k: v * per for k, v in comp.items()},
         "cpu_cores_busy": {k: v / elapsed for k, v in comp.items()},
         "cpu_threads_s": {k: s.threads_s for k, s in cpu.items()},
         "problems": problems,
     }
-    print(
-        f"  ingest {out['ingest_events_per_s']:,.0f} ev/s; end to end (committed) "
-        f"{out['events_per_s']:,.0f} ev/s "
-        f"{'OK' if not problems else 'INVALID: ' + '; '.join(problems)}",
-        flush=True,
+
+
+def _loop_raw(b: Bench) -> dict[str, Any]:
+    """The yardstick: a raw producer and the minimal at-least-once loop (`bench._fifo` loop)."""
+    a = b.args
+    topics = b.topics()
+    group = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    n = a.loop_events
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench._fifo",
+            "loop",
+            "--bootstrap",
+            b.bootstrap,
+            "--group",
+            group,
+            "--topics",
+            topics.p20,
+            "--results-topic",
+            topics.response,
+            "--expect",
+            str(n),
+        ],
+        cwd=_REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    return out
+    problems: list[str] = []
+    try:
+        meter = b.meter({"raw loop": proc.pid})
+        cpu0 = meter.sample()
+        t0 = time.monotonic()
+        delivered = preload(
+            b.bootstrap, {Priority.P20: topics.p20}, {Priority.P20: n}, a.payload_bytes
+        )
+        t_produced = time.monotonic()
+        out, _ = proc.communicate(timeout=180)
+        cpu1 = meter.sample()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    line = json.loads(out.strip().splitlines()[-1])
+    if sum(delivered.values()) != n:
+        problems.append(f"produced {sum(delivered.values())} of {n}")
+    if line["records"] != n:
+        problems.append(f"loop handled {line['records']} of {n}")
+    if not b.caught_up(group, [topics.p20]):
+        problems.append("raw loop did not commit everything")
+    results = sum(b.offsets.high([topics.response]).values())
+    if results < n:
+        problems.append(f"{results} result records, expected {n}")
+    cpu = CpuMeter.delta(cpu0, cpu1)
+    per = 100_000 / n
+    comp = {
+        "producer": cpu["bench"].total_s,
+        "raw loop": cpu["raw loop"].total_s,
+        **({"broker": cpu["broker"].total_s} if "broker" in cpu else {}),
+    }
+    elapsed = line["done_s"] - t0
+    return {
+        "system": "raw-loop",
+        "events": n,
+        "ingest_events_per_s": n / (t_produced - t0),
+        "acked_events_per_s": n / elapsed,
+        "events_per_s": n / elapsed,
+        "elapsed_s": round(elapsed, 2),
+        "cpu_s_per_100k": {k: v * per for k, v in comp.items()},
+        "cpu_cores_busy": {k: v / elapsed for k, v in comp.items()},
+        "problems": problems,
+    }
+
+
+def run_loop(b: Bench) -> dict[str, Any]:
+    """Rounds of the full loop, each layout and the raw loop once per round, order rotated."""
+    print("\n== full loop ==", flush=True)
+    systems = ["raw", *b.args.loop_layouts.split(",")]
+    runs: list[dict[str, Any]] = []
+    for r in range(b.args.rounds):
+        order = systems[r % len(systems) :] + systems[: r % len(systems)]
+        for system in order:
+            run = _loop_raw(b) if system == "raw" else _loop_eventgw(b, system)
+            run["round"] = r
+            runs.append(run)
+            print(
+                f"  round {r} {run['system']}: {run['events_per_s']:,.0f} ev/s end to end, "
+                f"{sum(run['cpu_s_per_100k'].values()):.2f} CPU-s/100k "
+                f"{'OK' if not run['problems'] else 'INVALID: ' + '; '.join(run['problems'])}",
+                flush=True,
+            )
+    by_system: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_system.setdefault(run["system"], []).append(run)
+    summary: dict[str, Any] = {}
+    raw_by_round = {run["round"]: run["events_per_s"] for run in by_system["raw-loop"]}
+    for system, rs in by_system.items():
+        comps = rs[0]["cpu_s_per_100k"].keys()
+        summary[system] = {
+            "events_per_s": statistics.median(x["events_per_s"] for x in rs),
+            "ratio_to_raw": statistics.median(
+                x["events_per_s"] / raw_by_round[x["round"]] for x in rs
+            ),
+            "cpu_s_per_100k": {
+                c: statistics.median(x["cpu_s_per_100k"][c] for x in rs) for c in comps
+            },
+            "cpu_s_per_100k_total": statistics.median(
+                sum(x["cpu_s_per_100k"].values()) for x in rs
+            ),
+        }
+    return {
+        "runs": runs,
+        "summary": summary,
+        "problems": [p for run in runs for p in run["problems"]],
+    }
 
 
 def loop_table(lp: dict[str, Any]) -> str:
-    comps = list(lp["cpu_s_per_100k"])
+    """Medians over rounds: throughput, ratio to the raw loop, CPU per component."""
     rows = [
-        "| measure | ingest acked ev/s | ACKed ev/s | committed ev/s | "
-        + " | ".join(comps)
-        + " | total |",
-        "|---|---|---|---|" + "---|" * (len(comps) + 1),
-        f"| CPU-s per 100k | {_fmt(lp['ingest_events_per_s'], 0)} "
-        f"| {_fmt(lp['acked_events_per_s'], 0)} | {_fmt(lp['events_per_s'], 0)} | "
-        + " | ".join(_fmt(v, 2) for v in lp["cpu_s_per_100k"].values())
-        + f" | {_fmt(sum(lp['cpu_s_per_100k'].values()), 2)} |",
-        "| cores busy | | | | "
-        + " | ".join(_fmt(v, 2) for v in lp["cpu_cores_busy"].values())
-        + f" | {_fmt(sum(lp['cpu_cores_busy'].values()), 2)} |",
+        "| system | events/s end to end | vs raw loop | CPU-s per 100k (total) | per component |",
+        "|---|---|---|---|---|",
     ]
+    for system, m in lp["summary"].items():
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in m["cpu_s_per_100k"].items())
+        rows.append(
+            f"| {system} | {_fmt(m['events_per_s'], 0)} | {m['ratio_to_raw']:.2f} | "
+            f"{m['cpu_s_per_100k_total']:.2f} | {parts} |"
+        )
     return "\n".join(rows)
 
 
@@ -731,6 +833,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--loop-events", type=int, default=100_000)
     g.add_argument("--loop-batch", type=int, default=500)
     g.add_argument("--loop-concurrency", type=int, default=8)
+    g.add_argument(
+        "--loop-layouts",
+        default="two-process,colocated",
+        help="eventgw layouts of the loop scenario, comma-separated (two-process, colocated)",
+    )
     g = p.add_argument_group("isolation")
     g.add_argument("--iso-processors", type=int, default=1)
     g.add_argument("--iso-concurrency", type=int, default=10)

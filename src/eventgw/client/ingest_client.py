@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,7 @@ from eventgw.config.settings import LaneTuning
 from eventgw.core.clock import Clock, SystemClock
 from eventgw.core.envelope import H_LAST_ERROR, event_headers, new_event_id
 from eventgw.core.errors import InvalidEvent, NotDurable
+from eventgw.core.retry import Backoff
 from eventgw.kafka.client_config import producer_config
 from eventgw.kafka.producer import BatchProducer
 
@@ -44,6 +46,46 @@ _STATUS: dict[int, Status] = {
     pb.BACKED_UP: "BACKED_UP",
     pb.REJECTED: "REJECTED",
 }
+_RESPONSE_METADATA = "eventgw-response-bin"  # eventgw.ingest.grpc_api.RESPONSE_METADATA
+_RETRY_AFTER_METADATA = "retry-after-ms"  # eventgw.ingest.grpc_api.RETRY_AFTER_METADATA
+
+CHANNEL_OPTIONS = [
+    # A deferral's answer travels in trailing metadata (one result per event).
+    ("grpc.max_metadata_size", 16 << 20),
+    ("grpc.absolute_max_metadata_size", 16 << 20),
+]
+"""Options of the client's channel to ingest."""
+
+
+def _metadata(exc: grpc.aio.AioRpcError, key: str) -> str | bytes | None:
+    for k, v in exc.trailing_metadata() or ():
+        if k == key:
+            return v  # type: ignore[no-any-return]  # grpc types metadata values loosely
+    return None
+
+
+def _retry_after_ms(exc: grpc.aio.AioRpcError) -> int | None:
+    """The door's hint, or None when the refusal is not the door's (e.g. a request too large)."""
+    value = _metadata(exc, _RETRY_AFTER_METADATA)
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if value is None or not value.isdigit():
+        return None
+    return min(int(value), 60_000)
+
+
+def _answered(exc: grpc.aio.AioRpcError) -> pb.IngestResponse | None:
+    """The per-event answer of a partial deferral, if the refusal carries one."""
+    value = _metadata(exc, _RESPONSE_METADATA)
+    if not isinstance(value, bytes):
+        return None
+    try:
+        parsed: pb.IngestResponse = pb.IngestResponse.FromString(value)
+    except Exception:  # noqa: BLE001  (a malformed answer: treat every event as pending)
+        return None
+    return parsed
+
+
 _FALLBACK_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -117,6 +159,9 @@ class EventIngestPublisher:
         self._timeout_s = timeout_s
         self._metadata = (("x-api-key", api_key),) if api_key else None
         self._clock = clock or SystemClock()
+        self._backoff = Backoff(0.05, 2.0)
+        self._rng = random.Random()  # noqa: S311  # jitter, not cryptography
+        self.deferrals = 0  # times the service deferred some of a batch (then retried)
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.IngestServiceStub | None = None
         self._producer: BatchProducer | None = None
@@ -125,7 +170,7 @@ class EventIngestPublisher:
 
     async def start(self) -> None:
         """Open the channel and, with fallbacks, the failed-writes producer and backup store."""
-        self._channel = grpc.aio.insecure_channel(self._target)
+        self._channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.IngestServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub is untyped
         if self._use_fallbacks and self._fallback is not None:
             fb = self._fallback
@@ -152,7 +197,12 @@ class EventIngestPublisher:
             self._backup = None
 
     async def publish(self, events: Sequence[ClientEvent]) -> list[ClientResult]:
-        """Send ``events`` as one batch; see the class docstring for the guarantee."""
+        """Send ``events`` as one batch; see the class docstring for the guarantee.
+
+        Events the service defers (it is saturated for their class: RESOURCE_EXHAUSTED with
+        a ``retry-after-ms`` hint) are sent again after the hint, jittered, until the
+        timeout; what is still not taken then goes to the fallbacks (or NotDurable).
+        """
         if self._stub is None:
             raise RuntimeError("EventIngestPublisher is not started")
         ids = [e.event_id or new_event_id() for e in events]
@@ -168,29 +218,82 @@ class EventIngestPublisher:
                 for e, event_id in zip(events, ids, strict=True)
             ]
         )
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._stub.Ingest(request, metadata=self._metadata)
-        except TimeoutError as exc:
-            return await self._fallback_or_raise(
-                request, f"timed out after {self._timeout_s}s", exc
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                field, _, message = (exc.details() or "").partition(": ")
-                raise InvalidEvent(field or "events", message or "invalid") from exc
-            if exc.code() not in _FALLBACK_CODES:
-                raise NotDurable(ids[0], f"{exc.code().name}: {exc.details()}") from exc
-            return await self._fallback_or_raise(
-                request, f"{exc.code().name}: {exc.details()}", exc
-            )
-        unknown = [r for r in response.results if r.status not in _STATUS]
-        if unknown:  # not a status this client knows to be durable: never report it done
-            raise NotDurable(unknown[0].event_id, f"unknown status {unknown[0].status}")
-        return [
-            ClientResult(r.event_id, _STATUS[r.status], r.topic, reason=r.reason)
-            for r in response.results
-        ]
+        results: dict[str, ClientResult] = {}
+        pending = request
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        attempt = 0
+        while True:
+            left_s = deadline - loop.time()
+            try:
+                if left_s <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(left_s):
+                    response = await self._stub.Ingest(pending, metadata=self._metadata)
+            except TimeoutError as exc:
+                return self._in_order(
+                    ids,
+                    results,
+                    await self._fallback_or_raise(
+                        pending, f"not taken within {self._timeout_s}s", exc
+                    ),
+                )
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    field, _, message = (exc.details() or "").partition(": ")
+                    raise InvalidEvent(field or "events", message or "invalid") from exc
+                hint_ms = _retry_after_ms(exc)
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint_ms is not None:
+                    # The door deferred some or all events: settle the others, retry these.
+                    answered = _answered(exc)
+                    if answered is not None:
+                        self._settle(answered, results)
+                        pending = pb.IngestRequest(
+                            events=[e for e in pending.events if e.event_id not in results]
+                        )
+                    self.deferrals += 1
+                    delay_s = max(hint_ms / 1000, self._backoff.delay_s(attempt))
+                    delay_s = self._rng.uniform(delay_s, 1.5 * delay_s)  # jitter above the hint
+                    attempt += 1
+                    if loop.time() + delay_s < deadline:
+                        await asyncio.sleep(delay_s)
+                        continue
+                    return self._in_order(
+                        ids,
+                        results,
+                        await self._fallback_or_raise(
+                            pending, f"deferred past the {self._timeout_s}s timeout", exc
+                        ),
+                    )
+                if code not in _FALLBACK_CODES:
+                    raise NotDurable(ids[0], f"{code.name}: {exc.details()}") from exc
+                return self._in_order(
+                    ids,
+                    results,
+                    await self._fallback_or_raise(pending, f"{code.name}: {exc.details()}", exc),
+                )
+            self._settle(response, results)
+            return self._in_order(ids, results, [])
+
+    @staticmethod
+    def _settle(response: pb.IngestResponse, results: dict[str, ClientResult]) -> None:
+        """Record the settled events of ``response`` (DEFERRED ones stay pending)."""
+        for r in response.results:
+            if r.status == pb.DEFERRED:
+                continue
+            status = _STATUS.get(r.status)
+            if status is None:  # not a status this client knows to be durable: never "done"
+                raise NotDurable(r.event_id, f"unknown status {r.status}")
+            results[r.event_id] = ClientResult(r.event_id, status, r.topic, reason=r.reason)
+
+    @staticmethod
+    def _in_order(
+        ids: list[str], results: dict[str, ClientResult], captured: list[ClientResult]
+    ) -> list[ClientResult]:
+        for r in captured:
+            results[r.event_id] = r
+        return [results[i] for i in ids]
 
     async def _fallback_or_raise(
         self, request: pb.IngestRequest, reason: str, exc: BaseException

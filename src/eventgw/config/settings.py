@@ -188,7 +188,20 @@ class IngestSettings(_Frozen):
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     max_events_per_request: int = Field(default=1000, ge=1, le=100_000)
     max_payload_bytes: int = Field(default=256 << 10, ge=16)
-    max_in_flight_requests: int = Field(default=256, ge=1)
+    max_in_flight_requests: int = Field(
+        default=256,
+        ge=1,
+        description="beyond this many requests at once only their P30 events are taken (the "
+        "rest answered DEFERRED); beyond twice this a request is refused whole (429 / "
+        "RESOURCE_EXHAUSTED)",
+    )
+    max_in_flight_events: int = Field(
+        default=20_000,
+        ge=1,
+        description="events taken and not yet answered; P10 is taken up to half of it, P20 "
+        "up to 80 %, P30 up to all of it; past its share a class's events are answered "
+        "DEFERRED with a retry hint (the door, docs/flow-control.md)",
+    )
     api_keys: list[SecretStr] = Field(default_factory=list, description="empty: no auth")
     default_class: Priority = Priority.P20
     class_rules: list[ClassRuleSettings] = Field(default_factory=list)

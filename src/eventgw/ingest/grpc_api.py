@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,22 +21,49 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+RESPONSE_METADATA: Final = "eventgw-response-bin"
+"""Trailing metadata of a RESOURCE_EXHAUSTED answer with DEFERRED events: the serialized
+``IngestResponse`` (the other events are settled as their results say)."""
+
+RETRY_AFTER_METADATA: Final = "retry-after-ms"
+"""Trailing metadata of every door refusal: when to send the deferred events again (ms)."""
+
+
 class IngestServicer:
     """Validates, then runs the shared pipeline.
 
     Status codes: OK only when every event is durable (or rejected by gating, see each
     result's status); INVALID_ARGUMENT naming the field, nothing written; UNAUTHENTICATED;
-    UNAVAILABLE when any event is not durable (retry the call; event ids are kept).
+    UNAVAILABLE when any event is not durable (retry the call; event ids are kept);
+    RESOURCE_EXHAUSTED when the door deferred events (`eventgw.ingest.door`): the trailing
+    metadata carry ``retry-after-ms`` and, unless the request was refused whole, the
+    ``IngestResponse`` in ``eventgw-response-bin`` — send its DEFERRED events again.
     """
 
     def __init__(self, settings: IngestSettings, pipeline: IngestPipeline) -> None:
         self._s = settings
         self._pipeline = pipeline
         self._keys = [k.get_secret_value() for k in settings.api_keys]
+        self._door = pipeline.door
 
     async def Ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """See the class docstring. ``raw`` is the undecoded request, and the answer is the
         serialized ``IngestResponse`` (see `add_to_server`)."""
+        door = self._door
+        if door is None:
+            return await self._ingest(raw, context)
+        if not door.enter():
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "requests: too many in flight, retry after retry-after-ms",
+                trailing_metadata=((RETRY_AFTER_METADATA, str(door.retry_after_ms())),),
+            )
+        try:
+            return await self._ingest(raw, context)
+        finally:
+            door.leave()
+
+    async def _ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         if self._keys:
             metadata = dict(context.invocation_metadata() or ())
             auth = str(metadata.get("authorization", ""))
@@ -90,7 +117,18 @@ class IngestServicer:
                 grpc.StatusCode.UNAVAILABLE,
                 f"events: {len(failed)} not durable, retry (first {failed[0] if failed else ''})",
             )
-        return ingest_response(outcome.request_id, outcome.results)
+        answer = ingest_response(outcome.request_id, outcome.results, outcome.retry_after_ms)
+        if outcome.deferred:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"events: {outcome.deferred} deferred (ingest saturated), send them again "
+                "after retry-after-ms; the others are settled (eventgw-response-bin)",
+                trailing_metadata=(
+                    (RETRY_AFTER_METADATA, str(outcome.retry_after_ms)),
+                    (RESPONSE_METADATA, answer),
+                ),
+            )
+        return answer
 
 
 def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> None:

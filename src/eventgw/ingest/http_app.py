@@ -52,10 +52,11 @@ class HttpResult(msgspec.Struct, omit_defaults=True, gc=False):
     reason: str = ""
 
 
-class HttpResponse(msgspec.Struct):
-    """Body of an answered ``POST /v1/events``."""
+class HttpResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Body of an answered ``POST /v1/events`` (``retry_after_ms`` only with DEFERRED events)."""
 
     request_id: str
+    retry_after_ms: int = 0
     events: list[HttpResult]
 
 
@@ -65,7 +66,9 @@ _EVENT_ID_OPEN = b'{"event_id":"'
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]*\Z").match  # characters JSON keeps as they are
 
 
-def response_body(request_id: str, results: Iterable[EventResult]) -> bytes:
+def response_body(
+    request_id: str, results: Iterable[EventResult], retry_after_ms: int = 0
+) -> bytes:
     """The JSON of `HttpResponse` for ``results``, spliced; the same bytes msgspec writes.
 
     Per class, lane, topic, status, reason and cluster the fields after ``event_id`` are
@@ -96,8 +99,8 @@ def response_body(request_id: str, results: Iterable[EventResult]) -> bytes:
             parts.append(_EVENT_ID_OPEN + event_id.encode() + rest)
         else:
             parts.append(b'{"event_id":' + _encode(event_id) + rest[1:])
-    head = _encode(HttpResponse(request_id=request_id, events=[]))[: -len(b"[]}")]
-    return b"".join((head, b"[", b",".join(parts), b"]}"))
+    head = _encode(HttpResponse(request_id=request_id, retry_after_ms=retry_after_ms, events=[]))
+    return b"".join((head[: -len(b"[]}")], b"[", b",".join(parts), b"]}"))
 
 
 def _error_body(code: str, field: str, message: str) -> bytes:
@@ -113,8 +116,10 @@ class _HttpError(Exception):
 class IngestHttpApp:
     """ASGI callable for the ingest HTTP API.
 
-    Backpressure: at most ``max_in_flight_requests`` posts are processed at once; more get
-    429 with ``Retry-After`` so clients slow down instead of piling up memory.
+    Backpressure is the pipeline's `eventgw.ingest.door.Door`: under saturation the lower
+    classes' events are answered DEFERRED (429 with ``Retry-After`` and a status per event:
+    the others are settled, send the DEFERRED ones again); only past twice
+    ``max_in_flight_requests`` is a request refused whole (429).
     """
 
     def __init__(
@@ -131,7 +136,7 @@ class IngestHttpApp:
         self._metrics = metrics
         self._is_ready = is_ready
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
-        self._in_flight = 0
+        self._door = pipeline.door
         requests = metrics.counter("eventgw_ingest_requests_total", "HTTP requests", ["code"])
         self._by_code = {
             c: requests.labels(str(c)) for c in (202, 400, 401, 403, 404, 405, 413, 415, 429, 503)
@@ -251,62 +256,73 @@ class IngestHttpApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _post_events(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        if self._in_flight >= self._s.max_in_flight_requests:
+        door = self._door
+        if door is not None and not door.enter():
+            hint_ms = door.retry_after_ms()
             await self._respond(
                 send,
                 429,
                 _error_body("resource_exhausted", "requests", "too many requests in flight"),
+                headers=[*_JSON, (b"retry-after", _retry_after(hint_ms))],
+            )
+            return
+        try:
+            await self._handle_post(scope, receive, send)
+        finally:
+            if door is not None:
+                door.leave()
+
+    async def _handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            self._check_headers(scope)
+            body = await self._read_body(receive)
+            events = decode_http_body(
+                body,
+                max_events=self._s.max_events_per_request,
+                max_payload_bytes=self._s.max_payload_bytes,
+            )
+        except InvalidEvent as exc:
+            self._pipeline.count_invalid()
+            code = (
+                "payload_too_large"
+                if exc.status == 413
+                else ("unsupported_media_type" if exc.status == 415 else "invalid_argument")
+            )
+            await self._respond(send, exc.status, _error_body(code, exc.field, exc.message))
+            return
+        except _HttpError as exc:
+            await self._respond(send, exc.status, _error_body(exc.code, exc.field, exc.message))
+            return
+        except ConnectionError:
+            return
+        try:
+            outcome = await self._pipeline.ingest(events)
+        except InvalidEvent as exc:
+            # The publisher refused what ingest accepted: a version skew, not a retry case.
+            logger.error("ingest.publisher_refused field=%s error=%s", exc.field, exc.message)
+            await self._respond(send, 400, _error_body("invalid_argument", exc.field, exc.message))
+            return
+        except EventGwError as exc:
+            logger.warning("ingest.publish_failed events=%d error=%s", len(events), exc)
+            await self._respond(
+                send,
+                503,
+                _error_body("unavailable", "publisher", f"not durable, retry: {exc}"),
                 headers=[*_JSON, (b"retry-after", b"1")],
             )
             return
-        self._in_flight += 1
-        try:
-            try:
-                self._check_headers(scope)
-                body = await self._read_body(receive)
-                events = decode_http_body(
-                    body,
-                    max_events=self._s.max_events_per_request,
-                    max_payload_bytes=self._s.max_payload_bytes,
-                )
-            except InvalidEvent as exc:
-                self._pipeline.count_invalid()
-                code = (
-                    "payload_too_large"
-                    if exc.status == 413
-                    else ("unsupported_media_type" if exc.status == 415 else "invalid_argument")
-                )
-                await self._respond(send, exc.status, _error_body(code, exc.field, exc.message))
-                return
-            except _HttpError as exc:
-                await self._respond(send, exc.status, _error_body(exc.code, exc.field, exc.message))
-                return
-            except ConnectionError:
-                return
-            try:
-                outcome = await self._pipeline.ingest(events)
-            except InvalidEvent as exc:
-                # The publisher refused what ingest accepted: a version skew, not a retry case.
-                logger.error("ingest.publisher_refused field=%s error=%s", exc.field, exc.message)
-                await self._respond(
-                    send, 400, _error_body("invalid_argument", exc.field, exc.message)
-                )
-                return
-            except EventGwError as exc:
-                logger.warning("ingest.publish_failed events=%d error=%s", len(events), exc)
-                await self._respond(
-                    send,
-                    503,
-                    _error_body("unavailable", "publisher", f"not durable, retry: {exc}"),
-                    headers=[*_JSON, (b"retry-after", b"1")],
-                )
-                return
-            body_out = response_body(outcome.request_id, outcome.results)
-            if not outcome.all_durable_or_rejected:  # some event is durable nowhere: retry
-                await self._respond(send, 503, body_out, headers=[*_JSON, (b"retry-after", b"1")])
-            else:
-                await self._respond(send, 403 if outcome.all_rejected else 202, body_out)
-            self._latency.observe(time.perf_counter() - started)
-        finally:
-            self._in_flight -= 1
+        body_out = response_body(outcome.request_id, outcome.results, outcome.retry_after_ms)
+        if not outcome.all_durable_or_rejected:  # some event is durable nowhere: retry
+            await self._respond(send, 503, body_out, headers=[*_JSON, (b"retry-after", b"1")])
+        elif outcome.deferred:  # some events were not taken: send those again
+            hint = _retry_after(outcome.retry_after_ms)
+            await self._respond(send, 429, body_out, headers=[*_JSON, (b"retry-after", hint)])
+        else:
+            await self._respond(send, 403 if outcome.all_rejected else 202, body_out)
+        self._latency.observe(time.perf_counter() - started)
+
+
+def _retry_after(hint_ms: int) -> bytes:
+    """The ``Retry-After`` header value (whole seconds, at least 1) of a hint in ms."""
+    return b"%d" % max(1, -(-hint_ms // 1000))

@@ -7,14 +7,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import LANE_OF_PRIORITY, lane_headers, new_event_id, new_event_ids
+from eventgw.core.envelope import (
+    LANE_OF_PRIORITY,
+    Priority,
+    lane_headers,
+    new_event_id,
+    new_event_ids,
+)
 from eventgw.ingest.wire import RequestWriter, class_fields, event_data, identity_fields
 
 if TYPE_CHECKING:
     from eventgw.config.settings import TopicSettings
     from eventgw.core.classify import StaticClassifier
     from eventgw.core.clock import Clock
-    from eventgw.core.envelope import Lane, Priority
+    from eventgw.core.envelope import Lane
+    from eventgw.ingest.door import Door
     from eventgw.ingest.hot_tenants import DynamicClassifier
     from eventgw.ingest.scheduler import Scheduler
     from eventgw.ingest.validation import ValidEvent
@@ -44,8 +51,11 @@ STATUS_NAMES: dict[int, str] = {
     pb.BACKED_UP: "BACKED_UP",
     pb.REJECTED: "REJECTED",
     pb.FAILED: "FAILED",
+    pb.DEFERRED: "DEFERRED",
 }
 DURABLE = frozenset({pb.PUBLISHED, pb.FAILED_WRITES, pb.BACKED_UP})
+_DEFERRED: int = pb.DEFERRED
+_PRIORITY_OF: dict[int, Priority] = {p.value: p for p in Priority}
 
 EventResult = tuple[str, int, str, str, int, str, str]
 """One event's answer: ``(event_id, priority, lane, topic, status, reason, cluster)``.
@@ -62,12 +72,16 @@ class IngestOutcome:
 
     ``all_durable_or_rejected`` False means at least one event is not durable anywhere:
     the client must retry the request (duplicates are possible; event ids are kept).
+    ``deferred`` events were not taken (the door, `eventgw.ingest.door`): nothing was written
+    for them; the client sends them again after ``retry_after_ms``.
     """
 
     request_id: str
     results: list[EventResult]
     all_durable_or_rejected: bool
     all_rejected: bool
+    deferred: int = 0
+    retry_after_ms: int = 0
 
 
 class IngestPipeline:
@@ -84,8 +98,11 @@ class IngestPipeline:
         clock: Clock,
         metrics: Metrics,
         dynamic: DynamicClassifier | None = None,
+        door: Door | None = None,
     ) -> None:
         self._classifier = classifier
+        self._door = door
+        self.door = door  # the HTTP and gRPC faces count their requests on it
         self._dynamic = dynamic
         self._scheduler = scheduler
         if (publish is None) == (publish_prepared is None):
@@ -99,6 +116,7 @@ class IngestPipeline:
         self._rejected = events.labels("rejected")
         self._failed = events.labels("failed")
         self._invalid = events.labels("invalid")
+        self._deferred = events.labels("deferred")
         offloaded = metrics.counter(
             "eventgw_ingest_offloaded_total", "events sent to the offload lane", ["class", "reason"]
         )
@@ -186,6 +204,43 @@ class IngestPipeline:
                     None if offloaded else class_part(priority.value, deadline_ms, True),
                 )
             )
+        # The door: under saturation the last events of the lower classes are deferred.
+        door = self._door
+        taken: dict[int, int] = {}  # wire priority → events still to take (deferred classes)
+        admitted_total = 0
+        if door is not None:
+            by_class: dict[Priority, int] = {}
+            for (wire_priority, *_), n in zip(routes, counts, strict=True):
+                p = _PRIORITY_OF[wire_priority]
+                by_class[p] = by_class.get(p, 0) + n
+            admitted = door.admit(by_class)
+            admitted_total = sum(admitted.values())
+            for p, n in by_class.items():
+                if admitted[p] < n:
+                    taken[p.value] = admitted[p]
+                    if p in wanted:
+                        # Only what is taken asks for admission (offload) below.
+                        wanted[p] = max(0, wanted[p] - (n - admitted[p]))
+        try:
+            return await self._publish_taken(
+                events, routes, of_event, wanted, taken, request_id, door
+            )
+        finally:
+            if door is not None:
+                door.release(admitted_total)
+
+    async def _publish_taken(
+        self,
+        events: Sequence[ValidEvent],
+        routes: list[tuple[int, Lane, int, bytes, bytes, bytes, bytes | None]],
+        of_event: list[int],
+        wanted: dict[Priority, int],
+        taken: dict[int, int],
+        request_id: str,
+        door: Door | None,
+    ) -> IngestOutcome:
+        """Admission (offload), records, publish and answers for the events the door took."""
+        scheduler = self._scheduler
         # Admission: tokens left per wire priority, for the classes that cannot take all.
         budget: dict[int, int] = {}
         if scheduler.may_offload:
@@ -198,8 +253,17 @@ class IngestPipeline:
         prepared: list[PreparedEvent] | None = [] if self._publish_prepared else None
         writer = RequestWriter()
         planned: list[tuple[str, int, Lane]] = []  # (event_id, priority, lane) per event
-        for e, k, new_id in zip(events, of_event, new_event_ids(len(events)), strict=True):
+        deferred: list[tuple[int, str, int]] = []  # (position, event_id, priority)
+        for i, (e, k, new_id) in enumerate(
+            zip(events, of_event, new_event_ids(len(events)), strict=True)
+        ):
             wire_priority, lane, deadline_ms, identity_part, fields, key, offload_fields = routes[k]
+            if taken and wire_priority in taken:
+                left = taken[wire_priority]
+                if left == 0:
+                    deferred.append((i, e.event_id or new_id, wire_priority))
+                    continue
+                taken[wire_priority] = left - 1
             if budget and offload_fields is not None and wire_priority in budget:
                 left = budget[wire_priority]
                 if left > 0:
@@ -214,20 +278,37 @@ class IngestPipeline:
             else:
                 writer.add(event_id, identity_part, e.payload, fields)
             planned.append((event_id, wire_priority, lane))
-        if self._publish_prepared is not None and prepared is not None:
-            response = await self._publish_prepared(prepared)
-        elif self._publish is not None:
-            response = await self._publish(writer.to_bytes(accept_published_batch=True))
-        else:  # unreachable: __init__ checks that one of them is set
-            raise RuntimeError("no publisher")
-        if response.HasField("published_batch"):
-            results, settled, rejected, failed = self._published(response.published_batch, planned)
-        else:
-            results, settled, rejected, failed = self._answers(response.results, planned)
+        results: list[EventResult] = []
+        settled, rejected, failed = True, 0, 0
+        if planned:
+            if self._publish_prepared is not None and prepared is not None:
+                response = await self._publish_prepared(prepared)
+            elif self._publish is not None:
+                response = await self._publish(writer.to_bytes(accept_published_batch=True))
+            else:  # unreachable: __init__ checks that one of them is set
+                raise RuntimeError("no publisher")
+            if response.HasField("published_batch"):
+                results, settled, rejected, failed = self._published(
+                    response.published_batch, planned
+                )
+            else:
+                results, settled, rejected, failed = self._answers(response.results, planned)
         self._accepted.inc(len(results) - rejected - failed)
         self._rejected.inc(rejected)
         self._failed.inc(failed)
-        return IngestOutcome(request_id, results, settled, rejected == len(results))
+        if not deferred:
+            return IngestOutcome(request_id, results, settled, rejected == len(results))
+        self._deferred.inc(len(deferred))
+        for position, event_id, wire_priority in deferred:  # back in request order
+            results.insert(position, (event_id, wire_priority, "", "", _DEFERRED, "", ""))
+        return IngestOutcome(
+            request_id,
+            results,
+            settled,
+            all_rejected=False,
+            deferred=len(deferred),
+            retry_after_ms=door.retry_after_ms() if door is not None else 0,
+        )
 
     @staticmethod
     def _published(

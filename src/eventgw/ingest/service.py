@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import uvicorn
 
 from eventgw.core.clock import Clock, SystemClock
 from eventgw.ingest.admission import AdmissionControl
+from eventgw.ingest.door import Door, door_status
 from eventgw.ingest.grpc_api import IngestServicer, add_to_server
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
@@ -104,6 +105,7 @@ class IngestService:
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self.admission: AdmissionControl | None = None
+        self.door: Door | None = None
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """See `eventgw.core.lifecycle.Service`."""
@@ -137,6 +139,15 @@ class IngestService:
         s = self.settings.ingest
         admission = AdmissionControl(self.settings, self.metrics, self._clock)
         self.admission = admission
+        door = Door(
+            max_in_flight_events=s.max_in_flight_events,
+            max_in_flight_requests=s.max_in_flight_requests,
+            monotonic=self._clock.monotonic,
+        )
+        self.door = door
+        self.metrics.gauge(
+            "eventgw_ingest_in_flight_events", "events taken and not yet answered"
+        ).set_function(lambda: float(door.in_flight_events))
         pipeline = IngestPipeline(
             classifier=s.classifier(),
             # The SLO service holds the (hot-reloadable) offload_p30 decision itself.
@@ -147,8 +158,13 @@ class IngestService:
             clock=self._clock,
             metrics=self.metrics,
             dynamic=admission.classifier,
+            door=door,
         )
-        app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready, status=admission.status)
+
+        def status() -> dict[str, Any]:
+            return {**admission.status(), "door": door_status(door)}
+
+        app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready, status=status)
         sock = bind_tcp(s.http_host, s.http_port, reuse_port=self._reuse_port)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -165,14 +181,15 @@ class IngestService:
         http = _Uvicorn(config)
         grpc_server = grpc.aio.server(
             options=[
-                # The same bounds as HTTP: a request no larger than max_body_bytes, at most
-                # max_in_flight_requests at once (more answer RESOURCE_EXHAUSTED).
+                # The same bounds as HTTP: a request no larger than max_body_bytes; the door
+                # counts requests and refuses past twice max_in_flight_requests with a hint;
+                # gRPC's own bound (no hint) sits beyond that, for memory only.
                 ("grpc.max_receive_message_length", s.max_body_bytes),
                 ("grpc.max_send_message_length", 64 << 20),
                 # gRPC core binds with SO_REUSEPORT unless told not to: only workers share.
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ],
-            maximum_concurrent_rpcs=s.max_in_flight_requests,
+            maximum_concurrent_rpcs=4 * s.max_in_flight_requests,
         )
         add_to_server(IngestServicer(s, pipeline), grpc_server)
         try:

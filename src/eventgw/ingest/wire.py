@@ -132,7 +132,9 @@ class RequestWriter:
 
 
 def ingest_response(
-    request_id: str, results: Iterable[tuple[str, int, str, str, int, str, str]]
+    request_id: str,
+    results: Iterable[tuple[str, int, str, str, int, str, str]],
+    retry_after_ms: int = 0,
 ) -> bytes:
     """The serialized ``IngestResponse`` of ``results``.
 
@@ -155,6 +157,8 @@ def ingest_response(
             else rest  # proto3 leaves an empty string out
         )
         parts += (_RESULTS_TAG, short[len(body)] if len(body) < 16384 else _varint(len(body)), body)
+    if retry_after_ms:  # field 3, after the results: field-number order
+        parts.append(pb.IngestResponse(retry_after_ms=retry_after_ms).SerializeToString())
     return b"".join(parts)
 
 

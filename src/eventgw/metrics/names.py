@@ -16,9 +16,13 @@ MetricName = Literal[
     # counter, events; labels class, reason (capacity|hot_tenant). Events sent to the offload
     # lane. Rising for one company: a hot tenant; for all: capacity is short.
     "eventgw_ingest_offloaded_total",
-    # counter, events; label status (accepted|rejected|failed|invalid). Invalid rising:
-    # a client sends bad events — read the 4xx bodies in its logs.
+    # counter, events; label status (accepted|rejected|failed|invalid|deferred). Invalid
+    # rising: a client sends bad events — read the 4xx bodies in its logs. deferred rising:
+    # ingest is saturated and sheds the lower classes at the door (runbook "door deferring").
     "eventgw_ingest_events_total",
+    # gauge, events; taken by the door and not yet answered. Near ingest.max_in_flight_events
+    # x the P10 share: P10 is being deferred — the publisher or Kafka is slow, or scale out.
+    "eventgw_ingest_in_flight_events",
     # counter, requests; labels code. 5xx rising: the publisher or Kafka is failing.
     "eventgw_ingest_requests_total",
     # histogram, seconds; ingest request → durable answer. p99 above the P30 SLO: scale out.

@@ -14,11 +14,12 @@ import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.settings import IngestSettings, TopicSettings
-from eventgw.core.classify import StaticClassifier
+from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.clock import FakeClock
 from eventgw.core.envelope import Priority
 from eventgw.core.errors import InvalidEvent
-from eventgw.ingest.grpc_api import IngestServicer
+from eventgw.ingest.door import Door
+from eventgw.ingest.grpc_api import RESPONSE_METADATA, RETRY_AFTER_METADATA, IngestServicer
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.pipeline import IngestPipeline
 from eventgw.ingest.publisher_client import PublisherUnavailable
@@ -43,20 +44,28 @@ def publisher(*statuses: int, raises: Exception | None = None):
     return publish
 
 
-def pipeline(publish) -> IngestPipeline:
+def pipeline(publish, door: Door | None = None) -> IngestPipeline:
     return IngestPipeline(
-        classifier=StaticClassifier([], Priority.P20),
+        # source "flow" is P30, "bulk" P10, anything else P20
+        classifier=StaticClassifier(
+            [ClassRule(Priority.P30, source_name="flow"), ClassRule(Priority.P10, "bulk")],
+            Priority.P20,
+        ),
         scheduler=Scheduler(AdmitAll()),
         publish=publish,
         topics=TopicSettings(),
         clock=FakeClock(wall_ms=1_700_000_000_000),
         metrics=Metrics(),
+        door=door,
     )
 
 
-async def post(app: IngestHttpApp, n: int) -> tuple[int, dict[str, bytes], Any]:
+async def post(
+    app: IngestHttpApp, n: int, sources: list[str] | None = None
+) -> tuple[int, dict[str, bytes], Any]:
+    sources = sources or ["api"] * n
     body = json.dumps(
-        {"events": [{"company_id": "acme", "source_name": "api"} for _ in range(n)]}
+        {"events": [{"company_id": "acme", "source_name": src} for src in sources]}
     ).encode()
     scope = {
         "type": "http",
@@ -105,17 +114,20 @@ async def test_http_publisher_down_is_503_retry() -> None:
 
 
 class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple[Any, ...]) -> None:
         super().__init__(details)
         self.code = code
+        self.trailing = dict(trailing)
 
 
 class Context:
     def invocation_metadata(self) -> tuple[()]:
         return ()
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted(code, details)
+    async def abort(
+        self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[Any, ...] = ()
+    ) -> None:
+        raise Aborted(code, details, trailing_metadata)
 
 
 def grpc_request(n: int) -> bytes:
@@ -146,3 +158,81 @@ async def test_grpc_all_durable_is_ok() -> None:
     raw = await servicer.Ingest(grpc_request(2), Context())  # type: ignore[arg-type]
     answer = pb.IngestResponse.FromString(raw)
     assert [r.status for r in answer.results] == [pb.PUBLISHED, pb.BACKED_UP]
+
+
+# -- the door: deferred events ------------------------------------------------------------------
+
+
+def echo_publisher():
+    """Publishes whatever it is sent."""
+
+    async def publish(raw: bytes) -> pb.PublishResponse:
+        request = pb.PublishRequest.FromString(raw)
+        response = pb.PublishResponse()
+        for event in request.events:
+            response.results.add(event_id=event.event_id, status=pb.PUBLISHED, topic="t")
+        return response
+
+    return publish
+
+
+def saturated_door() -> Door:
+    """A door with 10 events in flight already (P10's share of 20): P10 is deferred."""
+    door = Door(max_in_flight_events=20, max_in_flight_requests=8, monotonic=FakeClock().monotonic)
+    door.admit({Priority.P10: 10})
+    return door
+
+
+async def test_http_mixed_batch_takes_p30_and_defers_p10_with_a_hint() -> None:
+    door = saturated_door()
+    http = IngestHttpApp(SETTINGS, pipeline(echo_publisher(), door), Metrics(), lambda: True)
+    sources = ["bulk", "flow", "bulk", "api", "flow"]
+    status, headers, body = await post(http, 5, sources)
+    assert status == 429, "not a 2xx: a client that ignores statuses resends, never loses"
+    assert [e["status"] for e in body["events"]] == [
+        "DEFERRED",
+        "PUBLISHED",
+        "DEFERRED",
+        "PUBLISHED",
+        "PUBLISHED",
+    ]
+    assert [e["priority"] for e in body["events"]] == ["P10", "P30", "P10", "P20", "P30"]
+    assert body["retry_after_ms"] > 0
+    assert headers[b"retry-after"] == b"1"
+    assert door.in_flight_events == 10, "the taken events were released once answered"
+    assert door.in_flight_requests == 0
+
+
+async def test_http_nothing_deferred_is_a_plain_202_without_a_hint() -> None:
+    door = Door(max_in_flight_events=20, max_in_flight_requests=8, monotonic=FakeClock().monotonic)
+    http = IngestHttpApp(SETTINGS, pipeline(echo_publisher(), door), Metrics(), lambda: True)
+    status, headers, body = await post(http, 3, ["bulk", "flow", "api"])
+    assert status == 202
+    assert "retry_after_ms" not in body
+    assert b"retry-after" not in headers
+
+
+async def test_grpc_mixed_batch_defers_p10_in_trailing_metadata() -> None:
+    door = saturated_door()
+    servicer = IngestServicer(SETTINGS, pipeline(echo_publisher(), door))
+    events = [pb.IngestEvent(company_id="acme", source_name=s) for s in ("bulk", "flow", "api")]
+    raw = pb.IngestRequest(events=events).SerializeToString()
+    with pytest.raises(Aborted) as info:
+        await servicer.Ingest(raw, Context())  # type: ignore[arg-type]
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    answer = pb.IngestResponse.FromString(info.value.trailing[RESPONSE_METADATA])
+    assert [r.status for r in answer.results] == [pb.DEFERRED, pb.PUBLISHED, pb.PUBLISHED]
+    assert int(info.value.trailing[RETRY_AFTER_METADATA]) == answer.retry_after_ms > 0
+    assert door.in_flight_requests == 0
+
+
+async def test_grpc_past_the_hard_request_bound_is_refused_whole_with_a_hint() -> None:
+    door = Door(max_in_flight_events=20, max_in_flight_requests=1, monotonic=FakeClock().monotonic)
+    assert door.enter()
+    assert door.enter()
+    servicer = IngestServicer(SETTINGS, pipeline(echo_publisher(), door))
+    with pytest.raises(Aborted) as info:
+        await servicer.Ingest(grpc_request(1), Context())  # type: ignore[arg-type]
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert RESPONSE_METADATA not in info.value.trailing
+    assert int(info.value.trailing[RETRY_AFTER_METADATA]) > 0

@@ -19,17 +19,24 @@ _results = st.tuples(
     st.sampled_from([0, pb.P10, pb.P20, pb.P30]),
     st.sampled_from(["p10", "p20", "p30", "offload"]),
     st.sampled_from(["events.public.p20-events-express-v1", 'odd "topic"\\']),
-    st.sampled_from([pb.PUBLISHED, pb.FAILED_WRITES, pb.BACKED_UP, pb.REJECTED, pb.FAILED, 99]),
+    st.sampled_from(
+        [pb.PUBLISHED, pb.FAILED_WRITES, pb.BACKED_UP, pb.REJECTED, pb.FAILED, pb.DEFERRED, 99]
+    ),
     st.sampled_from(["", "blocked: source x", "ünïcode\n"]),
     st.sampled_from(["", "primary", "rollout"]),
 )
 
 
-def _reference(request_id: str, results: list[tuple[str, int, str, str, int, str, str]]) -> bytes:
+def _reference(
+    request_id: str,
+    results: list[tuple[str, int, str, str, int, str, str]],
+    retry_after_ms: int = 0,
+) -> bytes:
     names = {10: "P10", 20: "P20", 30: "P30"}
     return msgspec.json.encode(
         HttpResponse(
             request_id=request_id,
+            retry_after_ms=retry_after_ms,
             events=[
                 HttpResult(
                     event_id=event_id,
@@ -46,12 +53,12 @@ def _reference(request_id: str, results: list[tuple[str, int, str, str, int, str
     )
 
 
-@given(st.text(max_size=40), st.lists(_results, max_size=30))
+@given(st.text(max_size=40), st.lists(_results, max_size=30), st.sampled_from([0, 1, 250]))
 def test_response_body_equals_msgspec(
-    request_id: str, results: list[tuple[str, int, str, str, int, str, str]]
+    request_id: str, results: list[tuple[str, int, str, str, int, str, str]], hint: int
 ) -> None:
-    body = response_body(request_id, results)
-    assert body == _reference(request_id, results)
+    body = response_body(request_id, results, hint)
+    assert body == _reference(request_id, results, hint)
     assert len(msgspec.json.decode(body)["events"]) == len(results)
 
 

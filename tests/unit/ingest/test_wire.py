@@ -93,11 +93,13 @@ _result = st.tuples(
 
 
 @settings(max_examples=200)
-@given(request_id=_text, results=st.lists(_result, max_size=6))
+@given(
+    request_id=_text, results=st.lists(_result, max_size=6), hint=st.sampled_from([0, 1, 70_000])
+)
 def test_spliced_ingest_response_equals_protobufs_own_serialization(
-    request_id: str, results: list[tuple[str, int, str, str, int, str, str]]
+    request_id: str, results: list[tuple[str, int, str, str, int, str, str]], hint: int
 ) -> None:
-    expected = pb.IngestResponse(request_id=request_id)
+    expected = pb.IngestResponse(request_id=request_id, retry_after_ms=hint)
     for event_id, priority, lane, topic, status, reason, cluster in results:
         expected.results.add(
             event_id=event_id,
@@ -108,6 +110,6 @@ def test_spliced_ingest_response_equals_protobufs_own_serialization(
             reason=reason,
             cluster=cluster,
         )
-    raw = ingest_response(request_id, results)
+    raw = ingest_response(request_id, results, hint)
     assert raw == expected.SerializeToString()
     assert pb.IngestResponse.FromString(raw) == expected

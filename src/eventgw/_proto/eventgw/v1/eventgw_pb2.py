@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventgw/v1/eventgw.proto\x12\neventgw.v1\"\xb1\x02\n\tEventData\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_name\x18\x03 \x01(\t\x12\x15\n\rstatistic_key\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12&\n\x08priority\x18\x06 \x01(\x0e\x32\x14.eventgw.v1.Priority\x12\x16\n\x0eingested_at_ms\x18\x07 \x01(\x03\x12\x17\n\x0fslo_deadline_ms\x18\x08 \x01(\x03\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\r\x12\x11\n\toffloaded\x18\x0b \x01(\x08\x12\x18\n\x10intended_cluster\x18\x0c \x01(\t\x12\x16\n\x0eintended_topic\x18\r \x01(\t\"W\n\x0ePublishRequest\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.eventgw.v1.EventData\x12\x1e\n\x16\x61\x63\x63\x65pt_published_batch\x18\x02 \x01(\x08\"\xa2\x01\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.eventgw.v1.DurabilityStatus\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x0e\n\x06offset\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\"r\n\x0fPublishResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.eventgw.v1.PublishResult\x12\x33\n\x0fpublished_batch\x18\x02 \x01(\x0b\x32\x1a.eventgw.v1.PublishedBatch\"U\n\x0ePublishedBatch\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12\x0f\n\x07offsets\x18\x04 \x03(\x03\"u\n\x0bIngestEvent\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_name\x18\x02 \x01(\t\x12\x15\n\rstatistic_key\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x0c\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"8\n\rIngestRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.eventgw.v1.IngestEvent\"\xb4\x01\n\x0cIngestResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12&\n\x08priority\x18\x02 \x01(\x0e\x32\x14.eventgw.v1.Priority\x12\x0c\n\x04lane\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x1c.eventgw.v1.DurabilityStatus\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\"O\n\x0eIngestResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.eventgw.v1.IngestResult\"\x8b\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.eventgw.v1.EventData\x12\x16\n\x0e\x64\x65livery_count\x18\x03 \x01(\r\x12\x18\n\x10lease_expires_ms\x18\x04 \x01(\x03\x12\x0c\n\x04lane\x18\x05 \x01(\t\x12\x0c\n\x04rank\x18\x06 \x01(\x03\"r\n\tTaskBatch\x12\x1f\n\x05tasks\x18\x02 \x03(\x0b\x32\x10.eventgw.v1.Task\x12\x1a\n\x12orchestrator_index\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\r\x12\x17\n\x0f\x63redit_returned\x18\x05 \x01(\r\"i\n\x0bWorkRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.eventgw.v1.TaskResult\x12\x0e\n\x06revoke\x18\x04 \x01(\r\"\xbd\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.eventgw.v1.ResultKind\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x1a\n\x12orchestrator_index\x18\x07 \x01(\r\x12\x16\n\x0e\x64\x65livery_count\x18\x08 \x01(\r\"6\n\x0bTaskResults\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.eventgw.v1.TaskResult\"\xc7\x01\n\nClassStats\x12\x0c\n\x04lane\x18\x01 \x01(\t\x12\x10\n\x08\x62uffered\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x11\n\tprocessed\x18\x04 \x01(\x04\x12\x0f\n\x07retried\x18\x05 \x01(\x04\x12\x15\n\rdead_lettered\x18\x06 \x01(\x04\x12\x14\n\x0coldest_age_s\x18\x07 \x01(\x01\x12\r\n\x05slo_s\x18\x08 \x01(\x01\x12\x0e\n\x06paused\x18\t \x01(\x08\x12\x16\n\x0e\x62uffered_bytes\x18\n \x01(\x04\"\x0e\n\x0cStatsRequest\"x\n\rStatsResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12%\n\x05lanes\x18\x02 \x03(\x0b\x32\x16.eventgw.v1.ClassStats\x12\x14\n\x0c\x62uffer_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13\x62uffer_budget_bytes\x18\x04 \x01(\x04*?\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03P10\x10\n\x12\x07\n\x03P20\x10\x14\x12\x07\n\x03P30\x10\x1e*\x80\x01\n\x10\x44urabilityStatus\x12!\n\x1d\x44URABILITY_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tPUBLISHED\x10\x01\x12\x11\n\rFAILED_WRITES\x10\x02\x12\r\n\tBACKED_UP\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05*U\n\nResultKind\x12\x1b\n\x17RESULT_KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x43K\x10\x01\x12\x08\n\x04NACK\x10\x02\x12\x0b\n\x07RELEASE\x10\x03\x12\n\n\x06REJECT\x10\x04\x32S\n\rPrepPublisher\x12\x42\n\x07Publish\x12\x1a.eventgw.v1.PublishRequest\x1a\x1b.eventgw.v1.PublishResponse2P\n\rIngestService\x12?\n\x06Ingest\x12\x19.eventgw.v1.IngestRequest\x1a\x1a.eventgw.v1.IngestResponse2\x88\x01\n\x0cOrchestrator\x12:\n\x04Work\x12\x17.eventgw.v1.WorkRequest\x1a\x15.eventgw.v1.TaskBatch(\x01\x30\x01\x12<\n\x05Stats\x12\x18.eventgw.v1.StatsRequest\x1a\x19.eventgw.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ventgw/v1/eventgw.proto\x12\neventgw.v1\"\xb1\x02\n\tEventData\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_name\x18\x03 \x01(\t\x12\x15\n\rstatistic_key\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12&\n\x08priority\x18\x06 \x01(\x0e\x32\x14.eventgw.v1.Priority\x12\x16\n\x0eingested_at_ms\x18\x07 \x01(\x03\x12\x17\n\x0fslo_deadline_ms\x18\x08 \x01(\x03\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\r\x12\x11\n\toffloaded\x18\x0b \x01(\x08\x12\x18\n\x10intended_cluster\x18\x0c \x01(\t\x12\x16\n\x0eintended_topic\x18\r \x01(\t\"W\n\x0ePublishRequest\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.eventgw.v1.EventData\x12\x1e\n\x16\x61\x63\x63\x65pt_published_batch\x18\x02 \x01(\x08\"\xa2\x01\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.eventgw.v1.DurabilityStatus\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x0e\n\x06offset\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\"r\n\x0fPublishResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.eventgw.v1.PublishResult\x12\x33\n\x0fpublished_batch\x18\x02 \x01(\x0b\x32\x1a.eventgw.v1.PublishedBatch\"U\n\x0ePublishedBatch\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12\x0f\n\x07offsets\x18\x04 \x03(\x03\"u\n\x0bIngestEvent\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_name\x18\x02 \x01(\t\x12\x15\n\rstatistic_key\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x0c\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"8\n\rIngestRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.eventgw.v1.IngestEvent\"\xb4\x01\n\x0cIngestResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12&\n\x08priority\x18\x02 \x01(\x0e\x32\x14.eventgw.v1.Priority\x12\x0c\n\x04lane\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x1c.eventgw.v1.DurabilityStatus\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\"g\n\x0eIngestResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.eventgw.v1.IngestResult\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"\x8b\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.eventgw.v1.EventData\x12\x16\n\x0e\x64\x65livery_count\x18\x03 \x01(\r\x12\x18\n\x10lease_expires_ms\x18\x04 \x01(\x03\x12\x0c\n\x04lane\x18\x05 \x01(\t\x12\x0c\n\x04rank\x18\x06 \x01(\x03\"r\n\tTaskBatch\x12\x1f\n\x05tasks\x18\x02 \x03(\x0b\x32\x10.eventgw.v1.Task\x12\x1a\n\x12orchestrator_index\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63klog\x18\x04 \x01(\r\x12\x17\n\x0f\x63redit_returned\x18\x05 \x01(\r\"i\n\x0bWorkRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.eventgw.v1.TaskResult\x12\x0e\n\x06revoke\x18\x04 \x01(\r\"\xbd\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.eventgw.v1.ResultKind\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x1a\n\x12orchestrator_index\x18\x07 \x01(\r\x12\x16\n\x0e\x64\x65livery_count\x18\x08 \x01(\r\"6\n\x0bTaskResults\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.eventgw.v1.TaskResult\"\xc7\x01\n\nClassStats\x12\x0c\n\x04lane\x18\x01 \x01(\t\x12\x10\n\x08\x62uffered\x18\x02 \x01(\x04\x12\x11\n\tin_flight\x18\x03 \x01(\x04\x12\x11\n\tprocessed\x18\x04 \x01(\x04\x12\x0f\n\x07retried\x18\x05 \x01(\x04\x12\x15\n\rdead_lettered\x18\x06 \x01(\x04\x12\x14\n\x0coldest_age_s\x18\x07 \x01(\x01\x12\r\n\x05slo_s\x18\x08 \x01(\x01\x12\x0e\n\x06paused\x18\t \x01(\x08\x12\x16\n\x0e\x62uffered_bytes\x18\n \x01(\x04\"\x0e\n\x0cStatsRequest\"x\n\rStatsResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12%\n\x05lanes\x18\x02 \x03(\x0b\x32\x16.eventgw.v1.ClassStats\x12\x14\n\x0c\x62uffer_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13\x62uffer_budget_bytes\x18\x04 \x01(\x04*?\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03P10\x10\n\x12\x07\n\x03P20\x10\x14\x12\x07\n\x03P30\x10\x1e*\x8e\x01\n\x10\x44urabilityStatus\x12!\n\x1d\x44URABILITY_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tPUBLISHED\x10\x01\x12\x11\n\rFAILED_WRITES\x10\x02\x12\r\n\tBACKED_UP\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0c\n\x08\x44\x45\x46\x45RRED\x10\x06*U\n\nResultKind\x12\x1b\n\x17RESULT_KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x43K\x10\x01\x12\x08\n\x04NACK\x10\x02\x12\x0b\n\x07RELEASE\x10\x03\x12\n\n\x06REJECT\x10\x04\x32S\n\rPrepPublisher\x12\x42\n\x07Publish\x12\x1a.eventgw.v1.PublishRequest\x1a\x1b.eventgw.v1.PublishResponse2P\n\rIngestService\x12?\n\x06Ingest\x12\x19.eventgw.v1.IngestRequest\x1a\x1a.eventgw.v1.IngestResponse2\x88\x01\n\x0cOrchestrator\x12:\n\x04Work\x12\x17.eventgw.v1.WorkRequest\x1a\x15.eventgw.v1.TaskBatch(\x01\x30\x01\x12<\n\x05Stats\x12\x18.eventgw.v1.StatsRequest\x1a\x19.eventgw.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventgw.v1.eventgw_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITY']._serialized_start=2199
-  _globals['_PRIORITY']._serialized_end=2262
-  _globals['_DURABILITYSTATUS']._serialized_start=2265
-  _globals['_DURABILITYSTATUS']._serialized_end=2393
-  _globals['_RESULTKIND']._serialized_start=2395
-  _globals['_RESULTKIND']._serialized_end=2480
+  _globals['_PRIORITY']._serialized_start=2223
+  _globals['_PRIORITY']._serialized_end=2286
+  _globals['_DURABILITYSTATUS']._serialized_start=2289
+  _globals['_DURABILITYSTATUS']._serialized_end=2431
+  _globals['_RESULTKIND']._serialized_start=2433
+  _globals['_RESULTKIND']._serialized_end=2518
   _globals['_EVENTDATA']._serialized_start=41
   _globals['_EVENTDATA']._serialized_end=346
   _globals['_PUBLISHREQUEST']._serialized_start=348
@@ -54,27 +54,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTRESULT']._serialized_start=983
   _globals['_INGESTRESULT']._serialized_end=1163
   _globals['_INGESTRESPONSE']._serialized_start=1165
-  _globals['_INGESTRESPONSE']._serialized_end=1244
-  _globals['_TASK']._serialized_start=1247
-  _globals['_TASK']._serialized_end=1386
-  _globals['_TASKBATCH']._serialized_start=1388
-  _globals['_TASKBATCH']._serialized_end=1502
-  _globals['_WORKREQUEST']._serialized_start=1504
-  _globals['_WORKREQUEST']._serialized_end=1609
-  _globals['_TASKRESULT']._serialized_start=1612
-  _globals['_TASKRESULT']._serialized_end=1801
-  _globals['_TASKRESULTS']._serialized_start=1803
-  _globals['_TASKRESULTS']._serialized_end=1857
-  _globals['_CLASSSTATS']._serialized_start=1860
-  _globals['_CLASSSTATS']._serialized_end=2059
-  _globals['_STATSREQUEST']._serialized_start=2061
-  _globals['_STATSREQUEST']._serialized_end=2075
-  _globals['_STATSRESPONSE']._serialized_start=2077
-  _globals['_STATSRESPONSE']._serialized_end=2197
-  _globals['_PREPPUBLISHER']._serialized_start=2482
-  _globals['_PREPPUBLISHER']._serialized_end=2565
-  _globals['_INGESTSERVICE']._serialized_start=2567
-  _globals['_INGESTSERVICE']._serialized_end=2647
-  _globals['_ORCHESTRATOR']._serialized_start=2650
-  _globals['_ORCHESTRATOR']._serialized_end=2786
+  _globals['_INGESTRESPONSE']._serialized_end=1268
+  _globals['_TASK']._serialized_start=1271
+  _globals['_TASK']._serialized_end=1410
+  _globals['_TASKBATCH']._serialized_start=1412
+  _globals['_TASKBATCH']._serialized_end=1526
+  _globals['_WORKREQUEST']._serialized_start=1528
+  _globals['_WORKREQUEST']._serialized_end=1633
+  _globals['_TASKRESULT']._serialized_start=1636
+  _globals['_TASKRESULT']._serialized_end=1825
+  _globals['_TASKRESULTS']._serialized_start=1827
+  _globals['_TASKRESULTS']._serialized_end=1881
+  _globals['_CLASSSTATS']._serialized_start=1884
+  _globals['_CLASSSTATS']._serialized_end=2083
+  _globals['_STATSREQUEST']._serialized_start=2085
+  _globals['_STATSREQUEST']._serialized_end=2099
+  _globals['_STATSRESPONSE']._serialized_start=2101
+  _globals['_STATSRESPONSE']._serialized_end=2221
+  _globals['_PREPPUBLISHER']._serialized_start=2520
+  _globals['_PREPPUBLISHER']._serialized_end=2603
+  _globals['_INGESTSERVICE']._serialized_start=2605
+  _globals['_INGESTSERVICE']._serialized_end=2685
+  _globals['_ORCHESTRATOR']._serialized_start=2688
+  _globals['_ORCHESTRATOR']._serialized_end=2824
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ class DurabilityStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKED_UP: _ClassVar[DurabilityStatus]
     REJECTED: _ClassVar[DurabilityStatus]
     FAILED: _ClassVar[DurabilityStatus]
+    DEFERRED: _ClassVar[DurabilityStatus]
 
 class ResultKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +41,7 @@ FAILED_WRITES: DurabilityStatus
 BACKED_UP: DurabilityStatus
 REJECTED: DurabilityStatus
 FAILED: DurabilityStatus
+DEFERRED: DurabilityStatus
 RESULT_KIND_UNSPECIFIED: ResultKind
 ACK: ResultKind
 NACK: ResultKind
@@ -161,12 +163,14 @@ class IngestResult(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., lane: _Optional[str] = ..., topic: _Optional[str] = ..., status: _Optional[_Union[DurabilityStatus, str]] = ..., reason: _Optional[str] = ..., cluster: _Optional[str] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("request_id", "results")
+    __slots__ = ("request_id", "results", "retry_after_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     results: _containers.RepeatedCompositeFieldContainer[IngestResult]
-    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ...) -> None: ...
+    retry_after_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "event", "delivery_count", "lease_expires_ms", "lane", "rank")
