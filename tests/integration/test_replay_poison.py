@@ -151,7 +151,7 @@ async def test_a_capture_whose_topic_is_gone_is_parked_and_later_captures_replay
             assert stray[H_ORIGINAL_TOPIC] == retired.encode()
             for headers in (gone, stray):
                 assert headers[H_ORIGINAL_CLUSTER] == b"primary"
-                assert headers[H_RECOVERY_SOURCE].startswith(f"{topics.failed_writes}/".encode())
+                assert headers[H_RECOVERY_SOURCE].startswith(f"{topics.failed_writes}:".encode())
             assert parked(recovery, "topic", "refused") == 1
             assert parked(recovery, "topic", "unknown_topic") == 1
         assert len(in_lane) == NORMAL, "a retry repeated events Kafka had already confirmed"
@@ -225,7 +225,7 @@ async def test_a_record_too_large_for_its_lane_is_parked_and_one_too_large_for_t
             headers = dlq["too-large"].headers
             assert b"Message size too large" in headers[H_LAST_ERROR]
             assert headers[H_ORIGINAL_TOPIC] == topics.p20.encode()
-            assert headers[H_RECOVERY_SOURCE].startswith(f"{topics.failed_writes}/".encode())
+            assert headers[H_RECOVERY_SOURCE].startswith(f"{topics.failed_writes}:".encode())
             assert parked(recovery, "topic", "refused") == 1
             # The one neither topic takes is in the backup store, retried there with backoff.
             async with SpoolStore(spool_dir, max_bytes=1 << 30) as spool:

@@ -64,8 +64,8 @@ class Captured:
 
     Attributes:
         value: the record value as captured (a serialized ``EventData``, or anything).
-        source: where the copy is, for the DLQ header and logs: ``<topic>/<partition>/<offset>``
-            for the failed-writes topic, ``<store>:<key>`` for a backup object.
+        source: where the copy is, for the DLQ header and logs: ``<topic>:<partition>:<offset>``
+            in the failed-writes topic, ``<store>:<key>`` for a backup object.
     """
 
     value: bytes
@@ -120,11 +120,13 @@ class Replayer:
     library (service down) carry no target: they are classified with the static rules and go
     to their class lane on the primary cluster.
 
-    Parking (see `ParkReason`) writes the captured value unchanged to ``topics.dlq`` on the
-    primary cluster, with the event's headers plus ``eventgw-last-error`` (why),
-    ``eventgw-original-topic``/``-cluster`` (where it was meant to go) and
-    ``eventgw-recovery-source`` (`Captured.source`). An event is PARKED only once Kafka
-    confirmed the DLQ write; otherwise it stays PENDING.
+    Parking (see `ParkReason`) writes the event as captured to ``topics.dlq`` on the primary
+    cluster (a client capture with the class it was given; an undecodable value as it is),
+    with the event's headers plus ``eventgw-last-error`` (why), ``eventgw-original-topic``/
+    ``-cluster`` (where it was meant to go) and ``eventgw-recovery-source``
+    (`Captured.source`). An event is PARKED only once Kafka confirmed the DLQ write;
+    otherwise it stays PENDING. A size refusal is believed only for a record sent alone
+    (`Delivery.too_large`).
 
     Transient failures leave an event PENDING, unless the caller passes ``give_up=True``
     (its attempts are spent): then they are parked too. Retrying a PENDING event may
@@ -188,6 +190,7 @@ class Replayer:
         outcomes = [Outcome.PENDING] * len(captured)
         events: list[pb.EventData | None] = [None] * len(captured)
         targets: list[tuple[str, str] | None] = [None] * len(captured)
+        classified: list[bool] = [False] * len(captured)  # a client capture, classified here
         parks: list[_Park] = []
         groups: dict[tuple[str, str], list[tuple[int, Record]]] = defaultdict(list)
         for i, item in enumerate(captured):
@@ -198,6 +201,7 @@ class Replayer:
                 parks.append(_Park(i, "undecodable", "undecodable: not an eventgw EventData"))
                 continue
             events[i] = event
+            classified[i] = not event.intended_topic
             target = targets[i] = self.target(event)
             if target is None:
                 error = f"intended topic {event.intended_topic!r} is not a lane or retry topic"
@@ -236,7 +240,9 @@ class Replayer:
                 tg.create_task(send(cluster, topic, group))
         if not parks:
             return ReplayReport(tuple(outcomes))
-        parked, dlq_refused = await self._park(captured, events, targets, parks, outcomes)
+        parked, dlq_refused = await self._park(
+            captured, events, targets, classified, parks, outcomes
+        )
         return ReplayReport(tuple(outcomes), parked, dlq_refused)
 
     async def _send(self, cluster: str, topic: str, records: Sequence[Record]) -> list[Delivery]:
@@ -259,6 +265,7 @@ class Replayer:
         captured: Sequence[Captured],
         events: Sequence[pb.EventData | None],
         targets: Sequence[tuple[str, str] | None],
+        classified: Sequence[bool],
         parks: Sequence[_Park],
         outcomes: list[Outcome],
     ) -> tuple[dict[ParkReason, int], tuple[int, ...]]:
@@ -275,9 +282,12 @@ class Replayer:
             headers.append((H_LAST_ERROR, park.error.encode()[:_ERROR_HEADER_MAX]))
             headers.append((H_RECOVERY_SOURCE, captured[park.index].source.encode()))
             key = event.company_id.encode() if event is not None else b""
-            # The captured value unchanged: it still names its intended topic, so a record
-            # re-driven from the DLQ into the failed-writes topic replays as before.
-            records.append((key, captured[park.index].value, headers))
+            value = captured[park.index].value
+            if event is not None and classified[park.index]:
+                # With its class and deadline, as its lane would have had it; the rest as
+                # captured (a publisher capture still names its intended topic).
+                value = event.SerializeToString()
+            records.append((key, value, headers))
         deliveries = await self._send("primary", self._topics.dlq, records)
         parked: Counter[ParkReason] = Counter()
         refused: list[int] = []

@@ -137,7 +137,7 @@ class RecoveryService:
             records = await consumer.poll_batch(500, 0.5)
             if not records:
                 continue
-            batch = [Captured(r.value, f"{r.topic}/{r.partition}/{r.offset}") for r in records]
+            batch = [Captured(r.value, f"{r.topic}:{r.partition}:{r.offset}") for r in records]
             if not await self._settle(batch, replayer, backup, stop):
                 return  # stopping: this batch stays uncommitted and is read again later
             try:

@@ -165,4 +165,4 @@ async def test_a_stop_leaves_a_pending_topic_batch_uncommitted() -> None:
 
 
 def _captured(value: bytes) -> Captured:
-    return Captured(value, "fw/0/1")
+    return Captured(value, "fw:0:1")

@@ -45,7 +45,7 @@ def replayer(primary: FakeProducer, rollout: FakeProducer | None = None) -> Repl
     return Replayer(producers, TOPICS, classifier)
 
 
-def captured(*values: bytes, source: str = "fw/0/7") -> list[Captured]:
+def captured(*values: bytes, source: str = "fw:0:7") -> list[Captured]:
     return [Captured(v, source) for v in values]
 
 
@@ -95,7 +95,7 @@ async def test_an_undecodable_record_is_parked_in_the_dlq_not_dropped() -> None:
     [(_, value, headers)] = primary.to(TOPICS.dlq)
     assert value == garbage
     assert headers[H_LAST_ERROR].startswith(b"undecodable")
-    assert headers[H_RECOVERY_SOURCE] == b"fw/0/7"
+    assert headers[H_RECOVERY_SOURCE] == b"fw:0:7"
 
 
 async def test_a_topic_that_is_not_a_lane_or_retry_topic_is_never_written_to() -> None:
@@ -107,7 +107,7 @@ async def test_a_topic_that_is_not_a_lane_or_retry_topic_is_never_written_to() -
     assert report.parked == {"unknown_topic": 1}
     assert {t for t, *_ in primary.sent} == {TOPICS.dlq, TOPICS.retry_120s}
     [(key, value, headers)] = primary.to(TOPICS.dlq)
-    assert (key, value) == (b"c", stray)  # parked as captured: a re-drive replays it as before
+    assert (key, value) == (b"c", stray)  # as captured: it still names where it was meant to go
     assert headers[H_EVENT_ID] == b"e5"
     assert headers[H_ORIGINAL_TOPIC] == b"some.other.topic"
     assert headers[H_ORIGINAL_CLUSTER] == b"primary"
@@ -189,3 +189,14 @@ async def test_a_size_refusal_is_believed_only_for_a_record_sent_alone() -> None
     assert report.parked == {"refused": 1}
     # The batch, each record alone, then the DLQ.
     assert primary.batches == [(TOPICS.p20, 2), (TOPICS.p20, 1), (TOPICS.p20, 1), (TOPICS.dlq, 1)]
+
+
+async def test_a_parked_client_capture_carries_the_class_it_was_given() -> None:
+    primary = FakeProducer({TOPICS.p30: UNKNOWN_TOPIC})
+    event = pb.EventData(event_id="e10", company_id="c", source_name="checkout", ingested_at_ms=7)
+    report = await replayer(primary).replay(captured(event.SerializeToString()))
+    assert report.parked == {"refused": 1}
+    [(_, value, headers)] = primary.to(TOPICS.dlq)
+    back = pb.EventData.FromString(value)
+    assert (back.event_id, back.priority, back.slo_deadline_ms) == ("e10", pb.P30, 7 + 5_000)
+    assert headers[H_ORIGINAL_TOPIC] == TOPICS.p30.encode()
