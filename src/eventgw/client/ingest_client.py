@@ -28,6 +28,7 @@ from eventgw.core.clock import Clock, SystemClock
 from eventgw.core.envelope import H_LAST_ERROR, event_headers, new_event_id
 from eventgw.core.errors import InvalidEvent, NotDurable
 from eventgw.core.retry import Backoff
+from eventgw.grpc_options import client_channel_options
 from eventgw.kafka.client_config import producer_config
 from eventgw.kafka.producer import BatchProducer
 
@@ -170,7 +171,11 @@ class EventIngestPublisher:
 
     async def start(self) -> None:
         """Open the channel and, with fallbacks, the failed-writes producer and backup store."""
-        self._channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+        # Bounded reconnect backoff: calls succeed again within about a second of a restarted
+        # ingest (gRPC's default backoff left them UNAVAILABLE for ~15 s).
+        self._channel = grpc.aio.insecure_channel(
+            self._target, options=client_channel_options(*CHANNEL_OPTIONS)
+        )
         self._stub = pb_grpc.IngestServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub is untyped
         if self._use_fallbacks and self._fallback is not None:
             fb = self._fallback

@@ -263,6 +263,13 @@ class RecoverySettings(_Frozen):
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="replays of an event that fail transiently before it is parked in the DLQ "
+        "(permanent failures are parked at once)",
+    )
     # Client-captured events are classified with ingest's rules (IngestSettings.classifier).
 
 

@@ -62,6 +62,9 @@ H_ORIGINAL_TOPIC: Final = "eventgw-original-topic"
 H_ORIGINAL_CLUSTER: Final = "eventgw-original-cluster"
 H_LAST_ERROR: Final = "eventgw-last-error"
 H_RETRY_AT_MS: Final = "eventgw-retry-at-ms"  # retry topics: not due before this wall-clock ms
+# DLQ records parked by the failed-writes processor: where the captured copy was
+# (``<topic>:<partition>:<offset>`` in the failed-writes topic, or ``<store>:<key>``).
+H_RECOVERY_SOURCE: Final = "eventgw-recovery-source"
 
 _CLASS_BYTES: Final[dict[int, bytes]] = {p.value: p.name.encode() for p in Priority}
 # Headers that repeat are shared tuples (the producer only reads them).

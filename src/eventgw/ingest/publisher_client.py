@@ -9,6 +9,7 @@ import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.errors import InvalidEvent, RetriableError
+from eventgw.grpc_options import client_channel_options
 
 if TYPE_CHECKING:
     from grpc.aio import UnaryUnaryMultiCallable
@@ -16,13 +17,13 @@ if TYPE_CHECKING:
 _PUBLISH = pb.DESCRIPTOR.services_by_name["PrepPublisher"].methods_by_name["Publish"]
 PUBLISH_METHOD = f"/{_PUBLISH.containing_service.full_name}/{_PUBLISH.name}"
 
-GRPC_OPTIONS = [
+GRPC_OPTIONS = client_channel_options(
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 10_000),
     # With a dns:/// target naming several publisher pods, spread calls over all of them.
     ("grpc.lb_policy_name", "round_robin"),
-]
+)
+"""Reconnects within about a second of a restarted publisher (see `eventgw.grpc_options`)."""
 
 
 class PublisherUnavailable(RetriableError):

@@ -12,6 +12,7 @@ import grpc
 import uvicorn
 
 from eventgw.core.clock import Clock, SystemClock
+from eventgw.grpc_options import server_options
 from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.door import Door, door_status
 from eventgw.ingest.grpc_api import IngestServicer, add_to_server
@@ -180,7 +181,7 @@ class IngestService:
         )
         http = _Uvicorn(config)
         grpc_server = grpc.aio.server(
-            options=[
+            options=server_options(
                 # The same bounds as HTTP: a request no larger than max_body_bytes; the door
                 # counts requests and refuses past twice max_in_flight_requests with a hint;
                 # gRPC's own bound (no hint) sits beyond that, for memory only.
@@ -188,7 +189,7 @@ class IngestService:
                 ("grpc.max_send_message_length", 64 << 20),
                 # gRPC core binds with SO_REUSEPORT unless told not to: only workers share.
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),
-            ],
+            ),
             maximum_concurrent_rpcs=4 * s.max_in_flight_requests,
         )
         add_to_server(IngestServicer(s, pipeline), grpc_server)

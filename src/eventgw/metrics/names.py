@@ -40,6 +40,19 @@ MetricName = Literal[
     "eventgw_recovery_errors_total",
     # gauge, objects; backup objects waiting to be replayed. Not falling: recovery is stuck.
     "eventgw_recovery_backup_objects",
+    # counter, events; labels source (topic|backup),
+    # reason (undecodable|unknown_topic|refused|gave_up). Captured events that could not be
+    # replayed, parked in the DLQ with eventgw-last-error. Any rise: read recovery.parked in
+    # the logs, fix the cause, re-drive from the DLQ — see docs/failure-handling.md
+    # "Replay never stalls".
+    "eventgw_recovery_parked_total",
+    # gauge, objects; backup objects whose last replay left events out of Kafka, waiting for
+    # a retry with backoff while newer objects go on. Not falling: read recovery.backup_deferred.
+    "eventgw_recovery_backup_objects_deferred",
+    # counter, events; failed-writes records that neither their topic nor the DLQ can ever
+    # take (e.g. too large for both), moved to the backup store so the topic goes on. Any
+    # rise: a human is needed — read recovery.moved_to_backup and recovery.park_failed.
+    "eventgw_recovery_moved_to_backup_total",
     # counter, tasks; label result (ack|nack|reject|release) reported by processor workers.
     # nack/reject rising: the handler fails — read processor.handler_failed in the worker logs.
     "eventgw_processor_tasks_total",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.grpc_options import server_options
 
 if TYPE_CHECKING:
     from eventgw.orchestrator.dispatcher import Dispatcher
@@ -24,17 +25,16 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GRPC_OPTIONS", "OrchestratorServicer", "add_to_server"]
 
-GRPC_OPTIONS: Final = [
+GRPC_OPTIONS: Final = server_options(
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
     # A worker that vanished without closing its connection (host lost, cable cut) is
-    # noticed by keepalive within ~20 s, and its leases are returned then, not at expiry.
+    # noticed by the server's own pings within ~20 s, and its leases are returned then,
+    # not at expiry.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
-]
+)
 
 
 class OrchestratorServicer:

@@ -21,6 +21,7 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.errors import RetriableError
 from eventgw.core.lifecycle import wait_any
 from eventgw.core.retry import Backoff
+from eventgw.grpc_options import client_channel_options
 from eventgw.processor.credit import LinkCredit
 from eventgw.processor.results import work_request
 
@@ -33,18 +34,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GRPC_OPTIONS", "Link", "LinkState", "OrchestratorUnavailable"]
 
-GRPC_OPTIONS: Final = [
+GRPC_OPTIONS: Final = client_channel_options(
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    # gRPC's default reconnect backoff grows to 120 s: a restarted orchestrator would sit idle
-    # that long. The link backs off on its own (with jitter), so keep the channel's short.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-]
+)
+"""The worker's channel to an orchestrator: large task messages; reconnects and keepalive as
+every eventgw channel (`eventgw.grpc_options`). The link adds its own backoff between streams."""
 
 FLUSH_TIMEOUT_S: Final = 10.0
 """At the end of a run: how long the last results may take to be written to the stream."""

@@ -10,16 +10,17 @@ import grpc
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.core.errors import InvalidEvent
+from eventgw.grpc_options import server_options
 
 if TYPE_CHECKING:
     from eventgw.publisher.prep import PrepPublisher
 
 logger = logging.getLogger(__name__)
 
-GRPC_OPTIONS = [
+GRPC_OPTIONS = server_options(
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
-]
+)
 
 
 class PublisherServicer(pb_grpc.PrepPublisherServicer):

@@ -4,54 +4,82 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventgw.backup.factory import open_backup_store
-from eventgw.backup.store import BackupNotFound, BackupUnavailable
+from eventgw.backup.store import BackupFull, BackupNotFound, BackupUnavailable
 from eventgw.config.settings import LaneTuning
 from eventgw.core.backup_codec import CorruptBackup
+from eventgw.core.clock import Clock, SystemClock
 from eventgw.core.lifecycle import sleep_or_stop
 from eventgw.kafka.client_config import consumer_config, producer_config
 from eventgw.kafka.consumer import BatchConsumer, ConsumerError
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
-from eventgw.recovery.replayer import Replayer
+from eventgw.recovery.replayer import Captured, Replayer
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from eventgw.backup.store import BackupStore
     from eventgw.config.settings import EventGwSettings
+    from eventgw.recovery.replayer import ReplayReport
 
 logger = logging.getLogger(__name__)
 
 
 class RecoveryService:
-    """Replays failed writes until stopped.
+    """Replays failed writes until stopped; parks what cannot be replayed; never stalls.
 
-    Topic loop: poll a batch from the failed-writes topic, republish it, and commit only
-    after every record of the batch is confirmed in its intended topic; on failure, back
-    off (exponential, capped) and retry the same batch. Backup loop: every
-    ``backup_scan_interval_s`` list the backup store oldest first, republish each object's
-    events, and delete the object only after all of them are in Kafka.
+    Topic loop: poll a batch from the failed-writes topic and replay it. Events Kafka
+    confirmed (in their lane, or parked in the DLQ) are done; the rest are replayed again
+    after a backoff (exponential, capped), up to ``recovery.max_attempts`` times, after
+    which transient failures are parked too. The batch is committed only when every event
+    is done, or — if the DLQ refuses one for good (too large for it as well) — stored in
+    the backup store. Only a cluster that stays unreachable holds the topic back.
+
+    Backup loop: every ``backup_scan_interval_s`` list the backup store oldest first and
+    replay each object the same way. An object is deleted only when every event in it is
+    replayed or parked. An object with events left is rewritten with only those events
+    (put, then delete: a crash in between duplicates, never loses) and retried after its
+    own backoff, while newer objects are replayed meanwhile.
     """
 
     name = "failed-writes"
 
-    def __init__(self, settings: EventGwSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: EventGwSettings, metrics: Metrics | None = None, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.status_port: int | None = None
+        self._clock = clock or SystemClock()
         self._ready = False
         m = self.metrics
         replayed = m.counter("eventgw_recovery_replayed_total", "events republished", ["source"])
-        self._replayed_topic = replayed.labels("topic")
-        self._replayed_backup = replayed.labels("backup")
+        self._replayed = {s: replayed.labels(s) for s in ("topic", "backup")}
+        self._parked = m.counter(
+            "eventgw_recovery_parked_total", "events parked in the DLQ", ["source", "reason"]
+        )
+        self._moved = m.counter(
+            "eventgw_recovery_moved_to_backup_total", "failed-writes events the DLQ refused"
+        )
         self._errors = m.counter("eventgw_recovery_errors_total", "failed replay attempts")
         self._backup_objects = m.gauge("eventgw_recovery_backup_objects", "backup objects left")
+        self._deferred_objects = m.gauge(
+            "eventgw_recovery_backup_objects_deferred", "backup objects waiting for a retry"
+        )
 
     def _backoff(self, attempt: int) -> float:
         r = self.settings.recovery
         return float(min(r.backoff_max_s, r.backoff_initial_s * (2 ** min(attempt, 20))))
+
+    def _count(self, source: str, report: ReplayReport) -> None:
+        self._replayed[source].inc(report.replayed)
+        for reason, n in report.parked.items():
+            self._parked.labels(source, reason).inc(n)
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """See `eventgw.core.lifecycle.Service`."""
@@ -90,7 +118,7 @@ class RecoveryService:
                 status.port,
             )
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._topic_loop(consumer, replayer, stop))
+                tg.create_task(self._topic_loop(consumer, replayer, backup, stop))
                 tg.create_task(self._backup_loop(backup, replayer, stop))
         finally:
             self._ready = False
@@ -100,68 +128,175 @@ class RecoveryService:
                 await backup.close()
             await status.close()
 
+    # -- failed-writes topic ------------------------------------------------------------
+
     async def _topic_loop(
-        self, consumer: BatchConsumer, replayer: Replayer, stop: asyncio.Event
+        self, consumer: BatchConsumer, replayer: Replayer, backup: BackupStore, stop: asyncio.Event
     ) -> None:
         while not stop.is_set():
             records = await consumer.poll_batch(500, 0.5)
             if not records:
                 continue
-            attempt = 0
-            while not stop.is_set():
-                failed = await replayer.replay([rec.value for rec in records])
-                if failed == 0:
-                    break
-                self._errors.inc()
-                await sleep_or_stop(stop, self._backoff(attempt))
-                attempt += 1
-            else:
+            batch = [Captured(r.value, f"{r.topic}:{r.partition}:{r.offset}") for r in records]
+            if not await self._settle(batch, replayer, backup, stop):
                 return  # stopping: this batch stays uncommitted and is read again later
             try:
                 await consumer.commit(records)
             except ConsumerError as exc:
                 # Not committed: the batch is replayed again after a restart (duplicates only).
                 logger.warning("recovery.commit_failed error=%s", exc)
-            self._replayed_topic.inc(len(records))
-            logger.info("recovery.replayed source=topic events=%d", len(records))
+            logger.info("recovery.settled source=topic events=%d", len(records))
+
+    async def _settle(
+        self,
+        batch: Sequence[Captured],
+        replayer: Replayer,
+        backup: BackupStore,
+        stop: asyncio.Event,
+    ) -> bool:
+        """Replay ``batch`` until every event is in Kafka or the backup store; False if stopped.
+
+        Each round replays only what is still pending, so a retry repeats no event that
+        Kafka already confirmed.
+        """
+        pending = list(batch)
+        attempt = 0
+        while True:
+            give_up = attempt + 1 >= self.settings.recovery.max_attempts
+            report = await replayer.replay(pending, give_up=give_up)
+            self._count("topic", report)
+            moved: set[int] = set()
+            if report.dlq_refused and await self._move_to_backup(
+                [pending[i] for i in report.dlq_refused], backup
+            ):
+                # No topic will ever take these. The backup store is the one durable place
+                # left: the batch can commit, and the backup loop retries them with backoff.
+                moved = set(report.dlq_refused)
+            pending = [pending[i] for i in report.pending if i not in moved]
+            if not pending:
+                return True
+            self._errors.inc()
+            await sleep_or_stop(stop, self._backoff(attempt))
+            if stop.is_set():
+                return False
+            attempt += 1
+
+    async def _move_to_backup(self, captured: Sequence[Captured], backup: BackupStore) -> bool:
+        try:
+            key = await backup.put([c.value for c in captured])
+        except (BackupFull, BackupUnavailable, OSError) as exc:
+            logger.error(
+                "recovery.move_to_backup_failed events=%d first_source=%s error=%s",
+                len(captured),
+                captured[0].source,
+                exc,
+            )
+            return False
+        self._moved.inc(len(captured))
+        logger.error(
+            "recovery.moved_to_backup events=%d key=%s first_source=%s (neither their topic "
+            "nor the DLQ will take them)",
+            len(captured),
+            key,
+            captured[0].source,
+        )
+        return True
+
+    # -- backup store -------------------------------------------------------------------
 
     async def _backup_loop(
         self, backup: BackupStore, replayer: Replayer, stop: asyncio.Event
     ) -> None:
         interval = self.settings.recovery.backup_scan_interval_s
+        deferred: dict[str, _Deferral] = {}  # objects whose last replay left events behind
         attempt = 0
         while not stop.is_set():
             try:
                 keys = await backup.list_keys()
-                self._backup_objects.set(len(keys))
-                for key in keys:
-                    if stop.is_set():
-                        return
-                    try:
-                        values = await backup.get(key)
-                    except BackupNotFound:
-                        continue  # another replayer finished it first
-                    except CorruptBackup as exc:
-                        self._errors.inc()
-                        logger.error("recovery.corrupt_backup key=%s error=%s", key, exc)
-                        continue
-                    failed = await replayer.replay(values)
-                    if failed:
-                        raise _ReplayIncomplete(key, failed)
-                    await backup.delete(key)
-                    self._replayed_backup.inc(len(values))
-                    logger.info(
-                        "recovery.replayed source=backup key=%s events=%d", key, len(values)
-                    )
-                attempt = 0
-                await sleep_or_stop(stop, interval)
-            except (BackupUnavailable, OSError, _ReplayIncomplete) as exc:
+            except (BackupUnavailable, OSError) as exc:
                 self._errors.inc()
                 logger.warning("recovery.backup_retry error=%s", exc)
                 await sleep_or_stop(stop, self._backoff(attempt))
                 attempt += 1
+                continue
+            attempt = 0
+            self._backup_objects.set(len(keys))
+            for gone in deferred.keys() - set(keys):
+                del deferred[gone]  # another replayer finished it, or an operator removed it
+            for key in keys:
+                if stop.is_set():
+                    return
+                due = deferred.get(key)
+                if due is not None and due.retry_at > self._clock.monotonic():
+                    continue  # backing off; newer objects go on meanwhile
+                try:
+                    await self._replay_object(key, backup, replayer, deferred)
+                except (BackupUnavailable, OSError) as exc:
+                    self._errors.inc()
+                    self._defer(deferred, key, f"store: {exc}")
+            self._deferred_objects.set(len(deferred))
+            await sleep_or_stop(stop, interval)
+
+    async def _replay_object(
+        self, key: str, backup: BackupStore, replayer: Replayer, deferred: dict[str, _Deferral]
+    ) -> None:
+        """Replay one object; delete it when done, else keep only what is left, deferred."""
+        try:
+            values = await backup.get(key)
+        except BackupNotFound:
+            deferred.pop(key, None)  # another replayer finished it first
+            return
+        except CorruptBackup as exc:
+            self._errors.inc()
+            logger.error("recovery.corrupt_backup key=%s error=%s", key, exc)
+            self._defer(deferred, key, "corrupt")  # kept for an operator; not re-read each scan
+            return
+        attempts = deferred[key].attempts if key in deferred else 0
+        source = f"{backup.name}:{key}"
+        report = await replayer.replay(
+            [Captured(v, source) for v in values],
+            give_up=attempts + 1 >= self.settings.recovery.max_attempts,
+        )
+        self._count("backup", report)
+        left = [values[i] for i in report.pending]
+        if not left:
+            await backup.delete(key)
+            deferred.pop(key, None)
+            logger.info("recovery.settled source=backup key=%s events=%d", key, len(values))
+            return
+        self._errors.inc()
+        if len(left) < len(values):
+            # Keep only what is left, so the retry repeats none of what Kafka confirmed.
+            # Put before delete: a crash in between leaves both (duplicates, never loss).
+            try:
+                new_key = await backup.put(left)
+            except (BackupFull, BackupUnavailable, OSError) as exc:
+                logger.warning("recovery.backup_rewrite_failed key=%s error=%s", key, exc)
+            else:
+                # The new object inherits the old one's attempts (and so its backoff).
+                deferred[new_key] = deferred.pop(key, _Deferral())
+                self._defer(deferred, new_key, f"{len(left)} of {len(values)} events left")
+                await backup.delete(key)  # may raise: then the old one is deferred as well
+                return
+        self._defer(deferred, key, f"{len(left)} of {len(values)} events left")
+
+    def _defer(self, deferred: dict[str, _Deferral], key: str, why: str) -> None:
+        state = deferred.setdefault(key, _Deferral())
+        delay_s = self._backoff(state.attempts)
+        state.attempts += 1
+        state.retry_at = self._clock.monotonic() + delay_s
+        logger.warning(
+            "recovery.backup_deferred key=%s attempts=%d retry_in_s=%.1f reason=%s",
+            key,
+            state.attempts,
+            delay_s,
+            why,
+        )
 
 
-class _ReplayIncomplete(Exception):
-    def __init__(self, key: str, failed: int) -> None:
-        super().__init__(f"backup object {key}: {failed} events not republished yet")
+@dataclass(slots=True)
+class _Deferral:
+    """A backup object waiting for its next attempt (mutable: one per deferred key)."""
+
+    attempts: int = 0  # failed rounds so far (replays that left events out of Kafka)
+    retry_at: float = 0.0  # monotonic time of the next attempt

@@ -9,7 +9,7 @@ import confluent_kafka
 import msgspec
 import pytest
 
-from eventgw.kafka.producer import BatchProducer, Delivery, _Batch
+from eventgw.kafka.producer import PERMANENT_ERROR_CODES, BatchProducer, Delivery, _Batch
 
 
 class Msg:
@@ -29,7 +29,64 @@ def test_delivery_ok_and_immutable() -> None:
     assert Delivery(1, 2) == Delivery(1, 2, "")
     with pytest.raises(AttributeError):
         Delivery(1, 2).offset = 3  # type: ignore[misc]
-    assert msgspec.structs.asdict(Delivery(1, 2)) == {"partition": 1, "offset": 2, "error": ""}
+    assert msgspec.structs.asdict(Delivery(1, 2)) == {
+        "partition": 1,
+        "offset": 2,
+        "error": "",
+        "code": "",
+    }
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "_UNKNOWN_TOPIC",
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_PARTITION",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "MSG_SIZE_TOO_LARGE",
+        "INVALID_RECORD",
+        "_INVALID_ARG",
+    ],
+)
+def test_failures_the_same_record_cannot_overcome_are_permanent(code: str) -> None:
+    assert Delivery(-1, -1, "refused", code).permanent
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "_MSG_TIMED_OUT",
+        "_QUEUE_FULL",
+        "NOT_LEADER_FOR_PARTITION",
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+        "_INVALID_DIFFERENT_RECORD",  # another record of the batch was the bad one
+        "",  # no code: e.g. our own "local queue full"
+    ],
+)
+def test_failures_that_may_pass_later_are_transient(code: str) -> None:
+    assert not Delivery(-1, -1, "failed", code).permanent
+
+
+def test_permanent_codes_are_real_librdkafka_error_names() -> None:
+    """A misspelt name would never match what `KafkaError.name()` returns."""
+    for code in PERMANENT_ERROR_CODES:
+        value = getattr(confluent_kafka.KafkaError, code)
+        assert confluent_kafka.KafkaError(value).name() == code
+
+
+def test_a_delivery_report_carries_kafkas_error_name() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        batch = _Batch(loop, 1)
+        err = confluent_kafka.KafkaError(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE)
+        batch.on_delivery(0, err, None)
+        [delivery] = batch.results
+        assert delivery is not None
+        assert (delivery.code, delivery.permanent) == ("MSG_SIZE_TOO_LARGE", True)
+    finally:
+        loop.close()
 
 
 async def test_batch_waits_for_its_guard_then_resolves_once_with_every_report() -> None:
@@ -80,7 +137,9 @@ class ScriptedProducer:
         if step == "full":
             raise BufferError("Local: Queue full")
         if step == "bad":
-            raise confluent_kafka.KafkaException("Broker: Message size too large")
+            raise confluent_kafka.KafkaException(
+                confluent_kafka.KafkaError(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE)
+            )
         on_delivery(None, Msg(0, self.calls))
 
     def poll(self, timeout: float) -> int:
@@ -111,6 +170,7 @@ async def test_produce_failures_become_failed_deliveries_in_order(monkeypatch) -
         deliveries = await asyncio.wait_for(producer.send("topic", records), 5)
         assert [d.ok for d in deliveries] == [True, True, False, True]
         assert "produce failed" in deliveries[2].error
+        assert deliveries[2].permanent  # the same record is refused again: not retried
         assert made[0].calls == 6  # the full queue was retried, not given up
     finally:
         await producer.close(1)

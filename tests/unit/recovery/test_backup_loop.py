@@ -1,29 +1,44 @@
-"""The failed-writes processor deletes a backup object only once all its events are in Kafka.
+"""The failed-writes processor's loops: nothing is deleted or committed before it is in Kafka
+(or the backup store), and a failing object or batch does not hold the others back.
 
-SYSTEM.md 2.6. A fake store and replayer script the outcomes; the loop is the real one.
+SYSTEM.md 2.6. A fake store and replayer script the outcomes; the loops are the real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from eventgw.config.settings import EventGwSettings, RecoverySettings
 from eventgw.core.backup_codec import CorruptBackup
+from eventgw.recovery.replayer import Captured, Outcome, ReplayReport
 from eventgw.recovery.service import RecoveryService
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class FakeStore:
     name = "spool"
 
-    def __init__(self, objects: dict[str, list[bytes]], corrupt: set[str]) -> None:
-        self.objects = objects
+    def __init__(self, objects: dict[str, list[bytes]], corrupt: set[str] = frozenset()) -> None:
+        self.objects = dict(objects)
         self.corrupt = corrupt
         self.deleted: list[str] = []
+        self.gets: list[str] = []
+        self._next = 0
+
+    async def put(self, records: Sequence[bytes]) -> str:
+        self._next += 1
+        key = f"z{self._next}"  # sorts after the test's own keys: newest
+        self.objects[key] = list(records)
+        return key
 
     async def list_keys(self) -> list[str]:
         return sorted(self.objects)
 
     async def get(self, key: str) -> list[bytes]:
+        self.gets.append(key)
         if key in self.corrupt:
             raise CorruptBackup("record_crc", 0, f"{key}: checksum mismatch")
         return self.objects[key]
@@ -34,37 +49,120 @@ class FakeStore:
 
 
 class FakeReplayer:
-    """Reports the first ``fail_first`` replays of an object's values as incomplete."""
+    """Values starting with ``pending`` stay PENDING ``fails`` times; ``bad`` ones for good
+    unless ``give_up`` (then parked). ``refused`` ones: the DLQ refuses them for good."""
 
-    def __init__(self, fail_first: dict[bytes, int]) -> None:
-        self.fail_first = dict(fail_first)
-        self.replayed: list[list[bytes]] = []
+    def __init__(self, fails: int = 0) -> None:
+        self.fails = fails
+        self.calls: list[tuple[list[bytes], bool]] = []
+        self.sent: list[bytes] = []  # values that reached a topic (lane or DLQ)
 
-    async def replay(self, values: list[bytes]) -> int:
-        self.replayed.append(list(values))
-        left = self.fail_first.get(values[0], 0)
-        if left:
-            self.fail_first[values[0]] = left - 1
-            return len(values)  # none of them confirmed yet
-        return 0
+    async def replay(self, captured: Sequence[Captured], *, give_up: bool = False) -> ReplayReport:
+        values = [c.value for c in captured]
+        self.calls.append((values, give_up))
+        outcomes: list[Outcome] = []
+        refused: list[int] = []
+        for i, v in enumerate(values):
+            if v.startswith(b"pending") and self.fails > 0:
+                outcomes.append(Outcome.PENDING)
+            elif v.startswith(b"bad"):
+                outcomes.append(Outcome.PARKED if give_up else Outcome.PENDING)
+            elif v.startswith(b"refused"):
+                outcomes.append(Outcome.PENDING)
+                refused.append(i)
+            else:
+                outcomes.append(Outcome.REPLAYED)
+        if any(v.startswith(b"pending") for v in values):
+            self.fails -= 1
+        self.sent += [v for v, o in zip(values, outcomes, strict=True) if o is not Outcome.PENDING]
+        parked = sum(o is Outcome.PARKED for o in outcomes)
+        return ReplayReport(tuple(outcomes), {"gave_up": parked} if parked else {}, tuple(refused))
+
+
+def service(max_attempts: int = 5) -> RecoveryService:
+    settings = EventGwSettings(
+        recovery=RecoverySettings(
+            backup_scan_interval_s=0.01,
+            backoff_initial_s=0.01,
+            backoff_max_s=0.05,
+            max_attempts=max_attempts,
+        )
+    )
+    return RecoveryService(settings)
+
+
+async def run_backup_loop_until(svc, store, replayer, done) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(svc._backup_loop(store, replayer, stop))
+    try:
+        async with asyncio.timeout(10):
+            while not done():  # noqa: ASYNC110  (no event to await in the fake)
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await loop
 
 
 async def test_objects_are_deleted_only_after_a_complete_replay_and_corrupt_ones_never() -> None:
-    settings = EventGwSettings(
-        recovery=RecoverySettings(
-            backup_scan_interval_s=0.01, backoff_initial_s=0.01, backoff_max_s=0.02
-        )
-    )
-    service = RecoveryService(settings)
-    store = FakeStore({"k1": [b"a"], "k2": [b"b", b"c"], "k3": [b"x"]}, corrupt={"k3"})
-    replayer = FakeReplayer({b"b": 2})  # k2's events are not all in Kafka, twice
-    stop = asyncio.Event()
-    loop = asyncio.create_task(service._backup_loop(store, replayer, stop))  # type: ignore[arg-type]
-    async with asyncio.timeout(10):
-        while "k2" in store.objects:  # noqa: ASYNC110  (no event to await in the fake)
-            await asyncio.sleep(0.01)
-    stop.set()
-    await loop
+    store = FakeStore({"k1": [b"a"], "k2": [b"pending-b"], "k3": [b"x"]}, corrupt={"k3"})
+    replayer = FakeReplayer(fails=2)  # k2's event is not in Kafka, twice
+    await run_backup_loop_until(service(), store, replayer, lambda: "k2" not in store.objects)
     assert store.deleted == ["k1", "k2"]
-    assert replayer.replayed.count([b"b", b"c"]) == 3, "k2 kept and replayed until complete"
+    assert [vs for vs, _ in replayer.calls].count([b"pending-b"]) == 3, "k2 kept until complete"
     assert "k3" in store.objects, "a corrupt object is kept (its events are at risk)"
+    assert store.gets.count("k3") < 10, "a corrupt object is re-read only after a backoff"
+
+
+async def test_a_failing_object_waits_while_newer_ones_go_on_and_keeps_only_what_is_left() -> None:
+    """The fault run: a poison event in the oldest object blocked everything after it."""
+    store = FakeStore({"k1": [b"a1", b"bad", b"a2"], "k2": [b"b1"], "k3": [b"c1", b"c2"]})
+    replayer = FakeReplayer()
+    svc = service(max_attempts=3)
+    await run_backup_loop_until(svc, store, replayer, lambda: not store.objects)
+    # Newer objects were replayed (and deleted) while the poison waited for its retries.
+    assert store.deleted[:3] == ["k1", "k2", "k3"]
+    # k1 was rewritten with only its poison event: retries repeat nothing else.
+    poison_calls = [(vs, give_up) for vs, give_up in replayer.calls if b"bad" in vs]
+    assert poison_calls == [
+        ([b"a1", b"bad", b"a2"], False),
+        ([b"bad"], False),
+        ([b"bad"], True),  # third attempt of max_attempts=3: parked
+    ]
+    assert sorted(replayer.sent) == sorted([b"a1", b"a2", b"b1", b"c1", b"c2", b"bad"])
+
+
+async def test_a_topic_batch_retries_only_what_is_pending_then_parks_it() -> None:
+    svc = service(max_attempts=3)
+    replayer = FakeReplayer()
+    store = FakeStore({})
+    batch = [_captured(b"a"), _captured(b"bad"), _captured(b"b")]
+    assert await svc._settle(batch, replayer, store, asyncio.Event())
+    assert replayer.calls == [
+        ([b"a", b"bad", b"b"], False),
+        ([b"bad"], False),
+        ([b"bad"], True),
+    ]
+    assert not store.objects
+
+
+async def test_a_topic_record_the_dlq_refuses_for_good_moves_to_the_backup_store() -> None:
+    svc = service()
+    replayer = FakeReplayer()
+    store = FakeStore({})
+    batch = [_captured(b"a"), _captured(b"refused-huge")]
+    assert await svc._settle(batch, replayer, store, asyncio.Event())
+    assert list(store.objects.values()) == [[b"refused-huge"]]
+    assert len(replayer.calls) == 1, "committed at once: the backup store holds it now"
+    assert b"eventgw_recovery_moved_to_backup_total 1.0" in svc.metrics.render()
+
+
+async def test_a_stop_leaves_a_pending_topic_batch_uncommitted() -> None:
+    svc = service()
+    stop = asyncio.Event()
+    stop.set()
+    batch = [_captured(b"pending-a")]
+    assert not await svc._settle(batch, FakeReplayer(fails=100), FakeStore({}), stop)
+
+
+def _captured(value: bytes) -> Captured:
+    return Captured(value, "fw:0:1")

@@ -1,27 +1,42 @@
-"""Replayer: where captured records go back to, and what counts as "not yet in Kafka"."""
+"""Replayer: where captured records go back to, what is parked, and what stays pending."""
 
 from __future__ import annotations
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.settings import TopicSettings
 from eventgw.core.classify import ClassRule, StaticClassifier
-from eventgw.core.envelope import H_LAST_ERROR, Priority
+from eventgw.core.envelope import (
+    H_EVENT_ID,
+    H_LAST_ERROR,
+    H_ORIGINAL_CLUSTER,
+    H_ORIGINAL_TOPIC,
+    H_RECOVERY_SOURCE,
+    Priority,
+)
 from eventgw.kafka.producer import Delivery
-from eventgw.recovery.replayer import Replayer
+from eventgw.recovery.replayer import Captured, Outcome, Replayer
 
 TOPICS = TopicSettings()
+TIMED_OUT = Delivery(-1, -1, "Local: Message timed out", "_MSG_TIMED_OUT")
+TOO_LARGE = Delivery(-1, -1, "Broker: Message size too large", "MSG_SIZE_TOO_LARGE")
+UNKNOWN_TOPIC = Delivery(-1, -1, "Broker: Unknown topic or partition", "UNKNOWN_TOPIC_OR_PART")
 
 
 class FakeProducer:
-    def __init__(self, fail_topics: frozenset[str] = frozenset()) -> None:
-        self.fail_topics = fail_topics
-        self.sent: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
+    """Confirms every record, except in ``fail``: topic → the Delivery each record gets."""
+
+    def __init__(self, fail: dict[str, Delivery] | None = None) -> None:
+        self.fail = fail or {}
+        self.sent: list[tuple[str, bytes, bytes, dict[str, bytes]]] = []
 
     async def send(self, topic, records):
-        if topic in self.fail_topics:
-            return [Delivery(-1, -1, "broker down") for _ in records]
-        self.sent += [(topic, key, value, headers) for key, value, headers in records]
+        if topic in self.fail:
+            return [self.fail[topic] for _ in records]
+        self.sent += [(topic, key, value, dict(headers)) for key, value, headers in records]
         return [Delivery(0, i) for i in range(len(records))]
+
+    def to(self, topic: str) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+        return [(key, value, headers) for t, key, value, headers in self.sent if t == topic]
 
 
 def replayer(primary: FakeProducer, rollout: FakeProducer | None = None) -> Replayer:
@@ -30,18 +45,28 @@ def replayer(primary: FakeProducer, rollout: FakeProducer | None = None) -> Repl
     return Replayer(producers, TOPICS, classifier)
 
 
+def captured(*values: bytes, source: str = "fw:0:7") -> list[Captured]:
+    return [Captured(v, source) for v in values]
+
+
+def publisher_capture(event_id: str, topic: str, cluster: str = "primary") -> bytes:
+    event = pb.EventData(
+        event_id=event_id,
+        company_id="c",
+        priority=pb.P20,
+        intended_topic=topic,
+        intended_cluster=cluster,
+    )
+    return event.SerializeToString()
+
+
 async def test_publisher_captures_go_back_to_their_intended_topic_and_cluster() -> None:
     primary, rollout = FakeProducer(), FakeProducer()
-    event = pb.EventData(
-        event_id="e1",
-        company_id="c",
-        priority=pb.P10,
-        intended_topic="t-x",
-        intended_cluster="rollout",
-    )
-    assert await replayer(primary, rollout).replay([event.SerializeToString()]) == 0
+    value = publisher_capture("e1", TOPICS.p10, cluster="rollout")
+    report = await replayer(primary, rollout).replay(captured(value))
+    assert report.outcomes == (Outcome.REPLAYED,)
     [(topic, key, value, _)] = rollout.sent
-    assert (topic, key) == ("t-x", b"c")
+    assert (topic, key) == (TOPICS.p10, b"c")
     back = pb.EventData.FromString(value)
     assert (back.event_id, back.intended_topic, back.intended_cluster) == ("e1", "", "")
     assert not primary.sent
@@ -52,7 +77,8 @@ async def test_client_captures_are_classified_and_keep_their_promise() -> None:
     event = pb.EventData(
         event_id="e2", company_id="c", source_name="checkout", ingested_at_ms=1_000
     )
-    assert await replayer(primary).replay([event.SerializeToString()]) == 0
+    report = await replayer(primary).replay(captured(event.SerializeToString()))
+    assert report.replayed == 1
     [(topic, _, value, _)] = primary.sent
     back = pb.EventData.FromString(value)
     assert topic == TOPICS.p30
@@ -63,17 +89,114 @@ async def test_an_undecodable_record_is_parked_in_the_dlq_not_dropped() -> None:
     primary = FakeProducer()
     good = pb.EventData(event_id="e3", company_id="c", priority=pb.P20).SerializeToString()
     garbage = b"\xff\xfe not protobuf"
-    assert await replayer(primary).replay([good, garbage]) == 0
-    by_topic = {topic: (value, dict(headers)) for topic, _, value, headers in primary.sent}
-    assert set(by_topic) == {TOPICS.p20, TOPICS.dlq}
-    value, headers = by_topic[TOPICS.dlq]
+    report = await replayer(primary).replay(captured(good, garbage))
+    assert report.outcomes == (Outcome.REPLAYED, Outcome.PARKED)
+    assert report.parked == {"undecodable": 1}
+    [(_, value, headers)] = primary.to(TOPICS.dlq)
     assert value == garbage
     assert headers[H_LAST_ERROR].startswith(b"undecodable")
+    assert headers[H_RECOVERY_SOURCE] == b"fw:0:7"
 
 
-async def test_records_not_yet_in_kafka_are_counted_so_the_source_is_kept() -> None:
+async def test_a_topic_that_is_not_a_lane_or_retry_topic_is_never_written_to() -> None:
+    primary = FakeProducer()
+    stray = publisher_capture("e5", "some.other.topic")
+    retry = publisher_capture("e6", TOPICS.retry_120s)
+    report = await replayer(primary).replay(captured(stray, retry, source="spool:k1"))
+    assert report.outcomes == (Outcome.PARKED, Outcome.REPLAYED)
+    assert report.parked == {"unknown_topic": 1}
+    assert {t for t, *_ in primary.sent} == {TOPICS.dlq, TOPICS.retry_120s}
+    [(key, value, headers)] = primary.to(TOPICS.dlq)
+    assert (key, value) == (b"c", stray)  # as captured: it still names where it was meant to go
+    assert headers[H_EVENT_ID] == b"e5"
+    assert headers[H_ORIGINAL_TOPIC] == b"some.other.topic"
+    assert headers[H_ORIGINAL_CLUSTER] == b"primary"
+    assert b"some.other.topic" in headers[H_LAST_ERROR]
+    assert headers[H_RECOVERY_SOURCE] == b"spool:k1"
+
+
+async def test_a_permanent_refusal_is_parked_at_once_with_kafkas_error() -> None:
+    primary = FakeProducer({TOPICS.p20: UNKNOWN_TOPIC})
+    value = publisher_capture("e7", TOPICS.p20)
+    report = await replayer(primary).replay(captured(value))
+    assert report.outcomes == (Outcome.PARKED,)
+    assert report.parked == {"refused": 1}
+    [(_, parked, headers)] = primary.to(TOPICS.dlq)
+    assert parked == value
+    assert b"Unknown topic or partition" in headers[H_LAST_ERROR]
+    assert headers[H_ORIGINAL_TOPIC] == TOPICS.p20.encode()
+
+
+async def test_a_transient_failure_stays_pending_until_the_attempts_are_spent() -> None:
+    primary = FakeProducer({TOPICS.p20: TIMED_OUT})
+    value = publisher_capture("e8", TOPICS.p20)
+    first = await replayer(primary).replay(captured(value))
+    assert (first.outcomes, first.pending, first.parked) == ((Outcome.PENDING,), [0], {})
+    assert not primary.sent, "nothing parked while attempts remain"
+    last = await replayer(primary).replay(captured(value), give_up=True)
+    assert (last.outcomes, last.parked) == ((Outcome.PARKED,), {"gave_up": 1})
+    [(_, _, headers)] = primary.to(TOPICS.dlq)
+    assert b"timed out" in headers[H_LAST_ERROR]
+
+
+async def test_a_failed_dlq_write_leaves_the_event_pending_and_says_if_it_is_for_good() -> None:
+    value = publisher_capture("e9", TOPICS.p20)
+    down = FakeProducer({TOPICS.p20: TOO_LARGE, TOPICS.dlq: TIMED_OUT})
+    report = await replayer(down).replay(captured(value))
+    assert (report.outcomes, report.dlq_refused, report.parked) == ((Outcome.PENDING,), (), {})
+    refused = FakeProducer({TOPICS.p20: TOO_LARGE, TOPICS.dlq: TOO_LARGE})
+    report = await replayer(refused).replay(captured(value))
+    assert (report.outcomes, report.dlq_refused) == ((Outcome.PENDING,), (0,))
+
+
+async def test_records_not_yet_in_kafka_are_reported_so_their_copies_are_kept() -> None:
     good = pb.EventData(event_id="e4", company_id="c", priority=pb.P20).SerializeToString()
     garbage = b"\xff\xfe not protobuf"
-    # The lane is down: 1 not in Kafka. The DLQ is down: the undecodable one is not either.
-    assert await replayer(FakeProducer(frozenset({TOPICS.p20}))).replay([good, garbage]) == 1
-    assert await replayer(FakeProducer(frozenset({TOPICS.dlq}))).replay([good, garbage]) == 1
+    # The lane is down: the event is pending. The DLQ is down: the undecodable one is too.
+    lane_down = await replayer(FakeProducer({TOPICS.p20: TIMED_OUT})).replay(
+        captured(good, garbage)
+    )
+    assert lane_down.pending == [0]
+    dlq_down = await replayer(FakeProducer({TOPICS.dlq: TIMED_OUT})).replay(captured(good, garbage))
+    assert dlq_down.pending == [1]
+
+
+class SizeLimitedProducer(FakeProducer):
+    """Refuses, as a broker does, every record of a batch that holds a value over its
+    topic's limit (``limits``; other topics take anything)."""
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        super().__init__()
+        self.limits = limits
+        self.batches: list[tuple[str, int]] = []
+
+    async def send(self, topic, records):
+        self.batches.append((topic, len(records)))
+        limit = self.limits.get(topic)
+        if limit is not None and any(len(value) > limit for _, value, _ in records):
+            return [TOO_LARGE for _ in records]
+        return await super().send(topic, records)
+
+
+async def test_a_size_refusal_is_believed_only_for_a_record_sent_alone() -> None:
+    """One large record must not take its batch-mates down with it (they are tried alone)."""
+    primary = SizeLimitedProducer({TOPICS.p20: 80})
+    small = publisher_capture("small", TOPICS.p20)
+    large = pb.EventData.FromString(publisher_capture("large", TOPICS.p20))
+    large.payload = b"x" * 100
+    report = await replayer(primary).replay(captured(small, large.SerializeToString()))
+    assert report.outcomes == (Outcome.REPLAYED, Outcome.PARKED)
+    assert report.parked == {"refused": 1}
+    # The batch, each record alone, then the DLQ.
+    assert primary.batches == [(TOPICS.p20, 2), (TOPICS.p20, 1), (TOPICS.p20, 1), (TOPICS.dlq, 1)]
+
+
+async def test_a_parked_client_capture_carries_the_class_it_was_given() -> None:
+    primary = FakeProducer({TOPICS.p30: UNKNOWN_TOPIC})
+    event = pb.EventData(event_id="e10", company_id="c", source_name="checkout", ingested_at_ms=7)
+    report = await replayer(primary).replay(captured(event.SerializeToString()))
+    assert report.parked == {"refused": 1}
+    [(_, value, headers)] = primary.to(TOPICS.dlq)
+    back = pb.EventData.FromString(value)
+    assert (back.event_id, back.priority, back.slo_deadline_ms) == ("e10", pb.P30, 7 + 5_000)
+    assert headers[H_ORIGINAL_TOPIC] == TOPICS.p30.encode()

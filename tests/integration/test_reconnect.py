@@ -1,0 +1,224 @@
+"""A restarted peer is used again within about a second: no long gRPC reconnect backoff.
+
+A fault run found ingest answering 503 for 12 s after a publisher that had been down 30 s
+was ready again, and the client library's calls UNAVAILABLE for 14-15 s after an ingest
+outage: gRPC's default reconnect backoff had grown to 10-20 s. Real processes are killed
+with SIGKILL under a steady trickle of requests, kept down 30 s, and restarted on the same
+port; from the moment the restarted process is ready, requests must succeed within 2 s
+(the channels' backoff is capped at 1 s: ``eventgw.grpc_options``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from eventgw.client.ingest_client import ClientEvent, EventIngestPublisher
+from eventgw.core.errors import EventGwError
+from eventgw.core.lifecycle import run_services
+from eventgw.ingest.service import IngestService
+from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
+from tests.fixtures.procs import component_env, free_port, spawn
+from tests.fixtures.stack import make_settings, unique_topics
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from eventgw.config.settings import TopicSettings
+
+pytestmark = pytest.mark.kafka
+
+OUTAGE_S = 30.0  # as in the fault run; long enough for gRPC's default backoff to reach ~10 s
+TRICKLE_S = 0.05  # one request every 50 ms
+BACK_WITHIN_S = 2.0  # the backoff cap is 1 s (+20 % jitter); the rest is margin
+
+
+@dataclass
+class Trickle:
+    """Sends one request every ``TRICKLE_S`` and records when each one succeeded."""
+
+    send: Callable[[int], Awaitable[bool]]
+    successes: list[float] = field(default_factory=list)  # monotonic completion times
+    failures: int = 0
+    _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            ok = await self.send(n)
+            if ok:
+                self.successes.append(time.monotonic())
+            else:
+                self.failures += 1
+            async with self._progress:
+                self._progress.notify_all()
+            await asyncio.sleep(TRICKLE_S)  # pacing, not polling
+
+    async def wait_success_after(self, t: float, timeout_s: float) -> float:
+        """The first success that completed after ``t`` (monotonic)."""
+        async with asyncio.timeout(timeout_s), self._progress:
+            await self._progress.wait_for(lambda: any(s > t for s in self.successes))
+        return next(s for s in self.successes if s > t)
+
+    async def wait_failures(self, count: int, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s), self._progress:
+            await self._progress.wait_for(lambda: self.failures >= count)
+
+
+@contextlib.asynccontextmanager
+async def trickling(send: Callable[[int], Awaitable[bool]]) -> AsyncIterator[Trickle]:
+    trickle = Trickle(send)
+    stop = asyncio.Event()
+    task = asyncio.create_task(trickle.run(stop))
+    try:
+        yield trickle
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def fresh_topics(bootstrap: str) -> AsyncIterator[TopicSettings]:
+    topics = unique_topics()
+    await asyncio.to_thread(
+        ensure_topics, bootstrap, [TopicSpec(n, 3) for n in topics.all_topics()]
+    )
+    try:
+        yield topics
+    finally:
+        await asyncio.to_thread(delete_topics, bootstrap, topics.all_topics())
+
+
+class Restartable:
+    """``eventgw <name>`` as a child process that can be killed and started again."""
+
+    def __init__(self, name: str, env: dict[str, str], ready_url: str) -> None:
+        self.name = name
+        self.env = env
+        self.ready_url = ready_url
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> float:
+        """Spawn it; returns the monotonic time its readiness URL first answered 200."""
+        self.proc = await spawn(self.name, self.env)
+        async with asyncio.timeout(60), httpx.AsyncClient(timeout=1) as client:
+            while True:  # the process has no event to await: poll, finely, to time it
+                assert self.proc.returncode is None, f"{self.name} exited during start-up"
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(self.ready_url)).status_code == 200:
+                        return time.monotonic()
+                await asyncio.sleep(0.02)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            async with asyncio.timeout(10):
+                await self.proc.wait()
+
+
+async def outage_then_time_to_success(peer: Restartable, trickle: Trickle) -> float:
+    """Kill ``peer`` under the trickle, keep it down, restart it; seconds from ready to OK."""
+    await trickle.wait_success_after(0, 60)  # the path works before the outage
+    await peer.kill()
+    await trickle.wait_failures(trickle.failures + 5, 30)
+    await asyncio.sleep(OUTAGE_S)  # the outage itself
+    ready_at = await peer.start()
+    ok_at = await trickle.wait_success_after(ready_at, 60)
+    return ok_at - ready_at
+
+
+async def test_ingest_reaches_a_restarted_publisher_within_a_second(kafka_broker, tmp_path):
+    async with fresh_topics(kafka_broker.bootstrap) as topics:
+        grpc_port, liveness_port = free_port(), free_port()
+        publisher = Restartable(
+            "publisher",
+            component_env(
+                kafka_broker.bootstrap,
+                topics,
+                EVENTGW_PUBLISHER__GRPC_PORT=str(grpc_port),
+                EVENTGW_PUBLISHER__LIVENESS_PORT=str(liveness_port),
+                EVENTGW_PUBLISHER__METRICS_PORT="0",
+                EVENTGW_BACKUP__SPOOL_DIR=str(tmp_path / "spool"),
+            ),
+            f"http://127.0.0.1:{liveness_port}/readyz",
+        )
+        settings = make_settings(
+            primary=kafka_broker.bootstrap,
+            topics=topics,
+            spool_dir=tmp_path / "spool",
+            ingest={"publisher_target": f"127.0.0.1:{grpc_port}", "publish_timeout_s": 5.0},
+        )
+        ingest = IngestService(settings)
+        stop_ingest, ingest_ready = asyncio.Event(), asyncio.Event()
+        ingest_task = asyncio.create_task(run_services([ingest], stop_ingest, ingest_ready))
+        try:
+            await publisher.start()
+            async with asyncio.timeout(60):
+                await ingest_ready.wait()
+            url = f"http://127.0.0.1:{ingest.http_port}/v1/events"
+            async with httpx.AsyncClient(timeout=10) as http:
+
+                async def post(n: int) -> bool:
+                    body = {"company_id": "acme", "source_name": "api", "event_id": f"e-{n}"}
+                    try:
+                        return (await http.post(url, json=body)).status_code == 202
+                    except httpx.TransportError:
+                        return False
+
+                async with trickling(post) as trickle:
+                    took_s = await outage_then_time_to_success(publisher, trickle)
+            print(f"ingest answered 202 {took_s:.2f} s after the publisher was ready")
+            assert took_s < BACK_WITHIN_S
+        finally:
+            await publisher.kill()
+            stop_ingest.set()
+            async with asyncio.timeout(60):
+                await ingest_task
+
+
+async def test_the_client_library_reaches_a_restarted_ingest_within_a_second(
+    kafka_broker, tmp_path
+):
+    async with fresh_topics(kafka_broker.bootstrap) as topics:
+        http_port, grpc_port = free_port(), free_port()
+        ingest = Restartable(
+            "ingest",
+            component_env(
+                kafka_broker.bootstrap,
+                topics,
+                EVENTGW_BACKUP__SPOOL_DIR=str(tmp_path / "spool"),
+                EVENTGW_INGEST__HTTP_PORT=str(http_port),
+                EVENTGW_INGEST__GRPC_PORT=str(grpc_port),
+                EVENTGW_INGEST__EMBEDDED_PUBLISHER="true",  # one process to kill
+            ),
+            f"http://127.0.0.1:{http_port}/readyz",
+        )
+        client = EventIngestPublisher(f"127.0.0.1:{grpc_port}", timeout_s=5)
+        try:
+            await ingest.start()
+            await client.start()
+
+            async def publish(n: int) -> bool:
+                try:
+                    await client.publish([ClientEvent("acme", "api", {"n": n})])
+                except EventGwError:  # NotDurable: the service is down (no fallbacks here)
+                    return False
+                return True
+
+            async with trickling(publish) as trickle:
+                took_s = await outage_then_time_to_success(ingest, trickle)
+            print(f"the client's call succeeded {took_s:.2f} s after ingest was ready")
+            assert took_s < BACK_WITHIN_S
+        finally:
+            await client.close()
+            await ingest.kill()
