@@ -62,6 +62,12 @@ H_ORIGINAL_TOPIC: Final = "eventgw-original-topic"
 H_ORIGINAL_CLUSTER: Final = "eventgw-original-cluster"
 H_LAST_ERROR: Final = "eventgw-last-error"
 H_RETRY_AT_MS: Final = "eventgw-retry-at-ms"  # retry topics: not due before this wall-clock ms
+# `eventgw dlq redrive` wrote this lane record from a DLQ record: ``<topic>:<partition>:<offset>``
+# of that DLQ record. The orchestrator carries it onto retry records and sends a redriven record
+# that fails for good to the parking lot instead of the DLQ (docs/failure-handling.md).
+H_REDRIVEN: Final = "eventgw-redriven"
+# `eventgw replay` copied this record from ``<topic>:<partition>:<offset>`` (same retry topic).
+H_REPLAYED: Final = "eventgw-replayed"
 
 _CLASS_BYTES: Final[dict[int, bytes]] = {p.value: p.name.encode() for p in Priority}
 # Headers that repeat are shared tuples (the producer only reads them).
