@@ -244,6 +244,12 @@ class Redriver:
                 "dlq.redrive.log_unconfirmed entries=%d first=%s", len(unconfirmed), unconfirmed[0]
             )
         entries.update(done)
+        logger.info(
+            "dlq.redrive.batch redriven=%d failed=%d total_redriven=%d",
+            len(done),
+            failed,
+            counts.redriven,
+        )
         if failed:
             counts.failed += failed
             raise _Abort(

@@ -113,6 +113,7 @@ class RetryReplayer:
                         record.coordinate,
                         record.event_id,
                     )
+            logger.info("replay.batch records=%d total_replayed=%d", len(batch), replayed)
             batch.clear()
             if on_progress is not None:
                 on_progress(Progress(scanned, plan.total, replayed, undecodable))

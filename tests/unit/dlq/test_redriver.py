@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +23,9 @@ from eventgw.dlq.redriver import Redriver
 from eventgw.dlq.selection import Coordinate, Selection
 from eventgw.kafka.testing import InMemoryKafka, SimulatedCrash
 from tests.fixtures.dlq import dead_letter, make_event, undecodable_dead_letter
+
+if TYPE_CHECKING:
+    from eventgw.dlq.report import Progress
 
 TOPICS = TopicSettings()
 LANES = [TOPICS.p30, TOPICS.p20, TOPICS.p10, TOPICS.offload]
@@ -290,7 +294,7 @@ async def test_progress_and_rate():
         clock=clock,
         batch_size=4,
     )
-    updates = []
+    updates: list[Progress] = []
     await runner.run(TOPICS.dlq, Selection(), on_progress=updates.append)
     assert sleeper.slept_s == pytest.approx(2.0)  # 3 batches of 4 at 4/s: 0 + 1 + 1
     assert [u.scanned for u in updates] == sorted(u.scanned for u in updates)

@@ -86,7 +86,7 @@ async def test_time_range_undecodable_and_the_run_never_reads_its_own_copies():
 
 async def test_dry_run_writes_nothing():
     kafka = make_kafka()
-    shown = []
+    shown: list[DlqRecord] = []
     report = await replayer(kafka).run(
         RETRY, Selection(since_ms=0), dry_run=True, on_record=shown.append
     )
