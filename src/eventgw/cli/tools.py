@@ -115,7 +115,7 @@ def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
 
 
 def create_topics(settings: EventGwSettings, which: str = "all") -> dict[str, list[str]]:
-    """Create every SYSTEM.md 2.3 topic, plus the DLQ tools' two, on the chosen clusters.
+    """Create every topic of ``settings.topics`` on the chosen clusters (see `topic_specs`).
 
     Idempotent: existing topics are left as they are.
     """
