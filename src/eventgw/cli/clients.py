@@ -13,9 +13,10 @@ from eventgw.kafka.producer import BatchProducer
 from eventgw.kafka.scanner import TopicScanner
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
     from eventgw.config.settings import EventGwSettings
+    from eventgw.kafka.producer import Delivery, Record
 
 # Idempotent, acks=all (producer_config); small batches: the tools write at --rate.
 _TUNING = LaneTuning(linger_ms=5, batch_size=256 << 10, delivery_timeout_ms=30_000)
@@ -59,3 +60,11 @@ def stop_on_signals() -> Iterator[asyncio.Event]:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+class DryRunProducer:
+    """The producer of a dry run: writing anything is a bug, and fails loudly."""
+
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
+        """Refuse: raises RuntimeError."""
+        raise RuntimeError(f"dry run: refusing to write {len(records)} records to {topic}")

@@ -11,9 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from eventgw.cli.clients import open_producer, open_scanner, stop_on_signals
+from eventgw.cli.clients import DryRunProducer, open_producer, open_scanner, stop_on_signals
+from eventgw.cli.dlq_output import (
+    TABLE_HEADER,
+    clip,
+    entry_doc,
+    show_doc,
+    show_text,
+    table_row,
+)
 from eventgw.cli.options import (
     UsageError,
     add_filter_options,
@@ -24,11 +32,9 @@ from eventgw.cli.options import (
 )
 from eventgw.cli.progress import ProgressBar
 from eventgw.core.clock import SystemClock
-from eventgw.core.envelope import Priority
 from eventgw.dlq.lanes import lane_topics
 from eventgw.dlq.rate import RateLimiter
 from eventgw.dlq.reader import TopicReader
-from eventgw.dlq.record import iso_utc
 from eventgw.dlq.redrive_log import RedriveLog, log_key
 from eventgw.dlq.redriver import Redriver
 from eventgw.dlq.selection import parse_coordinate, parse_positive_int
@@ -36,7 +42,6 @@ from eventgw.kafka.scanner import ScanError
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
 
     from eventgw.config.settings import EventGwSettings
     from eventgw.dlq.reader import Scanner
@@ -44,10 +49,7 @@ if TYPE_CHECKING:
     from eventgw.dlq.redrive_log import LogEntry, Producer
     from eventgw.dlq.report import RedriveReport
     from eventgw.dlq.selection import Coordinate, Selection
-    from eventgw.kafka.producer import Delivery, Record
 
-_ERROR_WIDTH = 60
-_CLASS_NAMES = {p.value: p.name for p in Priority}
 _DEFAULT_PAYLOAD_BYTES = "2048"
 
 
@@ -122,59 +124,21 @@ async def _list(args: argparse.Namespace, settings: EventGwSettings, topic: str)
         reader = TopicReader(scanner)
         plan = await reader.plan(topic, selection)
         if not args.json:
-            print(_TABLE_HEADER)
+            print(TABLE_HEADER)
         shown = scanned = 0
         async for step in reader.scan(plan, selection):
             for record in step.matches:
                 entry = entries.get(log_key(record.topic, record.partition, record.offset))
                 if args.json:
                     doc = record.summary()
-                    doc["redrive"] = _entry_doc(entry)
+                    doc["redrive"] = entry_doc(entry)
                     print(json.dumps(doc))
                 else:
-                    print(_row(record, entry, lanes))
+                    print(table_row(record, entry, lanes))
                 shown += 1
             scanned = step.scanned
     print(f"{shown} records listed from {topic} ({scanned} offsets read)", file=sys.stderr)
     return 0
-
-
-_TABLE_HEADER = (
-    f"{'PART:OFFSET':<12} {'WRITTEN (UTC)':<19} {'CLASS':<5} {'COMPANY':<16} {'EVENT ID':<36} "
-    f"{'ATT':>3} {'ORIGIN':<8} {'REDRIVE':<7} LAST ERROR"
-)
-
-
-def _row(record: DlqRecord, entry: LogEntry | None, lanes: dict[str, str]) -> str:
-    priority = record.priority
-    origin = record.origin_topic
-    error = (record.last_error or "").replace("\n", " ")
-    if len(error) > _ERROR_WIDTH:
-        error = error[: _ERROR_WIDTH - 1] + "…"
-    attempt = record.attempt
-    return (
-        f"{record.coordinate:<12} {iso_utc(record.timestamp_ms)[:19].replace('T', ' '):<19} "
-        f"{priority.name if priority is not None else '?':<5} "
-        f"{_clip(record.company or '-', 16):<16} "
-        f"{record.event_id if record.decodable else '(undecodable)':<36} "
-        f"{'-' if attempt is None else attempt:>3} "
-        f"{_clip(lanes.get(origin, origin) if origin else '-', 8):<8} "
-        f"{entry.state if entry is not None else '':<7} {error}"
-    )
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _entry_doc(entry: LogEntry | None) -> dict[str, Any] | None:
-    if entry is None:
-        return None
-    doc: dict[str, Any] = {"state": entry.state, "target": entry.target, "at": iso_utc(entry.at_ms)}
-    if entry.state == "done":
-        doc["target_partition"] = entry.target_partition
-        doc["target_offset"] = entry.target_offset
-    return doc
 
 
 async def _log_entries(
@@ -208,112 +172,13 @@ async def _show(args: argparse.Namespace, settings: EventGwSettings, topic: str)
         entries = await _log_entries(scanner, settings, topic)
     entry = entries.get(log_key(record.topic, record.partition, record.offset))
     if args.json:
-        print(json.dumps(_show_doc(record, entry, preview_bytes), indent=2))
+        print(json.dumps(show_doc(record, entry, preview_bytes), indent=2))
     else:
-        print(_show_text(record, entry, preview_bytes))
+        print(show_text(record, entry, preview_bytes))
     return 0
 
 
-def _event_fields(record: DlqRecord) -> dict[str, Any]:
-    event = record.event
-    if event is None:
-        return {}
-    fields: dict[str, Any] = {}
-    for field in event.DESCRIPTOR.fields:
-        if field.name == "payload":
-            continue
-        value = getattr(event, field.name)
-        if field.name == "priority":
-            value = _CLASS_NAMES.get(value, value)
-        fields[field.name] = value
-    return fields
-
-
-def _payload_preview(raw: bytes, limit: int) -> tuple[str, str]:
-    """``(kind, text)``: pretty JSON, plain text or hex, cut at ``limit`` bytes."""
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        shown = raw[:limit].hex(" ")
-        more = f" … ({len(raw) - limit} more bytes)" if len(raw) > limit else ""
-        return "binary", shown + more
-    kind = "text"
-    try:
-        text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        kind = "JSON"
-    except ValueError:
-        pass
-    if len(text) > limit:
-        return kind, text[:limit] + f"\n… ({len(text) - limit} more characters)"
-    return kind, text
-
-
-def _show_doc(record: DlqRecord, entry: LogEntry | None, limit: int) -> dict[str, Any]:
-    raw = record.event.payload if record.event is not None else record.value
-    kind, preview = _payload_preview(raw, limit)
-    return {
-        "record": record.summary(),
-        "key": (record.key or b"").decode(errors="replace"),
-        "headers": [[name, value.decode(errors="replace")] for name, value in record.headers],
-        "event": _event_fields(record) or None,
-        "payload": {"bytes": len(raw), "kind": kind, "preview": preview},
-        "redrive": _entry_doc(entry),
-    }
-
-
-def _show_text(record: DlqRecord, entry: LogEntry | None, limit: int) -> str:
-    lines = [
-        f"record     {record.topic} {record.coordinate}",
-        f"written    {iso_utc(record.timestamp_ms)}",
-        f"key        {(record.key or b'').decode(errors='replace')}",
-        f"redrive    {_entry_text(entry)}",
-        "headers",
-    ]
-    width = max((len(name) for name, _ in record.headers), default=0)
-    continued = "\n" + " " * (width + 4)  # a multi-line value (an error's traceback) stays aligned
-    lines += [
-        f"  {name:<{width}}  {value.decode(errors='replace').replace(chr(10), continued)}"
-        for name, value in record.headers
-    ]
-    if record.event is None:
-        lines.append("event      (undecodable: the value is not an eventgw EventData)")
-        raw = record.value
-        label = "value"
-    else:
-        lines.append("event")
-        for name, value in _event_fields(record).items():
-            shown = f"{value}  ({iso_utc(value)})" if name.endswith("_ms") and value else value
-            lines.append(f"  {name:<16} {shown}")
-        raw = record.event.payload
-        label = "payload"
-    kind, preview = _payload_preview(raw, limit)
-    lines.append(f"{label:<10} {len(raw)} bytes, {kind}")
-    lines += [f"  {line}" for line in preview.splitlines()]
-    return "\n".join(lines)
-
-
-def _entry_text(entry: LogEntry | None) -> str:
-    if entry is None:
-        return "not redriven"
-    if entry.state == "done":
-        return (
-            f"redriven to {entry.target} {entry.target_partition}:{entry.target_offset} "
-            f"at {iso_utc(entry.at_ms)}"
-        )
-    return (
-        f"unfinished redrive to {entry.target} at {iso_utc(entry.at_ms)} "
-        "(the next redrive looks for it in the lane)"
-    )
-
-
 # -- redrive ----------------------------------------------------------------------------
-
-
-class _NoWrites:
-    """The producer of a dry run: any write is a bug, and fails loudly."""
-
-    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
-        raise RuntimeError(f"dry run: refusing to write {len(records)} records to {topic}")
 
 
 async def _redrive(args: argparse.Namespace, settings: EventGwSettings, topic: str) -> int:
@@ -346,7 +211,7 @@ async def _run_redrive(
     scanner: Scanner,
     producer: Producer | None,
 ) -> RedriveReport:
-    writer: Producer = producer if producer is not None else _NoWrites()
+    writer: Producer = producer if producer is not None else DryRunProducer()
     clock = SystemClock()
     redriver = Redriver(
         topics=settings.topics,
@@ -365,7 +230,7 @@ async def _run_redrive(
             print(
                 f"would redrive {record.coordinate:<12} "
                 f"{priority.name if priority is not None else '?':<4} "
-                f"{_clip(record.company or '-', 16):<16} {record.event_id} -> {target}"
+                f"{clip(record.company or '-', 16):<16} {record.event_id} -> {target}"
             )
 
     with stop_on_signals() as stop:

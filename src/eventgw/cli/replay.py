@@ -13,7 +13,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from eventgw.cli.clients import open_producer, open_scanner, stop_on_signals
+from eventgw.cli.clients import DryRunProducer, open_producer, open_scanner, stop_on_signals
 from eventgw.cli.options import (
     UsageError,
     add_filter_options,
@@ -31,7 +31,6 @@ from eventgw.kafka.scanner import ScanError
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
 
     from eventgw.config.settings import EventGwSettings, TopicSettings
     from eventgw.dlq.reader import Scanner
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
     from eventgw.dlq.redrive_log import Producer
     from eventgw.dlq.report import ReplayReport
     from eventgw.dlq.selection import Selection
-    from eventgw.kafka.producer import Delivery, Record
 
 
 def retry_topics(topics: TopicSettings) -> dict[int, str]:
@@ -99,13 +97,6 @@ def cmd_replay(args: argparse.Namespace, settings: EventGwSettings) -> int:
         return 1
 
 
-class _NoWrites:
-    """The producer of a dry run: any write is a bug, and fails loudly."""
-
-    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
-        raise RuntimeError(f"dry run: refusing to write {len(records)} records to {topic}")
-
-
 async def _replay(args: argparse.Namespace, settings: EventGwSettings) -> int:
     topic = _topic(args, settings.topics)
     clock = SystemClock()
@@ -115,7 +106,7 @@ async def _replay(args: argparse.Namespace, settings: EventGwSettings) -> int:
         raise UsageError("--since/--until/--offsets", "give the range to replay")
     async with open_scanner(settings, "replay") as scanner:
         if args.dry_run:
-            report = await _run(args, topic, selection, rate, scanner, _NoWrites())
+            report = await _run(args, topic, selection, rate, scanner, DryRunProducer())
         else:
             async with open_producer(settings, "replay") as producer:
                 report = await _run(args, topic, selection, rate, scanner, producer)
