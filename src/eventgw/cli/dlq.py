@@ -279,9 +279,10 @@ def _print_report(report: RedriveReport, settings: EventGwSettings) -> None:
             "(not an EventData: inspect with eventgw dlq show)"
         )
     if report.recovered:
+        logged = "would be logged" if report.dry_run else "now logged"
         print(
             f"found {report.recovered} records an interrupted earlier run had already "
-            "written to their lane (now logged; not written again)"
+            f"written to their lane ({logged}; not written again)"
         )
     if report.failed:
         print(f"failed: {report.failed} lane writes not confirmed (still in the DLQ)")

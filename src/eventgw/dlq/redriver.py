@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_STOPPED = "stopped before the end of the selection (run again to continue)"
+
 
 @dataclasses.dataclass
 class _Counts:
@@ -150,6 +152,8 @@ class Redriver:
                         progress()
                 counts.scanned = step.scanned
                 progress()
+                if stop is not None and stop.is_set():  # also while a narrow filter scans on
+                    raise _Abort(_STOPPED)
             if batch:
                 await self._redrive(batch, entries, counts, dry_run, stop, on_record)
                 progress()
@@ -180,7 +184,7 @@ class Redriver:
     ) -> None:
         await self._limiter.wait_turn(len(batch))
         if stop is not None and stop.is_set():
-            raise _Abort("stopped before the end of the selection (run again to continue)")
+            raise _Abort(_STOPPED)
         if dry_run:
             for record, target in batch:
                 counts.redriven += 1
@@ -307,5 +311,6 @@ class Redriver:
 class _Abort(Exception):
     """End the run between batches (stop event, lane writes not confirmed, log refused).
 
-    Raised only where nothing of the current batch is half done: the message says why.
+    Raised only where the log agrees with the lanes (every confirmed lane write has its
+    ``done`` written or its ``intent`` standing): the message says why.
     """

@@ -133,6 +133,8 @@ class RetryReplayer:
                 scanned = step.scanned
                 if on_progress is not None:
                     on_progress(Progress(scanned, plan.total, replayed, undecodable))
+                if stop is not None and stop.is_set():
+                    raise _Stopped
             if batch:
                 await flush()
         except _Stopped:

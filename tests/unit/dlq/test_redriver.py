@@ -300,3 +300,14 @@ async def test_progress_and_rate():
     assert [u.scanned for u in updates] == sorted(u.scanned for u in updates)
     assert updates[-1].scanned == updates[-1].total == 12
     assert updates[-1].written == 12
+
+
+async def test_stop_also_ends_a_scan_that_selects_nothing():
+    kafka = make_kafka(12)
+    stop = asyncio.Event()
+    stop.set()
+    nobody = Selection(companies=frozenset({"nobody"}))
+    report = await redriver(kafka).run(TOPICS.dlq, nobody, stop=stop)
+    assert report.error is not None
+    assert "stopped" in report.error
+    assert report.scanned == 3  # one step of the in-memory scanner, not the whole DLQ
