@@ -11,24 +11,22 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from eventgw.cli import logs
+from eventgw.cli import dlq, logs, replay
+from eventgw.cli.options import UsageError
 from eventgw.config.settings import EventGwSettings, load_settings
 from eventgw.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-NOT_YET = {
-    "dlq": "the DLQ tools need the orchestrator: see issue #3",
-    "replay": "replay of retry/DLQ topics needs the orchestrator: see issue #3",
-}
+# Operator tools print their own output; their logs are only warnings unless --log-level.
+_TOOL_COMMANDS = ("dlq", "replay")
 
 
 def _settings(args: argparse.Namespace) -> EventGwSettings:
     settings = load_settings(args.settings)
-    logs.configure(
-        args.log_level or settings.observability.log_level, settings.observability.log_format
-    )
+    default = "WARNING" if args.command in _TOOL_COMMANDS else settings.observability.log_level
+    logs.configure(args.log_level or default, settings.observability.log_format)
     return settings
 
 
@@ -182,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="health and counters of the local components")
     _add_processor_parser(sub)
-    for name, text in NOT_YET.items():
-        sub.add_parser(name, help=f"(not built yet) {text}")
+    dlq.add_parser(sub)
+    replay.add_parser(sub)
     return parser
 
 
@@ -197,9 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``eventgw`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in NOT_YET:
-            print(f"eventgw {args.command}: {NOT_YET[args.command]}", file=sys.stderr)
-            return 2
         if args.command in ("ingest", "publisher", "failed-writes", "orchestrator"):
             return _cmd_service(args)
         if args.command == "processor":
@@ -213,10 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "topics": tools.cmd_topics,
             "send": tools.cmd_send,
             "status": tools.cmd_status,
+            "dlq": dlq.cmd_dlq,
+            "replay": replay.cmd_replay,
         }[args.command]
         return handler(args, settings)
     except ConfigError as exc:
         print(f"eventgw: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        action = getattr(args, "action", None) if args.command == "dlq" else None
+        print(f"eventgw {args.command}{f' {action}' if action else ''}: {exc}", file=sys.stderr)
         return 2
 
 

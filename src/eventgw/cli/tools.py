@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-    from eventgw.config.settings import EventGwSettings, KafkaClusterSettings
+    from eventgw.config.settings import EventGwSettings, KafkaClusterSettings, TopicSettings
 
 
 def _clusters(which: str) -> list[str]:
@@ -103,10 +103,23 @@ def _configured(settings: EventGwSettings, which: str) -> dict[str, KafkaCluster
     return {which: out[which]}
 
 
+def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
+    """Every topic of ``topics``; the redrive log is compacted (one entry per DLQ record)."""
+    compacted = {topics.dlq_redrive_log}
+    return [
+        TopicSpec(
+            name, topics.partitions, {"cleanup.policy": "compact"} if name in compacted else {}
+        )
+        for name in topics.all_topics()
+    ]
+
+
 def create_topics(settings: EventGwSettings, which: str = "all") -> dict[str, list[str]]:
-    """Create every SYSTEM.md 2.3 topic on the chosen clusters (idempotent)."""
-    t = settings.topics
-    specs = [TopicSpec(name, t.partitions) for name in t.all_topics()]
+    """Create every topic of ``settings.topics`` on the chosen clusters (see `topic_specs`).
+
+    Idempotent: existing topics are left as they are.
+    """
+    specs = topic_specs(settings.topics)
     return {
         name: ensure_topics(cluster, specs)
         for name, cluster in _configured(settings, which).items()

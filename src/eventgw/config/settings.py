@@ -73,6 +73,15 @@ class TopicSettings(_Frozen):
     retry_240s: str = "events.public.events-express-v1-retry-240s"
     retry_480s: str = "events.public.events-express-v1-retry-480s"
     dlq: str = "events.public.events-express-v1-dlq"
+    parking_lot: str = Field(
+        default="events.public.events-express-v1-parking-lot",
+        description="redriven DLQ records that failed again (eventgw dlq list --parking-lot)",
+    )
+    dlq_redrive_log: str = Field(
+        default="events.private.dlq-redrive-log-v1",
+        description="compacted: which DLQ records eventgw dlq redrive has written back, by "
+        "<topic>:<partition>:<offset>",
+    )
     flow_control: str = "events.private.flow-control-v1"
     response: str = "events.private.response-v1"
     failed_writes: str = "events.private.failed-writes-v1"

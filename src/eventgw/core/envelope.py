@@ -65,6 +65,12 @@ H_RETRY_AT_MS: Final = "eventgw-retry-at-ms"  # retry topics: not due before thi
 # DLQ records parked by the failed-writes processor: where the captured copy was
 # (``<topic>:<partition>:<offset>`` in the failed-writes topic, or ``<store>:<key>``).
 H_RECOVERY_SOURCE: Final = "eventgw-recovery-source"
+# `eventgw dlq redrive` wrote this lane record from a DLQ record: ``<topic>:<partition>:<offset>``
+# of that DLQ record. The orchestrator carries it onto retry records and sends a redriven record
+# that fails for good to the parking lot instead of the DLQ (docs/failure-handling.md).
+H_REDRIVEN: Final = "eventgw-redriven"
+# `eventgw replay` copied this record from ``<topic>:<partition>:<offset>`` (same retry topic).
+H_REPLAYED: Final = "eventgw-replayed"
 
 _CLASS_BYTES: Final[dict[int, bytes]] = {p.value: p.name.encode() for p in Priority}
 # Headers that repeat are shared tuples (the producer only reads them).

@@ -93,3 +93,32 @@ def consumer_config(
     )
     conf.update(cluster.client_overrides)
     return conf
+
+
+def scanner_config(cluster: KafkaClusterSettings, client_id: str) -> dict[str, Any]:
+    """Properties of a `TopicScanner`: reads by explicit offsets, never joins, never commits.
+
+    librdkafka refuses a consumer without ``group.id``; the one given here is never joined
+    (the scanner only assigns partitions) and nothing is ever committed to it.
+    """
+    conf = cluster_config(cluster)
+    conf.update(
+        {
+            "group.id": "eventgw-tools-never-joined",
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # An offset deleted by retention meanwhile: read from the oldest one left.
+            "auto.offset.reset": "earliest",
+            # The end of a partition is reported, so a scan stops there instead of waiting.
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            # The broker answers a fetch at once: a fetch parked at the end of one partition
+            # (default 500 ms) would delay the next partition's read and every metadata call.
+            "fetch.wait.max.ms": 10,
+            # Bounded read-ahead: a tool reads a range once, at the pace it processes it.
+            "queued.max.messages.kbytes": 8 * 1024,
+        }
+    )
+    conf.update(cluster.client_overrides)
+    return conf

@@ -37,7 +37,7 @@ class ConsumedRecord(msgspec.Struct, frozen=True, gc=False):
     headers: Headers
 
 
-def _headers(
+def message_headers(
     raw: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None,
 ) -> Headers:
     """``Message.headers()`` as `Headers`: str values encoded, null values as ``b""``.
@@ -66,7 +66,7 @@ def to_record(m: Any) -> ConsumedRecord | None:
         logger.warning("kafka.consume_incomplete topic=%s partition=%s", topic, partition)
         return None
     return ConsumedRecord(
-        topic, partition, offset, m.key(), m.value() or b"", _headers(m.headers())
+        topic, partition, offset, m.key(), m.value() or b"", message_headers(m.headers())
     )
 
 

@@ -37,6 +37,7 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.envelope import (
     H_LAST_ERROR,
     H_ORIGINAL_TOPIC,
+    H_REDRIVEN,
     H_RETRY_AT_MS,
     SLO_SECONDS,
     Priority,
@@ -68,6 +69,7 @@ _P10 = Priority.P10  # unknown or missing priority: the least urgent class
 _ACK, _RELEASE, _REJECT = pb.ACK, pb.RELEASE, pb.REJECT
 
 RETRY_DELAYS_S = (60.0, 120.0, 240.0, 480.0)
+_STANDARD_HEADERS = 4  # event id, class, deadline, attempt (core.envelope.lane_headers)
 
 _MAX_RETRY_AT_DIGITS = 15  # a wall-clock ms value has 13; more is not a time (bounded parse)
 
@@ -145,6 +147,9 @@ class Dispatcher:
         # Retry-lane tasks: the lane topic they first came from (from their headers).
         self._origin: dict[str, str] = {}
         self._writing: set[str] = set()  # task ids whose retry/DLQ write is in flight
+        # Redriven from the DLQ (eventgw-redriven): carried onto retry records; the parking
+        # lot instead of the DLQ if they fail for good again (docs/failure-handling.md).
+        self._redriven: dict[str, bytes] = {}
         self.stale_results = 0
         self.returned_on_disconnect = 0
         dispatched = metrics.counter(
@@ -211,6 +216,12 @@ class Dispatcher:
                 origin = header_value(r.headers, H_ORIGINAL_TOPIC)
                 if origin:
                     self._origin[task.task_id] = origin.decode(errors="replace")
+            # A lane record from ingest has the four standard headers; only a longer list
+            # (retry, redrive) can carry the redriven mark: no scan per ordinary record.
+            if len(r.headers) > _STANDARD_HEADERS:
+                redriven = header_value(r.headers, H_REDRIVEN)
+                if redriven:
+                    self._redriven[task.task_id] = redriven
             tracker.track(r.topic, r.partition, r.offset)
             buffer.push(task)
             added += 1
@@ -395,12 +406,12 @@ class Dispatcher:
                 buffer.release(task_id)
                 released = True
             elif kind == _REJECT:
-                self._write_out(task, r, self._topics.dlq)
+                self._write_out(task, r, self._dead_end(task))
             else:  # NACK (and UNSPECIFIED, treated as a failure)
                 attempt = task.attempt + 1
                 delay_s = r.delay_ms / 1000
                 if attempt >= self._s.max_attempts:
-                    self._write_out(task, r, self._topics.dlq)
+                    self._write_out(task, r, self._dead_end(task))
                 elif delay_s < self._s.memory_retry_max_s:
                     # Held in memory; ready again (attempt + 1) once due.
                     self._drop_holder(task)
@@ -434,9 +445,14 @@ class Dispatcher:
             holder.leased.pop(task.task_id, None)
         task.holder = None
 
+    def _dead_end(self, task: BufferedTask) -> str:
+        """The DLQ, or the parking lot for a task already redriven from the DLQ once."""
+        return self._topics.parking_lot if task.task_id in self._redriven else self._topics.dlq
+
     def _finish(self, task: BufferedTask) -> None:
         self._drop_holder(task)
         self._origin.pop(task.task_id, None)
+        self._redriven.pop(task.task_id, None)
         self.buffer.complete(task.task_id)
         self.tracker.finish(task.topic, task.partition, task.offset)
 
@@ -470,13 +486,16 @@ class Dispatcher:
         The task stays leased (not served again) while the write is in flight; if the
         writer gives up, the task is served again rather than lost.
         """
-        is_dlq = topic == self._topics.dlq
+        is_dlq = topic in (self._topics.dlq, self._topics.parking_lot)
         event = pb.EventData.FromString(task.value)
         event.attempt = task.attempt + 1
         headers = event_headers(event)
         original = self._origin.get(task.task_id, task.topic)
         headers.append((H_ORIGINAL_TOPIC, original.encode()))
         headers.append((H_LAST_ERROR, result.error[:1000].encode()))
+        redriven = self._redriven.get(task.task_id)
+        if redriven is not None:
+            headers.append((H_REDRIVEN, redriven))
         if not is_dlq:
             delay_s = RETRY_DELAYS_S[self.retry_topics.index(topic)]
             due = self._now_ms() + int(delay_s * self._s.time_scale * 1000)
@@ -521,6 +540,7 @@ class Dispatcher:
                 offsets[topic, partition] = committable
             for task in self.buffer.drop_partition(topic, partition):
                 self._origin.pop(task.task_id, None)
+                self._redriven.pop(task.task_id, None)
                 self._drop_holder(task)
             self.tracker.drop(topic, partition)
         return offsets

@@ -73,7 +73,9 @@ class OrchestratorService:
         bootstrap = s.kafka.primary.bootstrap_servers
         existing = list_topics(s.kafka.primary)
         needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS]
-        needed += [s.topics.response, s.topics.flow_control]
+        # The DLQ and the parking lot too: a dead-letter write to a missing topic would fail,
+        # and its task would be served again and again.
+        needed += [s.topics.response, s.topics.flow_control, s.topics.dlq, s.topics.parking_lot]
         missing = [t for t in needed if t not in existing]
         if missing:
             raise ConfigError(

@@ -18,8 +18,10 @@ from eventgw.config.settings import OrchestratorSettings, TopicSettings
 from eventgw.core.clock import FakeClock
 from eventgw.core.envelope import (
     H_ATTEMPT,
+    H_EVENT_ID,
     H_LAST_ERROR,
     H_ORIGINAL_TOPIC,
+    H_REDRIVEN,
     H_RETRY_AT_MS,
     SLO_SECONDS,
     Priority,
@@ -411,3 +413,54 @@ async def test_failures_are_counted_as_results(kind: pb.ResultKind) -> None:
     session, [tid] = await _leased(f, Priority.P20)
     assert f.d.apply_results([result(tid, kind)], session) == (1, 0)
     assert [t for t, _ in f.writer.settle(True)] == [TOPICS.dlq]
+
+
+# -- redriven records: the parking lot (docs/failure-handling.md) ------------------------------
+
+
+def _redriven(f: Fixture, priority: Priority, marker: bytes) -> ConsumedRecord:
+    r = f.record(priority)
+    headers = [*r.headers, (H_REDRIVEN, marker)]
+    return ConsumedRecord(r.topic, r.partition, r.offset, r.key, r.value, headers)
+
+
+async def test_a_redriven_record_that_fails_for_good_goes_to_the_parking_lot() -> None:
+    f = Fixture(max_attempts=1)
+    marker = f"{TOPICS.dlq}:1:17".encode()
+    f.d.add_records([_redriven(f, Priority.P20, marker), _redriven(f, Priority.P30, marker)])
+    f.add(Priority.P10)
+    session = f.d.open_session("w")
+    f.d.grant(session, 3)
+    ids = [t.task_id for t in await sent_tasks(session)]
+    kinds = {ids[0]: pb.REJECT, ids[1]: pb.NACK, ids[2]: pb.NACK}
+    f.d.apply_results([result(tid, kind, error="again") for tid, kind in kinds.items()], session)
+    written = {dict(r[2])[H_EVENT_ID]: (t, dict(r[2])) for t, r in f.writer.settle(True)}
+    assert sorted(t for t, _ in written.values()) == sorted(
+        [TOPICS.parking_lot, TOPICS.parking_lot, TOPICS.dlq]
+    )
+    for topic, headers in written.values():
+        assert headers.get(H_REDRIVEN) == (marker if topic == TOPICS.parking_lot else None)
+    assert f.d.class_counters[10].dead_lettered == 1
+    assert f.d.class_counters[20].dead_lettered == f.d.class_counters[30].dead_lettered == 1
+
+
+async def test_the_redriven_mark_survives_the_retry_topics() -> None:
+    f = Fixture(max_attempts=2)
+    marker = f"{TOPICS.dlq}:0:5".encode()
+    f.d.add_records([_redriven(f, Priority.P20, marker)])
+    session = f.d.open_session("w")
+    f.d.grant(session, 1)
+    [task] = await sent_tasks(session)
+    f.d.apply_results([result(task.task_id, pb.NACK, delay_ms=90_000)], session)
+    [(topic, (key, value, headers))] = f.writer.settle(True)
+    assert topic == TOPICS.retry_60s
+    assert dict(headers)[H_REDRIVEN] == marker
+    # The retry consumer reads it back (attempt 1); it fails again past max_attempts.
+    f.d.add_records([ConsumedRecord(TOPICS.retry_60s, 0, 0, key, value, headers)])
+    f.d.grant(session, 1)
+    [again] = await sent_tasks(session)
+    f.d.apply_results([result(again.task_id, pb.NACK, error="still")], session)
+    [(topic, (_, _, headers))] = f.writer.settle(True)
+    assert topic == TOPICS.parking_lot
+    assert dict(headers)[H_REDRIVEN] == marker
+    assert H_RETRY_AT_MS not in dict(headers)
