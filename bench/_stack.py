@@ -262,6 +262,12 @@ class Gateway:
                     raise TimeoutError(f"ingest workers not ready:\n{self.log_tail('workers')}")
                 time.sleep(0.2)
 
+    def start_colocated_only(self) -> None:
+        """Start only the co-located ingest (the publisher embedded); return once ready."""
+        self.colocated = self._spawn("colocated")
+        url = f"http://127.0.0.1:{self.ports.colocated_http}/readyz"
+        self._wait_ready(self.colocated, url, "colocated")
+
     def log_tail(self, command: str, chars: int = 3000) -> str:
         """The end of a gateway process's log."""
         with contextlib.suppress(OSError):

@@ -594,8 +594,11 @@ def isolation_table(iso: dict[str, Any]) -> str:
 # -- 3. full loop -----------------------------------------------------------------------
 
 
-def _loop_eventgw(b: Bench, layout: str) -> dict[str, Any]:
-    """One full-loop run of eventgw: HTTP → ingest → publisher → … → processors → commit."""
+def _loop_eventgw(b: Bench, layout: str, *, profile: bool = False) -> dict[str, Any]:
+    """One full-loop run of eventgw: HTTP → ingest → publisher → … → processors → commit.
+
+    With ``profile``, every gateway process is sampled by py-spy during the measured run.
+    """
     a = b.args
     topics = b.topics()
     gw = Gateway(b.bootstrap, topics, b.workdir)
@@ -614,30 +617,47 @@ def _loop_eventgw(b: Bench, layout: str) -> dict[str, Any]:
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     problems: list[str] = []
     try:
-        gw.start(colocated=layout == "colocated")
+        if layout == "colocated":
+            gw.start_colocated_only()
+            assert gw.colocated is not None
+            http_port = gw.ports.colocated_http
+            pids = {"ingest": gw.colocated.pid}
+        else:
+            gw.start()
+            assert gw.ingest is not None
+            assert gw.publisher is not None
+            http_port = gw.ports.http
+            pids = {"ingest": gw.ingest.pid, "publisher": gw.publisher.pid}
         rp.start()
-        pids = {"ingest": gw.ingest.pid, **rp.pids()}  # type: ignore[union-attr]
-        if gw.publisher is not None:
-            pids["publisher"] = gw.publisher.pid
-        meter = b.meter(pids)
+        meter = b.meter({**pids, **rp.pids()})
         warm = _load.Workload(
             a.loop_batch * a.loop_concurrency * 2, a.loop_batch, a.loop_concurrency, a.payload_bytes
         )
-        runner.run(_load.run_http(gw.ports.http, warm, 60))
+        runner.run(_load.run_http(http_port, warm, 60))
         if _wait_until(lambda: b.caught_up(group, lanes), 60, 0.1) is None:
             raise TimeoutError("warm-up events never committed:\n" + rp.log_tail("orch"))
         before_high = sum(b.offsets.high(lanes).values())
         before_processed = rp.processed_total()
         fw_before = sum(b.offsets.high([topics.failed_writes]).values())
         w = _load.Workload(a.loop_events, a.loop_batch, a.loop_concurrency, a.payload_bytes)
+        spies: dict[str, PySpy] = {}
+        if profile:
+            outdir = b.workdir / f"profiles-{layout}"
+            outdir.mkdir(exist_ok=True)
+            spies = {
+                name: PySpy(pid, outdir / f"{name}.txt", native=False)
+                for name, pid in {**pids, **rp.pids()}.items()
+            }
         cpu0 = meter.sample()
         t0 = time.monotonic()
-        res = runner.run(_load.run_http(gw.ports.http, w, 180))
+        res = runner.run(_load.run_http(http_port, w, 180))
         t_ingested = time.monotonic()
         target = before_processed + w.events
         t_acked = _wait_until(lambda: rp.processed_total() >= target, 120, 0.02)
         t_done = _wait_until(lambda: b.caught_up(group, lanes), 60, 0.05)
         cpu1 = meter.sample()
+        for spy in spies.values():
+            spy.stop()
         written = sum(b.offsets.high(lanes).values()) - before_high
         processed = rp.processed_total() - before_processed
         problems += res.errors
@@ -671,6 +691,11 @@ def _loop_eventgw(b: Bench, layout: str) -> dict[str, Any]:
     }
     elapsed = t_done - t0
     return {
+        **(
+            {"profile": {name: summarize(spy.output, top=25) for name, spy in spies.items()}}
+            if spies
+            else {}
+        ),
         "system": f"eventgw-{layout}",
         "events": w.events,
         "ingest_events_per_s": w.events / (t_ingested - t0),
@@ -713,7 +738,7 @@ def _loop_raw(b: Bench) -> dict[str, Any]:
     )
     problems: list[str] = []
     try:
-        meter = b.meter({"raw loop": proc.pid})
+        meter = b.meter({})  # the loop process reports its own CPU (it exits at the end)
         cpu0 = meter.sample()
         t0 = time.monotonic()
         delivered = preload(
@@ -739,7 +764,7 @@ def _loop_raw(b: Bench) -> dict[str, Any]:
     per = 100_000 / n
     comp = {
         "producer": cpu["bench"].total_s,
-        "raw loop": cpu["raw loop"].total_s,
+        "raw loop": float(line["cpu_s"]),
         **({"broker": cpu["broker"].total_s} if "broker" in cpu else {}),
     }
     elapsed = line["done_s"] - t0
@@ -764,7 +789,11 @@ def run_loop(b: Bench) -> dict[str, Any]:
     for r in range(b.args.rounds):
         order = systems[r % len(systems) :] + systems[: r % len(systems)]
         for system in order:
-            run = _loop_raw(b) if system == "raw" else _loop_eventgw(b, system)
+            run = (
+                _loop_raw(b)
+                if system == "raw"
+                else _loop_eventgw(b, system, profile=b.args.profile)
+            )
             run["round"] = r
             runs.append(run)
             print(

@@ -147,6 +147,10 @@ class FakeOrchestrator:
             request = await context.read()
 
     async def apply(self, request: pb.WorkRequest) -> None:
+        for task_id in request.acked:  # the compact form of a plain ACK
+            task = self.leased.pop(task_id, None)
+            count = task.delivery_count if task is not None else 0
+            self.results.append(pb.TaskResult(task_id=task_id, kind=pb.ACK, delivery_count=count))
         for r in request.results:
             task = self.leased.pop(r.task_id, None)
             self.results.append(r)

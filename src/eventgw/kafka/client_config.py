@@ -72,13 +72,16 @@ def consumer_config(
 
     Args:
         group_instance_id: static membership id (a restart keeps its partitions).
-        low_latency: fetch as soon as data exists (P30 must not wait for fuller fetches).
+        low_latency: the broker answers a fetch as soon as any data exists (P30 must not
+            wait for fuller fetches). With ``fetch.min.bytes`` 1 the wait bound only matters
+            when nothing arrives: 500 ms, not 10 — an idle orchestrator's 100 empty fetches a
+            second cost the broker a fifth of a core (measured), for no latency gain.
     """
     conf = cluster_config(cluster)
     if group_instance_id:
         conf["group.instance.id"] = group_instance_id
     if low_latency:
-        conf["fetch.wait.max.ms"] = 10
+        conf["fetch.wait.max.ms"] = 500
         conf["fetch.min.bytes"] = 1
     conf.update(
         {

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,7 +48,7 @@ from eventgw.core.envelope import (
 from eventgw.orchestrator.ack_tracker import AckTracker
 from eventgw.orchestrator.priority_buffer import BUFFER_LANES, PriorityBuffer
 from eventgw.orchestrator.sessions import WorkerSession
-from eventgw.orchestrator.task_heaps import BufferedTask, make_task_id
+from eventgw.orchestrator.task_heaps import BufferedTask
 from eventgw.orchestrator.wire import hint, task_batches
 
 if TYPE_CHECKING:
@@ -188,42 +189,49 @@ class Dispatcher:
         """
         added = 0
         buffer, tracker = self.buffer, self.tracker
+        push, track = buffer.push, tracker.track
+        lane_of_topic = self.lane_of_topic
+        priority_of = _PRIORITY_OF
+        new_event = pb.EventData
         for r in records:
-            lane = self.lane_of_topic.get(r.topic)
+            topic, partition, offset, value = r.topic, r.partition, r.offset, r.value
+            lane = lane_of_topic.get(topic)
             if lane is None:
-                logger.warning("orchestrator.unknown_topic topic=%s", r.topic)
+                logger.warning("orchestrator.unknown_topic topic=%s", topic)
                 continue
-            event = pb.EventData()
+            event = new_event()
             try:
-                event.ParseFromString(r.value)
+                event.ParseFromString(value)
             except Exception:  # noqa: BLE001  (protobuf raises several DecodeError types)
-                tracker.track(r.topic, r.partition, r.offset)
+                track(topic, partition, offset)
                 self._dead_letter_undecodable(r, lane)
                 continue
+            task_id = f"{topic}/{partition}/{offset}"  # make_task_id, inlined: per record
             task = BufferedTask(
-                task_id=make_task_id(r.topic, r.partition, r.offset),
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                lane=lane,
-                priority=_PRIORITY_OF.get(event.priority, _P10),
-                deadline_ms=event.slo_deadline_ms or event.ingested_at_ms,
-                ingested_at_ms=event.ingested_at_ms,
-                value=r.value,
-                attempt=event.attempt,
+                task_id,
+                topic,
+                partition,
+                offset,
+                lane,
+                priority_of.get(event.priority, _P10),
+                event.slo_deadline_ms or event.ingested_at_ms,
+                event.ingested_at_ms,
+                value,
+                event.attempt,
             )
-            if lane == "retry":
-                origin = header_value(r.headers, H_ORIGINAL_TOPIC)
-                if origin:
-                    self._origin[task.task_id] = origin.decode(errors="replace")
+            headers = r.headers
             # A lane record from ingest has the four standard headers; only a longer list
-            # (retry, redrive) can carry the redriven mark: no scan per ordinary record.
-            if len(r.headers) > _STANDARD_HEADERS:
-                redriven = header_value(r.headers, H_REDRIVEN)
+            # (retry, redrive) can carry an origin or the redriven mark: no scan otherwise.
+            if len(headers) > _STANDARD_HEADERS:
+                if lane == "retry":
+                    origin = header_value(headers, H_ORIGINAL_TOPIC)
+                    if origin:
+                        self._origin[task_id] = origin.decode(errors="replace")
+                redriven = header_value(headers, H_REDRIVEN)
                 if redriven:
-                    self._redriven[task.task_id] = redriven
-            tracker.track(r.topic, r.partition, r.offset)
-            buffer.push(task)
+                    self._redriven[task_id] = redriven
+            track(topic, partition, offset)
+            push(task)
             added += 1
         if added:
             self._dispatch()
@@ -283,11 +291,11 @@ class Dispatcher:
         self.sessions.discard(session)
         self._credited.pop(session, None)
         returned = 0
-        for task_id, task in session.leased.items():
-            task.holder = None
-            if task_id not in self._writing and self.buffer.return_lease(task_id):
+        return_lease = self.buffer.return_lease
+        for task in session.held():
+            if task.task_id not in self._writing and return_lease(task.task_id):
                 returned += 1
-        session.leased.clear()
+        session.groups = []
         session.credit = 0
         if returned:
             self.returned_on_disconnect += returned
@@ -317,24 +325,18 @@ class Dispatcher:
         now_wall, now_mono = self._wall(), self._mono()
         while credited:
             session = next(iter(credited))
-            tasks = buffer.pop_batch(session.credit, lease_s)
+            tasks = buffer.pop_batch(session.credit, lease_s, session)
             if not tasks:
                 break
             del credited[session]
             session.credit -= len(tasks)
             if session.credit:
                 credited[session] = None  # to the back of the round
-            leased = session.leased
-            for t in tasks:
-                t.holder = session
-                leased[t.task_id] = t
+            session.add_group(tasks[0]._lease)  # type: ignore[arg-type]  # set by pop_batch
             backlog = buffer.ready_count()
             for message in task_batches(tasks, index, backlog, now_wall, now_mono):
                 session.push(message)
-            by_lane: dict[str, int] = {}
-            for t in tasks:
-                by_lane[t.lane] = by_lane.get(t.lane, 0) + 1
-            for lane, n in by_lane.items():
+            for lane, n in Counter(t.lane for t in tasks).items():  # counted in C
                 self._m_dispatched[lane].inc(n)
         if buffer.has_ready():
             # A backlog no credit covers: tell each worker without credit once, so a worker
@@ -354,10 +356,6 @@ class Dispatcher:
         expired = self.buffer.expire()
         for task in expired:
             self.counters[task.lane].expired += 1
-            holder = task.holder
-            if isinstance(holder, WorkerSession):
-                holder.leased.pop(task.task_id, None)
-            task.holder = None
         if self.buffer.has_ready():
             self._dispatch()
         return self.buffer.next_timer()
@@ -365,44 +363,55 @@ class Dispatcher:
     # -- results ------------------------------------------------------------------------
 
     def apply_results(
-        self, results: Sequence[pb.TaskResult], session: WorkerSession | None = None
+        self,
+        results: Sequence[pb.TaskResult],
+        session: WorkerSession | None = None,
+        acked: Sequence[str] = (),
     ) -> tuple[int, int]:
         """Apply worker results (from ``session``'s stream, or the response topic if None).
 
-        Returns (accepted, stale); see the module docstring for the rules. Retry and DLQ
-        records are handed to the `RetryWriter`; their tasks stay leased until Kafka
-        confirmed them.
+        ``acked`` are task ids ACKed (the stream's compact form of the common result);
+        ``results`` the others, or every result from the response topic. Returns
+        (accepted, stale); see the module docstring for the rules. Retry and DLQ records are
+        handed to the `RetryWriter`; their tasks stay leased until Kafka confirmed them.
         """
         accepted = stale = 0
         released = False
         buffer = self.buffer
+        writing = self._writing
+        get = buffer.get
+        finish = self._finish_acked
+        for task_id in acked:
+            task = get(task_id)
+            if task is None or task_id in writing:
+                stale += 1
+                continue
+            accepted += 1
+            finish(task)
         for r in results:
             task_id = r.task_id
             kind = r.kind
-            if task_id in self._writing:
+            if task_id in writing:
                 stale += 1
                 continue
             if kind == _ACK:
-                task = buffer.get(task_id)
+                task = get(task_id)
                 if task is None:
                     stale += 1
                     continue
                 accepted += 1
-                self._finish(task)
-                self.counters[task.lane].processed += 1
-                self.class_counters[task.priority].processed += 1
+                finish(task)
                 continue
             task = buffer.lease_of(task_id)
             if (
                 task is None
                 or (r.delivery_count and r.delivery_count != task.delivery_count)
-                or (session is not None and task.holder is not session)
+                or (session is not None and buffer.owner_of(task) is not session)
             ):
                 stale += 1
                 continue
             accepted += 1
             if kind == _RELEASE:
-                self._drop_holder(task)
                 buffer.release(task_id)
                 released = True
             elif kind == _REJECT:
@@ -414,20 +423,24 @@ class Dispatcher:
                     self._write_out(task, r, self._dead_end(task))
                 elif delay_s < self._s.memory_retry_max_s:
                     # Held in memory; ready again (attempt + 1) once due.
-                    self._drop_holder(task)
                     buffer.delay(task_id, delay_s * self._s.time_scale)
                     self.counters[task.lane].retried += 1
                     self.class_counters[task.priority].retried += 1
                 else:
                     topic = self.retry_topics[min(attempt, len(self.retry_topics)) - 1]
                     self._write_out(task, r, topic)
-        self._count_results(results, stale)
+        self._count_results(results, len(acked), stale)
         if released:
             self._dispatch()
         return accepted, stale
 
-    def _count_results(self, results: Sequence[pb.TaskResult], stale: int) -> None:
-        kinds: dict[pb.ResultKind, int] = {}
+    def _finish_acked(self, task: BufferedTask) -> None:
+        self._finish(task)
+        self.counters[task.lane].processed += 1
+        self.class_counters[task.priority].processed += 1
+
+    def _count_results(self, results: Sequence[pb.TaskResult], acked: int, stale: int) -> None:
+        kinds: dict[pb.ResultKind, int] = {pb.ACK: acked} if acked else {}
         for r in results:
             kinds[r.kind] = kinds.get(r.kind, 0) + 1
         for kind, n in kinds.items():
@@ -438,21 +451,15 @@ class Dispatcher:
             self.stale_results += stale
             self._m_stale.inc(stale)
 
-    @staticmethod
-    def _drop_holder(task: BufferedTask) -> None:
-        holder = task.holder
-        if isinstance(holder, WorkerSession):
-            holder.leased.pop(task.task_id, None)
-        task.holder = None
-
     def _dead_end(self, task: BufferedTask) -> str:
         """The DLQ, or the parking lot for a task already redriven from the DLQ once."""
         return self._topics.parking_lot if task.task_id in self._redriven else self._topics.dlq
 
     def _finish(self, task: BufferedTask) -> None:
-        self._drop_holder(task)
-        self._origin.pop(task.task_id, None)
-        self._redriven.pop(task.task_id, None)
+        if task.lane == "retry":
+            self._origin.pop(task.task_id, None)
+        if self._redriven:
+            self._redriven.pop(task.task_id, None)
         self.buffer.complete(task.task_id)
         self.tracker.finish(task.topic, task.partition, task.offset)
 
@@ -517,12 +524,11 @@ class Dispatcher:
                         c.retried += 1
                 return
             # Not durable elsewhere: serve it again rather than lose it.
-            holder = task.holder
-            self._drop_holder(task)
-            if holder is None:  # the worker went away meanwhile: its lease ended then
-                self.buffer.return_lease(task_id)
-            else:
+            owner = self.buffer.owner_of(task)
+            if isinstance(owner, WorkerSession) and not owner.closed:
                 self.buffer.release(task_id)
+            else:  # the worker went away meanwhile: its lease ended then
+                self.buffer.return_lease(task_id)
             self._dispatch()
 
         self._writer.submit(topic, record, done)
@@ -541,7 +547,6 @@ class Dispatcher:
             for task in self.buffer.drop_partition(topic, partition):
                 self._origin.pop(task.task_id, None)
                 self._redriven.pop(task.task_id, None)
-                self._drop_holder(task)
             self.tracker.drop(topic, partition)
         return offsets
 

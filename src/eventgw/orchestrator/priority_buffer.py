@@ -22,8 +22,11 @@ from eventgw.orchestrator.task_heaps import (
     _NEW,
     _READY,
     BufferedTask,
+    Entry,
     LazyHeap,
+    LeaseGroup,
     TaskState,
+    best_and_bound,
     make_task_id,
     pop_earliest,
 )
@@ -148,7 +151,8 @@ class PriorityBuffer:
     return expired leases and due delayed tasks to ready.
 
     Cost: O(log n) per operation amortised (heaps with lazy deletion and lazy tier
-    migration at pop time); ``drop_partition`` is O(tasks of the partition).
+    migration at pop time; a run of tasks from one heap is popped without re-scanning the
+    others; one lease timer per ``pop_batch``); ``drop_partition`` scans every task.
     """
 
     def __init__(
@@ -198,7 +202,6 @@ class PriorityBuffer:
         self._next_resume = -math.inf  # bytes < this: some paused lane resumes
 
         self._tasks: dict[str, BufferedTask] = {}
-        self._by_partition: dict[tuple[str, int], dict[str, BufferedTask]] = {}
         self._bytes = 0
         self._ontime = {p: LazyHeap() for p in _CLASSES}  # may hold late tasks until popped
         self._late = {p: LazyHeap() for p in _CLASSES}
@@ -211,7 +214,8 @@ class PriorityBuffer:
         # their grace, by key. The second tier's offload part: past the grace, then within.
         self._first_tier = (*self._ontime.values(), *self._offload.values())
         self._offload_tier = (*self._offload_late.values(), *self._offload.values())
-        self._leases = LazyHeap()
+        # One timer per pop_batch: (expires, seq, group), a group skipped once nothing is live.
+        self._leases: list[tuple[float, int, LeaseGroup]] = []
         self._delays = LazyHeap()
         self._seqs = itertools.count()
         self._served = 0
@@ -242,11 +246,6 @@ class PriorityBuffer:
         task._counts = counts
         counts[3] += size
         self._tasks[task.task_id] = task
-        key = (task.topic, task.partition)
-        tasks = self._by_partition.get(key)
-        if tasks is None:
-            tasks = self._by_partition[key] = {}
-        tasks[task.task_id] = task
         self._account(size)
         self._make_ready(task)
 
@@ -316,18 +315,23 @@ class PriorityBuffer:
         Their records will be re-delivered to the partition's next owner from its committed
         offset, so nothing is lost; results arriving for them later are unknown.
         """
-        tasks = self._by_partition.get((topic, partition))
-        if not tasks:
-            return []
-        dropped = sorted(tasks.values(), key=lambda t: t.offset)
+        # A scan of every task: revokes are rare, and an index per partition cost two dict
+        # operations per task on the hot path.
+        dropped = sorted(
+            (t for t in self._tasks.values() if t.partition == partition and t.topic == topic),
+            key=lambda t: t.offset,
+        )
         for task in dropped:
             self._remove(task)
         return dropped
 
     # -- serving and timers -------------------------------------------------------------------
 
-    def pop_batch(self, max_tasks: int, lease_s: float) -> list[BufferedTask]:
+    def pop_batch(self, max_tasks: int, lease_s: float, owner: object = None) -> list[BufferedTask]:
         """Serve up to ``max_tasks`` ready tasks in policy order, each leased for ``lease_s``.
+
+        The tasks are leased together to ``owner`` (`owner_of` tells it while a task stays
+        leased; `LeaseGroup`).
 
         Each served task gets ``lease_expires = monotonic() + lease_s``,
         ``delivery_count += 1`` and its ``rank``: the key it was served by when it came from
@@ -352,9 +356,10 @@ class PriorityBuffer:
         expires = self._monotonic() + lease_s
         every = self._late_share_every
         first_tier = self._first_tier
-        lease_entries = self._leases.entries
         served = self._served
         batch: list[BufferedTask] = []
+        heap: LazyHeap | None = None  # the first-tier heap of the current run, if any
+        bound: Entry | None = None  # ... served from while its top stays below this
         while len(batch) < max_tasks:
             task = None
             if (served + 1) % every == 0:
@@ -363,16 +368,23 @@ class PriorityBuffer:
                     self._late_share_served += 1
                     task.rank = now_ms
             if task is None:
-                task = pop_earliest(first_tier)
-                if task is None:
+                if heap is not None:  # continue the run if its top is still the earliest
+                    top = heap.peek()
+                    if top is None or (bound is not None and bound < top):
+                        heap = None
+                if heap is None:
+                    heap, bound = best_and_bound(first_tier)
+                if heap is not None:
+                    task = heap.pop()
+                    if task.lane == _OFFLOAD:
+                        task.rank = task.deadline_ms + _OFFLOAD_GRACE_MS[task.priority]
+                    else:
+                        task.rank = task.deadline_ms
+                else:
                     task = self._pop_second_tier()
                     if task is None:
                         break
                     task.rank = now_ms
-                elif task.lane == _OFFLOAD:
-                    task.rank = task.deadline_ms + _OFFLOAD_GRACE_MS[task.priority]
-                else:
-                    task.rank = task.deadline_ms
             served += 1
             task.delivery_count += 1
             task.lease_expires = expires
@@ -381,10 +393,14 @@ class PriorityBuffer:
             counts[_READY] -= 1
             counts[_LEASED] += 1
             task._state = _LEASED
-            task._heap = self._leases
-            heapq.heappush(lease_entries, (expires, task._seq, task._gen, task))
+            task._lease_i = len(batch)
             batch.append(task)
         self._served = served
+        if batch:
+            group = LeaseGroup(expires, list(batch), owner)
+            for task in batch:
+                task._lease = group
+            heapq.heappush(self._leases, (expires, next(self._seqs), group))
         return batch
 
     def expire(self, now: float | None = None) -> list[BufferedTask]:
@@ -402,10 +418,12 @@ class PriorityBuffer:
             now = self._monotonic()
         expired: list[BufferedTask] = []
         leases = self._leases
-        while (top := leases.peek()) is not None and top[0] <= now:
-            task = leases.pop()
-            self._make_ready(task)
-            expired.append(task)
+        while leases and leases[0][0] <= now:
+            group = heapq.heappop(leases)[2]
+            for task in group.tasks:  # a slot clears as its task becomes ready
+                if task is not None:
+                    self._make_ready(task)
+                    expired.append(task)
         delays = self._delays
         while (top := delays.peek()) is not None and top[0] <= now:
             task = delays.pop()
@@ -415,7 +433,10 @@ class PriorityBuffer:
 
     def next_timer(self) -> float | None:
         """Return the earliest lease expiry or delay due time (monotonic s), None if none."""
-        times = [top[0] for top in (self._leases.peek(), self._delays.peek()) if top is not None]
+        leases = self._leases
+        while leases and not leases[0][2].live:  # nothing left to expire in that group
+            heapq.heappop(leases)
+        times = [top[0] for top in (leases[0] if leases else None, self._delays.peek()) if top]
         return min(times, default=None)
 
     # -- memory shares ------------------------------------------------------------------------
@@ -459,6 +480,12 @@ class PriorityBuffer:
         if task is None or task._state is not _LEASED:
             return None
         return task
+
+    @staticmethod
+    def owner_of(task: BufferedTask) -> object:
+        """Who ``task`` is leased to (the ``owner`` of its `pop_batch`); None if not leased."""
+        group = task._lease
+        return None if group is None else group.owner
 
     def has_ready(self) -> bool:
         """Return whether any task is ready to be served; O(1)."""
@@ -521,6 +548,11 @@ class PriorityBuffer:
             heap.discard()
         counts = task._counts
         old = task._state
+        if old is _LEASED:
+            group = task._lease
+            if group is not None:
+                group.leave(task)
+                task._lease = None
         if old <= _DELAYED:
             counts[old] -= 1
         if state <= _DELAYED:
@@ -539,13 +571,7 @@ class PriorityBuffer:
 
     def _remove(self, task: BufferedTask) -> None:
         self._set_state(task, _GONE)
-        task_id = task.task_id
-        del self._tasks[task_id]
-        key = (task.topic, task.partition)
-        tasks = self._by_partition[key]
-        del tasks[task_id]
-        if not tasks:
-            del self._by_partition[key]
+        del self._tasks[task.task_id]
         task._counts[3] -= task._size
         self._account(-task._size)
 

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from eventgw.orchestrator.wire import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
-    from eventgw.orchestrator.task_heaps import BufferedTask
+    from eventgw.orchestrator.task_heaps import BufferedTask, LeaseGroup
 
 __all__ = ["WorkerSession"]
 
 _numbers = itertools.count(1)
+_PRUNE_AT = 64  # lease groups kept before the finished ones are dropped from the list
 
 
 class WorkerSession:
@@ -28,8 +29,9 @@ class WorkerSession:
 
     - ``credit`` >= 0 is how many more tasks the worker asked for and has not been sent;
       the dispatcher never sends more.
-    - ``leased`` holds exactly the buffered tasks whose current lease is this worker's
-      (``task.holder is self``); a result, an expiry or the end of the stream removes them.
+    - ``groups`` holds the lease groups served to this worker (`LeaseGroup`, one per
+      dispatch, owner = this session); a task leaves its group when its lease ends (result,
+      expiry, end of the stream), so `held` is exactly what the worker holds now.
     - Once ``closed``, nothing is pushed any more; ``wait_outgoing`` returns what is left and
       then an empty list.
 
@@ -37,17 +39,28 @@ class WorkerSession:
     one hint per credit grant, so a worker that stops reading holds at most what it asked for.
     """
 
-    __slots__ = ("_outbox", "_wake", "closed", "credit", "hinted", "leased", "number", "worker_id")
+    __slots__ = ("_outbox", "_wake", "closed", "credit", "groups", "hinted", "number", "worker_id")
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self.number = next(_numbers)  # unique per process: names the session in logs
         self.credit = 0
-        self.leased: dict[str, BufferedTask] = {}
+        self.groups: list[LeaseGroup] = []
         self.hinted = False  # told of a backlog since its credit last ran out
         self.closed = False
         self._outbox: list[tuple[bytes, bool]] = []
         self._wake = asyncio.Event()
+
+    def add_group(self, group: LeaseGroup) -> None:
+        """Remember a dispatch's lease group; forget groups with nothing leased any more."""
+        groups = self.groups
+        groups.append(group)
+        if len(groups) > _PRUNE_AT:
+            self.groups = [g for g in groups if g.live]
+
+    def held(self) -> list[BufferedTask]:
+        """The tasks leased to this worker now."""
+        return [t for g in self.groups if g.live for t in g.tasks if t is not None]
 
     def push(self, message: bytes, *, alone: bool = False) -> None:
         """Queue a serialized ``TaskBatch`` for the stream's writer (never blocks).
@@ -96,5 +109,5 @@ class WorkerSession:
     def __repr__(self) -> str:
         return (
             f"WorkerSession(#{self.number} {self.worker_id!r} credit={self.credit} "
-            f"leased={len(self.leased)})"
+            f"leased={sum(g.live for g in self.groups)})"
         )

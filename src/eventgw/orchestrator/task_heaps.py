@@ -48,7 +48,7 @@ class BufferedTask:
     """One consumed record the orchestrator owns until it is finished or its partition revoked.
 
     The public fields are set by the caller; the buffer updates ``attempt``,
-    ``delivery_count``, ``lease_expires`` and ``rank``; ``holder`` is the dispatcher's.
+    ``delivery_count``, ``lease_expires`` and ``rank``.
     Equality is identity. Accounted size: ``len(value) + TASK_OVERHEAD_BYTES``, fixed when
     the task is pushed.
     """
@@ -66,18 +66,44 @@ class BufferedTask:
     delivery_count: int = 0  # times served to a processor (a release takes one back)
     lease_expires: float = 0.0  # monotonic seconds; meaningful only while leased
     rank: int = 0  # dispatch urgency of the last serve (see PriorityBuffer.pop_batch)
-    holder: object = None  # who holds the lease (the dispatcher's worker session), if anyone
     _state: TaskState = field(default=TaskState.NEW, init=False, repr=False)
     _gen: int = field(default=0, init=False, repr=False)  # heap entries with another gen are stale
     _seq: int = field(default=0, init=False, repr=False)  # push order: FIFO among equal deadlines
     _size: int = field(default=0, init=False, repr=False)
     _heap: LazyHeap | None = field(default=None, init=False, repr=False)  # holds the live entry
+    _lease: LeaseGroup | None = field(default=None, init=False, repr=False)  # while LEASED
+    _lease_i: int = field(default=0, init=False, repr=False)  # its place in _lease.tasks
     # The buffer's [ready, leased, delayed, bytes] counters of this task's (lane, class); set by
     # push (no default: a list per task would be allocated for nothing).
     _counts: list[int] = field(init=False, repr=False)
 
 
 Entry = tuple[float, int, int, BufferedTask]  # (key, tie-break, gen, task)
+
+
+class LeaseGroup:
+    """The tasks leased together by one ``pop_batch``, to one owner: one timer for all.
+
+    A timer per task cost a heap push when served and a lazy deletion when finished; a
+    group costs one push per batch. A task that leaves the lease (finished, released,
+    delayed, returned, dropped) clears its slot in ``tasks`` and decrements ``live``; a group
+    with no live task frees its list and is skipped when its time comes.
+    """
+
+    __slots__ = ("expires", "live", "owner", "tasks")
+
+    def __init__(self, expires: float, tasks: list[BufferedTask | None], owner: object) -> None:
+        self.expires = expires
+        self.tasks = tasks
+        self.live = len(tasks)
+        self.owner = owner  # who the tasks were served to (the dispatcher's worker session)
+
+    def leave(self, task: BufferedTask) -> None:
+        """``task`` is no longer leased under this group."""
+        self.tasks[task._lease_i] = None
+        self.live -= 1
+        if not self.live:
+            self.tasks = []
 
 
 class LazyHeap:
@@ -124,6 +150,30 @@ class LazyHeap:
             self.entries = [e for e in self.entries if e[3]._gen == e[2]]
             heapq.heapify(self.entries)
             self.stale = 0
+
+
+def best_and_bound(heaps: Iterable[LazyHeap]) -> tuple[LazyHeap | None, Entry | None]:
+    """The heap whose top is smallest, and the smallest top among the others (its bound).
+
+    The caller may pop the best heap while its top stays below the bound without looking at
+    the other heaps again: a run of tasks of one class costs one scan, not one per task.
+    """
+    best: Entry | None = None
+    second: Entry | None = None
+    best_heap = None
+    for heap in heaps:
+        entries = heap.entries
+        while entries:  # heap.peek() inlined
+            top = entries[0]
+            if top[3]._gen == top[2]:
+                if best is None or top < best:
+                    second, best, best_heap = best, top, heap
+                elif second is None or top < second:
+                    second = top
+                break
+            heapq.heappop(entries)
+            heap.stale -= 1
+    return best_heap, second
 
 
 def pop_earliest(heaps: Iterable[LazyHeap]) -> BufferedTask | None:

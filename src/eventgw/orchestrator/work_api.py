@@ -71,8 +71,8 @@ class OrchestratorServicer:
 
     def _apply(self, session: WorkerSession, request: pb.WorkRequest) -> None:
         d = self._d
-        if request.results:
-            d.apply_results(request.results, session)
+        if request.results or request.acked:
+            d.apply_results(request.results, session, request.acked)
         if request.revoke:
             d.revoke_credit(session, request.revoke)
         if request.credit:

@@ -1,9 +1,10 @@
 """What a worker sends about its tasks, as spliced protobuf bytes.
 
 Two messages carry results: ``WorkRequest`` on the worker's ``Work`` stream (with credit,
-the usual path) and ``TaskResults``, the response-topic record for results a stream could not
-take. Building a ``pb.TaskResult`` per task and then the message that copies them cost the
-processor a seventh of its CPU with a quick handler; only ``task_id`` and ``delivery_count``
+the usual path; a plain ACK is just its task id in ``acked``) and ``TaskResults``, the
+response-topic record for results a stream could not take. Building a ``pb.TaskResult``
+per task and then the message that copies them cost the processor a seventh of its CPU
+with a quick handler; only ``task_id`` and ``delivery_count``
 (and, on the topic, ``event_id``) differ from task to task, so the outcome fields are encoded
 once per distinct outcome. Fields stay in field-number order, so the bytes equal
 ``SerializeToString`` of the same message (tests/unit/processor/test_results.py).
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.protowire import short_varint
+from eventgw.processor.handlers import ACKED
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,6 +30,7 @@ Result = tuple[str, int, str, "Outcome"]
 
 _RESULTS_TAG: Final = b"\x0a"  # TaskResults.results: field 1, length-delimited
 _WORK_RESULTS_TAG: Final = b"\x1a"  # WorkRequest.results: field 3, length-delimited
+_ACKED_TAG: Final = b"\x2a"  # WorkRequest.acked: field 5, length-delimited (a task id)
 _TASK_ID_TAG: Final = b"\x0a"  # TaskResult.task_id: field 1
 _EVENT_ID_TAG: Final = b"\x32"  # TaskResult.event_id: field 6
 _DELIVERY_COUNT_TAG: Final = b"\x40"  # TaskResult.delivery_count: field 8, varint
@@ -72,12 +75,21 @@ def work_request(
 ) -> bytes:
     """A serialized ``WorkRequest``: ``worker_id`` (first message only), credit, results.
 
-    Results on the stream leave out ``worker_id``, ``event_id`` and ``orchestrator_index``:
-    the stream says who sent them and to whom.
+    A plain ACK — the common result — goes as its task id in ``acked``; other results as a
+    ``TaskResult`` without ``worker_id``, ``event_id`` and ``orchestrator_index`` (the
+    stream says who sent them and to whom).
     """
     head = pb.WorkRequest(worker_id=worker_id, credit=credit).SerializeToString()
     tail = pb.WorkRequest(revoke=revoke).SerializeToString()
-    return b"".join((head, *_splice(results, _WORK_RESULTS_TAG, "", b"", False), tail))
+    others: list[Result] = []
+    acked: list[bytes] = []
+    for result in results:
+        if result[3] is ACKED:
+            tid = result[0].encode()
+            acked += (_ACKED_TAG, short_varint(len(tid)), tid)
+        else:
+            others.append(result)
+    return b"".join((head, *_splice(others, _WORK_RESULTS_TAG, "", b"", False), tail, *acked))
 
 
 def results_record(results: Sequence[Result], worker_id: str, orchestrator_index: int) -> bytes:

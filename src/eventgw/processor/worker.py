@@ -59,6 +59,7 @@ PAYLOAD_PREVIEW_BYTES: Final = 200
 """Dry run shows at most this much of each payload."""
 
 _RESULT_LABELS: Final = {pb.ACK: "ack", pb.NACK: "nack", pb.REJECT: "reject", pb.RELEASE: "release"}
+_ESTIMATE_EVERY: Final = 64  # handler calls between two re-estimates of the prefetch
 
 _Held = tuple[pb.Task, Link, int]  # a task, the link it came by, that link's generation then
 
@@ -191,16 +192,27 @@ class Worker:
         self._busy_n = 0
         self._held_releases: list[tuple[Link, int, Result]] = []  # dry run with max_tasks
         self._results = dict.fromkeys(_RESULT_LABELS.values(), 0)
-        tasks_total = metrics.counter(
-            "eventgw_processor_tasks_total", "task results reported", ["result"]
+        # Counted in plain integers on the hot path; Prometheus reads them when it scrapes.
+        metrics.counter_from(
+            "eventgw_processor_tasks_total",
+            "task results reported",
+            ["result"],
+            lambda: {(kind,): float(n) for kind, n in self._results.items()},
         )
-        self._result_counters = {k: tasks_total.labels(v) for k, v in _RESULT_LABELS.items()}
-        self._duration = metrics.histogram(
+        metrics.counter_from(
+            "eventgw_processor_tasks_received_total",
+            "tasks received from orchestrators",
+            [],
+            lambda: {(): float(self._received)},
+        )
+        self._duration = metrics.loop_histogram(
             "eventgw_processor_handler_duration_seconds", "one handler call"
         )
-        self._received_total = metrics.counter(
-            "eventgw_processor_tasks_received_total", "tasks received from orchestrators"
-        )
+        # Credit bookkeeping kept incrementally: the hot path must not sum over links.
+        self._outstanding = 0  # credit granted on every link and not used yet
+        self._capacity = settings.concurrency + self._prefetch.prefetch()
+        self._threshold = max(1, self._capacity // 4)
+        self._since_estimate = 0  # handler calls since the prefetch was last re-estimated
 
     def statistics(self) -> WorkerStatistics:
         """A snapshot of the counters and state."""
@@ -290,9 +302,9 @@ class Worker:
         credit.credit = max(0, credit.credit - n - batch.credit_returned)
         credit.backlog = batch.backlog
         credit.revoking = False
+        self._outstanding = max(0, self._outstanding - n - batch.credit_returned)
         if n:
             self._received += n
-            self._received_total.inc(n)
             generation = link.generation
             put = self._queue.put
             if self._accepting:
@@ -322,29 +334,43 @@ class Worker:
         self._plan(force=True)
 
     def _plan(self, *, force: bool = False) -> None:
-        """Grant the credit the worker can take now (see the class docstring)."""
+        """Grant the credit the worker can take now (see the class docstring).
+
+        The common call — a handler finished, work still queued — is a few comparisons:
+        credit goes out in steps of a quarter of the capacity. ``force`` (a stream opened or
+        ended, credit came back, a backlog was hinted) re-estimates and re-plans at once.
+        """
         if not self._accepting or self._stop.is_set() or self._done.is_set():
             return
-        if self._busy_n:
-            self._prefetch.observe(self._busy_s, self._busy_n)
-            self._busy_s, self._busy_n = 0.0, 0
-        links = self._links
-        queued = len(self._queue)
-        capacity = self._settings.concurrency + self._prefetch.prefetch()
-        outstanding = sum(link.credit.credit for link in links)
-        held = self._held
-        free = capacity - held - outstanding
+        free = self._capacity - self._held - self._outstanding
+        if not force and free < self._threshold and len(self._queue):
+            return
+        if force or self._since_estimate >= _ESTIMATE_EVERY:
+            self._estimate()
+            free = self._capacity - self._held - self._outstanding
         max_tasks = self._settings.max_tasks
         if max_tasks:
-            free = min(free, max_tasks - self._handled - held - outstanding)
-        if not force and (free < max(1, capacity // 4) and queued):
-            return
+            free = min(free, max_tasks - self._handled - self._held - self._outstanding)
+        links = self._links
         grants, revokes = plan_credit([link.credit for link in links], max(free, 0))
         for link, grant, revoke in zip(links, grants, revokes, strict=True):
             if grant:
                 link.grant(grant)
+                self._outstanding += grant
             if revoke:
                 link.revoke(revoke)
+
+    def _estimate(self) -> None:
+        """Fold the recent handler durations into the prefetch; recount the credit."""
+        if self._busy_n:
+            self._prefetch.observe(self._busy_s, self._busy_n)
+            self._busy_s, self._busy_n = 0.0, 0
+        self._since_estimate = 0
+        self._capacity = self._settings.concurrency + self._prefetch.prefetch()
+        self._threshold = max(1, self._capacity // 4)
+        self._outstanding = sum(
+            link.credit.credit for link in self._links if link.state is LinkState.OPEN
+        )
 
     # -- running ----------------------------------------------------------------------------
 
@@ -414,6 +440,7 @@ class Worker:
             took = clock.monotonic() - started
             self._busy_s += took
             self._busy_n += 1
+            self._since_estimate += 1
             self._duration.observe(took)
             if task.lease_expires_ms and task.lease_expires_ms < clock.wall_ms():
                 self._late += 1
@@ -424,7 +451,6 @@ class Worker:
     ) -> None:
         result: Result = (task.task_id, task.delivery_count, task.event.event_id, outcome)
         self._results[_RESULT_LABELS[outcome.kind]] += 1
-        self._result_counters[outcome.kind].inc()
         if hold:
             self._held_releases.append((link, generation, result))
         else:

@@ -145,7 +145,7 @@ async def test_credit_brings_ready_tasks_in_slo_order_and_never_more() -> None:
     assert [t.task_id for t in batch.tasks] == [p30, p20]
     assert batch.backlog == 1
     assert session.credit == 0
-    assert set(session.leased) == {p30, p20}
+    assert {t.task_id for t in session.held()} == {p30, p20}
     assert [t.delivery_count for t in batch.tasks] == [1, 1]
     assert batch.tasks[0].rank < batch.tasks[1].rank, "ranks keep the buffer's order"
     f.d.grant(session, 5)
@@ -262,7 +262,7 @@ async def test_an_expired_lease_is_served_again_and_leaves_its_session() -> None
     f.clock.advance(2.5)
     f.d.tick()
     assert [t.task_id for t in await sent_tasks(fresh)] == [tid]
-    assert tid not in slow.leased
+    assert tid not in {t.task_id for t in slow.held()}
     assert f.d.counters["p20"].expired == 1
 
 
@@ -284,7 +284,7 @@ async def test_ack_finishes_the_task_and_its_offset_commits() -> None:
     assert len(f.d.buffer) == 0
     assert f.d.committable() == {(TOPICS.p20, 0): 2}
     assert f.d.class_counters[20].processed == 2
-    assert not session.leased
+    assert not session.held()
 
 
 async def test_ack_is_accepted_in_any_state_but_only_once() -> None:
@@ -403,7 +403,7 @@ async def test_revoked_partitions_leave_sessions_and_commit_what_is_done() -> No
     session, [a, b] = await _leased(f, Priority.P20, Priority.P20)
     f.d.apply_results([result(a, pb.ACK)], session)
     assert f.d.revoke_partitions([(TOPICS.p20, 0)]) == {(TOPICS.p20, 0): 1}
-    assert not session.leased
+    assert not session.held()
     assert f.d.apply_results([result(b, pb.ACK)], session) == (0, 1)
 
 
@@ -464,3 +464,14 @@ async def test_the_redriven_mark_survives_the_retry_topics() -> None:
     assert topic == TOPICS.parking_lot
     assert dict(headers)[H_REDRIVEN] == marker
     assert H_RETRY_AT_MS not in dict(headers)
+
+
+async def test_the_compact_ack_list_finishes_tasks_and_counts_stale_ones() -> None:
+    f = Fixture()
+    session, [a, b, c] = await _leased(f, Priority.P20, Priority.P20, Priority.P20)
+    f.d.apply_results([result(c, pb.NACK, delay_ms=90_000)], session)  # c: write in flight
+    assert f.d.apply_results([], session, acked=[a, b, c, "t/9/9"]) == (2, 2)
+    assert f.d.buffer.get(a) is None
+    assert f.d.buffer.get(b) is None
+    assert f.d.class_counters[20].processed == 2
+    assert f.d.stale_results == 2

@@ -802,7 +802,6 @@ class BufferMachine(RuleBasedStateMachine):
             **{("ready", p, "late"): h for p, h in buffer._late.items()},
             **{("ready", p, "offload"): h for p, h in buffer._offload.items()},
             **{("ready", p, "offload-late"): h for p, h in buffer._offload_late.items()},
-            ("leased",): buffer._leases,
             ("delayed",): buffer._delays,
         }
         places: dict[str, list[tuple[object, ...]]] = {}
@@ -812,6 +811,15 @@ class BufferMachine(RuleBasedStateMachine):
             for entry in live:
                 places.setdefault(entry[3].task_id, []).append(where)
                 assert entry[3]._heap is heap
+        # Leases: one timer per served batch; a task holds a slot in its group while leased.
+        for expires, _, group in buffer._leases:
+            held = [t for t in group.tasks if t is not None]
+            assert group.live == len(held)
+            for task in held:
+                assert task._lease is group
+                assert group.tasks[task._lease_i] is task
+                assert task.lease_expires == expires
+                places.setdefault(task.task_id, []).append(("leased",))
         assert places.keys() == self.state.keys()
         assert not places.keys() & self.finished  # a finished task never reappears
         for task_id, [where] in places.items():

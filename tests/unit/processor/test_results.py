@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.processor.handlers import Outcome
+from eventgw.processor.handlers import ACKED, Outcome
 from eventgw.processor.results import Result, results_record, work_request
 
 _outcomes = st.builds(
@@ -80,3 +80,27 @@ def test_a_typical_message_parses_back() -> None:
         ("w-1", 2, 1)
     }
     assert [r.event_id for r in record.results] == ["e0", "e1", "e2"]
+
+
+def test_a_plain_ack_travels_as_its_task_id() -> None:
+    results: list[Result] = [
+        ("t/0/1", 1, "e1", ACKED),
+        ("t/0/2", 2, "e2", Outcome(pb.NACK, 10, "x")),
+        ("t/0/3", 1, "e3", ACKED),
+    ]
+    raw = work_request(results, credit=2, revoke=1)
+    parsed = pb.WorkRequest.FromString(raw)
+    assert list(parsed.acked) == ["t/0/1", "t/0/3"]
+    assert [(r.task_id, r.kind, r.delivery_count) for r in parsed.results] == [
+        ("t/0/2", pb.NACK, 2)
+    ]
+    assert (parsed.credit, parsed.revoke) == (2, 1)
+    expected = pb.WorkRequest(
+        credit=2,
+        results=[
+            pb.TaskResult(task_id="t/0/2", kind=pb.NACK, delay_ms=10, error="x", delivery_count=2)
+        ],
+        revoke=1,
+        acked=["t/0/1", "t/0/3"],
+    )
+    assert raw == expected.SerializeToString(), "field-number order, byte for byte"

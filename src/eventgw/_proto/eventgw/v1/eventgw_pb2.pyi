@@ -201,16 +201,18 @@ class TaskBatch(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., orchestrator_index: _Optional[int] = ..., backlog: _Optional[int] = ..., credit_returned: _Optional[int] = ...) -> None: ...
 
 class WorkRequest(_message.Message):
-    __slots__ = ("worker_id", "credit", "results", "revoke")
+    __slots__ = ("worker_id", "credit", "results", "revoke", "acked")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     credit: int
     results: _containers.RepeatedCompositeFieldContainer[TaskResult]
     revoke: int
-    def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., revoke: _Optional[int] = ...) -> None: ...
+    acked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., revoke: _Optional[int] = ..., acked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "kind", "delay_ms", "error", "worker_id", "event_id", "orchestrator_index", "delivery_count")
