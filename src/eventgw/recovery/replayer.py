@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 ParkReason = Literal["undecodable", "unknown_topic", "refused", "gave_up"]
 """Why an event was parked in the DLQ instead of replayed.
 
@@ -142,6 +143,7 @@ class Replayer:
         self._producers = producers
         self._topics = topics
         self._classifier = classifier
+        self._send_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         # Replay writes only where eventgw itself writes: the lanes and the retry topics.
         self._known_topics = frozenset(
             {topics.p30, topics.p20, topics.p10, topics.offload}
@@ -251,12 +253,15 @@ class Replayer:
         The broker refuses a whole batch that is over ``max.message.bytes``, so one large
         record fails its neighbours too (`Delivery.too_large`). Each such record is sent
         again by itself, awaited before the next, so that it shares no batch with them.
+        Sends to one topic are serialised: the topic loop and the backup loop share this
+        replayer and its producers, and a record alone in this call would otherwise still
+        share a batch with the other loop's large record.
         """
         producer = self._producers[cluster]
-        deliveries = await producer.send(topic, records)
-        if len(records) > 1:
+        async with self._send_locks[(cluster, topic)]:
+            deliveries = await producer.send(topic, records)
             for i, d in enumerate(deliveries):
-                if d.too_large:
+                if d.too_large and len(records) > 1:
                     (deliveries[i],) = await producer.send(topic, [records[i]])
         return deliveries
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.settings import TopicSettings
 from eventgw.core.classify import ClassRule, StaticClassifier
@@ -187,8 +189,44 @@ async def test_a_size_refusal_is_believed_only_for_a_record_sent_alone() -> None
     report = await replayer(primary).replay(captured(small, large.SerializeToString()))
     assert report.outcomes == (Outcome.REPLAYED, Outcome.PARKED)
     assert report.parked == {"refused": 1}
-    # The batch, each record alone, then the DLQ.
+    # The batch, then each refused record alone, then the DLQ.
     assert primary.batches == [(TOPICS.p20, 2), (TOPICS.p20, 1), (TOPICS.p20, 1), (TOPICS.dlq, 1)]
+
+
+class CoBatchingProducer(SizeLimitedProducer):
+    """Like librdkafka, puts sends that overlap in time into one batch per topic: a large
+    record refused by the broker takes every record sent alongside it down too."""
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        super().__init__(limits)
+        self.open: dict[str, list[bytes]] = {}
+
+    async def send(self, topic, records):
+        batch = self.open.setdefault(topic, [])
+        batch += [value for _, value, _ in records]
+        await asyncio.sleep(0.01)  # linger: a concurrent send joins this batch
+        limit = self.limits.get(topic)
+        refused = limit is not None and any(len(value) > limit for value in batch)
+        self.open.pop(topic, None)
+        if refused:
+            return [TOO_LARGE for _ in records]
+        return await FakeProducer.send(self, topic, records)
+
+
+async def test_a_small_record_replayed_beside_another_loops_large_one_is_not_parked() -> None:
+    """The topic loop and the backup loop share one replayer: their sends to a topic must
+    not share a producer batch, or a small record is refused for the other's large one."""
+    primary = CoBatchingProducer({TOPICS.p20: 80})
+    shared = replayer(primary)
+    large = pb.EventData.FromString(publisher_capture("large", TOPICS.p20))
+    large.payload = b"x" * 100
+    small_report, large_report = await asyncio.gather(
+        shared.replay(captured(publisher_capture("small", TOPICS.p20))),
+        shared.replay(captured(large.SerializeToString())),
+    )
+    assert small_report.outcomes == (Outcome.REPLAYED,)
+    assert small_report.parked == {}
+    assert large_report.outcomes == (Outcome.PARKED,)
 
 
 async def test_a_parked_client_capture_carries_the_class_it_was_given() -> None:
