@@ -307,7 +307,12 @@ class OrchestratorSettings(_Frozen):
         default=60.0, gt=0, description="NACK delays below this retry from memory"
     )
     enable_retry_consumer: bool = True
-    commit_interval_s: float = Field(default=1.0, gt=0)
+    commit_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="offsets (and the finished runs above them) are committed this often; "
+        "after a crash, what finished since the last commit is served again",
+    )
     flow_control_interval_s: float = Field(
         default=2.0, gt=0, description="how often INCREASE/DECREASE signals are published"
     )

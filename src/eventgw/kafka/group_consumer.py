@@ -2,8 +2,8 @@
 
 confluent-kafka's Consumer is synchronous. Every call into it runs in a worker thread and
 is serialised by one asyncio lock, so the consumer is never used from two threads at once.
-Rebalance callbacks run *inside* ``consume()`` on that worker thread; they hand the work to
-the event loop with ``run_coroutine_threadsafe`` and wait for it (bounded), so the owner can
+Rebalance callbacks run *inside* ``poll()``/``consume()`` on that worker thread; they hand the
+work to the event loop with ``run_coroutine_threadsafe`` and wait for it (bounded), so the owner can
 drop revoked partitions and return the offsets to commit before the partitions move. The
 commit itself then happens synchronously in the callback, as Kafka requires.
 """
@@ -17,13 +17,15 @@ from typing import Any
 
 import confluent_kafka
 
-from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, to_records
+from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, consume_available, to_records
 
 logger = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
-AssignHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, None]]
-RevokeHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, dict[TopicPartition, int]]]
+Committed = dict[TopicPartition, tuple[int, str]]
+"""Per partition: the offset to commit (next to read) and the commit's metadata."""
+AssignHook = Callable[[list[TopicPartition], Committed], Coroutine[Any, Any, None]]
+RevokeHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, Committed]]
 
 _CALLBACK_TIMEOUT_S = 30.0
 
@@ -34,8 +36,10 @@ class GroupConsumer:
     Args:
         config: librdkafka consumer config (group.id, group.instance.id, ...).
         topics: topics to subscribe to.
-        on_assign: awaited on the loop when partitions arrive.
-        on_revoke: awaited on the loop before partitions leave; returns offsets to commit.
+        on_assign: awaited on the loop when partitions arrive, with what the group has
+            committed for them (offset and metadata; partitions without a commit left out).
+        on_revoke: awaited on the loop before partitions leave; returns offsets (and
+            metadata) to commit.
     """
 
     def __init__(
@@ -75,20 +79,23 @@ class GroupConsumer:
         tps = [(p.topic, p.partition) for p in partitions]
         self.assigned.update(tps)
         logger.info("kafka.assigned partitions=%s", _fmt(tps))
-        self._run_on_loop(self._on_assign(tps))
+        committed: Committed = {}
+        try:
+            for tp in consumer.committed(partitions, timeout=_CALLBACK_TIMEOUT_S):
+                if tp.error is None and tp.offset >= 0:
+                    committed[tp.topic, tp.partition] = (tp.offset, tp.metadata or "")
+        except confluent_kafka.KafkaException as exc:
+            # Only the finished runs are missing then: some records are served twice.
+            logger.warning("kafka.committed_unreadable error=%s", exc)
+        self._run_on_loop(self._on_assign(tps, committed))
 
     def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         logger.info("kafka.revoked partitions=%s", _fmt(tps))
-        offsets: dict[TopicPartition, int] = self._run_on_loop(self._on_revoke(tps))
+        offsets: Committed = self._run_on_loop(self._on_revoke(tps))
         if offsets:
             try:
-                consumer.commit(
-                    offsets=[
-                        confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()
-                    ],
-                    asynchronous=False,
-                )
+                consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
             except confluent_kafka.KafkaException as exc:
                 logger.warning("kafka.revoke_commit_failed error=%s", exc)
         self.assigned.difference_update(tps)
@@ -103,7 +110,7 @@ class GroupConsumer:
         """Up to ``max_records`` records; rebalance callbacks may run inside this call."""
         consumer = self._require()
         async with self._lock:
-            messages = await asyncio.to_thread(consumer.consume, max_records, timeout_s)
+            messages = await asyncio.to_thread(consume_available, consumer, max_records, timeout_s)
         return to_records(messages)
 
     async def pause(self, partitions: Sequence[TopicPartition]) -> None:
@@ -128,12 +135,12 @@ class GroupConsumer:
                 consumer.seek, confluent_kafka.TopicPartition(topic, partition, offset)
             )
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (next offset to read, per partition) synchronously."""
+    async def commit(self, offsets: Committed) -> None:
+        """Commit ``offsets`` (next offset to read and metadata, per partition) synchronously."""
         if not offsets:
             return
         consumer = self._require()
-        tps = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        tps = _topic_partitions(offsets)
         async with self._lock:
             try:
                 await asyncio.to_thread(consumer.commit, offsets=tps, asynchronous=False)
@@ -151,6 +158,15 @@ class GroupConsumer:
         if self._consumer is None:
             raise RuntimeError("consumer is not started")
         return self._consumer
+
+
+def _topic_partitions(offsets: Committed) -> list[confluent_kafka.TopicPartition]:
+    return [
+        confluent_kafka.TopicPartition(t, p, o, metadata=m)
+        if m
+        else confluent_kafka.TopicPartition(t, p, o)
+        for (t, p), (o, m) in offsets.items()
+    ]
 
 
 def _fmt(tps: list[TopicPartition]) -> str:

@@ -8,13 +8,23 @@ nothing. No I/O, no clock, not thread-safe: one event loop owns an :class:`AckTr
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["AckTracker", "AckTrackerStatistics", "PartitionAckStatistics", "TopicPartition"]
+__all__ = [
+    "AckTracker",
+    "AckTrackerStatistics",
+    "PartitionAckStatistics",
+    "Run",
+    "TopicPartition",
+]
 
 TopicPartition = tuple[str, int]
 """A ``(topic, partition)`` key."""
+
+Run = tuple[int, int]
+"""Finished offsets ``start..end`` (inclusive)."""
 
 # Finished offsets that are not at the head stay in a partition's deque until the head passes
 # them; past this slack (and past 2x the unfinished count) the deque is rebuilt, so memory
@@ -45,7 +55,7 @@ class AckTrackerStatistics:
 class _Partition:
     """Tracking state of one partition; see :class:`AckTracker` for the invariants."""
 
-    __slots__ = ("committed", "floor", "last", "offsets", "unfinished")
+    __slots__ = ("committed", "dirty", "floor", "last", "offsets", "unfinished")
 
     def __init__(self, first_offset: int) -> None:
         self.offsets: deque[int] = deque()  # tracked offsets, increasing; head is unfinished
@@ -55,6 +65,9 @@ class _Partition:
         # tracked offset, and `mark_committed` raises it to what the group already holds.
         self.floor = first_offset
         self.committed: int | None = None
+        # Something above the first unfinished offset finished since the last `pending`:
+        # worth a commit (of the same position) to record it in the commit's metadata.
+        self.dirty = False
 
     def next_offset(self) -> int:
         return self.offsets[0] if self.offsets else self.last + 1
@@ -131,9 +144,36 @@ class AckTracker:
         offsets = state.offsets
         while offsets and offsets[0] not in unfinished:
             offsets.popleft()
+        if offsets:
+            state.dirty = offsets[0] < offset  # finished above the first unfinished one
         if len(offsets) > 2 * len(unfinished) + _COMPACT_SLACK:
-            state.offsets = deque(o for o in offsets if o in unfinished)
+            # Keep every unfinished offset and the two ends of each finished run between
+            # them (all finished_runs needs): memory O(unfinished).
+            state.offsets = _compact(offsets, unfinished)
         return True
+
+    def finished_runs(self, topic: str, partition: int, max_scan: int = 50_000) -> list[Run]:
+        """Runs of finished offsets above the first unfinished one, ascending (from the
+        first ``max_scan`` tracked offsets): what a commit's metadata records."""
+        state = self._partitions.get((topic, partition))
+        if state is None or not state.offsets:
+            return []
+        unfinished = state.unfinished
+        runs: list[Run] = []
+        start = end = -1
+        for o in itertools.islice(state.offsets, max_scan):
+            if o in unfinished:
+                if start >= 0:
+                    runs.append((start, end))
+                    start = -1
+            elif start < 0:
+                start = end = o
+            else:
+                end = o
+        if start >= 0:
+            # The tail: everything tracked after the last unfinished offset is finished.
+            runs.append((start, state.last if len(state.offsets) <= max_scan else end))
+        return runs
 
     def committable(self, topic: str, partition: int) -> int | None:
         """Return the offset to commit for ``topic[partition]`` (Kafka next offset to read).
@@ -146,15 +186,25 @@ class AckTracker:
         state = self._partitions.get((topic, partition))
         return None if state is None else state.committable()
 
+    def position(self, topic: str, partition: int) -> int | None:
+        """The first unfinished tracked offset (last + 1 if none); None if unknown."""
+        state = self._partitions.get((topic, partition))
+        return None if state is None else state.next_offset()
+
     def pending(self) -> dict[TopicPartition, int]:
         """Return the committable offset of every partition whose position moved.
 
         A partition appears when its position is above its first tracked offset and above the
-        last ``mark_committed`` offset, so the caller commits only what moved. O(partitions).
+        last ``mark_committed`` offset, so the caller commits only what moved — or when
+        offsets above its first unfinished one finished since the last call (its position
+        again: the commit records them, `finished_runs`). O(partitions).
         """
         result: dict[TopicPartition, int] = {}
         for key, state in self._partitions.items():
             position = state.committable()
+            if position is None and state.dirty:
+                position = state.next_offset()  # the same position, new finished runs
+            state.dirty = False
             if position is not None:
                 result[key] = position
         return result
@@ -208,3 +258,26 @@ class AckTracker:
             for (topic, partition), state in sorted(self._partitions.items())
         )
         return AckTrackerStatistics(partitions=rows, unfinished=sum(r.unfinished for r in rows))
+
+
+def _compact(offsets: deque[int], unfinished: set[int]) -> deque[int]:
+    """The tracked offsets to keep: the unfinished ones, and the first and last offset of
+    each run of finished ones between them (all `finished_runs` needs)."""
+    kept: deque[int] = deque()
+    last_finished = -1  # the latest finished offset not kept yet (a run's end, so far)
+    in_run = False
+    for o in offsets:
+        if o in unfinished:
+            if in_run and last_finished >= 0:
+                kept.append(last_finished)
+            kept.append(o)
+            in_run = False
+            last_finished = -1
+        elif not in_run:
+            kept.append(o)  # a run's first offset
+            in_run = True
+        else:
+            last_finished = o
+    if in_run and last_finished >= 0:
+        kept.append(last_finished)
+    return kept

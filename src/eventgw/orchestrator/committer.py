@@ -3,7 +3,8 @@
 Offsets go to Kafka every ``interval_s`` and once more on drain (and, from the consumer's
 rebalance callback, before partitions move: `Dispatcher.revoke_partitions`). Only what the
 `AckTracker` says is finished is committed, so a crash re-delivers, never loses
-(docs/delivery-semantics.md).
+(docs/delivery-semantics.md). Each commit's metadata records the runs of offsets finished
+above it (`eventgw.orchestrator.commit_metadata`): the next owner does not serve them again.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ class Committer:
             if consumer is None or not offsets:
                 continue
             owned = {tp: o for tp, o in offsets.items() if tp in consumer.assigned}
+            with_metadata = {
+                tp: (o, self._d.commit_metadata(tp[0], tp[1], o)) for tp, o in owned.items()
+            }
             try:
-                await consumer.commit(owned)
+                await consumer.commit(with_metadata)
             except ConsumerError as exc:
                 self.failures += 1
                 logger.warning("orchestrator.commit_failed error=%s", exc)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,6 +45,7 @@ from eventgw.core.envelope import (
     event_headers,
     header_value,
 )
+from eventgw.orchestrator import commit_metadata
 from eventgw.orchestrator.ack_tracker import AckTracker
 from eventgw.orchestrator.priority_buffer import BUFFER_LANES, PriorityBuffer
 from eventgw.orchestrator.sessions import WorkerSession
@@ -70,6 +71,7 @@ _P10 = Priority.P10  # unknown or missing priority: the least urgent class
 _ACK, _RELEASE, _REJECT = pb.ACK, pb.RELEASE, pb.REJECT
 
 RETRY_DELAYS_S = (60.0, 120.0, 240.0, 480.0)
+_MAX_EARLY_ACKS = 100_000  # ACKs for unknown tasks kept (bounded memory)
 _STANDARD_HEADERS = 4  # event id, class, deadline, attempt (core.envelope.lane_headers)
 
 _MAX_RETRY_AT_DIGITS = 15  # a wall-clock ms value has 13; more is not a time (bounded parse)
@@ -153,6 +155,14 @@ class Dispatcher:
         self._redriven: dict[str, bytes] = {}
         self.stale_results = 0
         self.returned_on_disconnect = 0
+        # Crash-dedupe (docs/delivery-semantics.md, "Duplicates"). Per partition, runs of
+        # offsets a previous owner finished above its committed offset (its commit metadata):
+        # those records are finished at once when read again, not served.
+        self._finished_before: dict[tuple[str, int], deque[tuple[int, int]]] = {}
+        # ACKs for tasks not (yet) in the buffer — a worker's result after this replica
+        # restarted, before it read the record again: task id -> monotonic expiry.
+        self._early_acks: dict[str, float] = {}
+        self.skipped_finished = 0  # records finished at intake by the two above
         dispatched = metrics.counter(
             "eventgw_orchestrator_dispatched_total", "tasks leased to workers", ["lane"]
         )
@@ -193,11 +203,16 @@ class Dispatcher:
         lane_of_topic = self.lane_of_topic
         priority_of = _PRIORITY_OF
         new_event = pb.EventData
+        finished_before, early = self._finished_before, self._early_acks
         for r in records:
             topic, partition, offset, value = r.topic, r.partition, r.offset, r.value
             lane = lane_of_topic.get(topic)
             if lane is None:
                 logger.warning("orchestrator.unknown_topic topic=%s", topic)
+                continue
+            if (finished_before or early) and self._done_before(topic, partition, offset):
+                track(topic, partition, offset)
+                tracker.finish(topic, partition, offset)
                 continue
             event = new_event()
             try:
@@ -236,6 +251,43 @@ class Dispatcher:
         if added:
             self._dispatch()
         return added
+
+    def _done_before(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether this record was finished already: by a previous owner of its partition
+        (commit metadata), or ACKed by a worker before this replica read it again."""
+        runs = self._finished_before.get((topic, partition))
+        if runs:
+            while runs and runs[0][1] < offset:
+                runs.popleft()
+            if not runs:
+                del self._finished_before[topic, partition]
+            elif runs[0][0] <= offset:
+                self.skipped_finished += 1
+                return True
+        early = self._early_acks
+        if early and early.pop(f"{topic}/{partition}/{offset}", None) is not None:
+            self.skipped_finished += 1
+            return True
+        return False
+
+    def preset_finished(self, topic: str, partition: int, committed: int, metadata: str) -> int:
+        """A partition was assigned: what the group committed for it says which records
+        above ``committed`` are finished already. Returns how many offsets that covers."""
+        runs = commit_metadata.decode(committed, metadata)
+        if runs:
+            self._finished_before[topic, partition] = deque(runs)
+            logger.info(
+                "orchestrator.finished_before topic=%s partition=%d committed=%d runs=%d",
+                topic,
+                partition,
+                committed,
+                len(runs),
+            )
+        return sum(end - start + 1 for start, end in runs)
+
+    def commit_metadata(self, topic: str, partition: int, offset: int) -> str:
+        """The metadata of a commit at ``offset``: the finished runs above it."""
+        return commit_metadata.encode(offset, self.tracker.finished_runs(topic, partition))
 
     def retry_due_ms(self, record: ConsumedRecord) -> int:
         """When a retry-topic record may be served (wall-clock ms; 0 if absent or not a time)."""
@@ -353,6 +405,7 @@ class Dispatcher:
 
     def tick(self) -> float | None:
         """Expire leases and release due delays; returns the next timer (monotonic) or None."""
+        self._forget_early_acks()
         expired = self.buffer.expire()
         for task in expired:
             self.counters[task.lane].expired += 1
@@ -385,6 +438,8 @@ class Dispatcher:
             task = get(task_id)
             if task is None or task_id in writing:
                 stale += 1
+                if task is None:
+                    self._remember_ack(task_id)
                 continue
             accepted += 1
             finish(task)
@@ -398,6 +453,7 @@ class Dispatcher:
                 task = get(task_id)
                 if task is None:
                     stale += 1
+                    self._remember_ack(task_id)
                     continue
                 accepted += 1
                 finish(task)
@@ -433,6 +489,26 @@ class Dispatcher:
         if released:
             self._dispatch()
         return accepted, stale
+
+    def _remember_ack(self, task_id: str) -> None:
+        """Keep an ACK for a task not in the buffer for a lease's time (bounded): if its
+        record is read again meanwhile (this replica restarted), it is finished, not served."""
+        early = self._early_acks
+        if len(early) < _MAX_EARLY_ACKS:
+            early[task_id] = self._mono() + self._lease_s
+
+    def _forget_early_acks(self) -> None:
+        early = self._early_acks
+        if not early:
+            return
+        now = self._mono()
+        expired = []
+        for task_id, expires in early.items():  # insertion order is expiry order
+            if expires > now:
+                break
+            expired.append(task_id)
+        for task_id in expired:
+            del early[task_id]
 
     def _finish_acked(self, task: BufferedTask) -> None:
         self._finish(task)
@@ -537,13 +613,22 @@ class Dispatcher:
 
     def revoke_partitions(
         self, partitions: Sequence[tuple[str, int]]
-    ) -> dict[tuple[str, int], int]:
-        """Drop revoked partitions' tasks; return their committable offsets."""
-        offsets: dict[tuple[str, int], int] = {}
+    ) -> dict[tuple[str, int], tuple[int, str]]:
+        """Drop revoked partitions' tasks; return their committable offsets and metadata
+        (the finished runs above them, so the next owner does not serve those again)."""
+        offsets: dict[tuple[str, int], tuple[int, str]] = {}
+        tracker = self.tracker
         for topic, partition in partitions:
-            committable = self.tracker.committable(topic, partition)
+            committable = tracker.committable(topic, partition)
+            runs = tracker.finished_runs(topic, partition)
+            if committable is None and runs:  # stuck, but with finished runs to record
+                committable = tracker.position(topic, partition)
             if committable is not None:
-                offsets[topic, partition] = committable
+                offsets[topic, partition] = (
+                    committable,
+                    commit_metadata.encode(committable, runs),
+                )
+            self._finished_before.pop((topic, partition), None)
             for task in self.buffer.drop_partition(topic, partition):
                 self._origin.pop(task.task_id, None)
                 self._redriven.pop(task.task_id, None)

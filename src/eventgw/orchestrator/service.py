@@ -44,7 +44,7 @@ from eventgw.orchestrator.work_api import GRPC_OPTIONS, OrchestratorServicer, ad
 
 if TYPE_CHECKING:
     from eventgw.config.settings import EventGwSettings
-    from eventgw.kafka.group_consumer import TopicPartition
+    from eventgw.kafka.group_consumer import Committed, TopicPartition
 
 logger = logging.getLogger(__name__)
 
@@ -222,20 +222,31 @@ class OrchestratorService:
 
     # -- rebalance hooks (run on the loop, called from the consumer thread) ---------------
 
-    async def _on_assign(self, partitions: list[TopicPartition]) -> None:
+    async def _on_assign(self, partitions: list[TopicPartition], committed: Committed) -> None:
+        self._preset(committed)
         if self._lane_fetcher is not None:
             self._lane_fetcher.on_assign()
 
-    async def _on_retry_assign(self, partitions: list[TopicPartition]) -> None:
+    async def _on_retry_assign(
+        self, partitions: list[TopicPartition], committed: Committed
+    ) -> None:
+        self._preset(committed)
         if self._retry_fetcher is not None:
             self._retry_fetcher.on_assign()
 
-    async def _on_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    def _preset(self, committed: Committed) -> None:
+        d = self.dispatcher
+        if d is None:  # hooks run only after run() built it
+            return
+        for (topic, partition), (offset, metadata) in committed.items():
+            d.preset_finished(topic, partition, offset, metadata)
+
+    async def _on_revoke(self, partitions: list[TopicPartition]) -> Committed:
         if self.dispatcher is None:  # hooks run only after run() built it
             return {}
         return self.dispatcher.revoke_partitions(partitions)
 
-    async def _on_retry_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    async def _on_retry_revoke(self, partitions: list[TopicPartition]) -> Committed:
         if self._retry_fetcher is not None:
             self._retry_fetcher.on_revoke(partitions)
         return await self._on_revoke(partitions)

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Final
 
 import grpc
@@ -23,6 +25,7 @@ from eventgw.core.lifecycle import wait_any
 from eventgw.core.retry import Backoff
 from eventgw.grpc_options import client_channel_options
 from eventgw.processor.credit import LinkCredit
+from eventgw.processor.handlers import ACKED
 from eventgw.processor.results import work_request
 
 if TYPE_CHECKING:
@@ -43,6 +46,20 @@ every eventgw channel (`eventgw.grpc_options`). The link adds its own backoff be
 
 FLUSH_TIMEOUT_S: Final = 10.0
 """At the end of a run: how long the last results may take to be written to the stream."""
+
+RECENT_ACKS_S: Final = 10.0
+"""ACKs sent on a stream are remembered this long; a new stream to the same orchestrator
+starts by sending them again. A replica that crashed before committing them then finishes
+those records when it reads them again instead of serving them a second time (its early
+ACKs, docs/delivery-semantics.md "Duplicates"); one that did not crash counts them stale."""
+
+MAX_RECENT_ACKS: Final = 50_000
+"""At most this many remembered ACKs per orchestrator (bounded memory)."""
+
+FALLBACK_AFTER_S: Final = 10.0
+"""Results wait this long for their orchestrator to come back (a restarted replica takes
+them on the new stream and does not serve those tasks again) before they go to the
+response topic."""
 
 _METHOD: Final = "/eventgw.v1.Orchestrator/Work"
 # What a stream raises when it fails or was ended by the other side.
@@ -115,6 +132,9 @@ class Link:
         self._grant = 0  # decided, not sent yet
         self._revoke = 0
         self._half_closed = False  # done_writing() sent on the current stream
+        # (monotonic time sent, task id) of recent ACKs, oldest first; re-sent on a new stream.
+        self._recent_acks: deque[tuple[float, str]] = deque(maxlen=MAX_RECENT_ACKS)
+        self._replay_acks: list[str] = []
         self._on_batch = on_batch
         self._on_state = on_state
         self._fallback = fallback
@@ -149,6 +169,19 @@ class Link:
         self._results.append(result)
         self._wake.set()
 
+    def recent_acks(self) -> list[str]:
+        """Task ids ACKed recently on this link — sent, or waiting to be sent."""
+        horizon = time.monotonic() - RECENT_ACKS_S
+        sent = [t for at, t in self._recent_acks if at >= horizon]
+        return sent + [r[0] for r in self._results if r[3] is ACKED]
+
+    def replay(self, task_ids: list[str]) -> None:
+        """Send these ACKs again on this stream (another orchestrator's, whose stream ended:
+        whoever owns those partitions now finishes the records instead of serving them)."""
+        if task_ids and self.state is LinkState.OPEN:
+            self._replay_acks.extend(task_ids)
+            self._wake.set()
+
     @property
     def pending_results(self) -> int:
         """Results not yet written to a stream or the fallback."""
@@ -162,6 +195,7 @@ class Link:
             _METHOD, request_serializer=None, response_deserializer=pb.TaskBatch.FromString
         )
         failures = 0
+        down_since = time.monotonic()
         try:
             while True:
                 opened = False
@@ -178,9 +212,11 @@ class Link:
                 if closing.is_set():
                     await self._fall_back()
                     return
+                if opened:
+                    down_since = time.monotonic()
                 failures = 0 if opened else failures + 1
-                if failures:
-                    # The orchestrator cannot be reached: results wait no longer for it.
+                if failures and time.monotonic() - down_since >= FALLBACK_AFTER_S:
+                    # The orchestrator stays out of reach: results wait no longer for it.
                     await self._fall_back()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._backoff.delay_s(max(0, failures - 1))):
@@ -241,6 +277,10 @@ class Link:
             async for batch in call:
                 if self.state is not LinkState.OPEN:
                     # The welcome: the orchestrator took the stream.
+                    if self.generation and self._recent_acks:
+                        horizon = time.monotonic() - RECENT_ACKS_S
+                        self._replay_acks = [t for at, t in self._recent_acks if at >= horizon]
+                        self._wake.set()
                     self.generation += 1
                     self.orchestrator_index = batch.orchestrator_index
                     self.credit = LinkCredit(connected=True)
@@ -267,7 +307,7 @@ class Link:
         closing: asyncio.Event,
     ) -> None:
         while not ended.is_set():
-            if not (self._results or self._grant or self._revoke):
+            if not (self._results or self._grant or self._revoke or self._replay_acks):
                 if closing.is_set():
                     # Everything is written: end our half; the server then ends the stream.
                     self._half_closed = True
@@ -284,11 +324,17 @@ class Link:
             results, self._results = self._results, []
             grant, self._grant = self._grant, 0
             revoke, self._revoke = self._revoke, 0
+            replay, self._replay_acks = self._replay_acks, []
             try:
-                await call.write(work_request(results, credit=grant, revoke=revoke))
+                await call.write(work_request(results, credit=grant, revoke=revoke, acked=replay))
             except BaseException:
                 self._results[:0] = results  # undelivered: keep them, in order
                 raise
+            now = time.monotonic()
+            recent = self._recent_acks
+            for result in results:
+                if result[3] is ACKED:
+                    recent.append((now, result[0]))
 
     async def _fall_back(self) -> None:
         """Hand results the stream could not take to the worker's fallback."""

@@ -71,25 +71,33 @@ def _splice(
 
 
 def work_request(
-    results: Sequence[Result], *, credit: int = 0, revoke: int = 0, worker_id: str = ""
+    results: Sequence[Result],
+    *,
+    credit: int = 0,
+    revoke: int = 0,
+    worker_id: str = "",
+    acked: Sequence[str] = (),
 ) -> bytes:
     """A serialized ``WorkRequest``: ``worker_id`` (first message only), credit, results.
 
-    A plain ACK — the common result — goes as its task id in ``acked``; other results as a
-    ``TaskResult`` without ``worker_id``, ``event_id`` and ``orchestrator_index`` (the
-    stream says who sent them and to whom).
+    A plain ACK — the common result — goes as its task id in ``acked`` (after ``acked``, the
+    ids of ACKs sent again); other results as a ``TaskResult`` without ``worker_id``,
+    ``event_id`` and ``orchestrator_index`` (the stream says who sent them and to whom).
     """
     head = pb.WorkRequest(worker_id=worker_id, credit=credit).SerializeToString()
     tail = pb.WorkRequest(revoke=revoke).SerializeToString()
     others: list[Result] = []
-    acked: list[bytes] = []
+    ack_parts: list[bytes] = []
+    for task_id in acked:  # ACKs sent again (a new stream after a lost one)
+        tid = task_id.encode()
+        ack_parts += (_ACKED_TAG, short_varint(len(tid)), tid)
     for result in results:
         if result[3] is ACKED:
             tid = result[0].encode()
-            acked += (_ACKED_TAG, short_varint(len(tid)), tid)
+            ack_parts += (_ACKED_TAG, short_varint(len(tid)), tid)
         else:
             others.append(result)
-    return b"".join((head, *_splice(others, _WORK_RESULTS_TAG, "", b"", False), tail, *acked))
+    return b"".join((head, *_splice(others, _WORK_RESULTS_TAG, "", b"", False), tail, *ack_parts))
 
 
 def results_record(results: Sequence[Result], worker_id: str, orchestrator_index: int) -> bytes:

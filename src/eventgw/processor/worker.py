@@ -322,6 +322,14 @@ class Worker:
             return
         # The stream ended: the orchestrator returned its leases. Unstarted tasks from it
         # would be run twice; drop them. (Running ones finish; their results go by fallback.)
+        # Its recent ACKs go to the other orchestrators too: if the replica died, its
+        # partitions move to one of them, which then finishes those records when it reads
+        # them again instead of serving them twice.
+        if self._accepting:
+            acks = link.recent_acks()
+            for other in self._links:
+                if other is not link:
+                    other.replay(acks)
         dropped = self._queue.remove_if(lambda held: held[1] is link)
         if dropped:
             self._dropped += len(dropped)

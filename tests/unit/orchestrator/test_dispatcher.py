@@ -29,6 +29,7 @@ from eventgw.core.envelope import (
 )
 from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.metrics.backend import Metrics
+from eventgw.orchestrator import commit_metadata
 from eventgw.orchestrator.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
@@ -402,7 +403,7 @@ async def test_revoked_partitions_leave_sessions_and_commit_what_is_done() -> No
     f = Fixture()
     session, [a, b] = await _leased(f, Priority.P20, Priority.P20)
     f.d.apply_results([result(a, pb.ACK)], session)
-    assert f.d.revoke_partitions([(TOPICS.p20, 0)]) == {(TOPICS.p20, 0): 1}
+    assert f.d.revoke_partitions([(TOPICS.p20, 0)]) == {(TOPICS.p20, 0): (1, "")}
     assert not session.held()
     assert f.d.apply_results([result(b, pb.ACK)], session) == (0, 1)
 
@@ -475,3 +476,56 @@ async def test_the_compact_ack_list_finishes_tasks_and_counts_stale_ones() -> No
     assert f.d.buffer.get(b) is None
     assert f.d.class_counters[20].processed == 2
     assert f.d.stale_results == 2
+
+
+# -- crash-dedupe: finished runs in commit metadata, early ACKs --------------------------------
+
+
+async def test_a_stuck_partition_commits_the_runs_finished_above_it() -> None:
+    f = Fixture()
+    session, ids = await _leased(f, *[Priority.P20] * 5)  # offsets 0..4 of partition 0
+    f.d.apply_results([], session, acked=[ids[1], ids[2], ids[4]])  # 0 and 3 still open
+    assert f.d.committable() == {(TOPICS.p20, 0): 0}, "the position cannot move past 0"
+    metadata = f.d.commit_metadata(TOPICS.p20, 0, 0)
+    assert commit_metadata.decode(0, metadata) == [(1, 2), (4, 4)]
+    revoked = f.d.revoke_partitions([(TOPICS.p20, 0)])
+    assert revoked == {(TOPICS.p20, 0): (0, metadata)}, "the next owner learns them too"
+
+
+async def test_records_a_previous_owner_finished_are_not_served_again() -> None:
+    first = Fixture()
+    session, ids = await _leased(first, *[Priority.P20] * 6)
+    first.d.apply_results([], session, acked=[ids[1], ids[2], ids[4], ids[5]])
+    metadata = first.d.commit_metadata(TOPICS.p20, 0, 0)
+    # A new replica (or the same one restarted) reads the partition again from offset 0.
+    again = Fixture()
+    again.d.preset_finished(TOPICS.p20, 0, 0, metadata)
+    records = [again.record(Priority.P20) for _ in range(6)]
+    assert again.d.add_records(records) == 2, "only offsets 0 and 3 become tasks"
+    assert again.d.skipped_finished == 4
+    assert again.d.committable() == {(TOPICS.p20, 0): 0}
+    other = again.d.open_session("w")
+    again.d.grant(other, 10)
+    assert sorted(t.task_id for t in await sent_tasks(other)) == [
+        f"{TOPICS.p20}/0/0",
+        f"{TOPICS.p20}/0/3",
+    ]
+
+
+async def test_an_ack_that_arrives_before_its_record_is_read_again_finishes_it() -> None:
+    f = Fixture(lease_s=30.0)
+    early = f"{TOPICS.p20}/0/0"
+    session = f.d.open_session("w")
+    assert f.d.apply_results([], session, acked=[early]) == (0, 1), "unknown: stale, kept"
+    assert f.d.add_records([f.record(Priority.P20)]) == 0, "finished at intake, not served"
+    assert f.d.committable() == {(TOPICS.p20, 0): 1}
+    f.d.apply_results([], session, acked=[f"{TOPICS.p20}/0/1"])
+    f.clock.advance(31)
+    f.d.tick()  # past a lease's time the early ACK is forgotten
+    assert f.d.add_records([f.record(Priority.P20)]) == 1
+
+
+async def test_malformed_commit_metadata_finishes_nothing() -> None:
+    f = Fixture()
+    assert f.d.preset_finished(TOPICS.p20, 0, 0, "eg1:zz+1") == 0
+    assert f.d.add_records([f.record(Priority.P20)]) == 1
