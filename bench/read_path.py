@@ -255,6 +255,82 @@ def dispatch_eventgw(b: Bench, topics: Any, *, profile: bool = False) -> dict[st
     return out
 
 
+def _efficiency_round(b: Bench, r: int, nominal: float) -> dict[str, Any]:
+    a = b.args
+    topics = b.topics()
+    n = a.eff_events
+    counts = {Priority.P30: n // 3, Priority.P20: n // 3, Priority.P10: n - 2 * (n // 3)}
+    preload(b.bootstrap, {p: topics.lane_topic(p.name.lower()) for p in _PRIOS}, counts, 256)
+    rp = ReadPath(
+        b.bootstrap,
+        topics,
+        b.workdir,
+        group_id=f"bench-eff-{uuid.uuid4().hex[:6]}",
+        handler="bench.handlers:fixed_cost",
+        processors=a.eff_processors,
+        concurrency=a.eff_concurrency,
+        processor_env={"BENCH_HANDLER_COST_S": str(a.eff_cost_ms / 1000)},
+        name=f"eff-{r}",
+    )
+    problems: list[str] = []
+    try:
+        rp.start()
+        meter = b.meter(rp.pids())
+        t20 = _wait_until(lambda: rp.processed_total() >= 0.2 * n, 120, 0.02)
+        cpu0 = meter.sample()
+        t80 = _wait_until(lambda: rp.processed_total() >= 0.8 * n, 120, 0.02)
+        cpu1 = meter.sample()
+        if t20 is None or t80 is None:
+            problems.append(f"backlog not worked off: processed {rp.processed_total()}")
+            t20, t80 = 0.0, 1.0
+        if _wait_until(lambda: rp.processed_total() >= n, 120, 0.05) is None:
+            problems.append(f"processed {rp.processed_total()} of {n}")
+    finally:
+        rp.stop()
+    rate = 0.6 * n / (t80 - t20)
+    cpu = CpuMeter.delta(cpu0, cpu1)
+    per = 100_000 / (0.6 * n)
+    return {
+        "round": r,
+        "events": n,
+        "nominal_events_per_s": nominal,
+        "events_per_s": rate,
+        "efficiency": rate / nominal,
+        "cpu_s_per_100k": {k: v.total_s * per for k, v in cpu.items()},
+        "problems": problems,
+    }
+
+
+def run_efficiency(b: Bench) -> dict[str, Any]:
+    """Dispatch efficiency: events handled per second / nominal worker capacity.
+
+    A backlog of ``--eff-events`` records (a third per class) preloaded; ``--eff-processors``
+    workers of ``--eff-concurrency`` slots run a handler that sleeps ``--eff-cost-ms``, so
+    the nominal capacity is processors x concurrency / cost. The rate is taken over the
+    middle of the run (from 20 % to 80 % of the backlog ACKed), where the workers are
+    saturated: efficiency = that rate / nominal capacity (1.0: no slot ever idle).
+    """
+    a = b.args
+    print("\n== dispatch efficiency ==", flush=True)
+    nominal = a.eff_processors * a.eff_concurrency / (a.eff_cost_ms / 1000)
+    runs = []
+    for r in range(a.rounds):
+        run = _efficiency_round(b, r, nominal)
+        runs.append(run)
+        print(
+            f"  round {r}: {run['events_per_s']:,.0f} ev/s of nominal {nominal:,.0f}: "
+            f"efficiency {run['efficiency']:.2f} "
+            f"{'OK' if not run['problems'] else 'INVALID: ' + '; '.join(run['problems'])}",
+            flush=True,
+        )
+    return {
+        "runs": runs,
+        "nominal_events_per_s": nominal,
+        "efficiency_median": statistics.median(r["efficiency"] for r in runs),
+        "problems": [p for r in runs for p in r["problems"]],
+    }
+
+
 def run_dispatch(b: Bench) -> dict[str, Any]:
     print("\n== dispatch throughput ==", flush=True)
     topics = b.topics()
@@ -850,7 +926,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.read_path", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--scenario", choices=["dispatch", "isolation", "loop", "all"], default="all")
+    p.add_argument(
+        "--scenario", choices=["dispatch", "efficiency", "isolation", "loop", "all"], default="all"
+    )
     p.add_argument("--bootstrap", help="use this broker instead of starting a private one")
     p.add_argument("--payload-bytes", type=int, default=256)
     g = p.add_argument_group("dispatch and loop")
@@ -867,6 +945,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="two-process,colocated",
         help="eventgw layouts of the loop scenario, comma-separated (two-process, colocated)",
     )
+    g = p.add_argument_group("efficiency")
+    g.add_argument("--eff-events", type=int, default=120_000)
+    g.add_argument("--eff-processors", type=int, default=2)
+    g.add_argument("--eff-concurrency", type=int, default=50)
+    g.add_argument("--eff-cost-ms", type=float, default=10.0)
     g = p.add_argument_group("isolation")
     g.add_argument("--iso-processors", type=int, default=1)
     g.add_argument("--iso-concurrency", type=int, default=10)
@@ -894,11 +977,17 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.read_path " + " ".join(sys.argv[1:]),
         "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
-    want = {"dispatch", "isolation", "loop"} if args.scenario == "all" else {args.scenario}
+    want = (
+        {"dispatch", "efficiency", "isolation", "loop"}
+        if args.scenario == "all"
+        else {args.scenario}
+    )
     try:
         b = Bench(args, broker, workdir)
         if "dispatch" in want:
             record["dispatch"] = run_dispatch(b)
+        if "efficiency" in want:
+            record["efficiency"] = run_efficiency(b)
         if "isolation" in want:
             record["isolation"] = run_isolation(b)
         if "loop" in want:
@@ -914,6 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in record.get("isolation", {}).values():
         problems += r["problems"]
     problems += record.get("loop", {}).get("problems", [])
+    problems += record.get("efficiency", {}).get("problems", [])
     record["valid"] = not problems
     record["machine"] = {**machine, "kafka_broker": broker.kafka_version}
     record["started_at"] = started.isoformat(timespec="seconds")
@@ -938,6 +1028,12 @@ def main(argv: list[str] | None = None) -> int:
             f"FIFO misses it ({f:.2f} %): {'MET' if met else 'NOT MET'}"
         )
         record["isolation_goal_met"] = met
+    if "efficiency" in record:
+        eff = record["efficiency"]
+        print(
+            f"\ndispatch efficiency: median {eff['efficiency_median']:.2f} of nominal "
+            f"{eff['nominal_events_per_s']:,.0f} events/s (goal >= 0.9)"
+        )
     if "loop" in record:
         print("\nfull loop\n" + loop_table(record["loop"]))
     path = args.output or _RESULTS_DIR / f"read_path-{started.date().isoformat()}.json"
