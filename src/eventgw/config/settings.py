@@ -429,9 +429,17 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
     data: dict[str, Any] = {}
     if file_path is not None:
         try:
-            data = tomllib.loads(file_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = tomllib.loads(file_path.read_bytes().decode("utf-8"))
+        except OSError as exc:
             raise ConfigError("settings_file", f"{file_path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                "settings_file", f"{file_path}: not valid UTF-8 at byte {exc.start}"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("settings_file", f"{file_path}: {exc}") from exc
+        except RecursionError:
+            raise ConfigError("settings_file", f"{file_path}: nested too deeply") from None
     try:
         return EventGwSettings(**data)
     except ValidationError as exc:

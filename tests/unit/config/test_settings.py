@@ -151,6 +151,26 @@ def test_config_error_names_the_field(tmp_path: Path, toml: str, field: str) -> 
     assert str(info.value).startswith(f"{field}: ")
 
 
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        pytest.param(b"[ingest]\nhttp_port = 9001\n# caf\xe9\n", "not valid UTF-8", id="latin-1"),
+        pytest.param(b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply", id="deep"),
+        pytest.param(b"[ingest\n", "settings_file", id="bad-toml"),
+    ],
+)
+def test_an_unreadable_settings_file_is_a_config_error(
+    tmp_path: Path, content: bytes, detail: str
+) -> None:
+    path = tmp_path / "eventgw.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.field == "settings_file"
+    assert str(path) in info.value.message
+    assert detail in str(info.value)
+
+
 def test_config_error_from_env_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENTGW_INGEST__HTTP_PORT", "not-a-port")
     with pytest.raises(ConfigError) as info:
