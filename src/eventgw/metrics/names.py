@@ -45,7 +45,7 @@ MetricName = Literal[
     # gauge, objects; backup objects waiting to be replayed. Not falling: recovery is stuck.
     "eventgw_recovery_backup_objects",
     # counter, events; labels source (topic|backup),
-    # reason (undecodable|unknown_topic|refused|gave_up). Captured events that could not be
+    # reason (undecodable|invalid|unknown_topic|refused|gave_up). Captured events that could not be
     # replayed, parked in the DLQ with eventgw-last-error. Any rise: read recovery.parked in
     # the logs, fix the cause, re-drive from the DLQ — see docs/failure-handling.md
     # "Replay never stalls".
@@ -83,6 +83,13 @@ MetricName = Literal[
     # counter, records; label result (written|retried|given_up). Retry-topic and DLQ writes.
     # retried/given_up rising: Kafka refuses writes — given_up tasks are served again.
     "eventgw_orchestrator_retry_writes_total",
+    # counter, records; labels source (lane|retry|response), action (dead_lettered|clamped|
+    # skipped). Records that are not what their topic should hold: a lane or retry record
+    # that is not an event (to the DLQ unchanged), a retry time past the longest retry delay
+    # (clamped), a response record that is not TaskResults (skipped). Any rise: something
+    # other than eventgw writes to these topics — read orchestrator.undecodable,
+    # orchestrator.retry_at_clamped and orchestrator.bad_result in the logs.
+    "eventgw_orchestrator_invalid_records_total",
     # counter, reloads; label result (applied|refused). refused: fix the dynamic config file.
     "eventgw_dynamic_config_reloads_total",
 ]
