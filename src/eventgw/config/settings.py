@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.envelope import Priority
 from eventgw.core.errors import ConfigError
@@ -107,6 +108,25 @@ class BackupSettings(_Frozen):
     s3_secret_access_key: SecretStr | None = None
     spool_dir: Path = Path(".eventgw/spool")
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    hmac_key: SecretStr | None = Field(
+        default=None,
+        description="signs every backup object (HMAC-SHA256); the failed-writes processor "
+        "replays only objects signed with it (or a previous key). At least 32 characters, "
+        "e.g. `openssl rand -hex 32`; the same on every service that writes or reads the "
+        "store. Required with S3 in production. Unset: CRCs only, and anyone who can write "
+        "the store can put events into the lanes (docs/failure-handling.md)",
+    )
+    hmac_previous_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="keys still accepted when verifying, never used to sign: a key rotation "
+        "keeps replaying what the old key signed",
+    )
+    accept_unsigned_objects: bool = Field(
+        default=False,
+        description="with hmac_key: still replay objects written before the key was set (CRC "
+        "only). For a migration only: turn it off once they are replayed; a forger writes "
+        "unsigned objects",
+    )
 
     @model_validator(mode="after")
     def _s3_credentials_paired(self) -> BackupSettings:
@@ -117,6 +137,27 @@ class BackupSettings(_Frozen):
                 "or neither"
             )
         return self
+
+    @model_validator(mode="after")
+    def _keys_complete(self) -> BackupSettings:
+        if self.hmac_key is None and (self.hmac_previous_keys or self.accept_unsigned_objects):
+            raise ValueError(
+                "hmac_key: hmac_previous_keys and accept_unsigned_objects need hmac_key"
+            )
+        if self.hmac_key is not None and len(self.hmac_key.get_secret_value()) < 32:
+            raise ValueError("hmac_key: needs at least 32 characters (openssl rand -hex 32)")
+        if any(len(k.get_secret_value()) < 32 for k in self.hmac_previous_keys):
+            raise ValueError("hmac_previous_keys: each key needs at least 32 characters")
+        return self
+
+    def auth(self) -> BackupAuth:
+        """The signing key and the trusted keys, for the backup stores."""
+        key = self.hmac_key.get_secret_value().encode() if self.hmac_key else None
+        return BackupAuth(
+            key=key,
+            previous_keys=tuple(k.get_secret_value().encode() for k in self.hmac_previous_keys),
+            accept_unsigned=self.accept_unsigned_objects,
+        )
 
 
 class ObservabilitySettings(_Frozen):
@@ -397,6 +438,17 @@ class EventGwSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Environment variables override the settings file (passed as init kwargs)."""
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _production_backup_signed(self) -> EventGwSettings:
+        # A bucket is shared infrastructure: unsigned, anyone who can write it could put
+        # events into the lanes through the failed-writes processor.
+        if self.environment == "production" and self.backup.s3_bucket and not self.backup.hmac_key:
+            raise ValueError(
+                "backup.hmac_key: required with an S3 backup store in production "
+                "(sign the objects so that none can be forged)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _staging_names(self) -> EventGwSettings:

@@ -53,6 +53,13 @@ MetricName = Literal[
     # gauge, objects; backup objects whose last replay left events out of Kafka, waiting for
     # a retry with backoff while newer objects go on. Not falling: read recovery.backup_deferred.
     "eventgw_recovery_backup_objects_deferred",
+    # counter, objects; label reason (a CorruptBackup kind: bad_signature|unsigned|
+    # unverifiable for untrusted objects; record_crc|object_crc|truncated|... for damaged
+    # ones). Backup objects the failed-writes processor refused to replay: kept in the store,
+    # re-read after a backoff. bad_signature: someone wrote the store without the key — treat
+    # as a security incident (ERROR recovery.untrusted_backup names the key). unsigned or
+    # unverifiable: services disagree on backup.hmac_key. Damaged: recovery.corrupt_backup.
+    "eventgw_recovery_backup_rejected_total",
     # counter, events; failed-writes records that neither their topic nor the DLQ can ever
     # take (e.g. too large for both), moved to the backup store so the topic goes on. Any
     # rise: a human is needed — read recovery.moved_to_backup and recovery.park_failed.
