@@ -238,6 +238,39 @@ class IngestSettings(_Frozen):
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     max_events_per_request: int = Field(default=1000, ge=1, le=100_000)
     max_payload_bytes: int = Field(default=256 << 10, ge=16)
+    body_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a request body not received whole within this is answered 408 and its "
+        "connection closed (frees its slot in the door: a slow body cannot hold it)",
+    )
+    header_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="the request line and headers must arrive within this, from the "
+        "connection's start (first request) or the request's first byte (later ones); else "
+        "408 and the connection is closed. Also closes connections that send nothing",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, le=3600, description="an idle kept-alive connection is closed after this"
+    )
+    max_http_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="past this many open HTTP connections a new connection's request is "
+        "answered 503 with Retry-After and the connection closed",
+    )
+    max_header_count: int = Field(
+        default=100, ge=1, le=10_000, description="more request headers answer 431"
+    )
+    max_header_bytes: int = Field(
+        default=32 << 10,
+        ge=1024,
+        le=1 << 20,
+        description="a request line plus headers larger than this answers 431",
+    )
     max_in_flight_requests: int = Field(
         default=256,
         ge=1,
