@@ -151,6 +151,13 @@ async def post_ok(stack: RunningStack) -> httpx.Response:
         )
 
 
+def counted(stack: RunningStack, code: int) -> float:
+    value = stack.ingest.metrics.registry.get_sample_value(
+        "eventgw_ingest_requests_total", {"code": str(code)}
+    )
+    return value or 0.0
+
+
 def in_flight_requests(stack: RunningStack) -> int:
     assert stack.ingest.door is not None
     return stack.ingest.door.in_flight_requests
@@ -177,6 +184,7 @@ async def test_a_slow_body_answers_408_and_frees_its_slot_in_the_door(stack: Run
         assert time.monotonic() - started < TIMEOUT_S + 2
         for answer in answers:
             assert_refused(answer, 408, "request_timeout", "body")
+        assert counted(stack, 408) >= 2
     assert in_flight_requests(stack) == 0
     ok = await post_ok(stack)
     assert ok.status_code == 202, ok.text
@@ -233,6 +241,7 @@ async def test_a_connection_that_sends_nothing_is_closed(stack: RunningStack) ->
 async def test_too_many_or_too_large_headers_answer_431(
     stack: RunningStack, extra: list[str], message: str
 ) -> None:
+    before = counted(stack, 431)
     request = head(len(EVENT), *extra) + EVENT
     if not extra:
         request = request.replace(b"/v1/events", b"/v1/events?" + b"q" * MAX_HEAD_BYTES, 1)
@@ -242,6 +251,7 @@ async def test_too_many_or_too_large_headers_answer_431(
         answer = await read_answer(reader)
     assert_refused(answer, 431, "request_header_fields_too_large", "headers")
     assert message in answer.body["error"]["message"]
+    assert counted(stack, 431) == before + 1
 
 
 async def test_malformed_http_answers_a_json_400(stack: RunningStack) -> None:
@@ -267,6 +277,7 @@ async def test_past_the_connection_limit_a_request_is_answered_503_and_closed(
             answer = await read_answer(reader)
         assert_refused(answer, 503, "unavailable", "connections")
         assert answer.headers["retry-after"] == "1"
+        assert counted(stack, 503) >= 1
     # The idle ones are gone (closed here, or by the head deadline): a request is served.
     async with asyncio.timeout(10):
         while True:

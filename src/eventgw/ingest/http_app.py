@@ -144,6 +144,7 @@ class IngestHttpApp:
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
         self._door = pipeline.door
         requests = metrics.counter("eventgw_ingest_requests_total", "HTTP requests", ["code"])
+        self._requests = requests
         self._by_code = {
             c: requests.labels(str(c))
             for c in (202, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503)
@@ -151,6 +152,13 @@ class IngestHttpApp:
         self._latency = metrics.histogram(
             "eventgw_ingest_request_duration_seconds", "POST /v1/events until durable answer"
         )
+
+    def count_refused(self, status: int) -> None:
+        """Count a request the HTTP server refused before the app saw it (400/408/431/503)."""
+        counter = self._by_code.get(status)
+        if counter is None:
+            counter = self._by_code[status] = self._requests.labels(str(status))
+        counter.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""

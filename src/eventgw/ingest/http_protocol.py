@@ -34,6 +34,7 @@ from eventgw.ingest.http_app import error_body
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
     from uvicorn.config import Config
     from uvicorn.server import ServerState
@@ -78,8 +79,14 @@ class _Refused(Exception):
         self.retry_after = retry_after
 
 
-def bounded_http_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
-    """The protocol class to give ``uvicorn.Config(http=...)``, enforcing ``limits``."""
+def bounded_http_protocol(
+    limits: HttpLimits, count: Callable[[int], None]
+) -> type[HttpToolsProtocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, enforcing ``limits``.
+
+    ``count(status)`` is called for every refusal (the service counts them with the app's
+    answers in ``eventgw_ingest_requests_total{code}``).
+    """
 
     class BoundedHttpProtocol(HttpToolsProtocol):
         """See the module docstring. One instance per connection."""
@@ -205,6 +212,7 @@ def bounded_http_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
             """Write a complete JSON error response and close the connection."""
             if self.transport.is_closing():
                 return
+            count(status)
             body = error_body(code, field, message)
             head = [
                 b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),

@@ -179,7 +179,8 @@ class IngestService:
                     max_header_count=s.max_header_count,
                     max_header_bytes=s.max_header_bytes,
                     header_read_timeout_s=s.header_read_timeout_s,
-                )
+                ),
+                app.count_refused,
             ),
             loop="none",
             lifespan="off",
