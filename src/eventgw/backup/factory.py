@@ -26,9 +26,10 @@ async def open_backup_store(settings: BackupSettings) -> BackupStore:
                 if settings.s3_secret_access_key
                 else None
             ),
+            auth=settings.auth(),
         )
         await store.open()
         return store
-    spool = SpoolStore(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    spool = SpoolStore(settings.spool_dir, max_bytes=settings.spool_max_bytes, auth=settings.auth())
     await spool.open()
     return spool

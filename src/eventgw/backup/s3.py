@@ -15,6 +15,8 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from eventgw.backup.store import (
+    DEFAULT_BATCH_BYTES,
+    READ_CHUNK_BYTES,
     SUFFIX,
     BackupNotFound,
     BackupUnavailable,
@@ -23,17 +25,23 @@ from eventgw.backup.store import (
     TimeKeys,
     is_object_file,
     require_open,
+    verified_batches,
 )
-from eventgw.core.backup_codec import decode_batch, encode_batch
+from eventgw.core.backup_codec import NO_AUTH, encode_batch
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+
+    from eventgw.backup.store import ChunkReader
+    from eventgw.core.backup_codec import BackupAuth
 
 logger = logging.getLogger(__name__)
 
+_RANGE_BYTES = 1 << 20  # the second pass over a large object: one ranged GET per MiB
 
-def _encode_with_md5(records: Sequence[bytes]) -> tuple[bytes, str]:
-    body = encode_batch(records)
+
+def _encode_with_md5(records: Sequence[bytes], key: bytes | None) -> tuple[bytes, str]:
+    body = encode_batch(records, key)
     digest = hashlib.md5(body, usedforsecurity=False).digest()
     return body, base64.b64encode(digest).decode("ascii")
 
@@ -51,6 +59,12 @@ class S3Store(OpenCloseContext):
 
     Deadlines: each call makes at most 2 attempts, each bounded by a 2 s connect and a 5 s read
     timeout. Callers still put their own ``asyncio.timeout`` around calls.
+
+    Authentication: with ``auth.key`` every object is signed (HMAC-SHA256) and ``read`` hands
+    out only objects signed with a configured key: whoever can write the bucket could
+    otherwise put events into the lanes. ``read`` pins the object's ETag (``If-Match``) on
+    every request, so what it verified is what it hands out; the second pass over a large
+    object is ranged GETs, so a slow consumer never holds a connection open.
     """
 
     name = "s3"
@@ -65,6 +79,7 @@ class S3Store(OpenCloseContext):
         access_key_id: str | None,
         secret_access_key: str | None,
         time_ns: Callable[[], int] = time.time_ns,
+        auth: BackupAuth = NO_AUTH,
     ) -> None:
         """Configure the store; nothing connects until :meth:`open`.
 
@@ -77,6 +92,7 @@ class S3Store(OpenCloseContext):
                 botocore's default credential chain.
             secret_access_key: See ``access_key_id``.
             time_ns: Wall clock in nanoseconds for the keys (injectable for tests).
+            auth: the key objects are signed with, and which objects are trusted.
 
         Raises:
             ValueError: Empty bucket, or only one of the two credential fields given.
@@ -92,6 +108,7 @@ class S3Store(OpenCloseContext):
         self._access_key_id = access_key_id
         self._secret_access_key = secret_access_key
         self._keys = TimeKeys(time_ns)
+        self._auth = auth
         self._state = StoreState.NEW
         self._exit_stack = contextlib.AsyncExitStack()
         self._client: Any = None  # aiobotocore clients are untyped; used only in this class
@@ -150,7 +167,7 @@ class S3Store(OpenCloseContext):
         require_open(self._state, self.name)
         if not records:
             raise ValueError("a backup batch needs at least one record")
-        body, content_md5 = await asyncio.to_thread(_encode_with_md5, records)
+        body, content_md5 = await asyncio.to_thread(_encode_with_md5, records, self._auth.key)
         key = f"{self._prefix}{self._keys.next_key()}{SUFFIX}"
         with self._translated("put", key):
             await self._client.put_object(
@@ -178,22 +195,42 @@ class S3Store(OpenCloseContext):
         keys.sort()
         return keys
 
-    async def get(self, key: str) -> list[bytes]:
-        """Download and decode one object.
+    async def read(
+        self, key: str, *, batch_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> AsyncGenerator[list[bytes], None]:
+        """Verify one object, then hand out its records in batches (`verified_batches`).
 
         Raises:
             ValueError: ``key`` is not a key of this store.
             BackupNotFound: No such object.
-            CorruptBackup: The object is damaged.
-            BackupUnavailable: The request failed.
+            CorruptBackup: The object is damaged, unsigned or forged (before any record).
+            BackupUnavailable: A request failed, or the object changed while it was read.
         """
         require_open(self._state, self.name)
         self._check_key(key)
+        client, bucket = self._client, self._bucket
         with self._translated("get", key):
-            response = await self._client.get_object(Bucket=self._bucket, Key=key)
-            async with response["Body"] as stream:
-                data = await stream.read()
-        return await asyncio.to_thread(decode_batch, data)
+            head = await client.head_object(Bucket=bucket, Key=key)
+            size, etag = int(head["ContentLength"]), str(head["ETag"])
+            passes = 0
+
+            async def open_pass() -> ChunkReader:
+                nonlocal passes
+                passes += 1
+                if passes > 1:
+                    return _S3Ranges(client, bucket, key, etag, size)
+                response = await client.get_object(Bucket=bucket, Key=key, IfMatch=etag)
+                return _S3Body(response["Body"])
+
+            async for batch in verified_batches(size, open_pass, self._auth, batch_bytes):
+                yield batch
+
+    async def get(self, key: str) -> list[bytes]:
+        """Every record of one object (verified, as `read`); holds them all in memory.
+
+        Raises what `read` raises.
+        """
+        return [record async for batch in self.read(key) for record in batch]
 
     async def delete(self, key: str) -> None:
         """Delete one object; S3 treats a missing key as success.
@@ -232,3 +269,47 @@ class S3Store(OpenCloseContext):
             raise BackupUnavailable(
                 store=self.name, operation=operation, key=key, reason=repr(exc)
             ) from exc
+
+
+class _S3Body:
+    """One pass over a GET's streaming body."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body  # aiobotocore StreamingBody (untyped)
+
+    async def read_chunk(self) -> bytes:
+        data: bytes = await self._body.read(READ_CHUNK_BYTES)
+        return data
+
+    async def close(self) -> None:
+        self._body.close()
+
+
+class _S3Ranges:
+    """One pass as ranged GETs of `_RANGE_BYTES`, each pinned to the ETag first read."""
+
+    def __init__(self, client: Any, bucket: str, key: str, etag: str, size: int) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._etag = etag
+        self._size = size
+        self._next = 0
+
+    async def read_chunk(self) -> bytes:
+        if self._next >= self._size:
+            return b""
+        last = min(self._size, self._next + _RANGE_BYTES) - 1
+        response = await self._client.get_object(
+            Bucket=self._bucket,
+            Key=self._key,
+            IfMatch=self._etag,
+            Range=f"bytes={self._next}-{last}",
+        )
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        self._next = last + 1
+        return data
+
+    async def close(self) -> None:
+        """Nothing: each range's connection is released when its body is read."""

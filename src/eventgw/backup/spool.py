@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventgw.backup.store import (
+    DEFAULT_BATCH_BYTES,
     LEFTOVER_MIN_AGE_S,
+    READ_CHUNK_BYTES,
     SUFFIX,
     TIMEKEY,
     TMP_PREFIX,
@@ -23,12 +25,16 @@ from eventgw.backup.store import (
     TimeKeys,
     is_object_file,
     require_open,
+    verified_batches,
 )
-from eventgw.core.backup_codec import decode_batch, encode_batch, encoded_size
+from eventgw.core.backup_codec import NO_AUTH, encode_batch, encoded_size
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import AsyncGenerator, Callable, Sequence
     from pathlib import Path
+    from typing import BinaryIO
+
+    from eventgw.core.backup_codec import BackupAuth
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +67,21 @@ class SpoolStore(OpenCloseContext):
 
     Cancellation: a cancelled ``put`` cannot stop its worker thread; the object may still appear
     and will be replayed, which is safe (replay is idempotent by ``event_id``).
+
+    Authentication: with ``auth.key`` every object is signed (HMAC-SHA256) and ``read`` hands
+    out only objects signed with a configured key. Anyone who can write the directory could
+    otherwise put events into the lanes through it; without a key, only CRCs are checked.
     """
 
     name = "spool"
 
     def __init__(
-        self, directory: Path, *, max_bytes: int, time_ns: Callable[[], int] = time.time_ns
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        time_ns: Callable[[], int] = time.time_ns,
+        auth: BackupAuth = NO_AUTH,
     ) -> None:
         """Create a store over ``directory`` (created on ``open()`` if missing).
 
@@ -74,6 +89,7 @@ class SpoolStore(OpenCloseContext):
             directory: The spool directory; this store owns the files matching its patterns.
             max_bytes: Bound on the total size of stored objects; must be positive.
             time_ns: Wall clock in nanoseconds for the keys (injectable for tests).
+            auth: the key objects are signed with, and which objects are trusted.
 
         Raises:
             ValueError: ``max_bytes`` is not positive.
@@ -82,6 +98,7 @@ class SpoolStore(OpenCloseContext):
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self._directory = directory
         self._max_bytes = max_bytes
+        self._auth = auth
         self._keys = TimeKeys(time_ns)
         self._state = StoreState.NEW
         self._used_bytes = 0
@@ -130,7 +147,7 @@ class SpoolStore(OpenCloseContext):
         require_open(self._state, self.name)
         if not records:
             raise ValueError("a backup batch needs at least one record")
-        size = encoded_size(records)
+        size = encoded_size(records, signed=self._auth.key is not None)
         await self._reserve(size)
         key = self._keys.next_key()
         stored = True
@@ -164,27 +181,52 @@ class SpoolStore(OpenCloseContext):
                 store=self.name, operation="list", key=None, reason=repr(exc)
             ) from exc
 
-    async def get(self, key: str) -> list[bytes]:
-        """Read and decode one object.
+    async def read(
+        self, key: str, *, batch_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> AsyncGenerator[list[bytes], None]:
+        """Verify one object, then hand out its records in batches (`verified_batches`).
+
+        Both passes read one open file, so a file renamed over the object meanwhile is not
+        read. Memory: one batch and one chunk.
 
         Raises:
             ValueError: ``key`` is not a key this store produces.
             BackupNotFound: No such object.
-            CorruptBackup: The file is damaged.
+            CorruptBackup: The file is damaged, unsigned or forged (before any record).
             BackupUnavailable: Any other ``OSError``.
         """
         require_open(self._state, self.name)
         path = self._object_path(key)
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            file = await asyncio.to_thread(path.open, "rb")
         except FileNotFoundError as exc:
             raise BackupNotFound(store=self.name, key=key) from exc
         except OSError as exc:
             raise BackupUnavailable(
                 store=self.name, operation="get", key=key, reason=repr(exc)
             ) from exc
-        # Decoding CRCs the whole object; in a thread so a large batch does not stall the loop.
-        return await asyncio.to_thread(decode_batch, data)
+        try:
+            size = (await asyncio.to_thread(os.fstat, file.fileno())).st_size
+
+            async def open_pass() -> _FileChunks:
+                await asyncio.to_thread(file.seek, 0)
+                return _FileChunks(file)
+
+            async for batch in verified_batches(size, open_pass, self._auth, batch_bytes):
+                yield batch
+        except OSError as exc:
+            raise BackupUnavailable(
+                store=self.name, operation="get", key=key, reason=repr(exc)
+            ) from exc
+        finally:
+            file.close()  # a read-only file: nothing to flush
+
+    async def get(self, key: str) -> list[bytes]:
+        """Every record of one object (verified, as `read`); holds them all in memory.
+
+        Raises what `read` raises.
+        """
+        return [record async for batch in self.read(key) for record in batch]
 
     async def delete(self, key: str) -> None:
         """Delete one object; a missing object is not an error.
@@ -273,7 +315,7 @@ class SpoolStore(OpenCloseContext):
         tmp = self._directory / f"{TMP_PREFIX}{key}"
         try:
             with tmp.open("xb") as file:
-                file.write(encode_batch(records))
+                file.write(encode_batch(records, self._auth.key))
                 file.flush()
                 os.fsync(file.fileno())
             os.rename(tmp, self._directory / f"{key}{SUFFIX}")
@@ -297,3 +339,16 @@ def _unlink_returning_size(path: Path) -> int:
     except FileNotFoundError:
         return 0
     return size
+
+
+class _FileChunks:
+    """One pass over an open file, a chunk per worker-thread read."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+
+    async def read_chunk(self) -> bytes:
+        return await asyncio.to_thread(self._file.read, READ_CHUNK_BYTES)
+
+    async def close(self) -> None:
+        """Nothing: the store closes the file after the last pass."""

@@ -12,8 +12,12 @@ Errors (what the caller does next):
   outcome of a failed ``put`` is unknown: fail the request (a retry may store a duplicate,
   which replay tolerates because ``event_id`` is the key).
 - :class:`BackupNotFound`: ``get`` of a key that does not exist (already deleted).
-- :class:`~eventgw.core.backup_codec.CorruptBackup`: ``get`` found a damaged object. Keep it
-  and alert; never delete it.
+- :class:`~eventgw.core.backup_codec.CorruptBackup`: ``read`` found a damaged, unsigned or
+  forged object (its ``kind`` says which). Keep it and alert; never delete it.
+
+Reading is streamed and verified before use (`verified_batches`): the object is read once to
+check its CRCs and, with a key, its HMAC, without keeping any record; only then is it read
+again and handed out in batches. Memory is one batch plus one chunk, whatever the size.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import enum
 import logging
 import re
 import uuid
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Final, Protocol, Self
 
+from eventgw.core.backup_codec import ObjectDecoder
 from eventgw.core.errors import Backpressure, EventGwError, RetriableError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
     from types import TracebackType
+
+    from eventgw.core.backup_codec import BackupAuth
 
 __all__ = [
     "BackupFull",
@@ -45,6 +52,16 @@ TIMEKEY = re.compile(r"[0-9]{20}-[0-9a-f]{12}")
 # A `.tmp-` file younger than this may be another process's put in progress (the publisher and
 # the failed-writes processor can share one spool directory), so open() leaves it alone.
 LEFTOVER_MIN_AGE_S = 60.0
+
+READ_CHUNK_BYTES: Final = 256 << 10
+"""Bytes read from a store at a time while an object is verified or decoded."""
+
+WHOLE_OBJECT_MAX_BYTES: Final = 1 << 20
+"""An object up to this size (nearly all of them) is read once, verified and decoded in
+memory; a larger one is streamed twice (verify, then use)."""
+
+DEFAULT_BATCH_BYTES: Final = 4 << 20
+"""Records handed out per batch by ``read``, by size (a single larger record goes alone)."""
 
 
 class BackupFull(Backpressure):
@@ -120,10 +137,15 @@ class BackupStore(Protocol):
         """Return the keys of all stored objects, oldest first."""
         ...
 
-    async def get(self, key: str) -> list[bytes]:
-        """Return the records of one object, in ``put`` order.
+    def read(
+        self, key: str, *, batch_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> AsyncGenerator[list[bytes], None]:
+        """The records of one object, in ``put`` order, in batches of about ``batch_bytes``.
 
-        Raises ``BackupNotFound`` or ``CorruptBackup`` as well.
+        The whole object is verified (CRCs, and the HMAC when a key is configured) before
+        the first batch is handed out: a forged, unsigned or damaged object raises
+        ``CorruptBackup`` and hands out nothing. Raises ``BackupNotFound`` as well. Close
+        the iterator (``contextlib.aclosing``) when not reading it to the end.
         """
         ...
 
@@ -188,3 +210,82 @@ class OpenCloseContext:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class ChunkReader(Protocol):
+    """One pass over an object's bytes, as a store reads them."""
+
+    async def read_chunk(self) -> bytes:
+        """The next bytes (at most `READ_CHUNK_BYTES`); ``b""`` at the end."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the pass holds (a connection); the pass may be unfinished."""
+        ...
+
+
+async def verified_batches(
+    size: int,
+    open_pass: Callable[[], Awaitable[ChunkReader]],
+    auth: BackupAuth,
+    batch_bytes: int,
+) -> AsyncGenerator[list[bytes], None]:
+    """The records of an object of ``size`` bytes, verified before the first is handed out.
+
+    ``open_pass`` starts a read from the object's first byte; the store must make every pass
+    read the same object (the spool reads one open file, S3 pins the ETag). An object up to
+    `WHOLE_OBJECT_MAX_BYTES` is read once; a larger one twice: the first pass verifies it
+    and keeps no record, the second hands out batches and verifies again, so the last batch
+    comes only after the second pass's signature check.
+
+    Raises:
+        CorruptBackup: from the first pass, before any record is handed out (or, had the
+            object changed between the passes, from the second).
+    """
+    if batch_bytes <= 0:
+        raise ValueError(f"batch_bytes must be > 0, got {batch_bytes}")
+    if size <= WHOLE_OBJECT_MAX_BYTES:
+        records: list[bytes] = []
+        await _one_pass(ObjectDecoder(size, auth), open_pass, records.extend)
+        for start in range(0, len(records), _BATCH_RECORDS):
+            yield records[start : start + _BATCH_RECORDS]
+        return
+    await _one_pass(ObjectDecoder(size, auth), open_pass, _drop)  # verify only
+    decoder = ObjectDecoder(size, auth)
+    source = await open_pass()
+    try:
+        batch: list[bytes] = []
+        batch_size = 0
+        while chunk := await source.read_chunk():
+            for record in decoder.feed(chunk):
+                batch.append(record)
+                batch_size += len(record)
+                if batch_size >= batch_bytes or len(batch) >= _BATCH_RECORDS:
+                    yield batch
+                    batch, batch_size = [], 0
+        decoder.finish()
+    finally:
+        await source.close()
+    if batch:
+        yield batch
+
+
+async def _one_pass(
+    decoder: ObjectDecoder,
+    open_pass: Callable[[], Awaitable[ChunkReader]],
+    take: Callable[[list[bytes]], object],
+) -> None:
+    source = await open_pass()
+    try:
+        while chunk := await source.read_chunk():
+            take(decoder.feed(chunk))
+        decoder.finish()
+    finally:
+        await source.close()
+
+
+def _drop(records: list[bytes]) -> None:
+    """Records of the verifying pass: not kept."""
+
+
+_BATCH_RECORDS: Final = 5000  # records per batch at most, however small they are

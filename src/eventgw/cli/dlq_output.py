@@ -86,7 +86,7 @@ def payload_preview(raw: bytes, limit: int) -> tuple[str, str]:
     try:
         text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
         kind = "JSON"
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to pretty-print
         pass
     if len(text) > limit:
         return kind, text[:limit] + f"\n… ({len(text) - limit} more characters)"

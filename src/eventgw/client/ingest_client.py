@@ -70,9 +70,11 @@ def _retry_after_ms(exc: grpc.aio.AioRpcError) -> int | None:
     value = _metadata(exc, _RETRY_AFTER_METADATA)
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
-    if value is None or not value.isdigit():
+    # ASCII digits only ("²".isdigit() is True, and int() refuses it); a number too long to
+    # be a hint is clamped like a large one, without converting thousands of digits.
+    if value is None or not (value.isascii() and value.isdigit()):
         return None
-    return min(int(value), 60_000)
+    return min(int(value), 60_000) if len(value) <= 9 else 60_000
 
 
 def _answered(exc: grpc.aio.AioRpcError) -> pb.IngestResponse | None:

@@ -27,7 +27,7 @@ MAX_DECREMENTS_TRACKED: Final = 1024
 class AimdParams(BaseModel):
     """AIMD parameters of one SLO class; rates are in events/s."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     initial: float = Field(gt=0, description="capacity at start-up (events/s)")
     floor: float = Field(gt=0, description="capacity never goes below this (events/s)")
@@ -97,7 +97,7 @@ class AimdConfig(BaseModel):
     validation ``classes`` always holds P10, P20 and P30.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="False admits every event (no shedding)")
     classes: dict[ClassName, AimdParams] = Field(
@@ -126,7 +126,7 @@ class AimdConfig(BaseModel):
 class HotTenantConfig(BaseModel):
     """Hot-tenant isolation settings (the dynamic-config section of the dynamic classifier)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="False turns rate tracking and isolation off")
     window_s: float = Field(default=10.0, gt=0, description="rate averaging window (seconds)")
@@ -143,5 +143,8 @@ class HotTenantConfig(BaseModel):
         default=(), description="kill switch: every event of these companies is offloaded"
     )
     max_tracked: int = Field(
-        default=10_000, ge=1, description="companies tracked at once (bounds memory)"
+        default=10_000,
+        ge=1,
+        le=1_000_000,  # a bound on memory must itself be bounded
+        description="companies tracked at once (bounds memory)",
     )

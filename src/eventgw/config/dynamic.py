@@ -1,8 +1,15 @@
 """Dynamic config: a watched JSON file, hot-reloaded; an invalid update is refused.
 
 The file holds runtime decisions that operators change without a restart: the rollout
-share, gating rules, and (later) classifier overrides and AIMD parameters. Readers call
+share, gating rules, AIMD parameters and hot-tenant isolation. Readers call
 `DynamicConfigWatcher.current`, which always returns the last *valid* config.
+
+What is valid (`parse_dynamic_config`): at most `MAX_DYNAMIC_CONFIG_BYTES`, UTF-8, one JSON
+object, no duplicate keys, no number out of range (``1e400``) and no NaN or Infinity, nested
+no deeper than JSON needs, every value of its field's exact type (``"5"`` is not a number,
+``1`` is not a boolean). An empty file is refused too: an editor that truncates and then
+writes leaves one for a moment, and taking it as "the defaults" would drop every gating
+rule. ``{}`` is the explicit way to ask for the defaults.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import watchfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +32,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MAX_DYNAMIC_CONFIG_BYTES: Final = 1 << 20
+"""A dynamic config file larger than this (1 MiB) is refused unread."""
+
+_MAX_DEPTH: Final = 32  # the document nests 5 levels deep; JSON deeper than this is refused
+_FIELD: Final = "dynamic_config"
+
 
 class GateRule(BaseModel):
     """Block or allow publishing for matching events; first matching rule wins.
@@ -33,7 +46,7 @@ class GateRule(BaseModel):
     a broader block rule carve out exceptions.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     action: Literal["block", "allow"]
     source_name: str | None = None
@@ -44,7 +57,7 @@ class GateRule(BaseModel):
 class DynamicConfig(BaseModel):
     """The whole dynamic config document."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     event_gateway_cluster_rollout: float = Field(
         default=0.0, ge=0.0, le=100.0, description="percent of companies on the rollout cluster"
@@ -59,27 +72,94 @@ class DynamicConfig(BaseModel):
         return round(self.event_gateway_cluster_rollout * 100)
 
 
-def parse_dynamic_config(text: str) -> DynamicConfig:
-    """Parse and validate a dynamic config document; raises ConfigError naming the field."""
+def parse_dynamic_config(data: bytes | str) -> DynamicConfig:
+    """Parse and validate a dynamic config document (see the module docstring for the rules).
+
+    Raises:
+        ConfigError: naming the field (``dynamic_config`` for the document as a whole).
+            Nothing else, whatever the bytes.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_DYNAMIC_CONFIG_BYTES:
+        raise ConfigError(
+            _FIELD, f"{len(raw)} bytes is over the limit of {MAX_DYNAMIC_CONFIG_BYTES}"
+        )
     try:
-        raw = json.loads(text) if text.strip() else {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(_FIELD, f"not valid UTF-8 at byte {exc.start}") from None
+    if not text.strip():
+        raise ConfigError(
+            _FIELD, "the file is empty (a save in progress?): write {} for the defaults"
+        )
+    try:
+        # Syntax, duplicate keys and depth here; types and ranges (NaN and 1e400 included:
+        # the models refuse non-finite numbers) below, where the field can be named.
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
-        raise ConfigError("dynamic_config", f"not valid JSON: {exc}") from exc
+        raise ConfigError(_FIELD, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(_FIELD, f"not valid JSON: nested deeper than {_MAX_DEPTH}") from None
+    except ValueError as exc:  # from the hooks, or an integer of more than 4300 digits
+        raise ConfigError(_FIELD, f"not valid JSON: {exc}") from None
+    if _depth(doc) > _MAX_DEPTH:
+        raise ConfigError(_FIELD, f"not valid JSON: nested deeper than {_MAX_DEPTH}")
     try:
-        return DynamicConfig.model_validate(raw)
+        # Strict: a value of the wrong JSON type is refused, not coerced ("5" → 5.0).
+        return DynamicConfig.model_validate_json(text, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "dynamic_config"
-        raise ConfigError(field, err["msg"]) from exc
+        field = ".".join(str(p) for p in err["loc"]) or _FIELD
+        raise ConfigError(field, err["msg"]) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With duplicate keys json keeps the last one silently: two "gating" lists would drop
+    # the first. Refuse instead.
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ValueError(f"duplicate key {key!r}")
+        doc[key] = value
+    return doc
+
+
+def _depth(doc: object) -> int:
+    """Nesting depth of a decoded document (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def read_dynamic_config(path: Path) -> DynamicConfig:
+    """Read and parse ``path``, reading at most one byte past `MAX_DYNAMIC_CONFIG_BYTES`.
+
+    Raises:
+        ConfigError: the file cannot be read, or is refused by `parse_dynamic_config`.
+    """
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_DYNAMIC_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(_FIELD, f"{path}: {exc.strerror or exc}") from None
+    return parse_dynamic_config(data)
 
 
 class DynamicConfigWatcher:
     """Holds the last good dynamic config and reloads it when the file changes.
 
     State: ``current`` is always a valid config (defaults if the file is absent at start).
-    A reload that fails to parse or validate is logged at ERROR, counted in ``refused``,
-    and leaves ``current`` unchanged. A missing file at start is allowed; a file that is
-    present but invalid at start raises ConfigError (refuse to start on bad config).
+    A reload that fails to read, parse or validate (an empty file included) is logged at
+    ERROR, counted in ``refused``, and leaves ``current`` unchanged. A missing file at start
+    is allowed; a file that is present but unreadable or invalid at start raises
+    ConfigError (refuse to start on bad config).
     """
 
     def __init__(self, path: Path | None, metrics: Metrics | None = None) -> None:
@@ -96,14 +176,13 @@ class DynamicConfigWatcher:
         self._changed = asyncio.Event()
         self._directory = path.parent if path is not None else Path()
         if path is not None and path.exists():
-            self.current = parse_dynamic_config(path.read_text())
+            self.current = read_dynamic_config(path)
             self.version = 1
 
     async def _reload(self, path: Path) -> None:
         try:
-            text = await asyncio.to_thread(path.read_text)
-            new = parse_dynamic_config(text)
-        except (OSError, ConfigError) as exc:
+            new = await asyncio.to_thread(read_dynamic_config, path)
+        except ConfigError as exc:
             self.refused += 1
             if self._refused is not None:
                 self._refused.inc()

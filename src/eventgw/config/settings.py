@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.envelope import Priority
 from eventgw.core.errors import ConfigError
@@ -107,6 +108,25 @@ class BackupSettings(_Frozen):
     s3_secret_access_key: SecretStr | None = None
     spool_dir: Path = Path(".eventgw/spool")
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    hmac_key: SecretStr | None = Field(
+        default=None,
+        description="signs every backup object (HMAC-SHA256); the failed-writes processor "
+        "replays only objects signed with it (or a previous key). At least 32 characters, "
+        "e.g. `openssl rand -hex 32`; the same on every service that writes or reads the "
+        "store. Required with S3 in production. Unset: CRCs only, and anyone who can write "
+        "the store can put events into the lanes (docs/failure-handling.md)",
+    )
+    hmac_previous_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="keys still accepted when verifying, never used to sign: a key rotation "
+        "keeps replaying what the old key signed",
+    )
+    accept_unsigned_objects: bool = Field(
+        default=False,
+        description="with hmac_key: still replay objects written before the key was set (CRC "
+        "only). For a migration only: turn it off once they are replayed; a forger writes "
+        "unsigned objects",
+    )
 
     @model_validator(mode="after")
     def _s3_credentials_paired(self) -> BackupSettings:
@@ -117,6 +137,27 @@ class BackupSettings(_Frozen):
                 "or neither"
             )
         return self
+
+    @model_validator(mode="after")
+    def _keys_complete(self) -> BackupSettings:
+        if self.hmac_key is None and (self.hmac_previous_keys or self.accept_unsigned_objects):
+            raise ValueError(
+                "hmac_key: hmac_previous_keys and accept_unsigned_objects need hmac_key"
+            )
+        if self.hmac_key is not None and len(self.hmac_key.get_secret_value()) < 32:
+            raise ValueError("hmac_key: needs at least 32 characters (openssl rand -hex 32)")
+        if any(len(k.get_secret_value()) < 32 for k in self.hmac_previous_keys):
+            raise ValueError("hmac_previous_keys: each key needs at least 32 characters")
+        return self
+
+    def auth(self) -> BackupAuth:
+        """The signing key and the trusted keys, for the backup stores."""
+        key = self.hmac_key.get_secret_value().encode() if self.hmac_key else None
+        return BackupAuth(
+            key=key,
+            previous_keys=tuple(k.get_secret_value().encode() for k in self.hmac_previous_keys),
+            accept_unsigned=self.accept_unsigned_objects,
+        )
 
 
 class ObservabilitySettings(_Frozen):
@@ -197,6 +238,39 @@ class IngestSettings(_Frozen):
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     max_events_per_request: int = Field(default=1000, ge=1, le=100_000)
     max_payload_bytes: int = Field(default=256 << 10, ge=16)
+    body_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a request body not received whole within this is answered 408 and its "
+        "connection closed (frees its slot in the door: a slow body cannot hold it)",
+    )
+    header_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="the request line and headers must arrive within this, from the "
+        "connection's start (first request) or the request's first byte (later ones); else "
+        "408 and the connection is closed. Also closes connections that send nothing",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, le=3600, description="an idle kept-alive connection is closed after this"
+    )
+    max_http_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="past this many open HTTP connections a new connection's request is "
+        "answered 503 with Retry-After and the connection closed",
+    )
+    max_header_count: int = Field(
+        default=100, ge=1, le=10_000, description="more request headers answer 431"
+    )
+    max_header_bytes: int = Field(
+        default=32 << 10,
+        ge=1024,
+        le=1 << 20,
+        description="a request line plus headers larger than this answers 431",
+    )
     max_in_flight_requests: int = Field(
         default=256,
         ge=1,
@@ -404,6 +478,17 @@ class EventGwSettings(BaseSettings):
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
+    def _production_backup_signed(self) -> EventGwSettings:
+        # A bucket is shared infrastructure: unsigned, anyone who can write it could put
+        # events into the lanes through the failed-writes processor.
+        if self.environment == "production" and self.backup.s3_bucket and not self.backup.hmac_key:
+            raise ValueError(
+                "backup.hmac_key: required with an S3 backup store in production "
+                "(sign the objects so that none can be forged)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _staging_names(self) -> EventGwSettings:
         if self.environment != "staging":
             return self
@@ -434,9 +519,17 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
     data: dict[str, Any] = {}
     if file_path is not None:
         try:
-            data = tomllib.loads(file_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = tomllib.loads(file_path.read_bytes().decode("utf-8"))
+        except OSError as exc:
             raise ConfigError("settings_file", f"{file_path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                "settings_file", f"{file_path}: not valid UTF-8 at byte {exc.start}"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("settings_file", f"{file_path}: {exc}") from exc
+        except RecursionError:
+            raise ConfigError("settings_file", f"{file_path}: nested too deeply") from None
     try:
         return EventGwSettings(**data)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from eventgw.core.envelope import H_REDRIVEN, LANE_OF_PRIORITY, LANES, Priority, event_headers
+from eventgw.dlq.record import parse_count
 from eventgw.dlq.redrive_log import log_key
 
 if TYPE_CHECKING:
@@ -69,10 +70,11 @@ def source_marker(topic: str, partition: int, offset: int) -> bytes:
 def parse_source_marker(raw: bytes) -> tuple[str, int, int] | None:
     """``(topic, partition, offset)`` of a marker, or None if it is not one."""
     topic, _, rest = raw.decode(errors="replace").partition(":")
-    partition, _, offset = rest.partition(":")
-    if not (topic and partition.isdigit() and offset.isdigit()):
+    partition_text, _, offset_text = rest.partition(":")
+    partition, offset = parse_count(partition_text), parse_count(offset_text, max_digits=19)
+    if not topic or partition is None or offset is None:
         return None
-    return topic, int(partition), int(offset)
+    return topic, partition, offset
 
 
 def redrive_record(record: DlqRecord) -> Record:

@@ -37,10 +37,28 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def iso_utc(ms: int) -> str:
-    """``ms`` (Unix) as ``2025-01-31T12:00:00.123Z``; ``-`` for a missing (negative) time."""
+    """``ms`` (Unix) as ``2025-01-31T12:00:00.123Z``; ``-`` for a missing (negative) time.
+
+    A value past the year 9999 is no time a record can carry honestly (a damaged or foreign
+    record): it is shown as the number it is, never an exception.
+    """
     if ms < 0:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    try:
+        instant = datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms (not a time)"
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_count(raw: str | None, max_digits: int = 10) -> int | None:
+    """A whole number written in ASCII digits (at most ``max_digits``), else None.
+
+    ``str.isdigit`` alone also accepts ``"²"``, which ``int`` refuses, and any length.
+    """
+    if not raw or len(raw) > max_digits or not (raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
 
 
 def decode_event(value: bytes) -> pb.EventData | None:
@@ -127,8 +145,7 @@ class DlqRecord:
         """Attempts made before the record got here (value, else header)."""
         if self.event is not None:
             return self.event.attempt
-        raw = self.header(H_ATTEMPT)
-        return int(raw) if raw and raw.isdigit() else None
+        return parse_count(self.header(H_ATTEMPT))
 
     @property
     def last_error(self) -> str | None:

@@ -81,7 +81,7 @@ def decode_entry(value: bytes) -> LogEntry | None:
     """The entry in a log record's value, or None when it is not one."""
     try:
         return _DECODER.decode(value)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
         return None
 
 

@@ -45,6 +45,7 @@ class AdmissionControl:
 
     def __init__(self, settings: EventGwSettings, metrics: Metrics, clock: Clock) -> None:
         self._settings = settings
+        self._metrics = metrics
         self.watcher = DynamicConfigWatcher(settings.ingest.dynamic_config_path, metrics)
         config = self.watcher.current
         self.slo = SloService(config.aimd, clock)
@@ -91,7 +92,7 @@ class AdmissionControl:
             )
             try:
                 await reader.start()
-                self.listener = FlowControlListener(reader, self.slo)
+                self.listener = FlowControlListener(reader, self.slo, self._metrics)
                 attempt = 0
                 await self.listener.run(stop)
             except ConsumerError as exc:

@@ -7,6 +7,7 @@ and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -62,6 +63,7 @@ class HttpResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 _encode = msgspec.json.Encoder().encode
 _JSON = [(b"content-type", b"application/json")]
+_JSON_CLOSE = [*_JSON, (b"connection", b"close")]
 _EVENT_ID_OPEN = b'{"event_id":"'
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]*\Z").match  # characters JSON keeps as they are
 
@@ -103,14 +105,18 @@ def response_body(
     return b"".join((head[: -len(b"[]}")], b"[", b",".join(parts), b"]}"))
 
 
-def _error_body(code: str, field: str, message: str) -> bytes:
+def error_body(code: str, field: str, message: str) -> bytes:
+    """The JSON body of every refusal: ``{"error": {"code", "field", "message"}}``."""
     return _encode({"error": {"code": code, "field": field, "message": message}})
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, code: str, field: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, field: str, message: str, *, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.field, self.message = status, code, field, message
+        self.close = close  # the rest of the request may still be arriving: end the connection
 
 
 class IngestHttpApp:
@@ -138,12 +144,21 @@ class IngestHttpApp:
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
         self._door = pipeline.door
         requests = metrics.counter("eventgw_ingest_requests_total", "HTTP requests", ["code"])
+        self._requests = requests
         self._by_code = {
-            c: requests.labels(str(c)) for c in (202, 400, 401, 403, 404, 405, 413, 415, 429, 503)
+            c: requests.labels(str(c))
+            for c in (202, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503)
         }
         self._latency = metrics.histogram(
             "eventgw_ingest_request_duration_seconds", "POST /v1/events until durable answer"
         )
+
+    def count_refused(self, status: int) -> None:
+        """Count a request the HTTP server refused before the app saw it (400/408/431/503)."""
+        counter = self._by_code.get(status)
+        if counter is None:
+            counter = self._by_code[status] = self._requests.labels(str(status))
+        counter.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
@@ -156,7 +171,7 @@ class IngestHttpApp:
         if path == "/v1/events":
             if method != "POST":
                 await self._respond(
-                    send, 405, _error_body("method_not_allowed", "method", "use POST")
+                    send, 405, error_body("method_not_allowed", "method", "use POST")
                 )
                 return
             await self._post_events(scope, receive, send)
@@ -182,7 +197,7 @@ class IngestHttpApp:
                 count=False,
             )
         else:
-            await self._respond(send, 404, _error_body("not_found", "path", f"no route {path}"))
+            await self._respond(send, 404, error_body("not_found", "path", f"no route {path}"))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -219,7 +234,8 @@ class IngestHttpApp:
             elif name == b"x-api-key":
                 api_key = value
             elif name == b"content-length":
-                length = int(value) if value.isdigit() else -1
+                # A length of more than 19 digits is over any limit: not worth converting.
+                length = (int(value) if len(value) <= 19 else 1 << 64) if value.isdigit() else -1
         if self._keys:
             given = api_key or (auth[7:] if auth[:7].lower() == b"bearer " else b"")
             if not any(hmac.compare_digest(given, k) for k in self._keys):
@@ -240,20 +256,39 @@ class IngestHttpApp:
             )
 
     async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, within ``body_read_timeout_s`` (else `_HttpError` 408).
+
+        The deadline is for the whole body, not between chunks: a client trickling a byte
+        a second would otherwise hold its slot in the door for as long as it likes.
+        """
         limit = self._s.max_body_bytes
+        timeout_s = self._s.body_read_timeout_s
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionError("client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge("body", f"over the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ConnectionError("client disconnected")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge("body", f"over the limit of {limit} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            logger.info(
+                "ingest.http_refused status=408 reason=body_timeout received_bytes=%d", size
+            )
+            raise _HttpError(
+                408,
+                "request_timeout",
+                "body",
+                f"the body did not arrive within {timeout_s:g} s ({size} bytes received)",
+                close=True,
+            ) from None
 
     async def _post_events(self, scope: Scope, receive: Receive, send: Send) -> None:
         door = self._door
@@ -262,7 +297,7 @@ class IngestHttpApp:
             await self._respond(
                 send,
                 429,
-                _error_body("resource_exhausted", "requests", "too many requests in flight"),
+                error_body("resource_exhausted", "requests", "too many requests in flight"),
                 headers=[*_JSON, (b"retry-after", _retry_after(hint_ms))],
             )
             return
@@ -289,10 +324,15 @@ class IngestHttpApp:
                 if exc.status == 413
                 else ("unsupported_media_type" if exc.status == 415 else "invalid_argument")
             )
-            await self._respond(send, exc.status, _error_body(code, exc.field, exc.message))
+            await self._respond(send, exc.status, error_body(code, exc.field, exc.message))
             return
         except _HttpError as exc:
-            await self._respond(send, exc.status, _error_body(exc.code, exc.field, exc.message))
+            await self._respond(
+                send,
+                exc.status,
+                error_body(exc.code, exc.field, exc.message),
+                headers=_JSON_CLOSE if exc.close else None,
+            )
             return
         except ConnectionError:
             return
@@ -301,14 +341,14 @@ class IngestHttpApp:
         except InvalidEvent as exc:
             # The publisher refused what ingest accepted: a version skew, not a retry case.
             logger.error("ingest.publisher_refused field=%s error=%s", exc.field, exc.message)
-            await self._respond(send, 400, _error_body("invalid_argument", exc.field, exc.message))
+            await self._respond(send, 400, error_body("invalid_argument", exc.field, exc.message))
             return
         except EventGwError as exc:
             logger.warning("ingest.publish_failed events=%d error=%s", len(events), exc)
             await self._respond(
                 send,
                 503,
-                _error_body("unavailable", "publisher", f"not durable, retry: {exc}"),
+                error_body("unavailable", "publisher", f"not durable, retry: {exc}"),
                 headers=[*_JSON, (b"retry-after", b"1")],
             )
             return

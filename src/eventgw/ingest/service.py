@@ -17,6 +17,7 @@ from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.door import Door, door_status
 from eventgw.ingest.grpc_api import IngestServicer, add_to_server
 from eventgw.ingest.http_app import IngestHttpApp
+from eventgw.ingest.http_protocol import HttpLimits, bounded_http_protocol
 from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
 from eventgw.ingest.publisher_client import PublisherClient
 from eventgw.ingest.scheduler import Scheduler
@@ -170,11 +171,23 @@ class IngestService:
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             app,
-            http="httptools",
+            # httptools, with the bounds uvicorn lacks: head size and deadline, connections
+            # (docs/delivery-semantics.md, "Bounds at the door").
+            http=bounded_http_protocol(
+                HttpLimits(
+                    max_connections=s.max_http_connections,
+                    max_header_count=s.max_header_count,
+                    max_header_bytes=s.max_header_bytes,
+                    header_read_timeout_s=s.header_read_timeout_s,
+                ),
+                app.count_refused,
+            ),
             loop="none",
             lifespan="off",
             log_config=None,
             access_log=False,
+            # uvicorn types it int; its timer takes any number of seconds.
+            timeout_keep_alive=s.keep_alive_timeout_s,  # type: ignore[arg-type]
             timeout_graceful_shutdown=int(self._shutdown_timeout_s),
             server_header=False,
             date_header=False,

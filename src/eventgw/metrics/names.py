@@ -23,7 +23,13 @@ MetricName = Literal[
     # gauge, events; taken by the door and not yet answered. Near ingest.max_in_flight_events
     # x the P10 share: P10 is being deferred — the publisher or Kafka is slow, or scale out.
     "eventgw_ingest_in_flight_events",
-    # counter, requests; labels code. 5xx rising: the publisher or Kafka is failing.
+    # counter, records; flow-control records that are not signals (not JSON, too large, a
+    # number out of range, a wrong type), skipped. Any rise: something other than the
+    # orchestrators writes to the flow-control topic — read flow_control.invalid in the logs.
+    "eventgw_ingest_flow_control_invalid_total",
+    # counter, requests; labels code. 5xx rising: the publisher or Kafka is failing (a 503
+    # also counts requests refused past ingest.max_http_connections). 408/431 rising: clients
+    # send too slowly or too many headers (docs/delivery-semantics.md "Bounds at the door").
     "eventgw_ingest_requests_total",
     # histogram, seconds; ingest request → durable answer. p99 above the P30 SLO: scale out.
     "eventgw_ingest_request_duration_seconds",
@@ -41,7 +47,7 @@ MetricName = Literal[
     # gauge, objects; backup objects waiting to be replayed. Not falling: recovery is stuck.
     "eventgw_recovery_backup_objects",
     # counter, events; labels source (topic|backup),
-    # reason (undecodable|unknown_topic|refused|gave_up). Captured events that could not be
+    # reason (undecodable|invalid|unknown_topic|refused|gave_up). Captured events that could not be
     # replayed, parked in the DLQ with eventgw-last-error. Any rise: read recovery.parked in
     # the logs, fix the cause, re-drive from the DLQ — see docs/failure-handling.md
     # "Replay never stalls".
@@ -49,6 +55,13 @@ MetricName = Literal[
     # gauge, objects; backup objects whose last replay left events out of Kafka, waiting for
     # a retry with backoff while newer objects go on. Not falling: read recovery.backup_deferred.
     "eventgw_recovery_backup_objects_deferred",
+    # counter, objects; label reason (a CorruptBackup kind: bad_signature|unsigned|
+    # unverifiable for untrusted objects; record_crc|object_crc|truncated|... for damaged
+    # ones). Backup objects the failed-writes processor refused to replay: kept in the store,
+    # re-read after a backoff. bad_signature: someone wrote the store without the key — treat
+    # as a security incident (ERROR recovery.untrusted_backup names the key). unsigned or
+    # unverifiable: services disagree on backup.hmac_key. Damaged: recovery.corrupt_backup.
+    "eventgw_recovery_backup_rejected_total",
     # counter, events; failed-writes records that neither their topic nor the DLQ can ever
     # take (e.g. too large for both), moved to the backup store so the topic goes on. Any
     # rise: a human is needed — read recovery.moved_to_backup and recovery.park_failed.
@@ -79,6 +92,13 @@ MetricName = Literal[
     # counter, records; label result (written|retried|given_up). Retry-topic and DLQ writes.
     # retried/given_up rising: Kafka refuses writes — given_up tasks are served again.
     "eventgw_orchestrator_retry_writes_total",
+    # counter, records; labels source (lane|retry|response), action (dead_lettered|clamped|
+    # skipped). Records that are not what their topic should hold: a lane or retry record
+    # that is not an event (to the DLQ unchanged), a retry time past the longest retry delay
+    # (clamped), a response record that is not TaskResults (skipped). Any rise: something
+    # other than eventgw writes to these topics — read orchestrator.undecodable,
+    # orchestrator.retry_at_clamped and orchestrator.bad_result in the logs.
+    "eventgw_orchestrator_invalid_records_total",
     # counter, reloads; label result (applied|refused). refused: fix the dynamic config file.
     "eventgw_dynamic_config_reloads_total",
 ]

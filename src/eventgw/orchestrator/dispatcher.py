@@ -74,6 +74,7 @@ RETRY_DELAYS_S = (60.0, 120.0, 240.0, 480.0)
 _MAX_EARLY_ACKS = 100_000  # ACKs for unknown tasks kept (bounded memory)
 _STANDARD_HEADERS = 4  # event id, class, deadline, attempt (core.envelope.lane_headers)
 
+_MAX_ATTEMPT = 2**32 - 1  # EventData.attempt is a uint32
 _MAX_RETRY_AT_DIGITS = 15  # a wall-clock ms value has 13; more is not a time (bounded parse)
 
 
@@ -181,6 +182,15 @@ class Dispatcher:
             )
         }
         self._m_stale = results.labels("stale")
+        invalid = metrics.counter(
+            "eventgw_orchestrator_invalid_records_total",
+            "records that are not what their topic should hold",
+            ["source", "action"],
+        )
+        self._m_undecodable = {
+            "lane": invalid.labels("lane", "dead_lettered"),
+            "retry": invalid.labels("retry", "dead_lettered"),
+        }
         self._m_returned = metrics.counter(
             "eventgw_orchestrator_leases_returned_total",
             "leases ended early because the worker's stream ended",
@@ -555,6 +565,7 @@ class Dispatcher:
             r.partition,
             r.offset,
         )
+        self._m_undecodable["retry" if lane == "retry" else "lane"].inc()
         topic, partition, offset = r.topic, r.partition, r.offset
 
         def done(ok: bool) -> None:
@@ -571,7 +582,9 @@ class Dispatcher:
         """
         is_dlq = topic in (self._topics.dlq, self._topics.parking_lot)
         event = pb.EventData.FromString(task.value)
-        event.attempt = task.attempt + 1
+        # Clamped: a record may arrive with the wire's largest count (2**32 - 1), and one
+        # more would not fit; past max_attempts the exact count changes nothing.
+        event.attempt = min(task.attempt + 1, _MAX_ATTEMPT)
         headers = event_headers(event)
         original = self._origin.get(task.task_id, task.topic)
         headers.append((H_ORIGINAL_TOPIC, original.encode()))

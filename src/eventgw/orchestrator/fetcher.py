@@ -8,7 +8,12 @@
 - `ResultsReader`: results a worker could not deliver on its ``Work`` stream, from the
   response topic partition ``index``.
 
-Each loop runs until its ``stop`` is set; the service owns them in one task group.
+Each loop runs until its ``stop`` is set; the service owns them in one task group. None of
+them trusts what it reads: a lane record that is not an event goes to the DLQ (the
+dispatcher), a retry time later than any retry delay allows is clamped, a response record
+that is not ``TaskResults`` is skipped — each counted in
+``eventgw_orchestrator_invalid_records_total{source, action}`` and logged, and the loop goes
+on (docs/failure-handling.md, "Hostile records").
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 
     from eventgw.kafka.consumer import PartitionReader
     from eventgw.kafka.group_consumer import GroupConsumer, TopicPartition
+    from eventgw.metrics.backend import Metrics
     from eventgw.orchestrator.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -110,12 +116,33 @@ class RetryFetcher:
     A record not yet due pauses its partition and seeks back to it; `resume_due` (called by
     the service's timer) resumes the partitions whose head is due. The whole consumer also
     pauses while the buffer holds the retry lane's memory share.
+
+    A record is held at most ``max_hold_ms`` from when it is read: it was written at most
+    the longest retry delay before its due time, so a later ``eventgw-retry-at-ms`` is not a
+    retry time (a foreign or damaged record) and would hold its whole partition for years.
+    Such a time is clamped to ``now + max_hold_ms``, counted and logged.
     """
 
-    def __init__(self, consumer: GroupConsumer, dispatcher: Dispatcher, max_records: int) -> None:
+    def __init__(
+        self,
+        consumer: GroupConsumer,
+        dispatcher: Dispatcher,
+        max_records: int,
+        *,
+        max_hold_ms: int,
+        metrics: Metrics,
+    ) -> None:
+        if max_hold_ms <= 0:
+            raise ValueError(f"max_hold_ms must be > 0, got {max_hold_ms}")
         self._consumer = consumer
         self._d = dispatcher
         self._max_records = max_records
+        self._max_hold_ms = max_hold_ms
+        self._m_clamped = metrics.counter(
+            "eventgw_orchestrator_invalid_records_total",
+            "records that are not what their topic should hold",
+            ["source", "action"],
+        ).labels("retry", "clamped")
         self.held: dict[TopicPartition, int] = {}  # partition → due wall-clock ms
         self.memory_paused = False
         self._resync = False
@@ -142,6 +169,18 @@ class RetryFetcher:
                 if tp in self.held:
                     continue  # read past a held head: it is read again after the seek
                 due = d.retry_due_ms(r)
+                if due > now + self._max_hold_ms:
+                    self._m_clamped.inc()
+                    logger.warning(
+                        "orchestrator.retry_at_clamped topic=%s partition=%d offset=%d "
+                        "retry_at_ms=%d clamped_to=%d",
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        due,
+                        now + self._max_hold_ms,
+                    )
+                    due = now + self._max_hold_ms
                 if due > now:
                     self.held[tp] = due
                     await consumer.pause([tp])
@@ -170,11 +209,21 @@ class RetryFetcher:
 
 
 class ResultsReader:
-    """Applies results workers wrote to the response topic (their stream was down)."""
+    """Applies results workers wrote to the response topic (their stream was down).
 
-    def __init__(self, reader: PartitionReader, dispatcher: Dispatcher) -> None:
+    A record that is not ``TaskResults`` is counted, logged and skipped. One that parses
+    is applied by the dispatcher's rules, which treat a result for no lease of theirs as
+    stale: a foreign record that happens to parse changes nothing.
+    """
+
+    def __init__(self, reader: PartitionReader, dispatcher: Dispatcher, metrics: Metrics) -> None:
         self._reader = reader
         self._d = dispatcher
+        self._m_skipped = metrics.counter(
+            "eventgw_orchestrator_invalid_records_total",
+            "records that are not what their topic should hold",
+            ["source", "action"],
+        ).labels("response", "skipped")
         self.bad_records = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -185,6 +234,12 @@ class ResultsReader:
                     batch = pb.TaskResults.FromString(record.value)
                 except Exception:  # noqa: BLE001  (a foreign record must not stop the loop)
                     self.bad_records += 1
-                    logger.warning("orchestrator.bad_result offset=%d", record.offset)
+                    self._m_skipped.inc()
+                    logger.warning(
+                        "orchestrator.bad_result partition=%d offset=%d bytes=%d",
+                        record.partition,
+                        record.offset,
+                        len(record.value),
+                    )
                     continue
                 self._d.apply_results(batch.results)

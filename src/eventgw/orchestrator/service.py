@@ -36,7 +36,7 @@ from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
 from eventgw.orchestrator.committer import Committer
-from eventgw.orchestrator.dispatcher import Dispatcher
+from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S, Dispatcher
 from eventgw.orchestrator.fetcher import LaneFetcher, ResultsReader, RetryFetcher
 from eventgw.orchestrator.flow_control import FlowControlEmitter
 from eventgw.orchestrator.retry_writer import RetryWriter
@@ -136,7 +136,13 @@ class OrchestratorService:
                 self._on_retry_assign,
                 self._on_retry_revoke,
             )
-            self._retry_fetcher = RetryFetcher(retry, d, o.fetch_max_records)
+            self._retry_fetcher = RetryFetcher(
+                retry,
+                d,
+                o.fetch_max_records,
+                max_hold_ms=int(max(RETRY_DELAYS_S) * o.time_scale * 1000),
+                metrics=self.metrics,
+            )
         results = PartitionReader(
             consumer_config(s.kafka.primary, f"{o.group_id}-results-{o.index}", "eventgw-results"),
             s.topics.response,
@@ -178,7 +184,7 @@ class OrchestratorService:
                 tg.create_task(self._lane_fetcher.run(fetch_stop))
                 if self._retry_fetcher is not None:
                     tg.create_task(self._retry_fetcher.run(fetch_stop))
-                tg.create_task(ResultsReader(results, d).run(fetch_stop))
+                tg.create_task(ResultsReader(results, d, self.metrics).run(fetch_stop))
                 tg.create_task(self._timer_loop(d, fetch_stop))
                 tg.create_task(committer.run(fetch_stop))
                 writing = tg.create_task(writer.run(writer_stop))

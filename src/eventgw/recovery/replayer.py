@@ -38,10 +38,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-ParkReason = Literal["undecodable", "unknown_topic", "refused", "gave_up"]
+ParkReason = Literal["undecodable", "invalid", "unknown_topic", "refused", "gave_up"]
 """Why an event was parked in the DLQ instead of replayed.
 
-``undecodable``: the record is not an ``EventData``. ``unknown_topic``: its intended topic is
+``undecodable``: the record is not an ``EventData``. ``invalid``: it is one, but a time in it
+(``ingested_at_ms``, ``slo_deadline_ms``) is not a wall-clock time (negative, or 15 digits or
+more): no deadline can be computed from it. ``unknown_topic``: its intended topic is
 not a lane or retry topic of this deployment (``topics`` settings). ``refused``: Kafka
 refused the record for good (`Delivery.permanent`: unknown topic or partition, not
 authorized, too large, invalid). ``gave_up``: transient failures outlasted the caller's
@@ -49,6 +51,7 @@ attempts (``recovery.max_attempts``).
 """
 
 _ERROR_HEADER_MAX = 1000  # bytes of the error text kept in eventgw-last-error
+_MAX_WALL_MS = 10**15  # a wall-clock ms value has 13 digits; 15 or more is not a time
 
 
 class Outcome(enum.Enum):
@@ -203,6 +206,10 @@ class Replayer:
                 parks.append(_Park(i, "undecodable", "undecodable: not an eventgw EventData"))
                 continue
             events[i] = event
+            invalid = _invalid_time(event)
+            if invalid is not None:
+                parks.append(_Park(i, "invalid", invalid))
+                continue
             classified[i] = not event.intended_topic
             target = targets[i] = self.target(event)
             if target is None:
@@ -326,6 +333,19 @@ class Replayer:
                 d.error,
             )
         return dict(parked), tuple(refused)
+
+
+def _invalid_time(event: pb.EventData) -> str | None:
+    """Why ``event``'s times are not times, or None. Checked before a deadline is computed
+    from them: ``ingested_at_ms + SLO`` past int64 made the protobuf setter raise, and the
+    failed-writes processor exited on every restart."""
+    for name, value in (
+        ("ingested_at_ms", event.ingested_at_ms),
+        ("slo_deadline_ms", event.slo_deadline_ms),
+    ):
+        if not 0 <= value < _MAX_WALL_MS:
+            return f"invalid: {name} {value} is not a wall-clock time in ms"
+    return None
 
 
 def _original(event: pb.EventData | None, target: tuple[str, str] | None) -> tuple[str, str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 from eventgw.backup.factory import open_backup_store
 from eventgw.backup.store import BackupFull, BackupNotFound, BackupUnavailable
 from eventgw.config.settings import LaneTuning
-from eventgw.core.backup_codec import CorruptBackup
+from eventgw.core.backup_codec import AUTHENTICATION_KINDS, CorruptBackup
 from eventgw.core.clock import Clock, SystemClock
 from eventgw.core.lifecycle import sleep_or_stop
 from eventgw.kafka.client_config import consumer_config, producer_config
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from eventgw.recovery.replayer import ReplayReport
 
 logger = logging.getLogger(__name__)
+
+_REWRITE_MAX_BYTES = 16 << 20
+"""The pending records of a backup object kept in memory to rewrite them as a new object;
+past this the whole object is retried instead (duplicates of what was confirmed)."""
 
 
 class RecoveryService:
@@ -70,6 +75,11 @@ class RecoveryService:
         self._backup_objects = m.gauge("eventgw_recovery_backup_objects", "backup objects left")
         self._deferred_objects = m.gauge(
             "eventgw_recovery_backup_objects_deferred", "backup objects waiting for a retry"
+        )
+        self._rejected = m.counter(
+            "eventgw_recovery_backup_rejected_total",
+            "backup objects not replayed: damaged, unsigned or forged",
+            ["reason"],
         )
 
     def _backoff(self, attempt: int) -> float:
@@ -240,32 +250,48 @@ class RecoveryService:
     async def _replay_object(
         self, key: str, backup: BackupStore, replayer: Replayer, deferred: dict[str, _Deferral]
     ) -> None:
-        """Replay one object; delete it when done, else keep only what is left, deferred."""
+        """Replay one object; delete it when done, else keep only what is left, deferred.
+
+        The store verifies the whole object (CRCs, and its HMAC when a key is configured)
+        before it hands out the first record, then hands them out in batches: memory is one
+        batch plus what is left to rewrite (at most `_REWRITE_MAX_BYTES`), whatever the
+        object's size. A damaged, unsigned or forged object is never replayed: it is kept
+        for an operator, logged at ERROR, counted, and re-read only after its backoff.
+        """
+        attempts = deferred[key].attempts if key in deferred else 0
+        give_up = attempts + 1 >= self.settings.recovery.max_attempts
+        source = f"{backup.name}:{key}"
+        total = pending = 0
+        left: list[bytes] = []  # the pending records, while they fit in _REWRITE_MAX_BYTES
+        left_bytes = 0
         try:
-            values = await backup.get(key)
+            async with contextlib.aclosing(backup.read(key)) as batches:
+                async for values in batches:
+                    report = await replayer.replay(
+                        [Captured(v, source) for v in values], give_up=give_up
+                    )
+                    self._count("backup", report)
+                    total += len(values)
+                    for i in report.pending:
+                        pending += 1
+                        left_bytes += len(values[i])
+                        if left_bytes <= _REWRITE_MAX_BYTES:
+                            left.append(values[i])
         except BackupNotFound:
             deferred.pop(key, None)  # another replayer finished it first
             return
         except CorruptBackup as exc:
-            self._errors.inc()
-            logger.error("recovery.corrupt_backup key=%s error=%s", key, exc)
-            self._defer(deferred, key, "corrupt")  # kept for an operator; not re-read each scan
+            self._reject(key, exc)
+            self._defer(deferred, key, exc.kind)  # kept for an operator; not re-read each scan
             return
-        attempts = deferred[key].attempts if key in deferred else 0
-        source = f"{backup.name}:{key}"
-        report = await replayer.replay(
-            [Captured(v, source) for v in values],
-            give_up=attempts + 1 >= self.settings.recovery.max_attempts,
-        )
-        self._count("backup", report)
-        left = [values[i] for i in report.pending]
-        if not left:
+        if not pending:
             await backup.delete(key)
             deferred.pop(key, None)
-            logger.info("recovery.settled source=backup key=%s events=%d", key, len(values))
+            logger.info("recovery.settled source=backup key=%s events=%d", key, total)
             return
         self._errors.inc()
-        if len(left) < len(values):
+        why = f"{pending} of {total} events left"
+        if pending < total and len(left) == pending:
             # Keep only what is left, so the retry repeats none of what Kafka confirmed.
             # Put before delete: a crash in between leaves both (duplicates, never loss).
             try:
@@ -275,10 +301,25 @@ class RecoveryService:
             else:
                 # The new object inherits the old one's attempts (and so its backoff).
                 deferred[new_key] = deferred.pop(key, _Deferral())
-                self._defer(deferred, new_key, f"{len(left)} of {len(values)} events left")
+                self._defer(deferred, new_key, why)
                 await backup.delete(key)  # may raise: then the old one is deferred as well
                 return
-        self._defer(deferred, key, f"{len(left)} of {len(values)} events left")
+        # Too much left to hold for a rewrite (or the rewrite failed): the whole object is
+        # retried; what Kafka already confirmed is replayed again (duplicates, never loss).
+        self._defer(deferred, key, why)
+
+    def _reject(self, key: str, exc: CorruptBackup) -> None:
+        self._errors.inc()
+        self._rejected.labels(exc.kind).inc()
+        if exc.kind in AUTHENTICATION_KINDS:
+            logger.error(
+                "recovery.untrusted_backup key=%s reason=%s error=%s (not replayed; kept)",
+                key,
+                exc.kind,
+                exc,
+            )
+        else:
+            logger.error("recovery.corrupt_backup key=%s reason=%s error=%s", key, exc.kind, exc)
 
     def _defer(self, deferred: dict[str, _Deferral], key: str, why: str) -> None:
         state = deferred.setdefault(key, _Deferral())

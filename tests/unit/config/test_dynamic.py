@@ -7,14 +7,18 @@ from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventgw.config.dynamic import (
+    MAX_DYNAMIC_CONFIG_BYTES,
     DynamicConfig,
     DynamicConfigWatcher,
     GateRule,
     parse_dynamic_config,
 )
 from eventgw.core.errors import ConfigError
+from eventgw.metrics.backend import Metrics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,11 +46,21 @@ def test_happy_path() -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["", "   \n", "{}"])
-def test_empty_document_is_the_defaults(text: str) -> None:
+@pytest.mark.parametrize("text", ["{}", " {}\n"])
+def test_an_empty_object_is_the_defaults(text: str) -> None:
     assert parse_dynamic_config(text) == DynamicConfig()
     assert DynamicConfig().rollout_buckets == 0
     assert DynamicConfig().gating == ()
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "\t"])
+def test_an_empty_file_is_refused_not_taken_as_the_defaults(text: str) -> None:
+    """Found in a fault run: an editor mid-save leaves an empty file for a moment, and
+    reading it as the defaults dropped every gating rule."""
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config(text)
+    assert info.value.field == "dynamic_config"
+    assert "empty" in info.value.message
 
 
 @pytest.mark.parametrize("text", ["{", "{'a': 1}", '{"gating": [}', "nope", '{"a": 1,}'])
@@ -162,3 +176,118 @@ async def test_watcher_reload_keeps_the_last_good_config(tmp_path: Path) -> None
     await watcher._reload(path)
     assert watcher.refused == 2
     assert watcher.current.rollout_buckets == 700
+
+
+# --- hostile files: refused with the field named, the last good config kept -----------------
+
+GATED = b'{"gating": [{"action": "block", "source_name": "spam", "reason": "INC-7"}]}'
+ROLLOUT = "event_gateway_cluster_rollout"
+DEEP = b'{"gating": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+
+HOSTILE = [
+    pytest.param(b"", "dynamic_config", id="empty"),
+    pytest.param(b"\n\n", "dynamic_config", id="blank-lines"),
+    pytest.param(b'{"gating": []}' + b" " * MAX_DYNAMIC_CONFIG_BYTES, "dynamic_config",
+                 id="over-the-size-cap"),
+    pytest.param(b'{"gating": [{"action": "block", "reason": "\xff\xfe"}]}', "dynamic_config",
+                 id="not-utf8"),
+    pytest.param(b"\xef\xbb\xbf{}", "dynamic_config", id="utf8-bom"),
+    pytest.param(DEEP, "dynamic_config", id="nested-50000-deep"),
+    pytest.param(b'{"gating": ' + b"[" * 40 + b"]" * 40 + b"}", "dynamic_config",
+                 id="nested-40-deep"),
+    pytest.param(b'{"event_gateway_cluster_rollout": 1e400}', ROLLOUT, id="1e400"),
+    pytest.param(b'{"event_gateway_cluster_rollout": -1e400}', ROLLOUT, id="-1e400"),
+    pytest.param(b'{"hot_tenants": {"max_tracked": 1e400}}', "hot_tenants.max_tracked",
+                 id="1e400-for-an-int"),
+    pytest.param(b'{"hot_tenants": {"max_tracked": ' + b"9" * 5000 + b"}}", "dynamic_config",
+                 id="5000-digit-int"),
+    pytest.param(b'{"event_gateway_cluster_rollout": NaN}', ROLLOUT, id="NaN"),
+    pytest.param(b'{"gating": [], "gating": [{"action": "block"}]}', "dynamic_config",
+                 id="duplicate-key"),
+    pytest.param(b'{"event_gateway_cluster_rollout": "5"}', ROLLOUT, id="number-as-string"),
+    pytest.param(b'{"event_gateway_cluster_rollout": true}', ROLLOUT, id="number-as-bool"),
+    pytest.param(b'{"aimd": {"enabled": 1}}', "aimd.enabled", id="bool-as-number"),
+    pytest.param(b'{"hot_tenants": {"max_tracked": 5.5}}', "hot_tenants.max_tracked",
+                 id="int-as-float"),
+    pytest.param(b'{"hot_tenants": {"exempt_companies": "acme"}}',
+                 "hot_tenants.exempt_companies", id="list-as-string"),
+    pytest.param(b'{"gating": [{"action": "block", "company_id": 7}]}', "gating.0.company_id",
+                 id="string-as-number"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "field"), HOSTILE)
+def test_hostile_documents_are_refused_naming_the_field(data: bytes, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config(data)
+    assert info.value.field == field
+    assert info.value.message
+
+
+@pytest.mark.parametrize(("data", "field"), HOSTILE)
+async def test_a_hostile_reload_keeps_the_last_good_config(
+    tmp_path: Path, data: bytes, field: str
+) -> None:
+    metrics = Metrics()
+    path = tmp_path / "dynamic.json"
+    path.write_bytes(GATED)
+    watcher = DynamicConfigWatcher(path, metrics)
+    good = watcher.current
+    assert [r.source_name for r in good.gating] == ["spam"]
+    path.write_bytes(data)
+    await watcher._reload(path)
+    assert watcher.current is good, "every gating rule still in force"
+    assert watcher.version == 1
+    assert watcher.refused == 1
+    assert 'eventgw_dynamic_config_reloads_total{result="refused"} 1.0' in metrics.render().decode()
+
+
+@pytest.mark.parametrize(("data", "field"), HOSTILE)
+def test_a_hostile_file_at_start_is_a_config_error(tmp_path: Path, data: bytes, field: str) -> None:
+    path = tmp_path / "dynamic.json"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        DynamicConfigWatcher(path)
+    assert info.value.field == field
+
+
+def test_an_unreadable_file_at_start_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "dynamic.json"
+    path.mkdir()  # exists, but reading it fails (IsADirectoryError)
+    with pytest.raises(ConfigError) as info:
+        DynamicConfigWatcher(path)
+    assert info.value.field == "dynamic_config"
+    assert str(path) in info.value.message
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+json_docs = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(
+            ["gating", "aimd", "hot_tenants", "action", "classes", "P10", "floor", "reason",
+             "event_gateway_cluster_rollout", "exempt_companies", "company_id", "x"]
+        ),
+        children,
+        max_size=4,
+    ),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=json_docs, noise=st.binary(max_size=40), cut=st.integers(min_value=0, max_value=200))
+def test_any_document_parses_or_is_a_config_error(doc: object, noise: bytes, cut: int) -> None:
+    text = json.dumps(doc).encode()
+    for data in (text, text[:cut], noise, text[:cut] + noise):
+        refused: ConfigError | None = None
+        try:
+            config = parse_dynamic_config(data)
+        except ConfigError as exc:
+            refused = exc
+        if refused is None:
+            assert isinstance(config, DynamicConfig)
+        else:
+            assert refused.field
+            assert refused.message

@@ -151,6 +151,76 @@ def test_config_error_names_the_field(tmp_path: Path, toml: str, field: str) -> 
     assert str(info.value).startswith(f"{field}: ")
 
 
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        pytest.param(b"[ingest]\nhttp_port = 9001\n# caf\xe9\n", "not valid UTF-8", id="latin-1"),
+        pytest.param(b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply", id="deep"),
+        pytest.param(b"[ingest\n", "settings_file", id="bad-toml"),
+    ],
+)
+def test_an_unreadable_settings_file_is_a_config_error(
+    tmp_path: Path, content: bytes, detail: str
+) -> None:
+    path = tmp_path / "eventgw.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.field == "settings_file"
+    assert str(path) in info.value.message
+    assert detail in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        pytest.param(
+            "environment = 'production'\n[backup]\ns3_bucket = 'events-backup'\n",
+            "backup.hmac_key",
+            id="s3-in-production-without-a-key",
+        ),
+        pytest.param("[backup]\nhmac_key = 'short'\n", "backup.hmac_key", id="short-key"),
+        pytest.param(
+            "[backup]\nhmac_previous_keys = ['" + "o" * 32 + "']\n",
+            "backup.hmac_key",
+            id="previous-keys-without-a-key",
+        ),
+        pytest.param(
+            "[backup]\naccept_unsigned_objects = true\n",
+            "backup.hmac_key",
+            id="accept-unsigned-without-a-key",
+        ),
+        pytest.param(
+            "[backup]\nhmac_key = '" + "k" * 32 + "'\nhmac_previous_keys = ['x']\n",
+            "backup.hmac_previous_keys",
+            id="short-previous-key",
+        ),
+    ],
+)
+def test_backup_signing_settings_are_checked_at_start(
+    tmp_path: Path, toml: str, field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, toml))
+    assert info.value.field == field
+
+
+def test_backup_signing_settings_become_the_stores_auth(tmp_path: Path) -> None:
+    production = load_settings(
+        write(
+            tmp_path,
+            "environment = 'production'\n[backup]\ns3_bucket = 'b'\n"
+            f"hmac_key = '{'k' * 32}'\nhmac_previous_keys = ['{'o' * 32}']\n",
+        )
+    )
+    auth = production.backup.auth()
+    assert auth.key == b"k" * 32
+    assert auth.previous_keys == (b"o" * 32,)
+    assert auth.signature_required
+    assert "k" * 32 not in repr(production), "the key never shows"
+    assert load_settings(write(tmp_path, "")).backup.auth().key is None
+
+
 def test_config_error_from_env_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENTGW_INGEST__HTTP_PORT", "not-a-port")
     with pytest.raises(ConfigError) as info:

@@ -22,7 +22,7 @@ from eventgw.config.dynamic import parse_dynamic_config
 from eventgw.config.settings import EventGwSettings, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
-SECRET_PLACEHOLDER = "secret-from-kubernetes"
+SECRET_PLACEHOLDER = "secret-from-kubernetes-32-characters"  # long enough for an HMAC key
 
 
 def _documents() -> list[dict[str, Any]]:

@@ -7,11 +7,14 @@ workers is in tests/integration/test_read_path.py.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.settings import OrchestratorSettings, TopicSettings
@@ -27,10 +30,12 @@ from eventgw.core.envelope import (
     Priority,
     event_headers,
 )
+from eventgw.ingest.flow_control import decode as decode_signal
 from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.metrics.backend import Metrics
 from eventgw.orchestrator import commit_metadata
 from eventgw.orchestrator.dispatcher import Dispatcher
+from eventgw.orchestrator.flow_control import encode, evaluate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,11 +73,12 @@ class Fixture:
         self.clock = FakeClock()
         self.writer = FakeWriter()
         settings.setdefault("lease_s", LEASE_S)
+        self.metrics = Metrics()
         self.d = Dispatcher(
             OrchestratorSettings(**settings),  # type: ignore[arg-type]  # test keywords
             TOPICS,
             self.writer,
-            Metrics(),
+            self.metrics,
             now_ms=self.clock.wall_ms,
             monotonic=self.clock.monotonic,
             now_wall=lambda: self.clock.wall_ms() / 1000,
@@ -397,6 +403,8 @@ async def test_an_undecodable_record_is_dead_lettered_until_kafka_takes_it() -> 
     assert f.d.committable() == {}
     f.writer.settle(True)
     assert f.d.committable() == {(TOPICS.p20, 0): 1}
+    counted = 'eventgw_orchestrator_invalid_records_total{action="dead_lettered",source="lane"} 1.0'
+    assert counted in f.metrics.render().decode()
 
 
 async def test_revoked_partitions_leave_sessions_and_commit_what_is_done() -> None:
@@ -529,3 +537,111 @@ async def test_malformed_commit_metadata_finishes_nothing() -> None:
     f = Fixture()
     assert f.d.preset_finished(TOPICS.p20, 0, 0, "eg1:zz+1") == 0
     assert f.d.add_records([f.record(Priority.P20)]) == 1
+
+
+# -- hostile records: whatever is on a lane or retry topic, the orchestrator goes on ---------
+
+U32 = 2**32 - 1
+I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@pytest.mark.parametrize("kind", [pb.NACK, pb.REJECT])
+async def test_a_record_at_the_largest_attempt_count_goes_to_the_dlq_without_overflow(
+    kind: pb.ResultKind,
+) -> None:
+    """``attempt`` is a uint32 on the wire: counting one more on 2**32 - 1 raised ValueError
+    inside `apply_results`, which ended the worker's stream (or the results reader)."""
+    f = Fixture()
+    now = f.clock.wall_ms()
+    event = pb.EventData(
+        event_id="e", company_id="acme", priority=pb.P20, ingested_at_ms=now,
+        slo_deadline_ms=now + 60_000, attempt=U32,
+    )  # fmt: skip
+    f.d.add_records([ConsumedRecord(TOPICS.p20, 0, 0, b"acme", event.SerializeToString(), [])])
+    session = f.d.open_session("w")
+    f.d.grant(session, 1)
+    [task] = await sent_tasks(session)
+    assert f.d.apply_results([result(task.task_id, kind, delay_ms=120_000)], session) == (1, 0)
+    [(topic, (_, value, _))] = f.writer.settle()
+    assert topic == TOPICS.dlq
+    assert pb.EventData.FromString(value).attempt <= U32
+    assert f.d.committable() == {(TOPICS.p20, 0): 1}
+
+
+events = st.builds(
+    pb.EventData,
+    event_id=st.text(max_size=40),
+    company_id=st.text(max_size=20),
+    payload=st.binary(max_size=64),
+    priority=st.sampled_from([0, 10, 20, 30, -1, 7, 2**31 - 1]),
+    ingested_at_ms=I64,
+    slo_deadline_ms=I64,
+    attempt=st.integers(min_value=0, max_value=U32),
+    offloaded=st.booleans(),
+)
+header_names = st.sampled_from(
+    [H_ORIGINAL_TOPIC, H_REDRIVEN, H_RETRY_AT_MS, H_ATTEMPT, H_EVENT_ID, H_LAST_ERROR, "x"]
+)
+values = st.one_of(
+    events.map(lambda e: e.SerializeToString()),
+    st.binary(max_size=200),
+    events.map(lambda e: e.SerializeToString()[:-3] + b"\xff\xff\xff"),
+)
+topics = st.sampled_from([TOPICS.p30, TOPICS.p10, TOPICS.offload, TOPICS.retry_120s, "foreign"])
+kinds = st.sampled_from([pb.ACK, pb.NACK, pb.REJECT, pb.RELEASE, pb.RESULT_KIND_UNSPECIFIED])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(topics, values, st.lists(st.tuples(header_names, st.binary(max_size=30)))),
+        min_size=1,
+        max_size=12,
+    ),
+    outcomes=st.lists(st.tuples(kinds, st.integers(min_value=0, max_value=U32)), max_size=40),
+)
+def test_any_records_are_served_dead_lettered_or_ignored_and_nothing_raises(
+    records: list[tuple[str, bytes, list[tuple[str, bytes]]]],
+    outcomes: list[tuple[pb.ResultKind, int]],
+) -> None:
+    """Any values and headers on the lanes: every message a worker gets parses, every
+    result is applied, every retry/DLQ record is well formed, and the buffer drains."""
+    asyncio.run(_serve_hostile(records, outcomes))
+
+
+async def _serve_hostile(
+    records: list[tuple[str, bytes, list[tuple[str, bytes]]]],
+    outcomes: list[tuple[pb.ResultKind, int]],
+) -> None:
+    f = Fixture(max_attempts=3)
+    consumed = [
+        ConsumedRecord(topic, 0, offset, None, value, headers)
+        for offset, (topic, value, headers) in enumerate(records)
+    ]
+    f.d.add_records(consumed)
+    session = f.d.open_session("w")
+    f.d.grant(session, 100)
+    pending = iter(outcomes)
+    for _ in range(30):
+        tasks = [t for batch in await sent(session) for t in batch.tasks]  # all must parse
+        for t in tasks:
+            kind, delay_ms = next(pending, (pb.ACK, 0))
+            f.d.apply_results([result(t.task_id, kind, delay_ms=delay_ms)], session)
+        for topic, (_, value, headers) in f.writer.settle():
+            assert topic in (TOPICS.dlq, TOPICS.parking_lot, *f.d.retry_topics)
+            assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
+            assert value
+        f.clock.advance(61)
+        f.d.tick()
+        f.d.grant(session, 100 - session.credit)
+        if not len(f.d.buffer):
+            break
+    assert not len(f.d.buffer), "every task finished: served, retried or dead-lettered"
+    lane_records = [r for r in consumed if r.topic != "foreign"]
+    for topic in {r.topic for r in lane_records}:
+        last = max(r.offset for r in lane_records if r.topic == topic)
+        assert f.d.tracker.committable(topic, 0) == last + 1
+    signals = evaluate(f.d.buffer.statistics(), 0)
+    for signal in signals:  # what the orchestrator tells ingest is still a valid signal
+        decode_signal(encode(signal, f.clock.wall_ms()))
+    f.d.stats()

@@ -1,16 +1,29 @@
-"""The retry fetcher keeps its memory pause across a rebalance (bounded memory).
+"""The fetchers: memory pauses survive a rebalance; hostile records stop no loop.
 
 Partitions newly assigned to a consumer fetch unpaused. While the retry lane is over its
 share of the buffer, the fetcher must pause them again, not only when the share is first
-crossed.
+crossed. A retry time no retry delay can produce is clamped (it held its partition for
+centuries); a response record that is not ``TaskResults`` is skipped and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from eventgw.orchestrator.fetcher import RetryFetcher
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.core.envelope import H_RETRY_AT_MS
+from eventgw.kafka.consumer import ConsumedRecord
+from eventgw.metrics.backend import Metrics
+from eventgw.orchestrator.dispatcher import Dispatcher
+from eventgw.orchestrator.fetcher import ResultsReader, RetryFetcher
+
+MAX_HOLD_MS = 480_000
 
 
 class FakeRetryConsumer:
@@ -56,7 +69,13 @@ async def test_partitions_assigned_while_over_share_are_paused_again() -> None:
     stop = asyncio.Event()
     retry = FakeRetryConsumer(stop)
     d = FakeDispatcher(over_share=True)
-    fetcher = RetryFetcher(retry, d, 100)  # type: ignore[arg-type]  # fakes of the protocols
+    fetcher = RetryFetcher(
+        retry,  # type: ignore[arg-type]  # fakes of the protocols
+        d,  # type: ignore[arg-type]
+        100,
+        max_hold_ms=MAX_HOLD_MS,
+        metrics=Metrics(),
+    )
     await run_once(fetcher, stop)
     assert retry.calls == [("pause", [("retry-60s", 0)])]  # crossing the share pauses
 
@@ -72,3 +91,130 @@ async def test_partitions_assigned_while_over_share_are_paused_again() -> None:
     d.buffer.over_share = False
     await run_once(fetcher, stop)
     assert retry.calls[-1] == ("resume", [("retry-60s", 0), ("retry-60s", 1)])
+
+
+# -- hostile records ---------------------------------------------------------------------------
+
+
+class RecordsConsumer(FakeRetryConsumer):
+    """Returns ``records`` once; records pauses and seeks."""
+
+    def __init__(self, stop: asyncio.Event, records: list[ConsumedRecord]) -> None:
+        super().__init__(stop)
+        self._records = records
+
+    async def poll_batch(self, max_records: int, timeout_s: float) -> list[Any]:
+        self._stop.set()
+        records, self._records = self._records, []
+        return records
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.calls.append(("seek", [(topic, partition)]))
+
+
+class RetryDispatcher(FakeDispatcher):
+    def __init__(self) -> None:
+        super().__init__(over_share=False)
+        self.added: list[ConsumedRecord] = []
+
+    def add_records(self, records: list[Any]) -> int:
+        self.added += records
+        return len(records)
+
+    def retry_due_ms(self, record: ConsumedRecord) -> int:
+        return Dispatcher.retry_due_ms(self, record)  # type: ignore[arg-type]  # reads headers only
+
+
+def retry_record(partition: int, retry_at: bytes) -> ConsumedRecord:
+    return ConsumedRecord("retry-60s", partition, 7, None, b"", [(H_RETRY_AT_MS, retry_at)])
+
+
+@pytest.mark.parametrize(
+    "retry_at",
+    [b"999999999999999", b"253402300799000", b"%d" % (2**49)],
+    ids=["15-digits", "year-9999", "2**49"],
+)
+async def test_a_retry_time_no_retry_delay_allows_is_clamped_not_held_for_years(
+    retry_at: bytes,
+) -> None:
+    stop = asyncio.Event()
+    now_ms = int(time.time() * 1000)
+    consumer = RecordsConsumer(stop, [retry_record(0, retry_at)])
+    consumer.assigned = [("retry-60s", 0)]
+    metrics = Metrics()
+    d = RetryDispatcher()
+    fetcher = RetryFetcher(
+        consumer,  # type: ignore[arg-type]  # fakes of the protocols
+        d,  # type: ignore[arg-type]
+        100,
+        max_hold_ms=MAX_HOLD_MS,
+        metrics=metrics,
+    )
+    await fetcher.run(stop)
+    due = fetcher.held[("retry-60s", 0)]
+    assert now_ms < due <= int(time.time() * 1000) + MAX_HOLD_MS, "held at most the longest delay"
+    assert ("seek", [("retry-60s", 0)]) in consumer.calls
+    rendered = metrics.render().decode()
+    assert (
+        'eventgw_orchestrator_invalid_records_total{action="clamped",source="retry"} 1.0'
+        in rendered
+    )
+
+
+async def test_a_retry_time_within_the_longest_delay_is_kept_as_it_is() -> None:
+    stop = asyncio.Event()
+    due = int(time.time() * 1000) + 120_000
+    consumer = RecordsConsumer(stop, [retry_record(0, b"%d" % due)])
+    metrics = Metrics()
+    fetcher = RetryFetcher(
+        consumer,  # type: ignore[arg-type]  # fakes of the protocols
+        RetryDispatcher(),  # type: ignore[arg-type]
+        100,
+        max_hold_ms=MAX_HOLD_MS,
+        metrics=metrics,
+    )
+    await fetcher.run(stop)
+    assert fetcher.held == {("retry-60s", 0): due}
+    clamped = 'eventgw_orchestrator_invalid_records_total{action="clamped",source="retry"} 0.0'
+    assert clamped in metrics.render().decode()
+
+
+class ResultsSource:
+    def __init__(self, values: list[bytes], stop: asyncio.Event) -> None:
+        self._values = values
+        self._stop = stop
+
+    async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        self._stop.set()
+        values, self._values = self._values, []
+        return [ConsumedRecord("response", 0, i, None, v, []) for i, v in enumerate(values)]
+
+
+class ResultsDispatcher:
+    def __init__(self) -> None:
+        self.applied: list[pb.TaskResult] = []
+
+    def apply_results(self, results: Any) -> tuple[int, int]:
+        self.applied += results
+        return 0, len(results)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.binary(max_size=120), max_size=10))
+def test_the_results_reader_applies_or_skips_any_bytes(values: list[bytes]) -> None:
+    good = pb.TaskResults(results=[pb.TaskResult(task_id="t/0/1", kind=pb.ACK)])
+    stop = asyncio.Event()
+    metrics = Metrics()
+    d = ResultsDispatcher()
+    reader = ResultsReader(
+        ResultsSource([*values, good.SerializeToString()], stop),  # type: ignore[arg-type]
+        d,  # type: ignore[arg-type]  # fakes of the protocols
+        metrics,
+    )
+    asyncio.run(reader.run(stop))
+    assert d.applied[-1] == good.results[0], "the record after the noise is applied"
+    skipped = reader.bad_records
+    rendered = metrics.render().decode()
+    if skipped:
+        line = 'eventgw_orchestrator_invalid_records_total{action="skipped",source="response"}'
+        assert f"{line} {float(skipped)}" in rendered

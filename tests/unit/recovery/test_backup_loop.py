@@ -11,21 +11,37 @@ from typing import TYPE_CHECKING
 
 from eventgw.config.settings import EventGwSettings, RecoverySettings
 from eventgw.core.backup_codec import CorruptBackup
+from eventgw.recovery import service as recovery_service
 from eventgw.recovery.replayer import Captured, Outcome, ReplayReport
 from eventgw.recovery.service import RecoveryService
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncGenerator, Sequence
+
+    import pytest
+
+    from eventgw.core.backup_codec import CorruptionKind
 
 
 class FakeStore:
+    """Objects in memory, handed out ``batch`` records at a time, as the real stores do."""
+
     name = "spool"
 
-    def __init__(self, objects: dict[str, list[bytes]], corrupt: set[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        objects: dict[str, list[bytes]],
+        corrupt: set[str] | dict[str, CorruptionKind] = frozenset(),
+        batch: int = 1000,
+    ) -> None:
         self.objects = dict(objects)
-        self.corrupt = corrupt
+        self.corrupt: dict[str, CorruptionKind] = (
+            dict(corrupt) if isinstance(corrupt, dict) else dict.fromkeys(corrupt, "record_crc")
+        )
+        self.batch = batch
         self.deleted: list[str] = []
         self.gets: list[str] = []
+        self.handed_out: list[list[bytes]] = []
         self._next = 0
 
     async def put(self, records: Sequence[bytes]) -> str:
@@ -37,11 +53,16 @@ class FakeStore:
     async def list_keys(self) -> list[str]:
         return sorted(self.objects)
 
-    async def get(self, key: str) -> list[bytes]:
+    async def read(
+        self, key: str, *, batch_bytes: int = 4 << 20
+    ) -> AsyncGenerator[list[bytes], None]:
         self.gets.append(key)
-        if key in self.corrupt:
-            raise CorruptBackup("record_crc", 0, f"{key}: checksum mismatch")
-        return self.objects[key]
+        if key in self.corrupt:  # found on the verifying pass: nothing is handed out
+            raise CorruptBackup(self.corrupt[key], 0, f"{key}: {self.corrupt[key]}")
+        values = self.objects[key]
+        for start in range(0, len(values), self.batch):
+            self.handed_out.append(values[start : start + self.batch])
+            yield values[start : start + self.batch]
 
     async def delete(self, key: str) -> None:
         self.deleted.append(key)
@@ -166,3 +187,47 @@ async def test_a_stop_leaves_a_pending_topic_batch_uncommitted() -> None:
 
 def _captured(value: bytes) -> Captured:
     return Captured(value, "fw:0:1")
+
+
+async def test_an_untrusted_object_is_never_replayed_kept_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FakeStore(
+        {"k1": [b"forged"], "k2": [b"a"], "k3": [b"unsigned"]},
+        corrupt={"k1": "bad_signature", "k3": "unsigned"},
+    )
+    replayer = FakeReplayer()
+    svc = service()
+    with caplog.at_level("ERROR"):
+        await run_backup_loop_until(svc, store, replayer, lambda: "k2" not in store.objects)
+    assert replayer.sent == [b"a"], "nothing of an untrusted object reaches Kafka"
+    assert {"k1", "k3"} <= set(store.objects), "kept for an operator"
+    rendered = svc.metrics.render().decode()
+    assert 'eventgw_recovery_backup_rejected_total{reason="bad_signature"}' in rendered
+    assert 'eventgw_recovery_backup_rejected_total{reason="unsigned"}' in rendered
+    untrusted = [r for r in caplog.records if "recovery.untrusted_backup" in r.getMessage()]
+    assert untrusted
+    assert all(r.levelname == "ERROR" for r in untrusted)
+
+
+async def test_an_object_handed_out_in_batches_is_deleted_after_the_last_one() -> None:
+    values = [b"a1", b"pending-x", b"a2", b"a3", b"pending-y"]
+    store = FakeStore({"k1": values}, batch=2)
+    replayer = FakeReplayer(fails=2)  # each batch with a pending event fails once
+    await run_backup_loop_until(service(), store, replayer, lambda: not store.objects)
+    assert store.handed_out[:3] == [values[0:2], values[2:4], values[4:5]]
+    # Both pending events, from two batches, were rewritten as one new object, alone.
+    assert store.deleted == ["k1", "z1"]
+    assert [vs for vs, _ in replayer.calls][3:] == [[b"pending-x", b"pending-y"]]
+
+
+async def test_more_left_than_can_be_held_retries_the_whole_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(recovery_service, "_REWRITE_MAX_BYTES", 10)
+    values = [b"a1", b"pending-x-long", b"a2"]
+    store = FakeStore({"k1": values})
+    replayer = FakeReplayer(fails=1)
+    await run_backup_loop_until(service(), store, replayer, lambda: not store.objects)
+    assert store.deleted == ["k1"], "not rewritten: what was left did not fit in memory"
+    assert [vs for vs, _ in replayer.calls] == [values, values], "duplicates, never loss"

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.settings import TopicSettings
@@ -238,3 +243,71 @@ async def test_a_parked_client_capture_carries_the_class_it_was_given() -> None:
     back = pb.EventData.FromString(value)
     assert (back.event_id, back.priority, back.slo_deadline_ms) == ("e10", pb.P30, 7 + 5_000)
     assert headers[H_ORIGINAL_TOPIC] == TOPICS.p30.encode()
+
+
+# -- hostile captures ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"ingested_at_ms": 2**63 - 1},  # + SLO overflowed int64: the setter raised
+        {"ingested_at_ms": -1},
+        {"ingested_at_ms": 10**15},
+        {"ingested_at_ms": 1_000, "slo_deadline_ms": -(2**63)},
+        {"priority": pb.P20, "intended_topic": TOPICS.p20, "slo_deadline_ms": 2**63 - 1},
+    ],
+    ids=["ingested-int64-max", "ingested-negative", "ingested-15-digits", "deadline-int64-min",
+         "publisher-capture-deadline-int64-max"],
+)  # fmt: skip
+async def test_an_event_whose_times_are_not_times_is_parked_as_invalid(
+    fields: dict[str, Any],
+) -> None:
+    primary = FakeProducer()
+    event = pb.EventData(event_id="bad-time", company_id="c", source_name="api", **fields)
+    good = pb.EventData(event_id="ok", company_id="c", priority=pb.P20, ingested_at_ms=5)
+    report = await replayer(primary).replay(
+        captured(event.SerializeToString(), good.SerializeToString())
+    )
+    assert report.outcomes == (Outcome.PARKED, Outcome.REPLAYED)
+    assert report.parked == {"invalid": 1}
+    [(_, value, headers)] = primary.to(TOPICS.dlq)
+    assert value == event.SerializeToString(), "parked as captured"
+    assert headers[H_LAST_ERROR].startswith(b"invalid: ")
+    assert [pb.EventData.FromString(v).event_id for _, v, _ in primary.to(TOPICS.p20)] == ["ok"]
+
+
+I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+hostile_events = st.builds(
+    pb.EventData,
+    event_id=st.text(max_size=20),
+    company_id=st.text(max_size=20),
+    source_name=st.sampled_from(["api", "checkout", "", "x" * 300]),
+    priority=st.sampled_from([0, 10, 20, 30, -5, 99]),
+    ingested_at_ms=I64,
+    slo_deadline_ms=I64,
+    attempt=st.integers(min_value=0, max_value=2**32 - 1),
+    offloaded=st.booleans(),
+    intended_topic=st.sampled_from(["", TOPICS.p30, TOPICS.retry_60s, TOPICS.dlq, "other"]),
+    intended_cluster=st.sampled_from(["", "primary", "rollout", "mars"]),
+)
+hostile_values = st.one_of(
+    hostile_events.map(lambda e: e.SerializeToString()),
+    st.binary(max_size=100),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(hostile_values, min_size=1, max_size=8))
+def test_any_captured_bytes_are_replayed_or_parked_and_nothing_raises(values: list[bytes]) -> None:
+    primary = FakeProducer()
+    report = asyncio.run(replayer(primary).replay(captured(*values)))
+    assert len(report.outcomes) == len(values)
+    assert Outcome.PENDING not in report.outcomes, "Kafka took everything: nothing is left"
+    assert sum(report.parked.values()) == report.outcomes.count(Outcome.PARKED)
+    lanes = {TOPICS.p30, TOPICS.p20, TOPICS.p10, TOPICS.offload, TOPICS.retry_60s}
+    for topic, _, value, _ in primary.sent:
+        assert topic in lanes | {TOPICS.dlq}
+        if topic != TOPICS.dlq:
+            event = pb.EventData.FromString(value)
+            assert 0 <= event.slo_deadline_ms < 10**15
