@@ -96,8 +96,10 @@ async def test_the_status_page_is_self_contained() -> None:
             self.tags.add(tag)
             self.refs += [v or "" for k, v in attrs if k in ("src", "href", "action")]
 
-    _, _, body = await call("GET", "/")
+    _, headers, body = await call("GET", "/")
     assert body == STATUS_PAGE_HTML
+    assert b"default-src 'none'" in headers[b"content-security-policy"]
+    assert b"connect-src 'self'" in headers[b"content-security-policy"]
     page = Refs()
     page.feed(body.decode())
     assert {"script", "style", "table"} <= page.tags
