@@ -1,7 +1,12 @@
 """Shared pytest configuration.
 
-Fixtures for the real local Kafka, the S3-compatible server and the in-process write path
-live in tests/fixtures.
+Fixtures for the real local Kafka, the S3-compatible server, the in-process write path and
+headless Chromium live in tests/fixtures.
 """
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.s3", "tests.fixtures.stack"]
+pytest_plugins = [
+    "tests.fixtures.browser",
+    "tests.fixtures.kafka",
+    "tests.fixtures.s3",
+    "tests.fixtures.stack",
+]

@@ -225,6 +225,12 @@ HTTP_CASES = [
     HttpCase("events-not-a-list", 400, "events", js({"events": ev()})),
     HttpCase("events-a-string", 400, "events", js({"events": "[]"})),
     HttpCase("events-and-single-event", 400, "events", js({**ev(), "events": [ev()]})),
+    # Null or empty event fields beside "events", and a null "events" beside one event: the
+    # API document allows neither (tests/unit/ingest/test_openapi.py found them accepted).
+    HttpCase("events-and-null-event-id", 400, "events", js({"events": [ev()], "event_id": None})),
+    HttpCase("events-and-empty-statistic-key", 400, "events",
+             js({"events": [ev()], "statistic_key": ""})),
+    HttpCase("null-events-beside-an-event", 400, "events", js({**ev(), "events": None})),
     HttpCase("non-utf8-byte-in-body", 400, "body", js(ev())[:-1] + b"\xff}"),
     HttpCase("non-utf8-in-json-string", 400, "body",
              b'{"company_id":"ac\xe9me","source_name":"api"}'),
@@ -248,7 +254,8 @@ HTTP_CASES = [
     HttpCase("unknown-path", 404, "path", js(ev()), path="/v1/event"),
     HttpCase("unknown-version", 404, "path", js(ev()), path="/v2/events"),
     HttpCase("trailing-slash", 404, "path", js(ev()), path="/v1/events/"),
-    HttpCase("post-healthz", 404, "path", js(ev()), path="/healthz"),
+    # 405 with Allow, not 404: the path exists (schemathesis, tests/unit/ingest/test_http_routes.py)
+    HttpCase("post-healthz", 405, "method", js(ev()), path="/healthz"),
 ]  # fmt: skip
 
 

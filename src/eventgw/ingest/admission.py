@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eventgw.config.dynamic import DynamicConfigWatcher
 from eventgw.core.envelope import Priority
@@ -27,6 +27,13 @@ from eventgw.core.lifecycle import sleep_or_stop
 from eventgw.ingest.flow_control import FlowControlListener
 from eventgw.ingest.hot_tenants import DynamicClassifier
 from eventgw.ingest.slo_service import SloService
+from eventgw.ingest.status_doc import (
+    AdmissionClasses,
+    AdmissionStatus,
+    ClassAdmission,
+    HotCompany,
+    HotTenantCounts,
+)
 from eventgw.kafka.client_config import consumer_config
 from eventgw.kafka.consumer import ConsumerError, PartitionReader
 
@@ -124,7 +131,7 @@ class AdmissionControl:
             self.alerting = serious
             await sleep_or_stop(stop, 0.5)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AdmissionStatus:
         """The ``/status`` document: capacities, decrements, shed counts, hot tenants, alert.
 
         ``classes.*.offloaded`` counts AIMD's capacity decisions only; events offloaded
@@ -132,28 +139,33 @@ class AdmissionControl:
         """
         st = self.slo.statistics()
         hot = self.classifier.statistics()
-        return {
-            "pid": os.getpid(),  # with ingest.workers > 1: which worker answered
-            "serious_congestion": self.alerting,
-            "aimd_enabled": st.enabled,
-            "classes": {
-                p.name: {
-                    "capacity": round(c.capacity, 1),
-                    "decrements_last_minute": c.decrements_last_minute,
-                    "admitted": c.admitted,
-                    "offloaded": c.shed,
-                }
-                for p, c in st.classes.items()
-            },
+
+        def of(p: Priority) -> ClassAdmission:
+            c = st.classes[p]
+            return ClassAdmission(
+                capacity=round(c.capacity, 1),
+                decrements_last_minute=c.decrements_last_minute,
+                admitted=c.admitted,
+                offloaded=c.shed,
+            )
+
+        return AdmissionStatus(
+            pid=os.getpid(),
+            serious_congestion=self.alerting,
+            aimd_enabled=st.enabled,
+            classes=AdmissionClasses(
+                P30=of(Priority.P30), P20=of(Priority.P20), P10=of(Priority.P10)
+            ),
             # Hot-tenant decisions, separate from AIMD's "offloaded" per class above.
-            "hot_tenants": {
-                "offloaded": hot.offloaded_hot,
-                "offloaded_by_kill_switch": hot.offloaded_forced,
-                "demoted": hot.demoted,
-            },
-            "hot_companies": [
-                {"company_id": company, "rate": round(rate, 1)}
-                for company, rate in self.classifier.tracker.hot_companies(10)
+            hot_tenants=HotTenantCounts(
+                offloaded=hot.offloaded_hot,
+                offloaded_by_kill_switch=hot.offloaded_forced,
+                demoted=hot.demoted,
+                max_rate_per_company=hot.tenants.max_rate_per_company,
+            ),
+            hot_companies=[
+                HotCompany(company_id=company, rate=round(rate, 1))
+                for company, rate in hot.tenants.hot  # hottest first, at most 10
             ],
-            "flow_control_signals": self.listener.applied if self.listener else 0,
-        }
+            flow_control_signals=self.listener.applied if self.listener else 0,
+        )

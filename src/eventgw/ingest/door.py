@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from eventgw.core.envelope import Priority
+from eventgw.ingest.status_doc import DoorClass, DoorClasses, DoorStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -50,6 +51,8 @@ class DoorStatistics:
     deferred: Mapping[Priority, int]  # events deferred since start, per class
     refused_requests: int  # requests refused whole (past the hard request bound)
     retry_after_ms: int  # the hint a deferral would carry now
+    max_in_flight_events: int  # the events budget
+    limits: Mapping[Priority, int]  # events in flight up to which each class is taken
 
 
 class Door:
@@ -79,6 +82,7 @@ class Door:
             share = shares.get(p)
             if share is None or not 0 < share <= 1:
                 raise ValueError(f"share of {p.name} must be in (0, 1], got {share}")
+        self._max_events = max_in_flight_events
         self._limit = {p: int(shares[p] * max_in_flight_events) for p in _ORDER}
         self._soft_requests = max_in_flight_requests
         self._hard_requests = 2 * max_in_flight_requests
@@ -155,18 +159,25 @@ class Door:
             deferred=MappingProxyType(dict(self._deferred)),
             refused_requests=self._refused,
             retry_after_ms=self.retry_after_ms(),
+            max_in_flight_events=self._max_events,
+            limits=MappingProxyType(dict(self._limit)),
         )
 
 
-def door_status(door: Door) -> dict[str, object]:
+def door_status(door: Door) -> DoorStatus:
     """The ``door`` part of ingest's ``/status`` document."""
     st = door.statistics()
-    return {
-        "in_flight_events": st.in_flight_events,
-        "in_flight_requests": st.in_flight_requests,
-        "retry_after_ms": st.retry_after_ms,
-        "refused_requests": st.refused_requests,
-        "classes": {
-            p.name: {"admitted": st.admitted[p], "deferred": st.deferred[p]} for p in _ORDER
-        },
-    }
+
+    def of(p: Priority) -> DoorClass:
+        return DoorClass(
+            admitted=st.admitted[p], deferred=st.deferred[p], limit_events=st.limits[p]
+        )
+
+    return DoorStatus(
+        in_flight_events=st.in_flight_events,
+        max_in_flight_events=st.max_in_flight_events,
+        in_flight_requests=st.in_flight_requests,
+        retry_after_ms=st.retry_after_ms,
+        refused_requests=st.refused_requests,
+        classes=DoorClasses(P30=of(Priority.P30), P20=of(Priority.P20), P10=of(Priority.P10)),
+    )

@@ -1,8 +1,11 @@
-"""The HTTP API as a raw ASGI app: ``POST /v1/events``, ``/healthz``, ``/readyz``, ``/metrics``.
+"""The HTTP API as a raw ASGI app: ``POST /v1/events`` and the operator's GET routes.
 
 A framework adds nothing the hot endpoint needs, so this is plain ASGI on uvicorn
 (httptools + uvloop). Every error answers JSON ``{"error": {"code", "field", "message"}}``
-and changes nothing.
+(`eventgw.ingest.http_bodies.ErrorBody`) and changes nothing. GET routes: ``/healthz``,
+``/readyz``, ``/status`` (JSON), ``/metrics`` (Prometheus), ``/openapi.json`` (the API
+document, `eventgw.ingest.openapi`) and ``/`` (the status page, `eventgw.ingest.status_page`);
+they answer HEAD too. A known path asked with another method answers 405 with ``Allow``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import msgspec
 
@@ -23,13 +26,27 @@ from eventgw.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from eventgw.ingest.http_bodies import (
+    ErrorBody,
+    ErrorCode,
+    ErrorDetail,
+    EventStatus,
+    HttpResponse,
+    HttpResult,
+    ResultLane,
+)
+from eventgw.ingest.openapi import PROMETHEUS_TEXT, openapi_document
 from eventgw.ingest.pipeline import STATUS_NAMES
+from eventgw.ingest.status_page import STATUS_PAGE_HTML
 from eventgw.ingest.validation import decode_http_body
 
 if TYPE_CHECKING:
     from eventgw.config.settings import IngestSettings
     from eventgw.ingest.pipeline import EventResult, IngestPipeline
+    from eventgw.ingest.status_doc import StatusDocument
     from eventgw.metrics.backend import Metrics
+
+__all__ = ["HttpResponse", "HttpResult", "IngestHttpApp", "response_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,32 +55,26 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_CLASS_NAMES = {10: "P10", 20: "P20", 30: "P30"}
-
-
-class HttpResult(msgspec.Struct, omit_defaults=True, gc=False):
-    """One event's answer in the 202/503 body (``gc=False``: it holds only strings)."""
-
-    event_id: str
-    status: str
-    priority: str
-    lane: str
-    topic: str
-    cluster: str = ""
-    reason: str = ""
-
-
-class HttpResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """Body of an answered ``POST /v1/events`` (``retry_after_ms`` only with DEFERRED events)."""
-
-    request_id: str
-    retry_after_ms: int = 0
-    events: list[HttpResult]
-
+_CLASS_NAMES: Final[dict[int, Literal["P30", "P20", "P10"]]] = {10: "P10", 20: "P20", 30: "P30"}
+# The pipeline's names are exactly `EventStatus` (tests/unit/ingest/test_openapi.py checks).
+_STATUS_NAMES = cast("dict[int, EventStatus]", STATUS_NAMES)
 
 _encode = msgspec.json.Encoder().encode
 _JSON = [(b"content-type", b"application/json")]
 _JSON_CLOSE = [*_JSON, (b"connection", b"close")]
+_HTML = [
+    (b"content-type", b"text/html; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # The browser enforces what the page promises: its own inline code, GET /status, nothing else.
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        b"connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+        b"frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+]
+_GET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/status", "/metrics", "/openapi.json", "/"})
 _EVENT_ID_OPEN = b'{"event_id":"'
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]*\Z").match  # characters JSON keeps as they are
 
@@ -88,9 +99,9 @@ def response_body(
             encoded = _encode(
                 HttpResult(
                     event_id="",
-                    status=STATUS_NAMES.get(status, "FAILED"),
-                    priority=_CLASS_NAMES.get(priority, ""),
-                    lane=lane,
+                    status=_STATUS_NAMES.get(status, "FAILED"),
+                    priority=_CLASS_NAMES[priority],
+                    lane=cast("ResultLane", lane),  # a pipeline lane, or "" when DEFERRED
                     topic=topic,
                     cluster=cluster,
                     reason=reason,
@@ -105,14 +116,14 @@ def response_body(
     return b"".join((head[: -len(b"[]}")], b"[", b",".join(parts), b"]}"))
 
 
-def error_body(code: str, field: str, message: str) -> bytes:
+def error_body(code: ErrorCode, field: str, message: str) -> bytes:
     """The JSON body of every refusal: ``{"error": {"code", "field", "message"}}``."""
-    return _encode({"error": {"code": code, "field": field, "message": message}})
+    return _encode(ErrorBody(ErrorDetail(code, field, message)))
 
 
 class _HttpError(Exception):
     def __init__(
-        self, status: int, code: str, field: str, message: str, *, close: bool = False
+        self, status: int, code: ErrorCode, field: str, message: str, *, close: bool = False
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.field, self.message = status, code, field, message
@@ -134,10 +145,11 @@ class IngestHttpApp:
         pipeline: IngestPipeline,
         metrics: Metrics,
         is_ready: Callable[[], bool],
-        status: Callable[[], dict[str, Any]] | None = None,
+        status: Callable[[], StatusDocument] | None = None,
     ) -> None:
         self._s = settings
         self._status = status
+        self._openapi = _encode(openapi_document(settings))
         self._pipeline = pipeline
         self._metrics = metrics
         self._is_ready = is_ready
@@ -169,15 +181,21 @@ class IngestHttpApp:
             return
         path, method = scope["path"], scope["method"]
         if path == "/v1/events":
-            if method != "POST":
-                await self._respond(
-                    send, 405, error_body("method_not_allowed", "method", "use POST")
-                )
-                return
-            await self._post_events(scope, receive, send)
-        elif path == "/healthz" and method == "GET":
+            if method == "POST":
+                await self._post_events(scope, receive, send)
+            else:
+                await self._method_not_allowed(send, method, b"POST")
+        elif path not in _GET_ROUTES:
+            await self._respond(send, 404, error_body("not_found", "path", f"no route {path}"))
+        elif method not in ("GET", "HEAD"):  # uvicorn leaves out the body of a HEAD answer
+            await self._method_not_allowed(send, method, b"GET, HEAD")
+        else:
+            await self._get(send, path)
+
+    async def _get(self, send: Send, path: str) -> None:
+        if path == "/healthz":
             await self._respond(send, 200, b'{"status":"ok"}', count=False)
-        elif path == "/readyz" and method == "GET":
+        elif path == "/readyz":
             ready = self._is_ready()
             await self._respond(
                 send,
@@ -185,19 +203,33 @@ class IngestHttpApp:
                 b'{"ready":true}' if ready else b'{"ready":false}',
                 count=False,
             )
-        elif path == "/status" and method == "GET":
-            doc = self._status() if self._status is not None else {}
-            await self._respond(send, 200, _encode(doc), count=False)
-        elif path == "/metrics" and method == "GET":
+        elif path == "/status":
+            if self._status is None:  # an app without admission (unit tests): no document
+                await self._respond(send, 404, error_body("not_found", "path", "no status"))
+            else:
+                await self._respond(send, 200, _encode(self._status()), count=False)
+        elif path == "/metrics":
             await self._respond(
                 send,
                 200,
                 self._metrics.render(),
-                headers=[(b"content-type", b"text/plain; version=0.0.4")],
+                headers=[(b"content-type", PROMETHEUS_TEXT.encode())],
                 count=False,
             )
-        else:
-            await self._respond(send, 404, error_body("not_found", "path", f"no route {path}"))
+        elif path == "/openapi.json":
+            await self._respond(send, 200, self._openapi, count=False)
+        else:  # "/"
+            await self._respond(send, 200, STATUS_PAGE_HTML, headers=_HTML, count=False)
+
+    async def _method_not_allowed(self, send: Send, method: str, allow: bytes) -> None:
+        await self._respond(
+            send,
+            405,
+            error_body(
+                "method_not_allowed", "method", f"{method} not allowed, use {allow.decode()}"
+            ),
+            headers=[*_JSON, (b"allow", allow)],
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -319,7 +351,7 @@ class IngestHttpApp:
             )
         except InvalidEvent as exc:
             self._pipeline.count_invalid()
-            code = (
+            code: ErrorCode = (
                 "payload_too_large"
                 if exc.status == 413
                 else ("unsupported_media_type" if exc.status == 415 else "invalid_argument")

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
+    from eventgw.ingest.http_bodies import ErrorCode
+
 __all__ = ["HttpLimits", "bounded_http_protocol"]
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class _Refused(Exception):
     """Raised inside a parser callback; `send_400_response` answers it instead of a 400."""
 
     def __init__(
-        self, status: int, code: str, field: str, message: str, *, retry_after: bool = False
+        self, status: int, code: ErrorCode, field: str, message: str, *, retry_after: bool = False
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.field, self.message = status, code, field, message
@@ -207,7 +209,13 @@ def bounded_http_protocol(
             )
 
         def _refuse(
-            self, status: int, code: str, field: str, message: str, *, retry_after: bool = False
+            self,
+            status: int,
+            code: ErrorCode,
+            field: str,
+            message: str,
+            *,
+            retry_after: bool = False,
         ) -> None:
             """Write a complete JSON error response and close the connection."""
             if self.transport.is_closing():

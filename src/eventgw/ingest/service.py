@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
+import msgspec
 import uvicorn
 
 from eventgw.core.clock import Clock, SystemClock
@@ -21,6 +22,7 @@ from eventgw.ingest.http_protocol import HttpLimits, bounded_http_protocol
 from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
 from eventgw.ingest.publisher_client import PublisherClient
 from eventgw.ingest.scheduler import Scheduler
+from eventgw.ingest.status_doc import StatusDocument
 from eventgw.metrics.backend import Metrics
 
 if TYPE_CHECKING:
@@ -163,8 +165,9 @@ class IngestService:
             door=door,
         )
 
-        def status() -> dict[str, Any]:
-            return {**admission.status(), "door": door_status(door)}
+        def status() -> StatusDocument:
+            admitted = msgspec.structs.asdict(admission.status())
+            return StatusDocument(**admitted, door=door_status(door))
 
         app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready, status=status)
         sock = bind_tcp(s.http_host, s.http_port, reuse_port=self._reuse_port)

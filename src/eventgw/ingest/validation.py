@@ -20,6 +20,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from eventgw.core.errors import InvalidEvent, PayloadTooLarge
 
@@ -42,19 +43,36 @@ class HttpEvent(msgspec.Struct, forbid_unknown_fields=True):
     company_id: CompanyId
     source_name: SourceName
     statistic_key: StatisticKey = ""
-    payload: msgspec.Raw = _NULL
+    # A factory, not ``= _NULL``: JSON Schema generation (GET /openapi.json) cannot write a
+    # Raw default. This struct decodes only bad input (the lenient one below is the hot path).
+    payload: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL)
     event_id: EventIdIn | None = None
 
 
 class HttpBody(msgspec.Struct, forbid_unknown_fields=True):
-    """A body is either one event or ``{"events": [...]}``; both decode into this shape."""
+    """A body is either one event or ``{"events": [...]}``; both decode into this shape.
 
-    events: list[HttpEvent] | None = None
-    company_id: CompanyId | None = None
-    source_name: SourceName | None = None
-    statistic_key: StatisticKey = ""
+    UNSET, not a value, marks a field that is absent, so a field beside ``events`` is
+    refused even when it is null or empty (the document says `HttpEvent` or `EventBatch`).
+    ``payload`` is absent while it is the ``_NULL`` object itself.
+    """
+
+    events: list[HttpEvent] | UnsetType = UNSET
+    company_id: CompanyId | UnsetType = UNSET
+    source_name: SourceName | UnsetType = UNSET
+    statistic_key: StatisticKey | UnsetType = UNSET
     payload: msgspec.Raw = _NULL
-    event_id: EventIdIn | None = None
+    event_id: EventIdIn | UnsetType | None = UNSET
+
+
+class EventBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """The batch form of a body, ``{"events": [...]}``, with at least one event.
+
+    `HttpBody` decodes both forms into one shape (msgspec has no untagged union of structs);
+    the API document (`eventgw.ingest.openapi`) states them apart, as `HttpEvent` or this.
+    """
+
+    events: Annotated[list[HttpEvent], msgspec.Meta(min_length=1)]
 
 
 class ValidEvent(msgspec.Struct, frozen=True, gc=False):
@@ -86,12 +104,12 @@ class _LenientEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 class _LenientBody(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[_LenientEvent] | None = None
-    company_id: _LenientId | None = None
-    source_name: _LenientId | None = None
-    statistic_key: _LenientKey = ""
+    events: list[_LenientEvent] | UnsetType = UNSET
+    company_id: _LenientId | UnsetType = UNSET
+    source_name: _LenientId | UnsetType = UNSET
+    statistic_key: _LenientKey | UnsetType = UNSET
     payload: msgspec.Raw = _NULL
-    event_id: _LenientId | None = None
+    event_id: _LenientId | UnsetType | None = UNSET
 
 
 _BODY_DECODER = msgspec.json.Decoder(HttpBody)
@@ -129,15 +147,16 @@ def decode_http_body(body: bytes, *, max_events: int, max_payload_bytes: int) ->
     lenient = _decode_lenient(body)
     # Bad input (or a new value failed its pattern): the strict types raise the error.
     parsed = lenient if lenient is not None and _patterns_match(lenient) else _decode_strict(body)
-    if parsed.events is not None:
+    if parsed.events is not UNSET:
         events: Sequence[_LenientEvent | HttpEvent] = parsed.events
-        # A top-level event field beside "events" would be silently ignored: refuse it.
+        # A top-level event field beside "events" would be silently ignored: refuse it,
+        # even null or empty (the API document allows one form or the other, not a mix).
         single = (
-            ("company_id", parsed.company_id is not None),
-            ("source_name", parsed.source_name is not None),
-            ("statistic_key", parsed.statistic_key != ""),
+            ("company_id", parsed.company_id is not UNSET),
+            ("source_name", parsed.source_name is not UNSET),
+            ("statistic_key", parsed.statistic_key is not UNSET),
             ("payload", parsed.payload is not _NULL),
-            ("event_id", parsed.event_id is not None),
+            ("event_id", parsed.event_id is not UNSET),
         )
         stray = next((name for name, given in single if given), None)
         if stray is not None:
@@ -163,20 +182,18 @@ def decode_http_body(body: bytes, *, max_events: int, max_payload_bytes: int) ->
                 ValidEvent(e.company_id, e.source_name, e.statistic_key, payload, e.event_id)
             )
         return out
-    if parsed.company_id is None:
+    if parsed.company_id is UNSET:
         raise InvalidEvent("company_id", "is required")
-    if parsed.source_name is None:
+    if parsed.source_name is UNSET:
         raise InvalidEvent("source_name", "is required")
     payload = bytes(parsed.payload)
     if len(payload) > max_payload_bytes:
         raise PayloadTooLarge(
             "payload", f"{len(payload)} bytes is over the limit of {max_payload_bytes}"
         )
-    return [
-        ValidEvent(
-            parsed.company_id, parsed.source_name, parsed.statistic_key, payload, parsed.event_id
-        )
-    ]
+    statistic_key = "" if parsed.statistic_key is UNSET else parsed.statistic_key
+    event_id = None if parsed.event_id is UNSET else parsed.event_id
+    return [ValidEvent(parsed.company_id, parsed.source_name, statistic_key, payload, event_id)]
 
 
 def _decode_lenient(body: bytes) -> _LenientBody | None:
@@ -203,7 +220,7 @@ def _decode_strict(body: bytes) -> HttpBody:
 def _patterns_match(parsed: _LenientBody) -> bool:
     """True when every id and statistic key of ``parsed`` matches its pattern."""
     good_ids, good_keys = _GOOD_IDS, _GOOD_KEYS
-    for e in parsed.events or ():
+    for e in () if parsed.events is UNSET else parsed.events:
         if not (
             (e.company_id in good_ids or _id_matches(e.company_id))
             and (e.source_name in good_ids or _id_matches(e.source_name))
@@ -212,10 +229,14 @@ def _patterns_match(parsed: _LenientBody) -> bool:
         ):
             return False
     return (
-        (parsed.company_id is None or _id_matches(parsed.company_id))
-        and (parsed.source_name is None or _id_matches(parsed.source_name))
-        and _key_matches(parsed.statistic_key)
-        and (parsed.event_id is None or _ID_RX.match(parsed.event_id) is not None)
+        (parsed.company_id is UNSET or _id_matches(parsed.company_id))
+        and (parsed.source_name is UNSET or _id_matches(parsed.source_name))
+        and (parsed.statistic_key is UNSET or _key_matches(parsed.statistic_key))
+        and (
+            parsed.event_id is UNSET
+            or parsed.event_id is None
+            or _ID_RX.match(parsed.event_id) is not None
+        )
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from eventgw.core.clock import FakeClock
@@ -74,12 +75,13 @@ def test_the_hint_is_the_time_the_events_in_flight_take_to_drain() -> None:
 def test_status_document() -> None:
     d, _ = door(events=10)
     d.admit({P10: 7})
-    doc = door_status(d)
+    doc = msgspec.to_builtins(door_status(d))
     assert doc["in_flight_events"] == 5
+    assert doc["max_in_flight_events"] == 10
     assert doc["classes"] == {
-        "P30": {"admitted": 0, "deferred": 0},
-        "P20": {"admitted": 0, "deferred": 0},
-        "P10": {"admitted": 5, "deferred": 2},
+        "P30": {"admitted": 0, "deferred": 0, "limit_events": 10},
+        "P20": {"admitted": 0, "deferred": 0, "limit_events": 8},
+        "P10": {"admitted": 5, "deferred": 2, "limit_events": 5},
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal, cast
+
 import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,13 +12,16 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.ingest.http_app import HttpResponse, HttpResult, response_body
 from eventgw.ingest.pipeline import STATUS_NAMES
 
+if TYPE_CHECKING:
+    from eventgw.ingest.http_bodies import EventStatus, ResultLane
+
 _ids = st.one_of(
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,40}", fullmatch=True),
     st.text(max_size=20),  # ids outside the pattern (quotes, escapes) take the slow path
 )
 _results = st.tuples(
     _ids,
-    st.sampled_from([0, pb.P10, pb.P20, pb.P30]),
+    st.sampled_from([pb.P10, pb.P20, pb.P30]),  # the pipeline answers with a class, always
     st.sampled_from(["p10", "p20", "p30", "offload"]),
     st.sampled_from(["events.public.p20-events-express-v1", 'odd "topic"\\']),
     st.sampled_from(
@@ -32,7 +37,7 @@ def _reference(
     results: list[tuple[str, int, str, str, int, str, str]],
     retry_after_ms: int = 0,
 ) -> bytes:
-    names = {10: "P10", 20: "P20", 30: "P30"}
+    names: dict[int, Literal["P30", "P20", "P10"]] = {10: "P10", 20: "P20", 30: "P30"}
     return msgspec.json.encode(
         HttpResponse(
             request_id=request_id,
@@ -40,9 +45,9 @@ def _reference(
             events=[
                 HttpResult(
                     event_id=event_id,
-                    status=STATUS_NAMES.get(status, "FAILED"),
-                    priority=names.get(priority, ""),
-                    lane=lane,
+                    status=cast("EventStatus", STATUS_NAMES.get(status, "FAILED")),
+                    priority=names[priority],
+                    lane=cast("ResultLane", lane),
                     topic=topic,
                     cluster=cluster,
                     reason=reason,

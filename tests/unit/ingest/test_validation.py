@@ -146,6 +146,17 @@ BAD_BODIES: list[tuple[str, bytes, type[InvalidEvent], str]] = [
     ("events and null payload", js({"events": [ev()], "payload": None}), InvalidEvent, "events"),
     ("events and statistic_key", js({"events": [ev()], "statistic_key": "k"}), InvalidEvent,
      "events"),
+    # Found by the API-document property (tests/unit/ingest/test_openapi.py): null or empty
+    # event fields beside "events", and a null "events" beside one event, were accepted.
+    ("events and null company_id", js({"events": [ev()], "company_id": None}), InvalidEvent,
+     "company_id"),
+    ("events and null source_name", js({"events": [ev()], "source_name": None}), InvalidEvent,
+     "source_name"),
+    ("events and null event_id", js({"events": [ev()], "event_id": None}), InvalidEvent,
+     "events"),
+    ("events and empty statistic_key", js({"events": [ev()], "statistic_key": ""}),
+     InvalidEvent, "events"),
+    ("null events beside an event", js(ev(events=None)), InvalidEvent, "events"),
     ("too many events", js({"events": [ev()] * (MAX_EVENTS + 1)}), PayloadTooLarge, "events"),
     ("event not an object", js({"events": [ev(), 3]}), InvalidEvent, "events[1]"),
     ("unknown field in event", js({"events": [ev(), ev(), ev(x=1)]}), InvalidEvent, "events[2].x"),
