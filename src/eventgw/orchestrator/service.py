@@ -192,7 +192,7 @@ class OrchestratorService:
                     producer,
                     s.topics.flow_control,
                     o.index,
-                    d.buffer.statistics,
+                    d.buffer.pressure_statistics,
                     o.flow_control_interval_s,
                 )
                 tg.create_task(emitter.run(fetch_stop))
