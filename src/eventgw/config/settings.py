@@ -391,6 +391,16 @@ class OrchestratorSettings(_Frozen):
         default=2.0, gt=0, description="how often INCREASE/DECREASE signals are published"
     )
     fetch_max_records: int = Field(default=2000, ge=1)
+    lane_ready_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a lane's partitions pause while it holds more ready tasks than the "
+        "workers take in this many seconds (at least lane_min_ready): a flood waits in "
+        "Kafka, not in memory or in the consumer's fetch queue ahead of other lanes",
+    )
+    lane_min_ready: int = Field(
+        default=2000, ge=1, description="the ready tasks a lane may always hold (lane_ready_s)"
+    )
     time_scale: float = Field(
         default=1.0, gt=0, le=1.0, description="multiplies retry delays and leases (tests)"
     )

@@ -509,6 +509,16 @@ class PriorityBuffer:
         """Return the number of tasks ready to be served; O(lanes x classes)."""
         return sum(counts[_READY] for counts in self._counts.values())
 
+    def lane_ready(self, lane: str) -> int:
+        """Return the number of ready tasks of ``lane``; O(classes)."""
+        counts = self._counts
+        return sum(counts[lane, p][_READY] for p in _CLASSES)
+
+    @property
+    def served(self) -> int:
+        """Tasks served (leased) since creation."""
+        return self._served
+
     def statistics(self) -> BufferStatistics:
         """Return a point-in-time view: counts and bytes per lane and per class, ages, pauses.
 

@@ -122,6 +122,8 @@ class OrchestratorService:
             o.lane_shares,
             o.buffer_budget_bytes,
             o.fetch_max_records,
+            o.lane_ready_s,
+            o.lane_min_ready,
         )
         retry: GroupConsumer | None = None
         if o.enable_retry_consumer:
