@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.kafka.local_broker import default_home
+from eventgw.kafka.jar_cache import default_home
 from tests.fixtures.stack import read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]

@@ -14,13 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from eventgw.core.errors import ConfigError
 from eventgw.kafka.admin import TopicSpec, ensure_topics, list_topics
-from eventgw.kafka.local_broker import (
-    BrokerSpec,
-    LocalBroker,
-    default_home,
-    default_spec,
-    ensure_kafka_jars,
-)
+from eventgw.kafka.broker_config import BrokerSpec, default_spec
+from eventgw.kafka.jar_cache import default_home, ensure_kafka_jars
+from eventgw.kafka.local_broker import LocalBroker
 
 if TYPE_CHECKING:
     import argparse
