@@ -86,12 +86,7 @@ def cmd_kafka(args: argparse.Namespace, settings: EventGwSettings) -> int:
 
 def _configured(settings: EventGwSettings, which: str) -> dict[str, KafkaClusterSettings]:
     """The configured clusters named by ``which`` (``all`` or one name)."""
-    k = settings.kafka
-    out = {"primary": k.primary}
-    if k.rollout is not None:
-        out["rollout"] = k.rollout
-    if k.fallback is not None:
-        out["fallback"] = k.fallback
+    out = settings.kafka.configured()
     if which == "all":
         return out
     if which not in out:

@@ -13,7 +13,14 @@ _LIBRDKAFKA_LOGGER = logging.getLogger("eventgw.kafka.librdkafka")
 
 
 def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
-    """Connection and security properties shared by producers, consumers and admin clients."""
+    """Connection and security properties shared by producers, consumers and admin clients.
+
+    The one place the typed security settings become client properties. With ``SASL_SSL``
+    the broker's certificate is verified against ``ssl_ca_location`` (or the system's CA
+    store) and its host name checked, stated here rather than left to librdkafka's defaults;
+    a client certificate is presented when one is configured (mutual TLS).
+    ``client_overrides`` cannot undo any of it: the settings refuse security properties there.
+    """
     conf: dict[str, Any] = {
         "bootstrap.servers": cluster.bootstrap_servers,
         "security.protocol": cluster.security_protocol,
@@ -31,6 +38,17 @@ def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
         conf["sasl.password"] = (
             cluster.sasl_password.get_secret_value() if cluster.sasl_password else None
         )
+    if cluster.security_protocol == "SASL_SSL":
+        conf["enable.ssl.certificate.verification"] = True
+        conf["ssl.endpoint.identification.algorithm"] = "https"
+        if cluster.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(cluster.ssl_ca_location)
+        if cluster.ssl_certificate_location is not None:
+            conf["ssl.certificate.location"] = str(cluster.ssl_certificate_location)
+        if cluster.ssl_key_location is not None:
+            conf["ssl.key.location"] = str(cluster.ssl_key_location)
+        if cluster.ssl_key_password is not None:
+            conf["ssl.key.password"] = cluster.ssl_key_password.get_secret_value()
     return conf
 
 
