@@ -1,14 +1,24 @@
 """What a local single-node KRaft broker runs with: its spec and its configuration files.
 
-`BrokerSpec` says where a local cluster lives (ports, data directory); `server_properties`
-and `LOG4J2_PROPERTIES` are the files `eventgw.kafka.local_broker.LocalBroker` writes into
-that directory before it starts the JVM. Pure: no processes, no I/O but path arithmetic.
+`BrokerSpec` says where a local cluster lives (ports, data directory) and whether it is
+secured (`BrokerSecurity`); `server_properties` and `LOG4J2_PROPERTIES` are the files
+`eventgw.kafka.local_broker.LocalBroker` writes into that directory before it starts the JVM.
+Pure: no processes, no I/O but path arithmetic.
+
+A secured cluster serves clients on one SASL_SSL listener (SCRAM-SHA-512 over TLS), and
+authorizes every request with KRaft's ``StandardAuthorizer``: a principal may do only what an
+ACL allows (`eventgw.kafka.acl_policy`). On one node the broker and the controller share a
+JVM but still talk over the network: the broker reaches the controller listener with mutual
+TLS (its certificate's principal ``User:CN=eventgw-broker`` is a super user), and is its own
+inter-broker peer on the SASL_SSL listener as the admin user. Nothing listens in plaintext.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
+
+from eventgw.kafka.local_security import ADMIN_USER, BROKER_CN
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -40,6 +50,21 @@ logger.request.level = WARN
 
 
 @dataclass(frozen=True)
+class BrokerSecurity:
+    """A SASL_SSL cluster: TLS from a local CA, SCRAM-SHA-512 users, ACLs enforced.
+
+    Attributes:
+        users: The SCRAM users created when the data directory is formatted, besides
+            ``ADMIN_USER`` (a super user). Users cannot be added to a formatted cluster.
+        require_client_certificate: Clients must also present a certificate of the local CA
+            (mutual TLS) on the SASL_SSL listener.
+    """
+
+    users: tuple[str, ...] = ()
+    require_client_certificate: bool = False
+
+
+@dataclass(frozen=True)
 class BrokerSpec:
     """Where and how one local single-node cluster runs.
 
@@ -54,6 +79,8 @@ class BrokerSpec:
             (``data_dir/logs``).
         heap_mb: The JVM's maximum heap.
         extra_props: Broker properties that override or extend the defaults.
+        security: None for a PLAINTEXT cluster (the default), else how it is secured. A data
+            directory keeps the security it was formatted with.
     """
 
     name: str
@@ -62,6 +89,7 @@ class BrokerSpec:
     data_dir: Path
     heap_mb: int = 512
     extra_props: Mapping[str, str] = field(default_factory=dict)
+    security: BrokerSecurity | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -77,6 +105,11 @@ class BrokerSpec:
     def log4j_file(self) -> Path:
         """Where ``LOG4J2_PROPERTIES`` is written on every start."""
         return self.data_dir / "log4j2.properties"
+
+    @property
+    def security_dir(self) -> Path:
+        """Where a secured cluster keeps its TLS files and SCRAM passwords (0700)."""
+        return self.data_dir / "security"
 
 
 def default_spec(name: str, home: Path) -> BrokerSpec:
@@ -100,7 +133,7 @@ def default_spec(name: str, home: Path) -> BrokerSpec:
     raise ValueError(f"unknown default cluster {name!r}: expected {PRIMARY[0]!r} or {ROLLOUT[0]!r}")
 
 
-def server_properties(spec: BrokerSpec) -> dict[str, str]:
+def server_properties(spec: BrokerSpec, admin_password: str | None = None) -> dict[str, str]:
     """Return the broker configuration of ``spec``, its ``extra_props`` applied last.
 
     Tuned for a fast single-node test cluster: replication factors and min ISR of 1, no
@@ -108,6 +141,14 @@ def server_properties(spec: BrokerSpec) -> dict[str, str]:
     group does not wait for 50 ``__consumer_offsets`` partitions), a short broker session
     (so a restart after a kill registers within seconds) and no auto-created topics, so
     a typo in a topic name fails instead of creating a topic.
+
+    Args:
+        spec: The cluster.
+        admin_password: ``ADMIN_USER``'s SCRAM password; required when ``spec.security``
+            is set (the broker authenticates to itself with it), unused otherwise.
+
+    Raises:
+        ValueError: A secured spec without ``admin_password``.
     """
     port = spec.port
     controller_port = spec.controller_port
@@ -142,8 +183,47 @@ def server_properties(spec: BrokerSpec) -> dict[str, str]:
         "broker.session.timeout.ms": "3000",
         "broker.heartbeat.interval.ms": "500",
     }
+    if spec.security is not None:
+        if not admin_password:
+            raise ValueError(f"broker {spec.name}: a SASL_SSL cluster needs the admin password")
+        props.update(_security_properties(spec, spec.security, admin_password))
     props.update(spec.extra_props)
     return props
+
+
+def _security_properties(
+    spec: BrokerSpec, security: BrokerSecurity, admin_password: str
+) -> dict[str, str]:
+    """The listeners, TLS files, SASL and authorizer of a secured cluster (module docstring)."""
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{ADMIN_USER}" password="{admin_password}";'
+    )
+    return {
+        "listeners": (
+            f"SASL_SSL://127.0.0.1:{spec.port},CONTROLLER://127.0.0.1:{spec.controller_port}"
+        ),
+        "advertised.listeners": f"SASL_SSL://127.0.0.1:{spec.port}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+        "listener.name.sasl_ssl.ssl.client.auth": (
+            "required" if security.require_client_certificate else "none"
+        ),
+        # Not SCRAM on the controller listener: KRaft keeps SCRAM credentials in the metadata
+        # log the controller serves, and supports them on broker listeners only. The broker
+        # proves itself to the controller with its certificate instead.
+        "listener.name.controller.ssl.client.auth": "required",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(spec.security_dir / "broker.pem"),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(spec.security_dir / "ca.pem"),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{ADMIN_USER};User:CN={BROKER_CN}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
 
 
 def render_properties(props: Mapping[str, str]) -> str:

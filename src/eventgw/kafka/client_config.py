@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from eventgw.config.settings import KafkaClusterSettings, LaneTuning
 
 
 _LIBRDKAFKA_LOGGER = logging.getLogger("eventgw.kafka.librdkafka")
+
+SCANNER_GROUP: Final = "eventgw-tools-never-joined"
+"""The group id of every `TopicScanner` (``scanner_config``). Never joined, nothing committed;
+librdkafka still looks up its coordinator, so on a cluster with ACLs the principal needs
+DESCRIBE on it (`eventgw.kafka.acl_policy` grants it)."""
+
+FLOW_CONTROL_READER_GROUP: Final = "eventgw-ingest-flow-control"
+"""The group id of ingest's flow-control `PartitionReader`: never joined, as ``SCANNER_GROUP``."""
 
 
 def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
@@ -125,7 +133,7 @@ def scanner_config(cluster: KafkaClusterSettings, client_id: str) -> dict[str, A
     conf = cluster_config(cluster)
     conf.update(
         {
-            "group.id": "eventgw-tools-never-joined",
+            "group.id": SCANNER_GROUP,
             "client.id": client_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

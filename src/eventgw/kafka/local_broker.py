@@ -32,8 +32,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from eventgw.kafka.broker_config import LOG4J2_PROPERTIES, render_properties, server_properties
 from eventgw.kafka.jar_cache import file_lock
+from eventgw.kafka.local_security import ADMIN_USER, LocalCredentials
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from eventgw.kafka.broker_config import BrokerSpec
 
 logger = logging.getLogger(__name__)
@@ -94,7 +97,9 @@ class LocalBroker:
 
     Invariants: the data directory is formatted once (when ``logs/meta.properties`` is absent)
     and never re-formatted, so a restart, including one after ``kill()``, keeps topics and
-    records. ``start()``, ``stop()`` and ``kill()`` serialise on an ``flock`` of
+    records. A secured cluster (``spec.security``) gets its TLS files and SCRAM users at that
+    format (`credentials`); they, and the ACLs created later, survive restarts too.
+    ``start()``, ``stop()`` and ``kill()`` serialise on an ``flock`` of
     ``<data_dir>/broker.lock``, across processes.
 
     Resources: the broker process is detached: it is not a child of the caller, runs in its own
@@ -129,10 +134,43 @@ class LocalBroker:
     def _lock(self) -> contextlib.AbstractContextManager[None]:
         return file_lock(self.spec.data_dir / "broker.lock")
 
+    @property
+    def credentials(self) -> LocalCredentials:
+        """The TLS files and SCRAM passwords of a secured cluster (`local_security`)."""
+        return LocalCredentials(self.spec.security_dir)
+
+    def _prepare_security(self, formatted: bool) -> dict[str, str]:
+        """Create what a secured cluster lacks; return the SCRAM users the format must create.
+
+        Raises:
+            RuntimeError: The data directory was formatted without some of the users (or as
+                a PLAINTEXT cluster): users are created only when a cluster is formatted.
+        """
+        security = self.spec.security
+        if security is None:
+            return {}
+        credentials = self.credentials
+        credentials.ensure_tls()
+        if not formatted:
+            return credentials.create_users(security.users)
+        missing = sorted(set(security.users) - set(credentials.passwords()))
+        if missing:
+            raise RuntimeError(
+                f"the Kafka cluster {self.spec.name} in {self.spec.data_dir} was formatted "
+                f"without the SCRAM users {missing}: use another data directory"
+            )
+        return {}
+
     def _write_config(self) -> None:
-        self.spec.properties_file.write_text(
-            render_properties(server_properties(self.spec)), encoding="utf-8"
+        admin_password = (
+            None if self.spec.security is None else self.credentials.password(ADMIN_USER)
         )
+        text = render_properties(server_properties(self.spec, admin_password))
+        # 0600 before the first byte: a secured broker's properties hold the admin password.
+        fd = os.open(self.spec.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
+            os.fchmod(fd, 0o600)
+            out.write(text)
         self.spec.log4j_file.write_text(LOG4J2_PROPERTIES, encoding="utf-8")
 
     def _java_argv(self, main_class: str, heap_mb: int) -> list[str]:
@@ -153,8 +191,12 @@ class LocalBroker:
             main_class,
         ]
 
-    def _format(self) -> None:
-        """Format the empty data directory as a new single-node cluster with a random id."""
+    def _format(self, scram_users: Mapping[str, str]) -> None:
+        """Format the empty data directory as a new single-node cluster with a random id.
+
+        Args:
+            scram_users: SCRAM-SHA-512 users (name → password) the cluster starts with.
+        """
         # A Kafka cluster id is a UUID in URL-safe base64 without padding (22 characters).
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         argv = [
@@ -164,6 +206,12 @@ class LocalBroker:
             f"--cluster-id={cluster_id}",
             "--config",
             str(self.spec.properties_file),
+            # kafka-storage takes SCRAM passwords on its command line only; the formatter lives
+            # about two seconds, and the passwords are for a loopback test cluster.
+            *(
+                f"--add-scram=SCRAM-SHA-512=[name={user},password={password}]"
+                for user, password in scram_users.items()
+            ),
         ]
         logger.info(
             "kafka.broker.format name=%s cluster_id=%s dir=%s",
@@ -300,7 +348,8 @@ class LocalBroker:
         """Start the broker, or reuse the one already running, and return once it serves.
 
         Formats ``data_dir/logs`` if it has no ``meta.properties`` (a new cluster with a random
-        id), rewrites server.properties, launches ``java ... kafka.Kafka`` detached and waits
+        id; a secured one gets its CA, certificate and SCRAM users first), rewrites
+        server.properties, launches ``java ... kafka.Kafka`` detached and waits
         until the broker logs ``STARTED_LINE`` and its client port accepts connections. If the
         pid file names a live broker for this data dir, waits for that one to be ready instead
         (idempotent: concurrent callers get the same broker).
@@ -313,8 +362,9 @@ class LocalBroker:
 
         Raises:
             RuntimeError: ``java`` is missing, the format fails, the client port is taken by
-                another process, or the broker exits during startup (the message carries the
-                log tail).
+                another process, the broker exits during startup (the message carries the
+                log tail), or a secured spec names SCRAM users its formatted data directory
+                lacks.
             TimeoutError: The broker did not become ready within ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
@@ -331,9 +381,11 @@ class LocalBroker:
                     f"port {self.spec.port} for Kafka broker {self.spec.name} is already in use "
                     f"by a process that is not the broker of {self.spec.data_dir}"
                 )
+            formatted = (self.spec.log_dir / "meta.properties").exists()
+            scram_users = self._prepare_security(formatted)
             self._write_config()
-            if not (self.spec.log_dir / "meta.properties").exists():
-                self._format()
+            if not formatted:
+                self._format(scram_users)
             started = time.monotonic()
             pid, offset = self._spawn()
             logger.info(
@@ -443,13 +495,15 @@ class LocalBroker:
         """Return a snapshot for ``eventgw kafka status``.
 
         Returns:
-            ``name``, ``bootstrap``, ``pid`` (None when stopped), ``running`` (bool),
-            ``data_dir`` and ``log`` (paths as strings).
+            ``name``, ``bootstrap``, ``security_protocol`` (``PLAINTEXT`` or ``SASL_SSL``),
+            ``pid`` (None when stopped), ``running`` (bool), ``data_dir`` and ``log`` (paths
+            as strings).
         """
         running = self._read_pid_file()
         return {
             "name": self.spec.name,
             "bootstrap": self.bootstrap,
+            "security_protocol": "PLAINTEXT" if self.spec.security is None else "SASL_SSL",
             "pid": running[0] if running is not None else None,
             "running": running is not None,
             "data_dir": str(self.spec.data_dir),
