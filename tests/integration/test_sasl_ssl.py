@@ -34,7 +34,14 @@ from eventgw.core.envelope import Priority
 from eventgw.ingest.service import IngestService
 from eventgw.kafka.acl_policy import acl_rules
 from eventgw.kafka.admin import TopicSpec, apply_acls, delete_topics, ensure_topics
-from eventgw.kafka.client_config import FLOW_CONTROL_READER_GROUP, SCANNER_GROUP, cluster_config
+from eventgw.kafka.client_config import (
+    FLOW_CONTROL_READER_GROUP,
+    SCANNER_GROUP,
+    cluster_config,
+    consumer_config,
+)
+from eventgw.kafka.group_consumer import GroupConsumer
+from eventgw.orchestrator import commit_metadata
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import ProcessorService
 from eventgw.publisher.service import PublisherService
@@ -48,6 +55,7 @@ if TYPE_CHECKING:
 
     from eventgw.config.settings import KafkaClusterSettings, TopicSettings
     from eventgw.kafka.acl_policy import Role
+    from eventgw.kafka.group_consumer import Committed, TopicPartition
     from eventgw.kafka.local_broker import LocalBroker
 
 pytestmark = pytest.mark.kafka
@@ -188,6 +196,48 @@ async def test_the_whole_loop_runs_over_sasl_ssl_with_one_principal_per_role(
     assert set(recorder.counts) == sent
     assert recorder.duplicates() == 0
     assert set(lag.values()) == {0}
+
+
+async def test_the_orchestrators_commit_metadata_is_read_back_under_its_acls(
+    secure_broker: LocalBroker, topics: TopicSettings
+) -> None:
+    """Crash-dedupe over SASL_SSL: the finished runs one orchestrator commits as offset
+    metadata are handed to the next consumer of its group, as the orchestrator's principal.
+    (A refused offset fetch would only be logged and hand over nothing: asserted here.)"""
+    cluster = role_cluster(secure_broker, "orchestrator")
+    group = f"{ORCHESTRATOR_GROUP}-restart"  # under the orchestrator's prefixed group grant
+    partitions = [(topics.p30, p) for p in range(topics.partitions)]
+    handed: list[Committed] = []
+
+    async def on_assign(tps: list[TopicPartition], committed: Committed) -> None:
+        handed.append(committed)
+
+    async def on_revoke(tps: list[TopicPartition]) -> Committed:
+        return {}
+
+    async def joined() -> GroupConsumer:
+        consumer = GroupConsumer(
+            consumer_config(cluster, group, "eventgw-orchestrator-0"),
+            [topics.p30],
+            on_assign,
+            on_revoke,
+        )
+        await consumer.start()
+        async with asyncio.timeout(30):
+            while consumer.assigned != set(partitions):
+                await consumer.poll_batch(10, 0.2)
+        return consumer
+
+    first = await joined()
+    written = {tp: (3, commit_metadata.encode(3, [(5, 6 + tp[1])])) for tp in partitions}
+    await first.commit(written)
+    await first.close()
+
+    second = await joined()
+    await second.close()
+    assert handed[0] == {}, "a fresh group has nothing committed"
+    assert handed[-1] == written
+    assert commit_metadata.decode(3, handed[-1][topics.p30, 1][1]) == [(5, 7)]
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
