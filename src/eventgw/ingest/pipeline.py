@@ -136,8 +136,10 @@ class IngestPipeline:
         The loop is the hot path of ingest, so it does per batch what need not be done per
         event: one batch of event ids; the class (the static classifier is a pure function
         of the identity), deadline and encoded identity and class fields once per distinct
-        identity; the hot-tenant decision once per company and batch (counting all its
-        events); the admission question (offload) once per class and batch: of the ``n``
+        identity; the door's decision per class (on the class of the static rules), then the
+        hot-tenant decision once per company and batch, counting only the events the door
+        took (a deferred event comes back: counted at every try, it made a busy company look
+        hot); the admission question (offload) once per class and batch: of the ``n``
         events of a class, the first ``admitted`` keep their lane and the rest go to the
         offload lane, in event order; the request written as bytes directly
         (`eventgw.ingest.wire`), or the records themselves when co-located.
@@ -173,17 +175,48 @@ class IngestPipeline:
                 counts.append(0)
             counts[k] += 1
             of_event.append(k)
-        # Per identity: class, hot-tenant decision, lane; then admission per class.
+        # Per identity: the class of the static rules. The door decides on it first, so
+        # that what it defers is never counted by the hot-tenant tracker: a deferred event
+        # comes back, and counting it at each try made every busy company look hot.
+        statics = [
+            self._classifier.classify(e.source_name, e.statistic_key, e.company_id)
+            for e in identities
+        ]
+        door = self._door
+        taken: dict[int, int] = {}  # static wire priority → events still to take (deferring)
+        admitted_total = 0
+        takes = counts  # events taken per identity
+        if door is not None:
+            by_class: dict[Priority, int] = {}
+            for p, n in zip(statics, counts, strict=True):
+                by_class[p] = by_class.get(p, 0) + n
+            admitted = door.admit(by_class)
+            admitted_total = sum(admitted.values())
+            for p, n in by_class.items():
+                if admitted[p] < n:
+                    taken[p.value] = admitted[p]
+            if taken:
+                # The first ``admitted`` events of a deferred class are taken, in event order.
+                left = dict(taken)
+                takes = [0] * len(counts)
+                for k in of_event:
+                    v = statics[k].value
+                    if v in left:
+                        if left[v] == 0:
+                            continue
+                        left[v] -= 1
+                    takes[k] += 1
+        # Per identity: hot-tenant decision on what was taken, lane; admission per class.
         # route: (wire priority, lane, deadline, identity fields, class fields, record key,
-        # class fields if offloaded or None when admission does not apply)
-        routes: list[tuple[int, Lane, int, bytes, bytes, bytes, bytes | None]] = []
+        # class fields if offloaded or None when admission does not apply, static priority)
+        routes: list[tuple[int, Lane, int, bytes, bytes, bytes, bytes | None, int]] = []
         wanted: dict[Priority, int] = {}  # events per class that need admission
-        for e, n in zip(identities, counts, strict=True):
-            priority = self._classifier.classify(e.source_name, e.statistic_key, e.company_id)
+        for e, static, n in zip(identities, statics, takes, strict=True):
+            priority = static
             deadline_ms = scheduler.deadline_ms(priority, now_ms)
             lane = LANE_OF_PRIORITY[priority]
             offloaded = False
-            if dynamic is not None:
+            if dynamic is not None and n:
                 # Hot tenants: demote or force offload; the deadline stays the original one.
                 decided, offloaded = dynamic.decide(priority, e.company_id, n)
                 if decided is not priority:
@@ -202,25 +235,9 @@ class IngestPipeline:
                     class_part(priority.value, deadline_ms, offloaded),
                     e.company_id.encode(),
                     None if offloaded else class_part(priority.value, deadline_ms, True),
+                    static.value,
                 )
             )
-        # The door: under saturation the last events of the lower classes are deferred.
-        door = self._door
-        taken: dict[int, int] = {}  # wire priority → events still to take (deferred classes)
-        admitted_total = 0
-        if door is not None:
-            by_class: dict[Priority, int] = {}
-            for (wire_priority, *_), n in zip(routes, counts, strict=True):
-                p = _PRIORITY_OF[wire_priority]
-                by_class[p] = by_class.get(p, 0) + n
-            admitted = door.admit(by_class)
-            admitted_total = sum(admitted.values())
-            for p, n in by_class.items():
-                if admitted[p] < n:
-                    taken[p.value] = admitted[p]
-                    if p in wanted:
-                        # Only what is taken asks for admission (offload) below.
-                        wanted[p] = max(0, wanted[p] - (n - admitted[p]))
         try:
             return await self._publish_taken(
                 events, routes, of_event, wanted, taken, request_id, door
@@ -232,7 +249,7 @@ class IngestPipeline:
     async def _publish_taken(
         self,
         events: Sequence[ValidEvent],
-        routes: list[tuple[int, Lane, int, bytes, bytes, bytes, bytes | None]],
+        routes: list[tuple[int, Lane, int, bytes, bytes, bytes, bytes | None, int]],
         of_event: list[int],
         wanted: dict[Priority, int],
         taken: dict[int, int],
@@ -257,13 +274,22 @@ class IngestPipeline:
         for i, (e, k, new_id) in enumerate(
             zip(events, of_event, new_event_ids(len(events)), strict=True)
         ):
-            wire_priority, lane, deadline_ms, identity_part, fields, key, offload_fields = routes[k]
-            if taken and wire_priority in taken:
-                left = taken[wire_priority]
+            (
+                wire_priority,
+                lane,
+                deadline_ms,
+                identity_part,
+                fields,
+                key,
+                offload_fields,
+                static,
+            ) = routes[k]
+            if taken and static in taken:
+                left = taken[static]
                 if left == 0:
-                    deferred.append((i, e.event_id or new_id, wire_priority))
+                    deferred.append((i, e.event_id or new_id, static))
                     continue
-                taken[wire_priority] = left - 1
+                taken[static] = left - 1
             if budget and offload_fields is not None and wire_priority in budget:
                 left = budget[wire_priority]
                 if left > 0:

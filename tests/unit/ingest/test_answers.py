@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.config.admission import HotTenantConfig
 from eventgw.config.settings import IngestSettings, TopicSettings
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.clock import FakeClock
@@ -20,10 +21,12 @@ from eventgw.core.envelope import Priority
 from eventgw.core.errors import InvalidEvent
 from eventgw.ingest.door import Door
 from eventgw.ingest.grpc_api import RESPONSE_METADATA, RETRY_AFTER_METADATA, IngestServicer
+from eventgw.ingest.hot_tenants import DynamicClassifier
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.pipeline import IngestPipeline
 from eventgw.ingest.publisher_client import PublisherUnavailable
 from eventgw.ingest.scheduler import AdmitAll, Scheduler
+from eventgw.ingest.validation import ValidEvent
 from eventgw.metrics.backend import Metrics
 
 SETTINGS = IngestSettings()
@@ -236,3 +239,19 @@ async def test_grpc_past_the_hard_request_bound_is_refused_whole_with_a_hint() -
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert RESPONSE_METADATA not in info.value.trailing
     assert int(info.value.trailing[RETRY_AFTER_METADATA]) > 0
+
+
+async def test_deferred_events_are_not_counted_by_the_hot_tenant_tracker() -> None:
+    """A deferred event comes back; counted at every try, it made a busy company look hot."""
+    clock = FakeClock(wall_ms=1_700_000_000_000)
+    config = HotTenantConfig(max_rate_per_company=10.0, window_s=1.0, action="offload")
+    p = pipeline(echo_publisher(), saturated_door())
+    p._dynamic = DynamicClassifier(config, clock)
+    # acme sends 5 P10 events, deferred every time, then 5 P20 events: within its rate.
+    for _ in range(5):
+        outcome = await p.ingest([ValidEvent("acme", "bulk", "", b"{}", None)] * 5)
+        assert outcome.deferred == 5
+    outcome = await p.ingest([ValidEvent("acme", "api", "", b"{}", None)] * 5)
+    assert outcome.deferred == 0
+    assert [r[2] for r in outcome.results] == ["p20"] * 5, "not offloaded as a hot tenant"
+    assert p._dynamic.statistics().offloaded_hot == 0, "acme sent 5 events, not 30"
