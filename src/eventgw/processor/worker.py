@@ -22,6 +22,7 @@ import grpc
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.clock import SystemClock
 from eventgw.core.lifecycle import wait_any
+from eventgw.metrics.backend import LATENCY_BUCKETS
 from eventgw.processor.credit import PrefetchEstimator, plan_credit
 from eventgw.processor.handlers import RELEASED, Reject, Retry, outcome_of
 from eventgw.processor.link import GRPC_OPTIONS, Link, LinkState
@@ -205,9 +206,11 @@ class Worker:
             [],
             lambda: {(): float(self._received)},
         )
-        self._duration = metrics.loop_histogram(
-            "eventgw_processor_handler_duration_seconds", "one handler call"
-        )
+        self._duration = metrics.bulk_histogram(
+            "eventgw_processor_handler_duration_seconds",
+            "one handler call",
+            buckets=LATENCY_BUCKETS,
+        ).labels()
         # Credit bookkeeping kept incrementally: the hot path must not sum over links.
         self._outstanding = 0  # credit granted on every link and not used yet
         self._capacity = settings.concurrency + self._prefetch.prefetch()
