@@ -166,10 +166,12 @@ MetricName = Literal[
     "eventgw_orchestrator_slo_seconds",
     # gauge, records; labels topic, partition. Records this replica consumed from the
     # partition above its last committed offset (last consumed + 1 - committed; before the
-    # first commit, - the first consumed offset): what a crash now would deliver again. The
-    # committed position stops at the first unfinished task, so a value that keeps growing
-    # means one task holds the partition (a hung handler, a retry write that does not
-    # settle). Kafka's own backlog (high watermark - committed) is the consumer group lag.
+    # first commit, - the first consumed offset): what a crash now would read again (those
+    # the last commit's metadata records as finished are then skipped, not served:
+    # docs/delivery-semantics.md "Duplicates"). The committed position stops at the first
+    # unfinished task, so a value that keeps growing means one task holds the partition (a
+    # hung handler, a retry write that does not settle). Kafka's own backlog (high
+    # watermark - committed) is the consumer group lag.
     "eventgw_orchestrator_commit_lag_records",
     # counter, commits; label result (ok|failed). Offset commits (every
     # orchestrator.commit_interval_s when something finished). failed rising: read
