@@ -27,6 +27,7 @@ from eventgw.processor.credit import PrefetchEstimator, plan_credit
 from eventgw.processor.handlers import RELEASED, Reject, Retry, outcome_of
 from eventgw.processor.link import GRPC_OPTIONS, Link, LinkState
 from eventgw.processor.results import results_record
+from eventgw.processor.start_latency import StartLatency
 from eventgw.processor.task_queue import TaskQueue
 
 if TYPE_CHECKING:
@@ -216,6 +217,7 @@ class Worker:
         self._capacity = settings.concurrency + self._prefetch.prefetch()
         self._threshold = max(1, self._capacity // 4)
         self._since_estimate = 0  # handler calls since the prefetch was last re-estimated
+        self._start_latency = StartLatency(metrics)
 
     def statistics(self) -> WorkerStatistics:
         """A snapshot of the counters and state."""
@@ -427,6 +429,7 @@ class Worker:
         event = task.event
         clock = self._clock
         self._running += 1
+        self._start_latency.record(event, clock.wall_ms())
         started = clock.monotonic()
         try:
             await self._handler(event)
