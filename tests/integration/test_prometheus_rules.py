@@ -266,3 +266,31 @@ def test_queue_age_dlq_and_component_down(tmp_path):
         "EventgwQueueAgingPastHalfSlo": [{"class": "P10"}],
         "EventgwComponentDown": [{"job": "eventgw-ingest", "instance": "x:8080"}],
     }
+
+
+def test_hostile_input_alerts_fire_per_reason_on_their_counters_only(tmp_path):
+    series = [
+        counter("eventgw_recovery_backup_rejected_total", 'reason="bad_signature"', 1, 10),
+        counter("eventgw_recovery_backup_rejected_total", 'reason="record_crc"', 0, 10),
+        counter(
+            "eventgw_orchestrator_invalid_records_total",
+            'source="response",action="skipped"',
+            3,
+            10,
+        ),
+        counter(
+            "eventgw_orchestrator_invalid_records_total",
+            'source="lane",action="dead_lettered"',
+            0,
+            10,
+        ),
+        counter("eventgw_ingest_flow_control_invalid_total", 'instance="i1"', 0, 10),
+    ]
+    got = firing(tmp_path, series, ["0m", "5m"])
+    assert got["0m"] == {}
+    assert got["5m"] == {
+        "EventgwBackupRejected": [{"reason": "bad_signature"}],
+        "EventgwInvalidRecords": [{"source": "response", "action": "skipped"}],
+    }
+    series[-1] = counter("eventgw_ingest_flow_control_invalid_total", 'instance="i1"', 1, 10)
+    assert firing(tmp_path, series[-1:], ["5m"])["5m"] == {"EventgwFlowControlInvalid": [{}]}
