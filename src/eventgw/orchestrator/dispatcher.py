@@ -245,8 +245,11 @@ class Dispatcher:
                 event.ingested_at_ms,
                 value,
                 event.attempt,
-                event.offloaded,
             )
+            # The second tier, for the SLO counts: the offload lane's events, and theirs
+            # retried (EventData.offloaded); read only there, not per class-lane record.
+            if lane == "offload" or (lane == "retry" and event.offloaded):
+                task.offloaded = True
             headers = r.headers
             # A lane record from ingest has the four standard headers; only a longer list
             # (retry, redrive) can carry an origin or the redriven mark: no scan otherwise.

@@ -126,6 +126,32 @@ async def test_compact_acks_count_like_full_results_and_stale_ones_not_at_all():
     assert value(got, f"{latency}_sum", **{"class": "P30", "tier": "normal"}) == 10.0
 
 
+async def test_the_tier_follows_an_offloaded_event_through_the_retry_topics():
+    # The lane says "offload" only on the first try; a retried event says it itself.
+    f = Fixture()
+    retried = [
+        record(f, Priority.P20, 0, age_s=1.0, lane="p20", offloaded=True),
+        record(f, Priority.P20, 1, age_s=1.0, lane="p20", offloaded=False),
+    ]
+    f.d.add_records(
+        [ConsumedRecord(TOPICS.retry_60s, 0, r.offset, r.key, r.value, r.headers) for r in retried]
+        + [record(f, Priority.P10, 0, age_s=1.0, lane="offload", offloaded=True)]
+    )
+    session = f.d.open_session("w1")
+    f.d.grant(session, 10)
+    ids = [t.task_id for t in await sent_tasks(session)]
+    assert f.d.apply_results([], session, ids) == (3, 0)
+    got = scrape(f)
+    processed = "eventgw_orchestrator_processed_total"
+    for cls, tier, want in [
+        ("P20", "offloaded", 1),
+        ("P20", "normal", 1),
+        ("P10", "offloaded", 1),
+        ("P10", "normal", 0),
+    ]:
+        assert value(got, processed, **{"class": cls, "tier": tier, "slo": "met"}) == want
+
+
 async def test_stats_lists_worker_sessions_with_credit_leases_and_results():
     f = Fixture()
     f.add(Priority.P20, Priority.P20, Priority.P20)
