@@ -145,8 +145,10 @@ MetricName = Literal[
     # gauge, bytes; label lane. Accounted bytes per consumption lane (what its memory share
     # is compared with, docs/priorities-and-backpressure.md).
     "eventgw_orchestrator_lane_bytes",
-    # gauge, 0/1; label lane. 1 = the lane's consumption is paused (the buffer reached its
-    # memory share). Paused for minutes: processors are short — see runbook "Lane paused".
+    # gauge, 0/1; label lane. 1 = the lane's consumption is paused because the buffer reached
+    # its memory share. Working-set pauses (orchestrator.lane_ready_s: a flood waits in Kafka)
+    # are normal and not shown. Paused for minutes: processors are short — see runbook "Lane
+    # paused".
     "eventgw_orchestrator_lane_paused",
     # gauge, tasks; labels class (P30|P20|P10), state (ready|leased|delayed). Tasks held per
     # original SLO class, whatever lane they came from (offload and retry included).
