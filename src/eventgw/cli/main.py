@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--count", type=int, default=1)
     send.add_argument("--api-key", default=None)
 
-    sub.add_parser("status", help="health and counters of the local components")
+    sub.add_parser("status", help="health, counters and SLO attainment of every component")
     _add_processor_parser(sub)
     dlq.add_parser(sub)
     replay.add_parser(sub)
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_service(args)
         if args.command == "processor":
             return _cmd_processor(args)
-        from eventgw.cli import tools
+        from eventgw.cli import status, tools
 
         settings = _settings(args)
         handler = {
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "kafka": tools.cmd_kafka,
             "topics": tools.cmd_topics,
             "send": tools.cmd_send,
-            "status": tools.cmd_status,
+            "status": status.cmd_status,
             "dlq": dlq.cmd_dlq,
             "replay": replay.cmd_replay,
         }[args.command]

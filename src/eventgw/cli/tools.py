@@ -1,4 +1,4 @@
-"""Synchronous CLI commands: the local stack (``up``), Kafka, topics, send, status."""
+"""Synchronous CLI commands: the local stack (``up``), Kafka, topics, send (status: `status`)."""
 
 from __future__ import annotations
 
@@ -139,9 +139,26 @@ def cmd_topics(args: argparse.Namespace, settings: EventGwSettings) -> int:
     return 0
 
 
-def _http_json(
+def endpoints(settings: EventGwSettings) -> dict[str, str]:
+    """The status HTTP base URL of each local component (readiness, ``/metrics``)."""
+    return {
+        "ingest": f"http://{settings.ingest.http_host}:{settings.ingest.http_port}",
+        "publisher": f"http://{settings.publisher.grpc_host}:{settings.publisher.metrics_port}",
+        "failed-writes": f"http://127.0.0.1:{settings.recovery.metrics_port}",
+        "orchestrator": f"http://127.0.0.1:{settings.orchestrator.metrics_port}",
+        "processor": f"http://127.0.0.1:{settings.processor.metrics_port}",
+    }
+
+
+def http_json(
     url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
 ) -> tuple[int, Any]:
+    """GET (or POST ``body``) ``url``; returns the status and the JSON body (text if not JSON).
+
+    Raises:
+        OSError: the connection failed or timed out.
+        ValueError: ``url`` is not http(s).
+    """
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {url}")
     req = urllib.request.Request(  # noqa: S310  (scheme checked above)
@@ -175,74 +192,9 @@ def cmd_send(args: argparse.Namespace, settings: EventGwSettings) -> int:
     headers = {"content-type": "application/json"}
     if args.api_key:
         headers["authorization"] = f"Bearer {args.api_key}"
-    status, doc = _http_json(url, body, headers)
+    status, doc = http_json(url, body, headers)
     print(json.dumps({"status": status, "body": doc}, indent=2))
     return 0 if status == 202 else 1
-
-
-def _endpoints(settings: EventGwSettings) -> dict[str, str]:
-    return {
-        "ingest": f"http://{settings.ingest.http_host}:{settings.ingest.http_port}",
-        "publisher": f"http://{settings.publisher.grpc_host}:{settings.publisher.metrics_port}",
-        "failed-writes": f"http://127.0.0.1:{settings.recovery.metrics_port}",
-        "orchestrator": f"http://127.0.0.1:{settings.orchestrator.metrics_port}",
-        "processor": f"http://127.0.0.1:{settings.processor.metrics_port}",
-    }
-
-
-def _metric_sums(text: str, prefix: str) -> dict[str, float]:
-    sums: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            name_labels, _, value = line.rpartition(" ")
-            try:
-                sums[name_labels] = float(value)
-            except ValueError:
-                continue
-    return sums
-
-
-def cmd_status(args: argparse.Namespace, settings: EventGwSettings) -> int:
-    """``eventgw status``: readiness of each component and its event counters."""
-    worst = 0
-    for name, base in _endpoints(settings).items():
-        try:
-            code, _ = _http_json(base + "/readyz", timeout=2)
-            _, metrics = _http_json(base + "/metrics", timeout=2)
-        except OSError as exc:
-            print(f"{name:14} DOWN ({exc})")
-            worst = 1
-            continue
-        print(f"{name:14} {'ready' if code == 200 else 'NOT READY'}  {base}")
-        worst = worst or (0 if code == 200 else 1)
-        if name == "orchestrator":
-            _print_orchestrator_stats(base)
-        elif isinstance(metrics, str):
-            for key, value in _metric_sums(metrics, "eventgw_").items():
-                if key.split("{")[0].endswith(("_total", "_objects", "_events")):
-                    print(f"    {key} {value:g}")
-    return worst
-
-
-def _print_orchestrator_stats(base: str) -> None:
-    """Per class: in buffer, in flight, processed, retried, dead-lettered, oldest age vs SLO."""
-    code, stats = _http_json(base + "/stats", timeout=2)
-    if code != 200 or not isinstance(stats, dict):
-        print("    (no stats)")
-        return
-    used, budget = stats["buffer_bytes"] / 1e6, stats["buffer_budget_bytes"] / 1e6
-    print(f"    buffer {used:.1f} MB of {budget:.0f} MB")
-    print(
-        f"    {'class':8}{'buffered':>10}{'in flight':>11}{'processed':>11}{'retried':>9}"
-        f"{'DLQ':>6}{'oldest/SLO':>14}  paused"
-    )
-    for lane in stats["lanes"]:
-        slo = f"{lane['oldest_age_s']:.1f}s/{lane['slo_s']:g}s" if lane["slo_s"] else "-"
-        print(
-            f"    {lane['lane']:8}{lane['buffered']:>10}{lane['in_flight']:>11}"
-            f"{lane['processed']:>11}{lane['retried']:>9}{lane['dead_lettered']:>6}"
-            f"{slo:>14}  {'yes' if lane['paused'] else ''}"
-        )
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -251,7 +203,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} during start-up")
         try:
-            if _http_json(url, timeout=1)[0] == 200:
+            if http_json(url, timeout=1)[0] == 200:
                 return
         except OSError:
             pass
@@ -323,7 +275,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             base += ["--log-level", args.log_level]
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        eps = _endpoints(settings)
+        eps = endpoints(settings)
         for name, ready_url in (
             (
                 "publisher",

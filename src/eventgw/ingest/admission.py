@@ -71,6 +71,11 @@ class AdmissionControl:
         metrics.gauge(
             "eventgw_ingest_serious_congestion", "1 while the serious-congestion alert is on"
         ).set_function(lambda: float(self.alerting))
+        # Read at scrape time (one scan of at most hot_tenants.max_tracked companies), never
+        # on the event path.
+        metrics.gauge(
+            "eventgw_ingest_hot_companies", "companies at or above the hot-tenant rate now"
+        ).set_function(lambda: float(self.classifier.tracker.hot_count()))
         self.listener: FlowControlListener | None = None
 
     def _capacity(self, priority: Priority) -> float:

@@ -192,6 +192,12 @@ class HotTenantTracker:
         hot = [(c, r) for c, r in rates if r >= self._threshold]
         return heapq.nlargest(limit, hot, key=itemgetter(1))
 
+    def hot_count(self) -> int:
+        """How many companies are at or above the threshold now (scans the table: for scrapes)."""
+        now = self._advance()
+        threshold = self._threshold
+        return sum(1 for c, t in self._totals.items() if self._rate(c, t, now) >= threshold)
+
     def tracked(self) -> int:
         """How many companies have events in the window (at most ``max_tracked``)."""
         self._advance()

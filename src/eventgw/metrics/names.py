@@ -20,6 +20,9 @@ MetricName = Literal[
     # rising: a client sends bad events — read the 4xx bodies in its logs. deferred rising:
     # ingest is saturated and sheds the lower classes at the door (runbook "door deferring").
     "eventgw_ingest_events_total",
+    # gauge, companies; at or above hot_tenants.max_rate_per_company now (their events are
+    # offloaded or demoted). Above 0 for long: see runbook "hot tenant".
+    "eventgw_ingest_hot_companies",
     # gauge, events; taken by the door and not yet answered. Near ingest.max_in_flight_events
     # x the P10 share: P10 is being deferred — the publisher or Kafka is slow, or scale out.
     "eventgw_ingest_in_flight_events",
@@ -75,6 +78,10 @@ MetricName = Literal[
     # counter, tasks; tasks a worker received from the orchestrators. Flat while lanes hold
     # work: workers cannot reach the orchestrators (processor.stream_failed in their logs).
     "eventgw_processor_tasks_received_total",
+    # histogram, seconds; labels class, tier (normal|offloaded). Ingest (ingested_at_ms) →
+    # handler start on this worker (its wall clock), per task handled. Rising while the
+    # orchestrators' queues are short: tasks wait inside workers (prefetch, slow handlers).
+    "eventgw_processor_start_latency_seconds",
     # counter, tasks; label lane. Tasks the orchestrator leased to workers (credit-based
     # dispatch). Flat while the buffer holds ready tasks: no worker has credit — processors
     # are down or all busy (eventgw_orchestrator_worker_sessions, processor logs).
@@ -99,6 +106,83 @@ MetricName = Literal[
     # other than eventgw writes to these topics — read orchestrator.undecodable,
     # orchestrator.retry_at_clamped and orchestrator.bad_result in the logs.
     "eventgw_orchestrator_invalid_records_total",
+    # gauge, records; retry-topic and DLQ records submitted and not yet confirmed by Kafka
+    # (their tasks stay leased meanwhile). Growing: Kafka refuses or is slow — see
+    # eventgw_orchestrator_retry_writes_total{result="retried"}.
+    "eventgw_orchestrator_retry_writes_pending",
+    # counter, tasks; labels class (P30|P20|P10), tier (normal|offloaded), slo (met|missed).
+    # Tasks ACKed by a worker: met = the orchestrator applied the ACK by the event's SLO
+    # deadline (ingested_at + SLO), missed = after it. tier = offloaded when ingest sent the
+    # event to the offload lane (hot tenant or AIMD capacity; EventData.offloaded), else
+    # normal. Attainment = met / (met + missed). Normal-tier attainment below target: see
+    # runbook "SLO attainment low" (docs/operations.md).
+    "eventgw_orchestrator_processed_total",
+    # histogram, seconds; labels class, tier. Ingest (EventData.ingested_at_ms) → the ACK
+    # applied by the orchestrator, for every ACKed task; bucket edges at 5, 60 and 1200 s
+    # (the SLOs). p99 near the class's SLO: attainment is about to fall.
+    "eventgw_orchestrator_ack_latency_seconds",
+    # counter, tasks; label lane. Tasks handed back to the buffer for another try: NACKed
+    # with a short delay (memory) or written to a retry topic. Rising: handlers fail —
+    # read processor.handler_failed in the worker logs.
+    "eventgw_orchestrator_retried_total",
+    # counter, records; label lane. Records written to the DLQ (or the parking lot, for an
+    # event redriven before): attempts exhausted, REJECTed, or undecodable. Any rise: see
+    # runbook "DLQ growing".
+    "eventgw_orchestrator_dead_lettered_total",
+    # counter, tasks; label lane. Leases that expired without a result (the worker is alive
+    # but its handler hung or ran past orchestrator.lease_s); the task is served again.
+    "eventgw_orchestrator_leases_expired_total",
+    # gauge, bytes; accounted bytes of every task the orchestrator holds (ready, leased,
+    # delayed; len(value) + 200 each). Near eventgw_orchestrator_buffer_budget_bytes: lanes
+    # pause (eventgw_orchestrator_lane_paused).
+    "eventgw_orchestrator_buffer_bytes",
+    # gauge, bytes; the buffer's budget (orchestrator.buffer_budget_bytes).
+    "eventgw_orchestrator_buffer_budget_bytes",
+    # gauge, tasks; labels lane (p30|p20|p10|offload|retry), state (ready|leased|delayed).
+    # Tasks held per consumption lane. Do not add it to eventgw_orchestrator_class_tasks:
+    # the two count the same tasks by lane and by class.
+    "eventgw_orchestrator_lane_tasks",
+    # gauge, bytes; label lane. Accounted bytes per consumption lane (what its memory share
+    # is compared with, docs/priorities-and-backpressure.md).
+    "eventgw_orchestrator_lane_bytes",
+    # gauge, 0/1; label lane. 1 = the lane's consumption is paused because the buffer reached
+    # its memory share. Working-set pauses (orchestrator.lane_ready_s: a flood waits in Kafka)
+    # are normal and not shown. Paused for minutes: processors are short — see runbook "Lane
+    # paused".
+    "eventgw_orchestrator_lane_paused",
+    # gauge, tasks; labels class (P30|P20|P10), state (ready|leased|delayed). Tasks held per
+    # original SLO class, whatever lane they came from (offload and retry included).
+    "eventgw_orchestrator_class_tasks",
+    # gauge, bytes; label class. Accounted bytes per original SLO class.
+    "eventgw_orchestrator_class_bytes",
+    # gauge, tasks; label class. Ready tasks past their deadline, not offloaded (the second
+    # tier). Above 0 for minutes: the class misses its SLO — see runbook "Queue age past half
+    # the SLO".
+    "eventgw_orchestrator_late_tasks",
+    # gauge, seconds; label class. Age (now - ingested_at) of the oldest ready task of the
+    # class, offloaded ones excluded; 0 when none is ready. Compare with
+    # eventgw_orchestrator_slo_seconds: past half of it flow control sends DECREASE.
+    "eventgw_orchestrator_oldest_ready_age_seconds",
+    # gauge, seconds; label class. The class's SLO (P30 5, P20 60, P10 1200): a constant, so
+    # rules and dashboards can divide an age by it.
+    "eventgw_orchestrator_slo_seconds",
+    # gauge, records; labels topic, partition. Records this replica consumed from the
+    # partition above its last committed offset (last consumed + 1 - committed; before the
+    # first commit, - the first consumed offset): what a crash now would read again (those
+    # the last commit's metadata records as finished are then skipped, not served:
+    # docs/delivery-semantics.md "Duplicates"). The committed position stops at the first
+    # unfinished task, so a value that keeps growing means one task holds the partition (a
+    # hung handler, a retry write that does not settle). Kafka's own backlog (high
+    # watermark - committed) is the consumer group lag.
+    "eventgw_orchestrator_commit_lag_records",
+    # counter, commits; label result (ok|failed). Offset commits (every
+    # orchestrator.commit_interval_s when something finished). failed rising: read
+    # orchestrator.commit_failed; duplicates grow until commits succeed again.
+    "eventgw_orchestrator_commits_total",
+    # counter, signals; labels class, action (INCREASE|DECREASE). Flow-control signals this
+    # orchestrator published to ingest's AIMD (docs/flow-control.md). DECREASE steady for a
+    # class: its queue ages past half its SLO — processors are short.
+    "eventgw_orchestrator_flow_control_signals_total",
     # counter, reloads; label result (applied|refused). refused: fix the dynamic config file.
     "eventgw_dynamic_config_reloads_total",
 ]

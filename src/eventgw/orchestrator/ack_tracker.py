@@ -42,6 +42,10 @@ class PartitionAckStatistics:
     first_unfinished: int | None  # the offset holding commits back; None when all finished
     next_offset: int  # the position commits may go up to now (Kafka next offset to read)
     committed: int | None  # highest offset passed to mark_committed; None before the first
+    # Offsets consumed above the committed position: last tracked + 1 - the last commit (or,
+    # before the first, the first tracked offset, where the consumer started). What a crash
+    # now would read again (finished runs in the commit metadata are skipped, not served).
+    uncommitted: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +258,7 @@ class AckTracker:
                 first_unfinished=state.offsets[0] if state.offsets else None,
                 next_offset=state.next_offset(),
                 committed=state.committed,
+                uncommitted=max(0, state.last + 1 - state.floor),
             )
             for (topic, partition), state in sorted(self._partitions.items())
         )

@@ -49,6 +49,7 @@ from eventgw.orchestrator import commit_metadata
 from eventgw.orchestrator.ack_tracker import AckTracker
 from eventgw.orchestrator.priority_buffer import BUFFER_LANES, PriorityBuffer
 from eventgw.orchestrator.sessions import WorkerSession
+from eventgw.orchestrator.slo_recorder import SloRecorder
 from eventgw.orchestrator.task_heaps import BufferedTask
 from eventgw.orchestrator.wire import hint, task_batches
 
@@ -128,6 +129,7 @@ class Dispatcher:
             monotonic=self._mono,
         )
         self.tracker = AckTracker()
+        self.slo = SloRecorder(metrics, self._now_ms)  # met/missed per ACK, per message
         self.lane_of_topic: dict[str, str] = {
             topics.p30: "p30",
             topics.p20: "p20",
@@ -244,6 +246,10 @@ class Dispatcher:
                 value,
                 event.attempt,
             )
+            # The second tier, for the SLO counts: the offload lane's events, and theirs
+            # retried (EventData.offloaded); read only there, not per class-lane record.
+            if lane == "offload" or (lane == "retry" and event.offloaded):
+                task.offloaded = True
             headers = r.headers
             # A lane record from ingest has the four standard headers; only a longer list
             # (retry, redrive) can carry an origin or the redriven mark: no scan otherwise.
@@ -441,6 +447,8 @@ class Dispatcher:
         accepted = stale = 0
         released = False
         buffer = self.buffer
+        acked_tasks: list[BufferedTask] = []  # for the SLO counts, once per message
+        add_acked = acked_tasks.append
         writing = self._writing
         get = buffer.get
         finish = self._finish_acked
@@ -453,6 +461,7 @@ class Dispatcher:
                 continue
             accepted += 1
             finish(task)
+            add_acked(task)
         for r in results:
             task_id = r.task_id
             kind = r.kind
@@ -467,6 +476,7 @@ class Dispatcher:
                     continue
                 accepted += 1
                 finish(task)
+                add_acked(task)
                 continue
             task = buffer.lease_of(task_id)
             if (
@@ -496,6 +506,8 @@ class Dispatcher:
                     topic = self.retry_topics[min(attempt, len(self.retry_topics)) - 1]
                     self._write_out(task, r, topic)
         self._count_results(results, len(acked), stale)
+        if acked_tasks:
+            self.slo.record(acked_tasks)
         if released:
             self._dispatch()
         return accepted, stale
@@ -662,12 +674,17 @@ class Dispatcher:
         return self.buffer.statistics().leased
 
     def stats(self) -> pb.StatsResponse:
-        """Per-class (and offload/retry lane) stats for ``Stats`` and ``eventgw status``."""
+        """Per-class (and offload/retry lane) stats, SLO attainment and worker sessions.
+
+        For ``Stats``, ``/stats`` and ``eventgw status``.
+        """
         st = self.buffer.statistics()
+        slo = self.slo.statistics()
         lanes = []
         for p in (Priority.P30, Priority.P20, Priority.P10):
             c = self.class_counters[p.value]
             cls = st.classes[p]
+            normal, offloaded = slo[p, False], slo[p, True]
             lanes.append(
                 pb.ClassStats(
                     lane=p.name,
@@ -680,6 +697,11 @@ class Dispatcher:
                     slo_s=SLO_SECONDS[p],
                     paused=p.name.lower() in st.paused_lanes,
                     buffered_bytes=cls.bytes,
+                    slo_met=normal.met + offloaded.met,
+                    slo_missed=normal.missed + offloaded.missed,
+                    offloaded_slo_met=offloaded.met,
+                    offloaded_slo_missed=offloaded.missed,
+                    late=cls.late_ready,
                 )
             )
         for lane in ("offload", "retry"):
@@ -697,9 +719,23 @@ class Dispatcher:
                     buffered_bytes=ln.bytes,
                 )
             )
+        now = time.monotonic()
+        workers = [
+            pb.WorkerSessionStats(
+                worker_id=w.worker_id,
+                session=w.number,
+                credit=w.credit,
+                leased=w.leased(),
+                results=w.results,
+                connected_s=now - w.opened_at,
+            )
+            for w in sorted(self.sessions, key=lambda w: (w.worker_id, w.number))
+        ]
         return pb.StatsResponse(
             index=self._s.index,
             lanes=lanes,
             buffer_bytes=st.total_bytes,
             buffer_budget_bytes=st.budget_bytes,
+            workers=workers,
+            serving=self.serving,
         )

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from eventgw.kafka.producer import Delivery, Record
+    from eventgw.metrics.backend import Metrics
     from eventgw.orchestrator.priority_buffer import BufferStatistics
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ class FlowControlEmitter:
     """Publishes `evaluate`'s signals every ``interval_s`` until ``stop`` is set.
 
     A failed publish is logged and skipped: the next period sends fresh signals, and a
-    stale signal is worth nothing.
+    stale signal is worth nothing. Signals Kafka confirmed are counted in
+    ``eventgw_orchestrator_flow_control_signals_total{class, action}``.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class FlowControlEmitter:
         index: int,
         stats: Callable[[], BufferStatistics],
         interval_s: float,
+        metrics: Metrics,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -137,6 +140,16 @@ class FlowControlEmitter:
         self._stats = stats
         self._interval_s = interval_s
         self.sent = 0
+        signals = metrics.counter(
+            "eventgw_orchestrator_flow_control_signals_total",
+            "flow-control signals published, by class and action",
+            ["class", "action"],
+        )
+        self._m_signals = {
+            (p, action): signals.labels(p.name, action)
+            for p in _LANE_OF
+            for action in ("INCREASE", "DECREASE")
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Emit until ``stop``."""
@@ -154,6 +167,10 @@ class FlowControlEmitter:
             if failed:
                 logger.warning("flow_control.publish_failed error=%s", failed[0])
             self.sent += len(records) - len(failed)
+            # Once per signal and interval (a few a second at most): a plain counter is fine.
+            for s, d in zip(signals, deliveries, strict=False):
+                if d.ok:
+                    self._m_signals[s.priority, s.action].inc()
             for s in signals:
                 if s.action == "DECREASE":
                     logger.info(

@@ -35,6 +35,7 @@ from eventgw.kafka.group_consumer import GroupConsumer
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
+from eventgw.orchestrator.collector import OrchestratorCollector
 from eventgw.orchestrator.committer import Committer
 from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S, Dispatcher
 from eventgw.orchestrator.fetcher import LaneFetcher, ResultsReader, RetryFetcher
@@ -151,6 +152,7 @@ class OrchestratorService:
             o.index,
         )
         committer = Committer(d, lanes, retry, o.commit_interval_s)
+        self.metrics.register(OrchestratorCollector(d, writer, committer))
         server = grpc.aio.server(options=GRPC_OPTIONS)
         add_to_server(OrchestratorServicer(d), server)
         status = StatusServer(
@@ -196,6 +198,7 @@ class OrchestratorService:
                     o.index,
                     d.buffer.pressure_statistics,
                     o.flow_control_interval_s,
+                    self.metrics,
                 )
                 tg.create_task(emitter.run(fetch_stop))
                 await stop.wait()
@@ -274,6 +277,7 @@ class OrchestratorService:
         return json.dumps(
             {
                 "index": st.index,
+                "serving": st.serving,
                 "buffer_bytes": st.buffer_bytes,
                 "buffer_budget_bytes": st.buffer_budget_bytes,
                 "lanes": [
@@ -287,8 +291,24 @@ class OrchestratorService:
                         "oldest_age_s": round(c.oldest_age_s, 3),
                         "slo_s": c.slo_s,
                         "paused": c.paused,
+                        "late": c.late,
+                        "slo_met": c.slo_met,
+                        "slo_missed": c.slo_missed,
+                        "offloaded_slo_met": c.offloaded_slo_met,
+                        "offloaded_slo_missed": c.offloaded_slo_missed,
                     }
                     for c in st.lanes
+                ],
+                "workers": [
+                    {
+                        "worker_id": w.worker_id,
+                        "session": w.session,
+                        "credit": w.credit,
+                        "leased": w.leased,
+                        "results": w.results,
+                        "connected_s": round(w.connected_s, 1),
+                    }
+                    for w in st.workers
                 ],
             }
         ).encode()

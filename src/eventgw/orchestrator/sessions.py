@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import TYPE_CHECKING
 
 from eventgw.orchestrator.wire import MAX_MESSAGE_BYTES
@@ -39,11 +40,24 @@ class WorkerSession:
     one hint per credit grant, so a worker that stops reading holds at most what it asked for.
     """
 
-    __slots__ = ("_outbox", "_wake", "closed", "credit", "groups", "hinted", "number", "worker_id")
+    __slots__ = (
+        "_outbox",
+        "_wake",
+        "closed",
+        "credit",
+        "groups",
+        "hinted",
+        "number",
+        "opened_at",
+        "results",
+        "worker_id",
+    )
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self.number = next(_numbers)  # unique per process: names the session in logs
+        self.opened_at = time.monotonic()  # for Stats (how long it has been connected)
+        self.results = 0  # results received on this stream, counted per message
         self.credit = 0
         self.groups: list[LeaseGroup] = []
         self.hinted = False  # told of a backlog since its credit last ran out
@@ -61,6 +75,10 @@ class WorkerSession:
     def held(self) -> list[BufferedTask]:
         """The tasks leased to this worker now."""
         return [t for g in self.groups if g.live for t in g.tasks if t is not None]
+
+    def leased(self) -> int:
+        """How many tasks are leased to this worker now (for stats: walks its groups)."""
+        return sum(g.live for g in self.groups)
 
     def push(self, message: bytes, *, alone: bool = False) -> None:
         """Queue a serialized ``TaskBatch`` for the stream's writer (never blocks).
@@ -109,5 +127,5 @@ class WorkerSession:
     def __repr__(self) -> str:
         return (
             f"WorkerSession(#{self.number} {self.worker_id!r} credit={self.credit} "
-            f"leased={sum(g.live for g in self.groups)})"
+            f"leased={self.leased()})"
         )

@@ -63,6 +63,7 @@ class BufferedTask:
     ingested_at_ms: int
     value: bytes  # the serialized record; opaque here
     attempt: int = 0  # failed attempts; +1 when a delayed (NACKed) task is ready again
+    offloaded: bool = False  # ingest sent it to the offload lane (EventData.offloaded)
     delivery_count: int = 0  # times served to a processor (a release takes one back)
     lease_expires: float = 0.0  # monotonic seconds; meaningful only while leased
     rank: int = 0  # dispatch urgency of the last serve (see PriorityBuffer.pop_batch)

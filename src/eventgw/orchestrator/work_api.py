@@ -72,6 +72,7 @@ class OrchestratorServicer:
     def _apply(self, session: WorkerSession, request: pb.WorkRequest) -> None:
         d = self._d
         if request.results or request.acked:
+            session.results += len(request.results) + len(request.acked)
             d.apply_results(request.results, session, request.acked)
         if request.revoke:
             d.revoke_credit(session, request.revoke)

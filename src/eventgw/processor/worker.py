@@ -22,10 +22,12 @@ import grpc
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.clock import SystemClock
 from eventgw.core.lifecycle import wait_any
+from eventgw.metrics.backend import LATENCY_BUCKETS
 from eventgw.processor.credit import PrefetchEstimator, plan_credit
 from eventgw.processor.handlers import RELEASED, Reject, Retry, outcome_of
 from eventgw.processor.link import GRPC_OPTIONS, Link, LinkState
 from eventgw.processor.results import results_record
+from eventgw.processor.start_latency import StartLatency
 from eventgw.processor.task_queue import TaskQueue
 
 if TYPE_CHECKING:
@@ -205,14 +207,17 @@ class Worker:
             [],
             lambda: {(): float(self._received)},
         )
-        self._duration = metrics.loop_histogram(
-            "eventgw_processor_handler_duration_seconds", "one handler call"
-        )
+        self._duration = metrics.bulk_histogram(
+            "eventgw_processor_handler_duration_seconds",
+            "one handler call",
+            buckets=LATENCY_BUCKETS,
+        ).labels()
         # Credit bookkeeping kept incrementally: the hot path must not sum over links.
         self._outstanding = 0  # credit granted on every link and not used yet
         self._capacity = settings.concurrency + self._prefetch.prefetch()
         self._threshold = max(1, self._capacity // 4)
         self._since_estimate = 0  # handler calls since the prefetch was last re-estimated
+        self._start_latency = StartLatency(metrics)
 
     def statistics(self) -> WorkerStatistics:
         """A snapshot of the counters and state."""
@@ -424,6 +429,7 @@ class Worker:
         event = task.event
         clock = self._clock
         self._running += 1
+        self._start_latency.record(event, clock.wall_ms())
         started = clock.monotonic()
         try:
             await self._handler(event)

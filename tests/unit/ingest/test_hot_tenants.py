@@ -166,6 +166,17 @@ def test_hot_companies_are_sorted_and_limited() -> None:
     assert len(tracker.hot_companies(limit=100)) == 20
 
 
+def test_hot_count_counts_every_hot_company_and_forgets_them_after_the_window() -> None:
+    clock = FakeClock()
+    tracker = HotTenantTracker(cfg(window_s=1, max_rate_per_company=10), clock)
+    for i in range(20):
+        tracker.observe(f"c{i}", 10 + i)
+    tracker.observe("cold", 9)
+    assert tracker.hot_count() == 20  # not limited like hot_companies()
+    clock.advance(2)
+    assert tracker.hot_count() == 0
+
+
 def test_memory_is_bounded_under_100k_distinct_companies() -> None:
     clock = FakeClock()
     tracker = HotTenantTracker(cfg(max_tracked=2_000, max_rate_per_company=50), clock)

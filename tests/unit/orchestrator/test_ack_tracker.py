@@ -160,14 +160,28 @@ def test_statistics() -> None:
     assert stats.unfinished == 3
     assert stats.partitions == (
         PartitionAckStatistics(
-            "a", 2, unfinished=1, first_unfinished=0, next_offset=0, committed=None
+            "a", 2, unfinished=1, first_unfinished=0, next_offset=0, committed=None, uncommitted=1
         ),
         PartitionAckStatistics(
-            "t", 0, unfinished=2, first_unfinished=5, next_offset=5, committed=5
+            "t", 0, unfinished=2, first_unfinished=5, next_offset=5, committed=5, uncommitted=2
         ),
     )
     tracker.finish("a", 2, 0)
     assert tracker.statistics().partitions[0].first_unfinished is None
+
+
+def test_uncommitted_counts_consumed_offsets_above_the_last_commit() -> None:
+    tracker = tracker_with([10, 11, 12, 13])
+    assert tracker.statistics().partitions[0].uncommitted == 4  # from where it started
+    for offset in (10, 11, 12, 13):
+        tracker.finish("t", 0, offset)
+    assert tracker.statistics().partitions[0].uncommitted == 4  # finished is not committed
+    tracker.mark_committed("t", 0, 12)
+    assert tracker.statistics().partitions[0].uncommitted == 2
+    tracker.mark_committed("t", 0, 14)
+    assert tracker.statistics().partitions[0].uncommitted == 0
+    tracker.track("t", 0, 20)  # a gap (compacted or transaction markers) counts as consumed
+    assert tracker.statistics().partitions[0].uncommitted == 7
 
 
 def test_memory_stays_bounded_while_one_offset_holds_the_head() -> None:

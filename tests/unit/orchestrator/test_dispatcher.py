@@ -72,6 +72,7 @@ class Fixture:
     def __init__(self, **settings: object) -> None:
         self.clock = FakeClock()
         self.writer = FakeWriter()
+        self.metrics = Metrics()
         settings.setdefault("lease_s", LEASE_S)
         self.metrics = Metrics()
         self.d = Dispatcher(

@@ -241,7 +241,7 @@ class TaskResults(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
 
 class ClassStats(_message.Message):
-    __slots__ = ("lane", "buffered", "in_flight", "processed", "retried", "dead_lettered", "oldest_age_s", "slo_s", "paused", "buffered_bytes")
+    __slots__ = ("lane", "buffered", "in_flight", "processed", "retried", "dead_lettered", "oldest_age_s", "slo_s", "paused", "buffered_bytes", "slo_met", "slo_missed", "offloaded_slo_met", "offloaded_slo_missed", "late")
     LANE_FIELD_NUMBER: _ClassVar[int]
     BUFFERED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +252,11 @@ class ClassStats(_message.Message):
     SLO_S_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     BUFFERED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLO_MET_FIELD_NUMBER: _ClassVar[int]
+    SLO_MISSED_FIELD_NUMBER: _ClassVar[int]
+    OFFLOADED_SLO_MET_FIELD_NUMBER: _ClassVar[int]
+    OFFLOADED_SLO_MISSED_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
     lane: str
     buffered: int
     in_flight: int
@@ -262,20 +267,45 @@ class ClassStats(_message.Message):
     slo_s: float
     paused: bool
     buffered_bytes: int
-    def __init__(self, lane: _Optional[str] = ..., buffered: _Optional[int] = ..., in_flight: _Optional[int] = ..., processed: _Optional[int] = ..., retried: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., oldest_age_s: _Optional[float] = ..., slo_s: _Optional[float] = ..., paused: _Optional[bool] = ..., buffered_bytes: _Optional[int] = ...) -> None: ...
+    slo_met: int
+    slo_missed: int
+    offloaded_slo_met: int
+    offloaded_slo_missed: int
+    late: int
+    def __init__(self, lane: _Optional[str] = ..., buffered: _Optional[int] = ..., in_flight: _Optional[int] = ..., processed: _Optional[int] = ..., retried: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., oldest_age_s: _Optional[float] = ..., slo_s: _Optional[float] = ..., paused: _Optional[bool] = ..., buffered_bytes: _Optional[int] = ..., slo_met: _Optional[int] = ..., slo_missed: _Optional[int] = ..., offloaded_slo_met: _Optional[int] = ..., offloaded_slo_missed: _Optional[int] = ..., late: _Optional[int] = ...) -> None: ...
+
+class WorkerSessionStats(_message.Message):
+    __slots__ = ("worker_id", "session", "credit", "leased", "results", "connected_s")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    LEASED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_S_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    session: int
+    credit: int
+    leased: int
+    results: int
+    connected_s: float
+    def __init__(self, worker_id: _Optional[str] = ..., session: _Optional[int] = ..., credit: _Optional[int] = ..., leased: _Optional[int] = ..., results: _Optional[int] = ..., connected_s: _Optional[float] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("index", "lanes", "buffer_bytes", "buffer_budget_bytes")
+    __slots__ = ("index", "lanes", "buffer_bytes", "buffer_budget_bytes", "workers", "serving")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LANES_FIELD_NUMBER: _ClassVar[int]
     BUFFER_BYTES_FIELD_NUMBER: _ClassVar[int]
     BUFFER_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
     index: int
     lanes: _containers.RepeatedCompositeFieldContainer[ClassStats]
     buffer_bytes: int
     buffer_budget_bytes: int
-    def __init__(self, index: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., buffer_bytes: _Optional[int] = ..., buffer_budget_bytes: _Optional[int] = ...) -> None: ...
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerSessionStats]
+    serving: bool
+    def __init__(self, index: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., buffer_bytes: _Optional[int] = ..., buffer_budget_bytes: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerSessionStats, _Mapping]]] = ..., serving: _Optional[bool] = ...) -> None: ...

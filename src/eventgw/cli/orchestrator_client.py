@@ -1,0 +1,57 @@
+"""The operator's gRPC call to an orchestrator: ``Stats`` (``eventgw status``).
+
+Synchronous: the CLI has no event loop here. ``grpc`` errors are translated into
+`OrchestratorUnreachable` once, at this edge.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.core.errors import RetriableError
+from eventgw.grpc_options import client_channel_options
+
+__all__ = ["OrchestratorUnreachable", "fetch_stats"]
+
+
+class OrchestratorUnreachable(RetriableError):
+    """An orchestrator did not answer ``Stats``.
+
+    Attributes:
+        target: its ``host:port``.
+        code: the gRPC status name.
+        detail: the server's or transport's explanation.
+    """
+
+    def __init__(self, target: str, code: str, detail: str) -> None:
+        super().__init__(f"orchestrator {target}: {code} {detail}".rstrip())
+        self.target = target
+        self.code = code
+        self.detail = detail
+
+
+def fetch_stats(target: str, timeout_s: float) -> pb.StatsResponse:
+    """Ask the orchestrator at ``target`` (gRPC ``host:port``) for its ``Stats``.
+
+    Blocks for at most ``timeout_s`` (connecting included); an address nothing listens on
+    fails at once.
+
+    Raises:
+        OrchestratorUnreachable: no answer in time, or an error answer.
+    """
+    with grpc.insecure_channel(target, options=client_channel_options()) as channel:
+        stats = channel.unary_unary(
+            "/eventgw.v1.Orchestrator/Stats",
+            request_serializer=pb.StatsRequest.SerializeToString,
+            response_deserializer=pb.StatsResponse.FromString,
+        )
+        try:
+            response: pb.StatsResponse = stats(pb.StatsRequest(), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            raise OrchestratorUnreachable(
+                target, code.name if code is not None else "UNKNOWN", detail or ""
+            ) from exc
+    return response
