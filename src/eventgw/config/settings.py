@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from eventgw.config.internal_auth import InternalAuthSettings
 from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.envelope import Priority
@@ -464,6 +465,7 @@ class EventGwSettings(BaseSettings):
     recovery: RecoverySettings = RecoverySettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     processor: ProcessorSettings = ProcessorSettings()
+    internal_auth: InternalAuthSettings = InternalAuthSettings()
 
     @classmethod
     def settings_customise_sources(
