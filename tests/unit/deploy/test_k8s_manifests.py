@@ -19,6 +19,7 @@ import yaml
 
 from eventgw.cli.main import build_parser
 from eventgw.config.dynamic import parse_dynamic_config
+from eventgw.config.internal_auth import AUDIENCES
 from eventgw.config.settings import EventGwSettings, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
@@ -102,3 +103,26 @@ def test_exposed_and_probed_ports_are_the_ports_the_settings_bind(
         port = container.get(probe, {}).get("httpGet", {}).get("port")
         if port is not None:
             assert named.get(port, port) in bound, f"{name} {probe} on a port nothing serves"
+
+
+# The internal gRPC tokens each command uses (docs/security.md): the server's own, or the
+# one it presents to the server it calls; none else (a processor cannot call the publisher).
+_TOKENS_OF = {
+    "publisher": {"publisher"},
+    "ingest": {"publisher"},
+    "orchestrator": {"orchestrator"},
+    "processor": {"orchestrator"},
+    "failed-writes": set(),
+}
+
+
+@pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
+def test_every_container_holds_the_internal_tokens_it_uses_and_no_other(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s = _settings_for(container, monkeypatch, tmp_path)
+    assert s.environment == "production", "no token is made for a production pod"
+    command = build_parser().parse_args(container["args"]).command
+    needs = set() if command == "ingest" and s.ingest.embedded_publisher else _TOKENS_OF[command]
+    held = {audience for audience in AUDIENCES if s.internal_auth.has_token(audience)}
+    assert held == needs, name
