@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AUTHORIZATION",
     "OPEN_METHOD_PREFIXES",
+    "Metadata",
     "Refusal",
     "TokenInterceptor",
     "bearer_metadata",
@@ -57,6 +58,7 @@ _SCHEME: Final = "Bearer "
 _WARN_EVERY_S: Final = 60.0  # refusals are logged at most this often (a flood is counted)
 
 Metadata = tuple[tuple[str, str], ...]
+"""Call metadata as a client passes it (``metadata=`` of a gRPC call)."""
 
 
 class Refusal(enum.Enum):
