@@ -29,7 +29,7 @@ from eventgw.config.local_credentials import with_local_credentials
 from eventgw.config.settings import EventGwSettings
 from eventgw.core.envelope import SLO_SECONDS, Priority, event_headers, new_event_id
 from eventgw.grpc_auth import bearer_metadata
-from eventgw.kafka.local_broker import default_home
+from eventgw.kafka.jar_cache import default_home
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

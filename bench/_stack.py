@@ -29,13 +29,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from eventgw.config.settings import TopicSettings
 from eventgw.kafka.admin import TopicSpec, ensure_topics
-from eventgw.kafka.local_broker import (
-    KAFKA_VERSION,
-    BrokerSpec,
-    LocalBroker,
-    default_home,
-    ensure_kafka_jars,
-)
+from eventgw.kafka.broker_config import BrokerSpec
+from eventgw.kafka.jar_cache import KAFKA_VERSION, default_home, ensure_kafka_jars
+from eventgw.kafka.local_broker import LocalBroker
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

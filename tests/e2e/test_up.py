@@ -1,17 +1,20 @@
 """The README's first command, end to end: ``eventgw up`` starts Kafka and the write path;
 a curl-style POST is answered 202 and the record is on its topic, the demo processor handles
-it; the internal hops are authenticated; SIGINT stops everything the command started,
-within its deadline."""
+it; the internal gRPC hops are authenticated; SIGINT stops everything the command started,
+within its deadline. ``eventgw up --secure`` the same over SASL_SSL, each component as its
+own principal (one cluster, to keep it short)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import signal
 import socket
 import stat
 import sys
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -19,8 +22,13 @@ import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.local_credentials import credentials_dir
-from eventgw.kafka.local_broker import default_home
+from eventgw.config.settings import load_settings
+from eventgw.kafka.client_config import cluster_config
+from eventgw.kafka.jar_cache import default_home
 from tests.fixtures.stack import read_topic
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -46,7 +54,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
+def security_from(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The client properties of the login ``eventgw up --secure`` wrote to ``env_file``."""
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    for name in [n for n in os.environ if n.startswith("EVENTGW_")]:
+        monkeypatch.delenv(name)
+    for line in env_file.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        monkeypatch.setenv(name, shlex.split(value)[0])
+    return cluster_config(load_settings().kafka.primary)
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "secure"])
+async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, monkeypatch, secure):
     kafka_primary, kafka_rollout = free_port_pair(), free_port_pair()
     http_port = free_port()
     orch_grpc, orch_status = free_port(), free_port()
@@ -73,11 +93,15 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
         default_home() / "clusters" / f"{n}-{p}"
         for n, p in (("primary", kafka_primary), ("rollout", kafka_rollout))
     ]
+    if secure:
+        env["EVENTGW_KAFKA__ROLLOUT"] = "null"
+        data_dirs = [default_home() / "clusters" / f"primary-{kafka_primary}-secure"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "eventgw.cli.main",
         "up",
+        *(["--secure"] if secure else []),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -113,8 +137,15 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
             assert (await client.get(f"http://127.0.0.1:{http_port}/readyz")).status_code == 200
             metrics = (await client.get(f"http://127.0.0.1:{http_port}/metrics")).text
             assert 'eventgw_ingest_events_total{status="accepted"} 1.0' in metrics
+        security = None
+        if secure:
+            assert "Kafka is SASL_SSL with ACLs" in "".join(output)
+            security = security_from(data_dirs[0] / "security" / "admin.env", monkeypatch)
+            assert security["sasl.username"] == "eventgw-admin"
+            tools = data_dirs[0] / "security" / "tools.env"
+            assert "eventgw-tools" in tools.read_text()
         records = await asyncio.to_thread(
-            read_topic, f"127.0.0.1:{kafka_primary}", result["topic"], expect=1
+            read_topic, f"127.0.0.1:{kafka_primary}", result["topic"], expect=1, security=security
         )
         assert [pb.EventData.FromString(r.value).event_id for r in records] == [result["event_id"]]
 
@@ -149,7 +180,9 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path):
             code = await proc.wait()
             await draining
         assert code == 0, "".join(output)
-        for port in (kafka_primary, kafka_rollout, http_port):
+        for port in (
+            (kafka_primary, http_port) if secure else (kafka_primary, kafka_rollout, http_port)
+        ):
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
     finally:

@@ -10,12 +10,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics, list_topics
-from eventgw.kafka.local_broker import (
-    KAFKA_VERSION,
-    LocalBroker,
-    default_home,
-    ensure_kafka_jars,
-)
+from eventgw.kafka.jar_cache import KAFKA_VERSION, default_home, ensure_kafka_jars
+from eventgw.kafka.local_broker import LocalBroker
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

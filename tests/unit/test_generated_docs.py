@@ -1,4 +1,5 @@
-"""docs/configuration.md and docs/metrics.md must match the code (run scripts/gen-docs)."""
+"""Generated docs must match the code (run scripts/gen-docs): configuration.md, metrics.md and
+the ACL table in operations.md."""
 
 from __future__ import annotations
 
@@ -15,3 +16,9 @@ def test_configuration_reference_is_up_to_date():
 
 def test_metrics_reference_is_up_to_date():
     assert (DOCS / "metrics.md").read_text() == docs_gen.metrics()
+
+
+def test_operations_acl_table_is_up_to_date():
+    text = (DOCS / "operations.md").read_text()
+    assert docs_gen.operations(text) == text
+    assert docs_gen.acl_table() in text

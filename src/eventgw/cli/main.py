@@ -16,7 +16,7 @@ from eventgw.cli.options import UsageError
 from eventgw.config.local_credentials import with_local_credentials
 from eventgw.config.settings import EventGwSettings, load_settings
 from eventgw.core.errors import ConfigError
-from eventgw.kafka.local_broker import default_home
+from eventgw.kafka.jar_cache import default_home
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole stack locally, Kafka included")
     up.add_argument("--no-kafka", action="store_true", help="use already running clusters")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="Kafka over SASL_SSL with ACLs; each component logs in as its own role",
+    )
 
     ingest = sub.add_parser("ingest", help="run the ingest service (HTTP + gRPC)")
     # Set by the `ingest.workers` supervisor on the processes it starts (eventgw.cli.workers).
@@ -167,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="the local Apache Kafka clusters")
     kafka.add_argument("action", choices=["start", "stop", "status"])
     kafka.add_argument("--cluster", choices=["primary", "rollout", "all"], default="all")
+    kafka.add_argument(
+        "--secure",
+        action="store_true",
+        help="the SASL_SSL twins of the clusters (eventgw up --secure)",
+    )
 
     topics = sub.add_parser("topics", help="create or list the eventgw topics")
     topics.add_argument("action", choices=["create", "list"])

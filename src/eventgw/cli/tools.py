@@ -12,22 +12,22 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from eventgw.cli import secure
 from eventgw.config.local_credentials import credentials_dir
 from eventgw.core.errors import ConfigError
+from eventgw.kafka.acl_policy import username
 from eventgw.kafka.admin import TopicSpec, ensure_topics, list_topics
-from eventgw.kafka.local_broker import (
-    BrokerSpec,
-    LocalBroker,
-    default_home,
-    default_spec,
-    ensure_kafka_jars,
-)
+from eventgw.kafka.broker_config import BrokerSpec, default_spec
+from eventgw.kafka.jar_cache import default_home, ensure_kafka_jars
+from eventgw.kafka.local_broker import LocalBroker
+from eventgw.kafka.local_security import ADMIN_USER
 
 if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
     from eventgw.config.settings import EventGwSettings, KafkaClusterSettings, TopicSettings
+    from eventgw.kafka.acl_policy import Role
 
 
 def _clusters(which: str) -> list[str]:
@@ -58,22 +58,20 @@ def _local_spec(name: str, bootstrap: str, home: Path) -> BrokerSpec:
     )
 
 
-def _brokers(which: str, settings: EventGwSettings) -> list[LocalBroker]:
+def _brokers(which: str, settings: EventGwSettings, *, secured: bool) -> list[LocalBroker]:
+    """The local brokers serving ``which`` clusters; ``secured``: their SASL_SSL twins."""
     home = default_home()
     libs = ensure_kafka_jars(home)
     bootstraps = {"primary": settings.kafka.primary.bootstrap_servers}
     if settings.kafka.rollout is not None:
         bootstraps["rollout"] = settings.kafka.rollout.bootstrap_servers
-    return [
-        LocalBroker(_local_spec(name, bootstraps[name], home), libs)
-        for name in _clusters(which)
-        if name in bootstraps
-    ]
+    specs = [_local_spec(n, bootstraps[n], home) for n in _clusters(which) if n in bootstraps]
+    return [LocalBroker(secure.secure_spec(s) if secured else s, libs) for s in specs]
 
 
 def cmd_kafka(args: argparse.Namespace, settings: EventGwSettings) -> int:
-    """``eventgw kafka start|stop|status``."""
-    for broker in _brokers(args.cluster, settings):
+    """``eventgw kafka start|stop|status [--secure]``."""
+    for broker in _brokers(args.cluster, settings, secured=args.secure):
         if args.action == "start":
             started = time.monotonic()
             broker.start()
@@ -81,6 +79,11 @@ def cmd_kafka(args: argparse.Namespace, settings: EventGwSettings) -> int:
                 f"kafka {broker.spec.name}: ready on {broker.bootstrap} "
                 f"({time.monotonic() - started:.1f}s)"
             )
+            if args.secure:
+                print(
+                    f"  SASL_SSL; CA {broker.credentials.ca_file}; SCRAM users and passwords "
+                    f"in {broker.spec.security_dir / 'scram.json'}"
+                )
         elif args.action == "stop":
             broker.stop()
             print(f"kafka {broker.spec.name}: stopped")
@@ -91,12 +94,7 @@ def cmd_kafka(args: argparse.Namespace, settings: EventGwSettings) -> int:
 
 def _configured(settings: EventGwSettings, which: str) -> dict[str, KafkaClusterSettings]:
     """The configured clusters named by ``which`` (``all`` or one name)."""
-    k = settings.kafka
-    out = {"primary": k.primary}
-    if k.rollout is not None:
-        out["rollout"] = k.rollout
-    if k.fallback is not None:
-        out["fallback"] = k.fallback
+    out = settings.kafka.configured()
     if which == "all":
         return out
     if which not in out:
@@ -262,8 +260,38 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
     raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
 
 
+def _secure_stack(
+    settings: EventGwSettings, brokers: list[LocalBroker]
+) -> dict[str, dict[str, str]]:
+    """Topics (as the admin) and every role's ACLs on the secured ``brokers``; return the
+    environment of each component (its own principal) and write the operator's env files."""
+    by_name = {broker.spec.name: broker for broker in brokers}
+    create_topics(secure.admin_settings(settings, by_name))
+    secure.grant_roles(settings, by_name)
+    for who, user in (("tools", username("tools")), ("admin", ADMIN_USER)):
+        secure.write_env_file(_env_file(brokers, who), secure.login_env(by_name, user))
+    ingest_role: Role = "gateway" if settings.ingest.embedded_publisher else "ingest"
+    roles: dict[str, Role] = {
+        "publisher": "publisher",
+        "failed-writes": "failed-writes",
+        "orchestrator": "orchestrator",
+        "processor": "processor",
+        "ingest": ingest_role,
+    }
+    return {name: secure.role_env(by_name, role) for name, role in roles.items()}
+
+
+def _env_file(brokers: list[LocalBroker], who: str) -> Path:
+    """Where ``up --secure`` leaves ``who``'s logins: in the first cluster's security dir."""
+    return brokers[0].spec.security_dir / f"{who}.env"
+
+
 def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
-    """``eventgw up``: Kafka (both clusters), topics, publisher, failed-writes, ingest."""
+    """``eventgw up [--secure]``: Kafka (both clusters), topics, then every component.
+
+    ``--secure``: the clusters are SASL_SSL with ACLs (their own data directories), topics
+    are created as the admin, and each component runs as its own principal.
+    """
     started_brokers: list[LocalBroker] = []
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
@@ -279,12 +307,16 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
                 "eventgw up: fetching Apache Kafka (first run only) and starting it ...",
                 flush=True,
             )
-            for broker in _brokers("all", settings):
+            for broker in _brokers("all", settings, secured=args.secure):
                 if not broker.is_running():
                     broker.start()
                     started_brokers.append(broker)
                 print(f"  kafka {broker.spec.name}: {broker.bootstrap}", flush=True)
-        create_topics(settings)
+        logins: dict[str, dict[str, str]] = {}
+        if args.secure:
+            logins = _secure_stack(settings, _brokers("all", settings, secured=True))
+        else:
+            create_topics(settings)
         base = [sys.executable, "-m", "eventgw.cli.main"]
         if args.settings:
             base += ["--settings", str(args.settings)]
@@ -303,7 +335,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             ("processor", eps["processor"] + "/readyz"),
             ("ingest", eps["ingest"] + "/readyz"),
         ):
-            proc = subprocess.Popen([*base, name], env=os.environ.copy())
+            proc = subprocess.Popen([*base, name], env=os.environ | logins.get(name, {}))
             children.append((name, proc))
             _wait_ready(ready_url, proc, 90)
         s = settings.ingest
@@ -324,6 +356,14 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             "  Ctrl-C stops everything this command started.",
             flush=True,
         )
+        if args.secure:
+            secured = _brokers("all", settings, secured=True)
+            print(
+                "  Kafka is SASL_SSL with ACLs; each component logs in as eventgw-<role>.\n"
+                f"  for eventgw dlq/replay: source {_env_file(secured, 'tools')}\n"
+                f"  for eventgw topics (admin): source {_env_file(secured, 'admin')}",
+                flush=True,
+            )
         while not stopping:
             for name, proc in children:
                 if proc.poll() is not None:

@@ -11,9 +11,17 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from eventgw.config.internal_auth import InternalAuthSettings
@@ -29,17 +37,83 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# librdkafka properties client_overrides may not set. Security is set by typed fields only,
+# so no raw property can turn verification off, downgrade the protocol or swap credentials;
+# the typed fields' own properties are refused too, so each idea has one home.
+_TYPED_PROPERTIES: Final = {
+    "bootstrap.servers": "bootstrap_servers",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+}
+_SECURITY_PREFIXES: Final = ("security.", "sasl.", "ssl.", "ssl_", "enable.ssl.", "enable.sasl.")
+_SECURITY_PROPERTIES: Final = frozenset({"plugin.library.paths"})  # loads code into the client
+
+
 class KafkaClusterSettings(_Frozen):
-    """How to reach one Kafka cluster."""
+    """How to reach one Kafka cluster.
+
+    Security is typed: ``security_protocol``, the SASL fields and the ``ssl_*`` files; the
+    client properties they become are written in one place
+    (`eventgw.kafka.client_config.cluster_config`). ``client_overrides`` carries other raw
+    librdkafka properties and may not touch security (refused at start-up, naming the key).
+    """
 
     bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port...]")
     security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    client_overrides: dict[str, str] = Field(
-        default_factory=dict, description="raw librdkafka properties merged last"
+    ssl_ca_location: Path | None = Field(
+        default=None,
+        description="SASL_SSL: PEM file of the CA certificate(s) the brokers' certificates are "
+        "verified against; None: the system's CA store. The broker's host name is always "
+        "verified",
     )
+    ssl_certificate_location: Path | None = Field(
+        default=None,
+        description="SASL_SSL: PEM client certificate for brokers that require mutual TLS "
+        "(with ssl_key_location)",
+    )
+    ssl_key_location: Path | None = Field(
+        default=None, description="SASL_SSL: PEM private key of ssl_certificate_location"
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of ssl_key_location, if it is encrypted"
+    )
+    client_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description="raw librdkafka properties merged last; security properties (security.*, "
+        "sasl.*, ssl.*, enable.ssl.*) and bootstrap.servers are refused: use the typed fields",
+    )
+
+    @field_validator("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        # Checked at start-up: librdkafka would only fail when the first client is created.
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path} is not a file")
+        return path
+
+    @field_validator("client_overrides")
+    @classmethod
+    def _no_security_overrides(cls, overrides: dict[str, str]) -> dict[str, str]:
+        for key in overrides:
+            typed = _TYPED_PROPERTIES.get(key)
+            if typed is not None:
+                raise ValueError(f"{key!r} is set by the typed field {typed}, not by an override")
+            if key.startswith(_SECURITY_PREFIXES) or key in _SECURITY_PROPERTIES:
+                raise ValueError(
+                    f"{key!r} is security configuration and cannot be overridden "
+                    "(security_protocol, sasl_* and ssl_* are the typed fields)"
+                )
+        return overrides
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaClusterSettings:
@@ -47,6 +121,26 @@ class KafkaClusterSettings(_Frozen):
             self.sasl_mechanism and self.sasl_username and self.sasl_password
         ):
             raise ValueError("SASL_SSL needs sasl_mechanism, sasl_username and sasl_password")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> KafkaClusterSettings:
+        tls_fields = {
+            "ssl_ca_location": self.ssl_ca_location,
+            "ssl_certificate_location": self.ssl_certificate_location,
+            "ssl_key_location": self.ssl_key_location,
+            "ssl_key_password": self.ssl_key_password,
+        }
+        given = [name for name, value in tls_fields.items() if value is not None]
+        if given and self.security_protocol != "SASL_SSL":
+            raise ValueError(f"{given[0]}: TLS files are used only with security_protocol SASL_SSL")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError(
+                "ssl_key_location: mutual TLS needs both ssl_certificate_location and "
+                "ssl_key_location, or neither"
+            )
+        if self.ssl_key_password is not None and self.ssl_key_location is None:
+            raise ValueError("ssl_key_password: given without ssl_key_location")
         return self
 
 
@@ -61,6 +155,11 @@ class KafkaSettings(_Frozen):
     active_cluster_fleet: str = Field(
         default="default", description="which fleet of clusters is live during a migration"
     )
+
+    def configured(self) -> dict[str, KafkaClusterSettings]:
+        """The configured clusters by name: ``primary``, then ``rollout``, ``fallback`` if set."""
+        clusters = {"primary": self.primary, "rollout": self.rollout, "fallback": self.fallback}
+        return {name: c for name, c in clusters.items() if c is not None}
 
 
 class TopicSettings(_Frozen):
@@ -392,6 +491,16 @@ class OrchestratorSettings(_Frozen):
         default=2.0, gt=0, description="how often INCREASE/DECREASE signals are published"
     )
     fetch_max_records: int = Field(default=2000, ge=1)
+    lane_ready_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a lane's partitions pause while it holds more ready tasks than the "
+        "workers take in this many seconds (at least lane_min_ready): a flood waits in "
+        "Kafka, not in memory or in the consumer's fetch queue ahead of other lanes",
+    )
+    lane_min_ready: int = Field(
+        default=2000, ge=1, description="the ready tasks a lane may always hold (lane_ready_s)"
+    )
     time_scale: float = Field(
         default=1.0, gt=0, le=1.0, description="multiplies retry delays and leases (tests)"
     )
@@ -455,7 +564,11 @@ class EventGwSettings(BaseSettings):
         extra="forbid",
     )
 
-    environment: Environment = "development"
+    environment: Environment = Field(
+        default="development",
+        description="production: every configured Kafka cluster must be SASL_SSL; staging: "
+        "every topic name (and the S3 bucket or prefix) must contain 'staging'",
+    )
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     backup: BackupSettings = BackupSettings()
@@ -488,6 +601,20 @@ class EventGwSettings(BaseSettings):
                 "backup.hmac_key: required with an S3 backup store in production "
                 "(sign the objects so that none can be forged)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _production_is_sasl_ssl(self) -> EventGwSettings:
+        if self.environment != "production":
+            return self
+        for name, cluster in self.kafka.configured().items():
+            if cluster.security_protocol != "SASL_SSL":
+                # "<field>: <text>" lets load_settings name the offending field.
+                hint = " (or turn it off: EVENTGW_KAFKA__ROLLOUT=null)" if name == "rollout" else ""
+                raise ValueError(
+                    f"kafka.{name}.security_protocol: environment=production needs SASL_SSL "
+                    f"for every cluster, not {cluster.security_protocol}{hint}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ from eventgw.ingest.status_doc import (
     HotCompany,
     HotTenantCounts,
 )
-from eventgw.kafka.client_config import consumer_config
+from eventgw.kafka.client_config import FLOW_CONTROL_READER_GROUP, consumer_config
 from eventgw.kafka.consumer import ConsumerError, PartitionReader
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class AdmissionControl:
         attempt = 0
         while not stop.is_set():
             reader = PartitionReader(
-                consumer_config(s.kafka.primary, "eventgw-ingest-flow-control", "eventgw-ingest"),
+                consumer_config(s.kafka.primary, FLOW_CONTROL_READER_GROUP, "eventgw-ingest"),
                 s.topics.flow_control,
                 None,
             )

@@ -1,4 +1,4 @@
-"""Create, delete and list topics with the Kafka admin client (synchronous, for CLI and tests).
+"""Create, delete and list topics, and create ACLs, with the Kafka admin client (synchronous).
 
 These helpers block the calling thread: call them from the CLI, pytest fixtures or
 ``asyncio.to_thread``, never directly from a coroutine.
@@ -13,8 +13,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 from confluent_kafka import KafkaError, KafkaException
 
-# The documented import path; confluent_kafka.admin re-exports NewTopic without __all__.
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+# The documented import path; confluent_kafka.admin re-exports these without __all__.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from eventgw.kafka.client_config import cluster_config
 
@@ -22,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from eventgw.config.settings import KafkaClusterSettings
+    from eventgw.kafka.acl_policy import AclRule
 
 logger = logging.getLogger(__name__)
 
@@ -229,3 +239,67 @@ def delete_topics(
             "kafka.topics.deleted bootstrap=%s topics=%s", _bootstrap(cluster), ",".join(deleted)
         )
     return deleted
+
+
+def _binding(rule: AclRule) -> AclBinding:
+    return AclBinding(
+        ResourceType.TOPIC if rule.resource == "topic" else ResourceType.GROUP,
+        rule.name,
+        ResourcePatternType.PREFIXED if rule.prefixed else ResourcePatternType.LITERAL,
+        rule.principal,
+        "*",
+        AclOperation.READ if rule.operation == "READ" else AclOperation.WRITE,
+        AclPermissionType.ALLOW,
+    )
+
+
+def apply_acls(
+    cluster: str | KafkaClusterSettings, rules: Sequence[AclRule], timeout_s: float = 30
+) -> int:
+    """Create the ALLOW ACLs of ``rules`` (see `eventgw.kafka.acl_policy`).
+
+    Idempotent: an ACL that exists already is left as it is. ACLs not in ``rules`` are not
+    removed. Needs a principal allowed to alter the cluster's ACLs (a super user).
+
+    Blocking: until the broker enforces every ACL, at most ``timeout_s``. CreateAcls returns
+    once the controller has committed them; the broker's authorizer applies them from the
+    metadata log a moment later (about a second on a local broker), and a client that
+    connects in between is refused. So this waits until DescribeAcls, which the broker
+    answers from its authorizer, lists them all.
+
+    Returns:
+        How many distinct ACLs were applied.
+
+    Raises:
+        confluent_kafka.KafkaException: The cluster refused an ACL (e.g. no authorizer, or
+            the principal may not alter ACLs) or could not be reached.
+        TimeoutError: The broker did not enforce them within ``timeout_s``.
+    """
+    if not rules:
+        return 0
+    deadline = time.monotonic() + timeout_s
+    admin = _admin(cluster)
+    bindings = list(dict.fromkeys(_binding(rule) for rule in rules))
+    futures = admin.create_acls(bindings, request_timeout=timeout_s)
+    for future in futures.values():
+        future.result(timeout=_remaining(deadline))
+    # None matches any name, principal and host (confluent-kafka's stubs say str only).
+    anything: Any = None
+    every_allow = AclBindingFilter(
+        ResourceType.ANY,
+        anything,
+        ResourcePatternType.ANY,
+        anything,
+        anything,
+        AclOperation.ANY,
+        AclPermissionType.ALLOW,
+    )
+    while True:
+        enforced = admin.describe_acls(every_allow, request_timeout=_remaining(deadline) or 1)
+        if set(bindings) <= set(enforced.result(timeout=_remaining(deadline))):
+            break
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{len(bindings)} ACLs not enforced within {timeout_s:.0f} s")
+        time.sleep(_METADATA_POLL_S)
+    logger.info("kafka.acls.applied bootstrap=%s acls=%d", _bootstrap(cluster), len(bindings))
+    return len(bindings)

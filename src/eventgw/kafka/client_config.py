@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from eventgw.config.settings import KafkaClusterSettings, LaneTuning
@@ -11,9 +11,24 @@ if TYPE_CHECKING:
 
 _LIBRDKAFKA_LOGGER = logging.getLogger("eventgw.kafka.librdkafka")
 
+SCANNER_GROUP: Final = "eventgw-tools-never-joined"
+"""The group id of every `TopicScanner` (``scanner_config``). Never joined, nothing committed;
+librdkafka still looks up its coordinator, so on a cluster with ACLs the principal needs
+DESCRIBE on it (`eventgw.kafka.acl_policy` grants it)."""
+
+FLOW_CONTROL_READER_GROUP: Final = "eventgw-ingest-flow-control"
+"""The group id of ingest's flow-control `PartitionReader`: never joined, as ``SCANNER_GROUP``."""
+
 
 def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
-    """Connection and security properties shared by producers, consumers and admin clients."""
+    """Connection and security properties shared by producers, consumers and admin clients.
+
+    The one place the typed security settings become client properties. With ``SASL_SSL``
+    the broker's certificate is verified against ``ssl_ca_location`` (or the system's CA
+    store) and its host name checked, stated here rather than left to librdkafka's defaults;
+    a client certificate is presented when one is configured (mutual TLS).
+    ``client_overrides`` cannot undo any of it: the settings refuse security properties there.
+    """
     conf: dict[str, Any] = {
         "bootstrap.servers": cluster.bootstrap_servers,
         "security.protocol": cluster.security_protocol,
@@ -31,6 +46,17 @@ def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
         conf["sasl.password"] = (
             cluster.sasl_password.get_secret_value() if cluster.sasl_password else None
         )
+    if cluster.security_protocol == "SASL_SSL":
+        conf["enable.ssl.certificate.verification"] = True
+        conf["ssl.endpoint.identification.algorithm"] = "https"
+        if cluster.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(cluster.ssl_ca_location)
+        if cluster.ssl_certificate_location is not None:
+            conf["ssl.certificate.location"] = str(cluster.ssl_certificate_location)
+        if cluster.ssl_key_location is not None:
+            conf["ssl.key.location"] = str(cluster.ssl_key_location)
+        if cluster.ssl_key_password is not None:
+            conf["ssl.key.password"] = cluster.ssl_key_password.get_secret_value()
     return conf
 
 
@@ -107,7 +133,7 @@ def scanner_config(cluster: KafkaClusterSettings, client_id: str) -> dict[str, A
     conf = cluster_config(cluster)
     conf.update(
         {
-            "group.id": "eventgw-tools-never-joined",
+            "group.id": SCANNER_GROUP,
             "client.id": client_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

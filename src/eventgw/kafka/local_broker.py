@@ -1,9 +1,9 @@
-"""Run a real single-node KRaft Apache Kafka broker on loopback, from jars fetched with Maven.
+"""Run a real single-node KRaft Apache Kafka broker on loopback, as a detached process.
 
-There is no Docker on the machines this project runs on, so the project starts Kafka itself:
-``ensure_kafka_jars`` copies the runtime classpath of ``kafka_2.13`` from Maven Central into a
-cache, and ``LocalBroker`` runs ``kafka.Kafka`` from it as one JVM that is both broker and
-controller (``process.roles=broker,controller``, no ZooKeeper).
+``LocalBroker`` runs ``kafka.Kafka`` from the jars of `eventgw.kafka.jar_cache` as one JVM
+that is both broker and controller (``process.roles=broker,controller``, no ZooKeeper), with
+the configuration of `eventgw.kafka.broker_config`. This module manages the process: format,
+spawn, wait until ready, stop, kill, status.
 
 The broker is a detached process (its own session) that outlives the Python process that
 started it. Its identity lives on disk, in ``<data_dir>/broker.pid``, so ``eventgw kafka stop``
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
-import importlib.resources
 import logging
 import os
 import select
@@ -29,23 +27,19 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from eventgw.kafka.broker_config import LOG4J2_PROPERTIES, render_properties, server_properties
+from eventgw.kafka.jar_cache import file_lock
+from eventgw.kafka.local_security import ADMIN_USER, LocalCredentials
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
+
+    from eventgw.kafka.broker_config import BrokerSpec
 
 logger = logging.getLogger(__name__)
-
-KAFKA_VERSION: Final = "4.1.1"
-"""The Apache Kafka release the local broker runs (override per call with ``version=``)."""
-
-PRIMARY: Final = ("primary", 9092, 9093)
-"""Name, client port and controller port of the default primary cluster."""
-
-ROLLOUT: Final = ("rollout", 9094, 9095)
-"""Name, client port and controller port of the default rollout cluster."""
 
 STARTED_LINE: Final = "Kafka Server started"
 """The log line ``KafkaRaftServer`` writes once the broker is unfenced and serving.
@@ -55,7 +49,6 @@ In 4.1.1 it reads ``[KafkaRaftServer nodeId=1] Kafka Server started``. It comes 
 so a broker that logged it accepts produce and metadata requests.
 """
 
-_MVN_TIMEOUT_S: Final = 900.0
 _FORMAT_TIMEOUT_S: Final = 120.0
 _KILL_WAIT_S: Final = 30.0
 _LAUNCH_TIMEOUT_S: Final = 30.0
@@ -78,200 +71,9 @@ with open(sys.argv[1], "ab") as log:
 print(proc.pid)
 """
 
-_LOG4J2_PROPERTIES: Final = """\
-# Written by eventgw.kafka.local_broker. Kafka's poms bring log4j2 but no configuration; without
-# one log4j2 prints errors only and start() would never see the started line.
-status = warn
-appender.stdout.type = Console
-appender.stdout.name = STDOUT
-appender.stdout.layout.type = PatternLayout
-appender.stdout.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.stdout.ref = STDOUT
-# The full config dump (~1800 lines per start) repeats server.properties; keep it out.
-logger.config.name = org.apache.kafka.common.config.AbstractConfig
-logger.config.level = WARN
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-"""
-
-
-def default_home() -> Path:
-    """Return the cache and state directory: ``$EVENTGW_HOME`` or ``~/.cache/eventgw``.
-
-    It holds the fetched jars (``kafka-<version>/libs``) and the data of the local clusters
-    (``clusters/<name>``).
-    """
-    # The one environment read outside cli: the jar cache must be found the same way by the CLI,
-    # by pytest fixtures and by scripts, none of which share a settings object.
-    home = os.environ.get("EVENTGW_HOME")
-    if home:
-        return Path(home).expanduser().resolve()  # mvn and java run in other directories
-    return Path.home() / ".cache" / "eventgw"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
-
-    Blocks until the lock is free. flock locks belong to the open file description, so the lock
-    is released by the kernel if the holder dies.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
 
 def _tail(text: str) -> str:
-    return text[-_TAIL_CHARS:] if len(text) > _TAIL_CHARS else text
-
-
-def ensure_kafka_jars(home: Path, version: str = KAFKA_VERSION) -> Path:
-    """Return the directory holding the Kafka broker's runtime jars, fetching them if needed.
-
-    The jars go to ``<home>/kafka-<version>/libs``. The first call runs
-    ``mvn -B -q dependency:copy-dependencies`` on the pom packaged with eventgw (copied into the
-    cache first) and writes a ``COMPLETE`` marker listing the jars; later calls see the marker and
-    return at once, without starting Maven.
-
-    Blocking: yes, for as long as Maven runs (seconds with a warm ``~/.m2``, up to 15 minutes
-    before it gives up). Concurrent callers, in this or other processes, serialise on an
-    ``flock`` of ``<home>/kafka-<version>/.lock``; only the first one runs Maven. A failed or
-    interrupted fetch leaves no marker and no ``libs`` directory, so the next call retries.
-
-    Args:
-        home: The cache directory, usually ``default_home()``.
-        version: The ``org.apache.kafka:kafka_2.13`` version to fetch.
-
-    Returns:
-        The libs directory, suitable for ``java -cp "<libs>/*"``.
-
-    Raises:
-        RuntimeError: ``mvn`` is not on PATH, fails, times out, or fetches no Kafka jar. The
-            message carries the tail of Maven's output.
-    """
-    root = home / f"kafka-{version}"
-    libs = root / "libs"
-    marker = root / "COMPLETE"
-    if marker.is_file():
-        return libs
-    with _file_lock(root / ".lock"):
-        # Another caller may have finished the fetch while this one waited for the lock.
-        if marker.is_file():
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise RuntimeError(
-                "mvn is not on PATH: it is needed once to fetch the Kafka broker jars "
-                f"(org.apache.kafka:kafka_2.13:{version}) into {libs}"
-            )
-        pom = root / "pom.xml"
-        pom.write_bytes(importlib.resources.files("eventgw.kafka").joinpath("pom.xml").read_bytes())
-        # Maven writes into a scratch directory that is renamed at the end, so a half-copied
-        # classpath is never mistaken for a complete one.
-        partial = root / "libs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(libs, ignore_errors=True)
-        argv = [
-            mvn,
-            "-B",
-            "-q",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={partial}",
-            "-DincludeScope=runtime",
-            f"-Dkafka.version={version}",
-        ]
-        logger.info("kafka.jars.fetch version=%s dir=%s", version, libs)
-        started = time.monotonic()
-        try:
-            result = subprocess.run(
-                argv,
-                cwd=root,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=_MVN_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            output = exc.output if isinstance(exc.output, str) else ""
-            raise RuntimeError(
-                f"mvn did not fetch Kafka {version} jars within {_MVN_TIMEOUT_S:.0f} s:\n"
-                f"{_tail(output)}"
-            ) from exc
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"mvn failed (exit {result.returncode}) fetching Kafka {version} jars "
-                f"with {' '.join(argv)}:\n{_tail(result.stdout)}"
-            )
-        jars = sorted(p.name for p in partial.glob("*.jar"))
-        if f"kafka_2.13-{version}.jar" not in jars:
-            raise RuntimeError(
-                f"mvn succeeded but {partial} has no kafka_2.13-{version}.jar:\n"
-                f"{_tail(result.stdout)}"
-            )
-        partial.rename(libs)
-        marker.write_text("\n".join(jars) + "\n", encoding="utf-8")
-        logger.info(
-            "kafka.jars.fetched version=%s jars=%d elapsed_s=%.1f",
-            version,
-            len(jars),
-            time.monotonic() - started,
-        )
-    return libs
-
-
-@dataclass(frozen=True)
-class BrokerSpec:
-    """Where and how one local single-node cluster runs.
-
-    A data directory belongs to one cluster: reuse it only with the same ports, since the
-    broker registers its listeners in the metadata log it keeps there.
-
-    Attributes:
-        name: A label for logs and ``status()``; it does not affect the broker.
-        port: The client (PLAINTEXT) port on 127.0.0.1.
-        controller_port: The KRaft controller port on 127.0.0.1.
-        data_dir: Holds server.properties, broker.log, broker.pid and the Kafka logs
-            (``data_dir/logs``).
-        heap_mb: The JVM's maximum heap.
-        extra_props: Broker properties that override or extend the defaults.
-    """
-
-    name: str
-    port: int
-    controller_port: int
-    data_dir: Path
-    heap_mb: int = 512
-    extra_props: Mapping[str, str] = field(default_factory=dict)
-
-
-def default_spec(name: str, home: Path) -> BrokerSpec:
-    """Return the spec of a named default cluster, with its data in ``<home>/clusters/<name>``.
-
-    Args:
-        name: ``"primary"`` (ports 9092/9093) or ``"rollout"`` (ports 9094/9095).
-        home: The state directory, usually ``default_home()``.
-
-    Raises:
-        ValueError: ``name`` is not a default cluster.
-    """
-    for known, port, controller_port in (PRIMARY, ROLLOUT):
-        if name == known:
-            return BrokerSpec(
-                name=name,
-                port=port,
-                controller_port=controller_port,
-                data_dir=home / "clusters" / name,
-            )
-    raise ValueError(f"unknown default cluster {name!r}: expected {PRIMARY[0]!r} or {ROLLOUT[0]!r}")
+    return text[-_TAIL_CHARS:]
 
 
 def _port_answers(port: int, timeout_s: float = 1.0) -> bool:
@@ -281,11 +83,6 @@ def _port_answers(port: int, timeout_s: float = 1.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _escape_property(value: str) -> str:
-    # java.util.Properties treats a backslash as an escape character.
-    return value.replace("\\", "\\\\")
 
 
 class LocalBroker:
@@ -300,7 +97,9 @@ class LocalBroker:
 
     Invariants: the data directory is formatted once (when ``logs/meta.properties`` is absent)
     and never re-formatted, so a restart, including one after ``kill()``, keeps topics and
-    records. ``start()``, ``stop()`` and ``kill()`` serialise on an ``flock`` of
+    records. A secured cluster (``spec.security``) gets its TLS files and SCRAM users at that
+    format (`credentials`); they, and the ACLs created later, survive restarts too.
+    ``start()``, ``stop()`` and ``kill()`` serialise on an ``flock`` of
     ``<data_dir>/broker.lock``, across processes.
 
     Resources: the broker process is detached: it is not a child of the caller, runs in its own
@@ -313,7 +112,7 @@ class LocalBroker:
 
         Args:
             spec: Ports, data directory and JVM size.
-            libs: The jar directory returned by ``ensure_kafka_jars``.
+            libs: The jar directory returned by `eventgw.kafka.jar_cache.ensure_kafka_jars`.
         """
         self.spec = spec
         self.libs = libs
@@ -332,76 +131,47 @@ class LocalBroker:
     def _pid_file(self) -> Path:
         return self.spec.data_dir / "broker.pid"
 
-    @property
-    def _properties_file(self) -> Path:
-        return self.spec.data_dir / "server.properties"
-
-    @property
-    def _log4j_file(self) -> Path:
-        return self.spec.data_dir / "log4j2.properties"
-
-    @property
-    def _log_dir(self) -> Path:
-        return self.spec.data_dir / "logs"
-
     def _lock(self) -> contextlib.AbstractContextManager[None]:
-        return _file_lock(self.spec.data_dir / "broker.lock")
+        return file_lock(self.spec.data_dir / "broker.lock")
 
-    def server_properties(self) -> dict[str, str]:
-        """Return the broker configuration ``start()`` writes, ``extra_props`` applied last.
+    @property
+    def credentials(self) -> LocalCredentials:
+        """The TLS files and SCRAM passwords of a secured cluster (`local_security`)."""
+        return LocalCredentials(self.spec.security_dir)
 
-        Tuned for a fast single-node test cluster: replication factors and min ISR of 1, no
-        initial rebalance delay, few partitions for the internal topics (so the first consumer
-        group does not wait for 50 ``__consumer_offsets`` partitions), a short broker session
-        (so a restart after ``kill()`` registers within seconds) and no auto-created topics, so
-        a typo in a topic name fails instead of creating a topic.
+    def _prepare_security(self, formatted: bool) -> dict[str, str]:
+        """Create what a secured cluster lacks; return the SCRAM users the format must create.
+
+        Raises:
+            RuntimeError: The data directory was formatted without some of the users (or as
+                a PLAINTEXT cluster): users are created only when a cluster is formatted.
         """
-        port = self.spec.port
-        controller_port = self.spec.controller_port
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            # A static voter set rather than --standalone's dynamic quorum: the voter's endpoint
-            # then lives in this file, not in the metadata log.
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self._log_dir),
-            "num.partitions": "3",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "auto.create.topics.enable": "false",
-            "delete.topic.enable": "true",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "5",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "5",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            # After a kill -9 the restarted broker cannot register until the controller expires
-            # the dead incarnation's session (DUPLICATE_BROKER_REGISTRATION): 9 s by default.
-            # Loopback heartbeats inside one JVM do not need that margin.
-            "broker.session.timeout.ms": "3000",
-            "broker.heartbeat.interval.ms": "500",
-        }
-        props.update(self.spec.extra_props)
-        return props
+        security = self.spec.security
+        if security is None:
+            return {}
+        credentials = self.credentials
+        credentials.ensure_tls()
+        if not formatted:
+            return credentials.create_users(security.users)
+        missing = sorted(set(security.users) - set(credentials.passwords()))
+        if missing:
+            raise RuntimeError(
+                f"the Kafka cluster {self.spec.name} in {self.spec.data_dir} was formatted "
+                f"without the SCRAM users {missing}: use another data directory"
+            )
+        return {}
 
     def _write_config(self) -> None:
-        lines = [
-            "# Written by eventgw.kafka.local_broker on every start; edits are overwritten.",
-            *(
-                f"{key}={_escape_property(value)}"
-                for key, value in self.server_properties().items()
-            ),
-        ]
-        self._properties_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self._log4j_file.write_text(_LOG4J2_PROPERTIES, encoding="utf-8")
+        admin_password = (
+            None if self.spec.security is None else self.credentials.password(ADMIN_USER)
+        )
+        text = render_properties(server_properties(self.spec, admin_password))
+        # 0600 before the first byte: a secured broker's properties hold the admin password.
+        fd = os.open(self.spec.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
+            os.fchmod(fd, 0o600)
+            out.write(text)
+        self.spec.log4j_file.write_text(LOG4J2_PROPERTIES, encoding="utf-8")
 
     def _java_argv(self, main_class: str, heap_mb: int) -> list[str]:
         java = shutil.which("java")
@@ -415,14 +185,18 @@ class LocalBroker:
             "-XX:+UseSerialGC",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self._log4j_file}",
+            f"-Dlog4j2.configurationFile={self.spec.log4j_file}",
             "-cp",
             f"{self.libs}/*",
             main_class,
         ]
 
-    def _format(self) -> None:
-        """Format the empty data directory as a new single-node cluster with a random id."""
+    def _format(self, scram_users: Mapping[str, str]) -> None:
+        """Format the empty data directory as a new single-node cluster with a random id.
+
+        Args:
+            scram_users: SCRAM-SHA-512 users (name → password) the cluster starts with.
+        """
         # A Kafka cluster id is a UUID in URL-safe base64 without padding (22 characters).
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         argv = [
@@ -431,13 +205,19 @@ class LocalBroker:
             # One argument: a random id starting with "-" would otherwise read as an option.
             f"--cluster-id={cluster_id}",
             "--config",
-            str(self._properties_file),
+            str(self.spec.properties_file),
+            # kafka-storage takes SCRAM passwords on its command line only; the formatter lives
+            # about two seconds, and the passwords are for a loopback test cluster.
+            *(
+                f"--add-scram=SCRAM-SHA-512=[name={user},password={password}]"
+                for user, password in scram_users.items()
+            ),
         ]
         logger.info(
             "kafka.broker.format name=%s cluster_id=%s dir=%s",
             self.spec.name,
             cluster_id,
-            self._log_dir,
+            self.spec.log_dir,
         )
         try:
             result = subprocess.run(
@@ -452,11 +232,11 @@ class LocalBroker:
             )
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(
-                f"kafka-storage format of {self._log_dir} took over {_FORMAT_TIMEOUT_S:.0f} s"
+                f"kafka-storage format of {self.spec.log_dir} took over {_FORMAT_TIMEOUT_S:.0f} s"
             ) from exc
         if result.returncode != 0:
             raise RuntimeError(
-                f"kafka-storage format of {self._log_dir} failed (exit {result.returncode}):\n"
+                f"kafka-storage format of {self.spec.log_dir} failed (exit {result.returncode}):\n"
                 f"{_tail(result.stdout)}"
             )
 
@@ -470,7 +250,7 @@ class LocalBroker:
             args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
-        return b"kafka.Kafka" in args and os.fsencode(self._properties_file) in args
+        return b"kafka.Kafka" in args and os.fsencode(self.spec.properties_file) in args
 
     def _read_pid_file(self) -> tuple[int, int] | None:
         """Return (pid, log offset at spawn) of the running broker, or None if it is not running.
@@ -504,7 +284,7 @@ class LocalBroker:
 
     def _spawn(self) -> tuple[int, int]:
         """Start the broker JVM detached and return (pid, offset of its output in broker.log)."""
-        argv = [*self._java_argv("kafka.Kafka", self.spec.heap_mb), str(self._properties_file)]
+        argv = [*self._java_argv("kafka.Kafka", self.spec.heap_mb), str(self.spec.properties_file)]
         if self.log_file.exists() and self.log_file.stat().st_size > _LOG_ROTATE_BYTES:
             os.replace(self.log_file, self.log_file.with_suffix(".log.1"))
         with self.log_file.open("ab") as log:
@@ -568,7 +348,8 @@ class LocalBroker:
         """Start the broker, or reuse the one already running, and return once it serves.
 
         Formats ``data_dir/logs`` if it has no ``meta.properties`` (a new cluster with a random
-        id), rewrites server.properties, launches ``java ... kafka.Kafka`` detached and waits
+        id; a secured one gets its CA, certificate and SCRAM users first), rewrites
+        server.properties, launches ``java ... kafka.Kafka`` detached and waits
         until the broker logs ``STARTED_LINE`` and its client port accepts connections. If the
         pid file names a live broker for this data dir, waits for that one to be ready instead
         (idempotent: concurrent callers get the same broker).
@@ -581,8 +362,9 @@ class LocalBroker:
 
         Raises:
             RuntimeError: ``java`` is missing, the format fails, the client port is taken by
-                another process, or the broker exits during startup (the message carries the
-                log tail).
+                another process, the broker exits during startup (the message carries the
+                log tail), or a secured spec names SCRAM users its formatted data directory
+                lacks.
             TimeoutError: The broker did not become ready within ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
@@ -599,9 +381,11 @@ class LocalBroker:
                     f"port {self.spec.port} for Kafka broker {self.spec.name} is already in use "
                     f"by a process that is not the broker of {self.spec.data_dir}"
                 )
+            formatted = (self.spec.log_dir / "meta.properties").exists()
+            scram_users = self._prepare_security(formatted)
             self._write_config()
-            if not (self._log_dir / "meta.properties").exists():
-                self._format()
+            if not formatted:
+                self._format(scram_users)
             started = time.monotonic()
             pid, offset = self._spawn()
             logger.info(
@@ -711,13 +495,15 @@ class LocalBroker:
         """Return a snapshot for ``eventgw kafka status``.
 
         Returns:
-            ``name``, ``bootstrap``, ``pid`` (None when stopped), ``running`` (bool),
-            ``data_dir`` and ``log`` (paths as strings).
+            ``name``, ``bootstrap``, ``security_protocol`` (``PLAINTEXT`` or ``SASL_SSL``),
+            ``pid`` (None when stopped), ``running`` (bool), ``data_dir`` and ``log`` (paths
+            as strings).
         """
         running = self._read_pid_file()
         return {
             "name": self.spec.name,
             "bootstrap": self.bootstrap,
+            "security_protocol": "PLAINTEXT" if self.spec.security is None else "SASL_SSL",
             "pid": running[0] if running is not None else None,
             "running": running is not None,
             "data_dir": str(self.spec.data_dir),

@@ -2,7 +2,8 @@
 
 - `LaneFetcher`: the consumer group over p30/p20/p10/offload → `Dispatcher.add_records`;
   a lane's partitions pause while the buffer holds its memory share, and resume below it
-  (docs/priorities-and-backpressure.md, "Memory thresholds").
+  (docs/priorities-and-backpressure.md, "Memory thresholds"), and while the lane holds more
+  ready work than the workers take in ``lane_ready_s`` (same doc, "Working set").
 - `RetryFetcher`: the retry topics; a record not yet due pauses its partition and seeks back
   to it, so it waits in Kafka, not in memory, until due.
 - `ResultsReader`: results a worker could not deliver on its ``Work`` stream, from the
@@ -27,7 +28,7 @@ from eventgw.orchestrator.priority_buffer import TASK_OVERHEAD_BYTES
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from eventgw.kafka.consumer import PartitionReader
     from eventgw.kafka.group_consumer import GroupConsumer, TopicPartition
@@ -40,7 +41,16 @@ __all__ = ["LaneFetcher", "ResultsReader", "RetryFetcher"]
 
 
 class LaneFetcher:
-    """Reads the lane topics into the dispatcher and keeps each lane within its memory share.
+    """Reads the lane topics into the dispatcher; keeps each lane within its memory share and
+    its working set.
+
+    Working set: a lane whose ready tasks exceed what the workers take in ``ready_s`` (at
+    least ``min_ready``) pauses, and resumes at half of that. A flood then waits in Kafka,
+    where it is durable and costs nothing, instead of in memory — and, above all, instead of
+    in the consumer's fetch queue, which all lanes share: records fetched ahead are handed
+    out in fetch order, so a P30 record fetched behind a large P10 read-ahead waited for all
+    of it to be taken in (docs/priorities-and-backpressure.md, "Working set"). The take rate
+    is an average of the buffer's served count over about a second.
 
     Args:
         consumer: the lane consumer group member.
@@ -49,6 +59,8 @@ class LaneFetcher:
         shares: lane → share of ``budget_bytes`` at which it pauses.
         budget_bytes: the buffer's budget.
         max_records: the most records one poll may return.
+        ready_s: seconds of dispatch a lane may hold ready.
+        min_ready: the ready tasks a lane may always hold.
     """
 
     def __init__(
@@ -59,6 +71,9 @@ class LaneFetcher:
         shares: Mapping[str, float],
         budget_bytes: int,
         max_records: int,
+        ready_s: float = 2.0,
+        min_ready: int = 2000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
         self._d = dispatcher
@@ -67,6 +82,12 @@ class LaneFetcher:
             lane: shares[lane] * budget_bytes for lane in topic_of_lane if lane in shares
         }
         self._max_records = max_records
+        self._ready_s = ready_s
+        self._min_ready = min_ready
+        self._monotonic = monotonic
+        self._rate = 0.0  # tasks served per second, averaged
+        self._rate_at = monotonic()
+        self._rate_served = dispatcher.buffer.served
         self.paused: set[str] = set()
         self._resync = False
 
@@ -93,21 +114,51 @@ class LaneFetcher:
                 d.add_records(records)
             await self._apply_pauses()
 
+    def working_set(self) -> int:
+        """The ready tasks a lane may hold before it pauses (`LaneFetcher`, "Working set")."""
+        now = self._monotonic()
+        elapsed = now - self._rate_at
+        if elapsed >= 0.25:
+            served = self._d.buffer.served
+            rate = (served - self._rate_served) / elapsed
+            weight = min(1.0, elapsed)  # about a one-second average
+            self._rate += weight * (rate - self._rate)
+            self._rate_at, self._rate_served = now, served
+        return max(self._min_ready, int(self._rate * self._ready_s))
+
     async def _apply_pauses(self) -> None:
         d = self._d
+        buffer = d.buffer
         resync, self._resync = self._resync, False
+        working_set = self.working_set()
         for lane, topic in self._topic_of_lane.items():
-            should = d.buffer.should_pause(lane)
-            if resync or should != (lane in self.paused):
+            was = lane in self.paused
+            ready = buffer.lane_ready(lane)
+            # Hysteresis: a lane paused for its working set reads again at half of it.
+            backlog = ready > (working_set // 2 if was else working_set)
+            should = buffer.should_pause(lane) or backlog
+            if resync or should != was:
                 tps = [tp for tp in self._consumer.assigned if tp[0] == topic]
                 if should:
                     await self._consumer.pause(tps)
                     self.paused.add(lane)
-                    logger.info("orchestrator.lane_paused lane=%s bytes=%d", lane, d.buffer.bytes)
+                    logger.log(
+                        logging.DEBUG if backlog else logging.INFO,
+                        "orchestrator.lane_paused lane=%s bytes=%d ready=%d working_set=%d",
+                        lane,
+                        buffer.bytes,
+                        ready,
+                        working_set,
+                    )
                 else:
                     await self._consumer.resume(tps)
                     self.paused.discard(lane)
-                    logger.info("orchestrator.lane_resumed lane=%s bytes=%d", lane, d.buffer.bytes)
+                    logger.debug(
+                        "orchestrator.lane_resumed lane=%s bytes=%d ready=%d",
+                        lane,
+                        buffer.bytes,
+                        ready,
+                    )
 
 
 class RetryFetcher:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
@@ -198,6 +198,7 @@ class PriorityBuffer:
         self._pause_at = {lane: share * budget_bytes for lane, share in shares.items()}
         self._resume_below = {lane: t * hysteresis for lane, t in self._pause_at.items()}
         self._paused: set[str] = set()
+        self._paused_since_read: set[str] = set()  # see `pressure_statistics`
         self._next_pause = min(self._pause_at.values())  # bytes >= this: some lane pauses
         self._next_resume = -math.inf  # bytes < this: some paused lane resumes
 
@@ -445,6 +446,19 @@ class PriorityBuffer:
         """Return the lanes whose consumption should be paused now (a new set)."""
         return set(self._paused)
 
+    def pressure_statistics(self) -> BufferStatistics:
+        """`statistics`, with every lane that paused since the last call counted as paused.
+
+        For flow control, which samples on an interval: a lane that fills its share and drains
+        again between two samples was still over its memory share. A point-in-time view would
+        miss it, and a steady flood that pauses its lane for a few milliseconds at a time would
+        never be reported.
+        """
+        st = self.statistics()
+        paused = frozenset(self._paused | self._paused_since_read)
+        self._paused_since_read.clear()
+        return replace(st, paused_lanes=paused)
+
     def should_pause(self, lane: str) -> bool:
         """Return whether consumption of ``lane`` should be paused now.
 
@@ -494,6 +508,16 @@ class PriorityBuffer:
     def ready_count(self) -> int:
         """Return the number of tasks ready to be served; O(lanes x classes)."""
         return sum(counts[_READY] for counts in self._counts.values())
+
+    def lane_ready(self, lane: str) -> int:
+        """Return the number of ready tasks of ``lane``; O(classes)."""
+        counts = self._counts
+        return sum(counts[lane, p][_READY] for p in _CLASSES)
+
+    @property
+    def served(self) -> int:
+        """Tasks served (leased) since creation."""
+        return self._served
 
     def statistics(self) -> BufferStatistics:
         """Return a point-in-time view: counts and bytes per lane and per class, ages, pauses.
@@ -604,6 +628,7 @@ class PriorityBuffer:
                     self._paused.remove(lane)
             elif total >= pause_at:
                 self._paused.add(lane)
+                self._paused_since_read.add(lane)
         self._next_pause = min(
             (t for lane, t in self._pause_at.items() if lane not in self._paused),
             default=math.inf,

@@ -128,6 +128,8 @@ class OrchestratorService:
             o.lane_shares,
             o.buffer_budget_bytes,
             o.fetch_max_records,
+            o.lane_ready_s,
+            o.lane_min_ready,
         )
         retry: GroupConsumer | None = None
         if o.enable_retry_consumer:
@@ -204,7 +206,7 @@ class OrchestratorService:
                     producer,
                     s.topics.flow_control,
                     o.index,
-                    d.buffer.statistics,
+                    d.buffer.pressure_statistics,
                     o.flow_control_interval_s,
                 )
                 tg.create_task(emitter.run(fetch_stop))

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from eventgw.config.local_credentials import with_local_credentials
 from eventgw.config.settings import KafkaClusterSettings, ProcessorSettings, load_settings
 from eventgw.core.errors import ConfigError
-from eventgw.kafka.local_broker import default_home
+from eventgw.kafka.jar_cache import default_home
 from eventgw.metrics.statsd import export_statsd
 from eventgw.processor.service import ProcessorService
 

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from eventgw.config.settings import load_settings
+from eventgw.config.local_credentials import with_local_credentials
+from eventgw.config.settings import EventGwSettings, load_settings
 from eventgw.core.errors import ConfigError
 from eventgw.ingest.service import IngestService
 from eventgw.metrics.backend import Metrics
@@ -93,6 +94,15 @@ def test_a_bad_token_is_refused_at_start_up_naming_the_field(
     assert TOKEN not in str(refused.value)
 
 
+def production(home: Path) -> EventGwSettings:
+    """Production settings as the CLI hands them to a component: no token is made."""
+    # (production's SASL_SSL rule is beside the point here)
+    settings = load_settings().model_copy(update={"environment": "production"})
+    filled = with_local_credentials(settings, home)
+    assert not (home / "credentials").exists()
+    return filled
+
+
 @pytest.mark.parametrize(
     ("build", "field"),
     [
@@ -102,21 +112,20 @@ def test_a_bad_token_is_refused_at_start_up_naming_the_field(
     ],
 )
 def test_in_production_a_component_without_its_token_does_not_start(
-    monkeypatch: pytest.MonkeyPatch, build: type, field: str
+    build: type, field: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("EVENTGW_ENVIRONMENT", "production")
     with pytest.raises(ConfigError) as refused:
-        build(load_settings())
+        build(production(tmp_path))
     assert refused.value.field == field
     assert "not set" in refused.value.message
 
 
 def test_an_ingest_needs_the_publisher_token_unless_the_publisher_is_inside_it(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("EVENTGW_ENVIRONMENT", "production")
     with pytest.raises(ConfigError, match=r"internal_auth\.publisher_token"):
-        IngestService(load_settings())
-    monkeypatch.setenv("EVENTGW_INGEST__EMBEDDED_PUBLISHER", "true")
-    settings = load_settings()
-    IngestService(settings, embedded=PublisherParts(settings, Metrics()))
+        IngestService(production(tmp_path))
+    settings = production(tmp_path)
+    ingest = settings.ingest.model_copy(update={"embedded_publisher": True})
+    colocated = settings.model_copy(update={"ingest": ingest})
+    IngestService(colocated, embedded=PublisherParts(colocated, Metrics()))

@@ -12,6 +12,7 @@ from eventgw.config.settings import (
     EventGwSettings,
     IngestSettings,
     KafkaClusterSettings,
+    KafkaSettings,
     TopicSettings,
     load_settings,
 )
@@ -28,6 +29,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("EVENTGW_"):
             monkeypatch.delenv(name)
+
+
+# Production needs SASL_SSL on every cluster: the production cases below are secured.
+PRODUCTION_KAFKA_TOML = "".join(
+    f"[kafka.{name}]\nbootstrap_servers = '{name}:9093'\nsecurity_protocol = 'SASL_SSL'\n"
+    "sasl_mechanism = 'SCRAM-SHA-512'\nsasl_username = 'svc'\nsasl_password = 'pw'\n"
+    for name in ("primary", "rollout")
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -83,6 +92,16 @@ def test_toml_file(tmp_path: Path) -> None:
         class_rules = [{ priority = 10, source_name = "backfill*" }]
         [kafka.primary]
         bootstrap_servers = "broker:9092"
+        security_protocol = "SASL_SSL"
+        sasl_mechanism = "SCRAM-SHA-512"
+        sasl_username = "ingest"
+        sasl_password = "pw"
+        [kafka.rollout]
+        bootstrap_servers = "rollout:9092"
+        security_protocol = "SASL_SSL"
+        sasl_mechanism = "SCRAM-SHA-512"
+        sasl_username = "ingest"
+        sasl_password = "pw"
         [topics]
         p20 = "my.p20"
         """,
@@ -175,7 +194,8 @@ def test_an_unreadable_settings_file_is_a_config_error(
     ("toml", "field"),
     [
         pytest.param(
-            "environment = 'production'\n[backup]\ns3_bucket = 'events-backup'\n",
+            "environment = 'production'\n[backup]\ns3_bucket = 'events-backup'\n"
+            + PRODUCTION_KAFKA_TOML,
             "backup.hmac_key",
             id="s3-in-production-without-a-key",
         ),
@@ -210,7 +230,8 @@ def test_backup_signing_settings_become_the_stores_auth(tmp_path: Path) -> None:
         write(
             tmp_path,
             "environment = 'production'\n[backup]\ns3_bucket = 'b'\n"
-            f"hmac_key = '{'k' * 32}'\nhmac_previous_keys = ['{'o' * 32}']\n",
+            f"hmac_key = '{'k' * 32}'\nhmac_previous_keys = ['{'o' * 32}']\n"
+            + PRODUCTION_KAFKA_TOML,
         )
     )
     auth = production.backup.auth()
@@ -294,8 +315,16 @@ def test_staging_names_via_file_and_env(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_other_environments_do_not_check_names() -> None:
+    secure = KafkaClusterSettings(
+        bootstrap_servers="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="u",
+        sasl_password="p",
+    )
+    kafka = KafkaSettings(primary=secure, rollout=None)
     for env in ("development", "production"):
-        assert EventGwSettings(environment=env).topics.p30 == TopicSettings().p30
+        assert EventGwSettings(environment=env, kafka=kafka).topics.p30 == TopicSettings().p30
 
 
 def test_staging_config_error_field_is_the_first_offending_field(tmp_path: Path) -> None:

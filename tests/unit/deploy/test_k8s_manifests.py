@@ -21,6 +21,7 @@ from eventgw.cli.main import build_parser
 from eventgw.config.dynamic import parse_dynamic_config
 from eventgw.config.internal_auth import AUDIENCES
 from eventgw.config.settings import EventGwSettings, load_settings
+from eventgw.kafka.acl_policy import ROLES, username
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
 SECRET_PLACEHOLDER = "secret-from-kubernetes-32-characters"  # long enough for an HMAC key
@@ -103,6 +104,26 @@ def test_exposed_and_probed_ports_are_the_ports_the_settings_bind(
         port = container.get(probe, {}).get("httpGet", {}).get("port")
         if port is not None:
             assert named.get(port, port) in bound, f"{name} {probe} on a port nothing serves"
+
+
+@pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
+def test_every_workload_logs_in_to_every_cluster_as_one_acl_role(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s = _settings_for(container, monkeypatch, tmp_path)
+    assert s.environment == "production"
+    clusters = s.kafka.configured()
+    assert set(clusters) == {"primary", "rollout", "fallback"}
+    users = {c.sasl_username for c in clusters.values()}
+    assert len(users) == 1, f"{name} logs in as {users}"
+    (user,) = users
+    assert user in {username(role) for role in ROLES}, f"{name}: {user} has no ACLs"
+    secrets = {
+        env["valueFrom"]["secretKeyRef"]["name"]
+        for env in container["env"]
+        if env["name"].endswith("__SASL_PASSWORD")
+    }
+    assert secrets == {f"eventgw-kafka-{user.removeprefix('eventgw-')}"}
 
 
 # The internal gRPC tokens each command uses (docs/security.md): the server's own, or the

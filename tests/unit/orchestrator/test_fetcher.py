@@ -17,11 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import H_RETRY_AT_MS
+from eventgw.core.envelope import H_RETRY_AT_MS, Priority
 from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.metrics.backend import Metrics
 from eventgw.orchestrator.dispatcher import Dispatcher
-from eventgw.orchestrator.fetcher import ResultsReader, RetryFetcher
+from eventgw.orchestrator.fetcher import LaneFetcher, ResultsReader, RetryFetcher
+from tests.unit.orchestrator.test_dispatcher import TOPICS
+from tests.unit.orchestrator.test_dispatcher import Fixture as DispatcherFixture
 
 MAX_HOLD_MS = 480_000
 
@@ -218,3 +220,80 @@ def test_the_results_reader_applies_or_skips_any_bytes(values: list[bytes]) -> N
     if skipped:
         line = 'eventgw_orchestrator_invalid_records_total{action="skipped",source="response"}'
         assert f"{line} {float(skipped)}" in rendered
+
+
+# -- working set: a flooding lane waits in Kafka, not in memory or the fetch queue -----------
+
+
+class LaneConsumer:
+    """Returns the queued batches, one per poll; records pause/resume per lane topic."""
+
+    def __init__(self, batches: list[list[ConsumedRecord]], stop: asyncio.Event) -> None:
+        self.assigned = [(TOPICS.p10, 0), (TOPICS.p30, 0)]
+        self.batches = batches
+        self.paused: set[str] = set()
+        self._stop = stop
+
+    async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        batch = self.batches.pop(0) if self.batches else []
+        if not self.batches:
+            self._stop.set()
+        return [r for r in batch if r.topic not in self.paused]
+
+    async def pause(self, partitions: list[tuple[str, int]]) -> None:
+        self.paused |= {t for t, _ in partitions}
+
+    async def resume(self, partitions: list[tuple[str, int]]) -> None:
+        self.paused -= {t for t, _ in partitions}
+
+
+def lane_fetcher(f: DispatcherFixture, consumer: LaneConsumer) -> LaneFetcher:
+    return LaneFetcher(
+        consumer,  # type: ignore[arg-type]  # a fake of the consumer group
+        f.d,
+        {"p10": TOPICS.p10, "p30": TOPICS.p30},
+        {"p10": 0.2, "p30": 0.8},
+        256 << 20,
+        10_000,
+        ready_s=2.0,
+        min_ready=100,
+        monotonic=f.clock.monotonic,
+    )
+
+
+async def test_a_flooding_lane_pauses_past_its_working_set_and_resumes_at_half() -> None:
+    f = DispatcherFixture()
+    stop = asyncio.Event()
+    flood = [f.record(Priority.P10) for _ in range(150)]
+    consumer = LaneConsumer([flood, [f.record(Priority.P30)]], stop)
+    fetcher = lane_fetcher(f, consumer)
+    await fetcher.run(stop)
+    assert consumer.paused == {TOPICS.p10}, "150 ready P10 tasks > 100: P10 waits in Kafka"
+    assert fetcher.paused == {"p10"}
+    assert f.d.buffer.lane_ready("p30") == 1, "P30 is still read"
+    # Workers take 60 of the P10 tasks: 90 ready is not yet half of the working set.
+    session = f.d.open_session("w")
+    f.d.grant(session, 60)
+    consumer.batches = [[]]
+    stop.clear()
+    await fetcher.run(stop)
+    assert consumer.paused == {TOPICS.p10}
+    f.d.grant(session, 45)  # 46 left (45 P10 + ...): below half of 100
+    consumer.batches = [[]]
+    stop.clear()
+    await fetcher.run(stop)
+    assert f.d.buffer.lane_ready("p10") < 50
+    assert consumer.paused == set(), "below half of the working set: P10 is read again"
+
+
+def test_the_working_set_follows_the_rate_workers_take_tasks_at() -> None:
+    f = DispatcherFixture()
+    fetcher = lane_fetcher(f, LaneConsumer([], asyncio.Event()))
+    assert fetcher.working_set() == 100, "nobody takes anything: the floor"
+    f.d.add_records([f.record(Priority.P10) for _ in range(5_000)])
+    session = f.d.open_session("w")
+    for _ in range(10):  # 500 tasks a second for ten seconds
+        f.clock.advance(1.0)
+        f.d.grant(session, 500)
+        fetcher.working_set()
+    assert 900 <= fetcher.working_set() <= 1_000, "about 2 s of 500 tasks/s"

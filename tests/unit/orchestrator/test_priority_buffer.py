@@ -467,6 +467,18 @@ def test_flood_pauses_lanes_in_order_of_their_shares() -> None:
     assert f.buffer.statistics().paused_lanes == frozenset()
 
 
+def test_flow_control_sees_a_lane_that_paused_and_resumed_between_two_samples() -> None:
+    f = Fixture(budget_bytes=100_000)  # p10 pauses at 20_000
+    value = b"x" * (1000 - TASK_OVERHEAD_BYTES)
+    assert f.buffer.pressure_statistics().paused_lanes == frozenset()
+    tasks = [f.push(P10, value=value) for _ in range(20)]
+    for task in tasks[:5]:
+        f.buffer.complete(task.task_id)  # 15_000: resumed
+    assert f.buffer.statistics().paused_lanes == frozenset(), "not paused now"
+    assert f.buffer.pressure_statistics().paused_lanes == {"p10"}, "but it was since"
+    assert f.buffer.pressure_statistics().paused_lanes == frozenset(), "each pause read once"
+
+
 def test_settings_may_be_passed_positionally() -> None:
     clock = FakeClock()
     buffer = PriorityBuffer(
