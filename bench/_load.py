@@ -25,7 +25,11 @@ import grpc
 import httptools
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.config.local_credentials import with_local_credentials
+from eventgw.config.settings import EventGwSettings
 from eventgw.core.envelope import SLO_SECONDS, Priority, event_headers, new_event_id
+from eventgw.grpc_auth import bearer_metadata
+from eventgw.kafka.jar_cache import default_home
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -377,8 +381,17 @@ async def run_publisher_grpc(port: int, w: Workload, timeout_s: float) -> LoadRe
         ).SerializeToString()
         for v in range(w.variants)
     ]
+    # The publisher takes only calls with its token: the local stack's, as the CLI uses.
+    settings = with_local_credentials(EventGwSettings(), default_home())
+    metadata = bearer_metadata(settings.internal_auth.token_for("publisher"))
     return await _grpc_load(
-        port, "/eventgw.v1.PrepPublisher/Publish", requests, pb.PublishResponse, w, timeout_s
+        port,
+        "/eventgw.v1.PrepPublisher/Publish",
+        requests,
+        pb.PublishResponse,
+        w,
+        timeout_s,
+        metadata,
     )
 
 
@@ -389,6 +402,7 @@ async def _grpc_load(
     response_type: type[pb.IngestResponse] | type[pb.PublishResponse],
     w: Workload,
     timeout_s: float,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> LoadResult:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_GRPC_OPTIONS) as channel:
         # No serializer: the request is already bytes, the response is parsed below.
@@ -397,7 +411,7 @@ async def _grpc_load(
 
         async def call(n: int) -> int:
             reply = response_type.FromString(
-                await rpc(requests[n % len(requests)], timeout=timeout_s)
+                await rpc(requests[n % len(requests)], timeout=timeout_s, metadata=metadata)
             )
             return sum(1 for r in reply.results if r.status == pb.PUBLISHED)
 

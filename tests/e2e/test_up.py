@@ -1,9 +1,9 @@
 """The README's first command, end to end: ``eventgw up`` starts Kafka and the write path;
 a curl-style POST is answered 202 and the record is on its topic; the demo processor
-handles it; ``eventgw status`` shows every component ready; every documented metric is
-exposed; SIGINT stops everything the command started, within its deadline. ``eventgw up
---secure`` the same over SASL_SSL, each component as its own principal (one cluster, to
-keep it short)."""
+handles it; the internal gRPC hops are authenticated; ``eventgw status`` shows every
+component ready; every documented metric is exposed; SIGINT stops everything the command
+started, within its deadline. ``eventgw up --secure`` the same over SASL_SSL, each component
+as its own principal (one cluster, to keep it short)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ import stat
 import sys
 from typing import TYPE_CHECKING, Any, get_args
 
+import grpc
 import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.config.local_credentials import credentials_dir
 from eventgw.config.settings import load_settings
 from eventgw.kafka.client_config import cluster_config
 from eventgw.kafka.jar_cache import default_home
@@ -165,6 +167,22 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
                     break
                 await asyncio.sleep(0.2)
         assert p20["processed"] == 1
+
+        # Authenticated by default: the stack's tokens were made (0600) and passed to every
+        # component; a call without them is refused.
+        tokens = credentials_dir(default_home())
+        assert f"{tokens}/ (0600)" in "".join(output)
+        for name in ("publisher.token", "orchestrator.token"):
+            assert stat.S_IMODE((tokens / name).stat().st_mode) == 0o600
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{orch_grpc}") as channel:
+            ask = channel.unary_unary(
+                "/eventgw.v1.Orchestrator/Stats",
+                request_serializer=pb.StatsRequest.SerializeToString,
+                response_deserializer=pb.StatsResponse.FromString,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await ask(pb.StatsRequest(), timeout=10)
+            assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
         # `eventgw status` sees every component ready, the orchestrator's attainment and the
         # demo processor's session.

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventgw.cli.orchestrator_client import fetch_stats
 from eventgw.core.envelope import Priority
+from eventgw.grpc_auth import bearer_metadata
 from eventgw.kafka.admin import delete_topics
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import ProcessorService
@@ -99,7 +100,8 @@ async def test_attainment_latency_queues_and_status_of_a_running_read_path(
             await recorder.wait_for(lambda: recorder.distinct >= n, 60, f"{n} events")
             await wait_lag_zero(bootstrap, settings.orchestrator.group_id, lane_topics(topics))
             # Every ACK is applied (the lag is 0 only once all are finished and committed).
-            stats = await asyncio.to_thread(fetch_stats, target, 5)
+            metadata = bearer_metadata(settings.internal_auth.token_for("orchestrator"))
+            stats = await asyncio.to_thread(fetch_stats, target, 5, metadata)
             orch = await scrape(orchestrator.status_port or 0)
             proc = await scrape(processor.status_port or 0)
             status = await eventgw_status(bootstrap, topics, target, processor.status_port or 0)

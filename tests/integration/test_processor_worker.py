@@ -30,6 +30,7 @@ from eventgw.config.settings import (
 from eventgw.core.retry import Backoff
 from eventgw.processor import Command, ProcessorService, Reject, Retry
 from eventgw.processor.worker import WorkerState
+from tests.fixtures.credentials import with_stack_credentials
 from tests.fixtures.procs import free_port
 from tests.fixtures.stack import read_topic
 
@@ -220,11 +221,12 @@ def make_settings(
         "shutdown_timeout_s": 5.0,
     }
     p.update(processor)
-    return EventGwSettings(
+    settings = EventGwSettings(
         kafka=KafkaSettings(primary=KafkaClusterSettings(bootstrap_servers=bootstrap)),
         topics=TopicSettings(response=response),
         processor=ProcessorSettings(**p),
     )
+    return with_stack_credentials(settings)
 
 
 def make_service(

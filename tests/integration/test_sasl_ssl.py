@@ -10,6 +10,7 @@ configuration.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
+from eventgw.config.internal_auth import InternalAuthSettings
 from eventgw.config.settings import (
     BackupSettings,
     ClassRuleSettings,
@@ -78,15 +80,23 @@ def topics(secure_broker: LocalBroker) -> Iterator[TopicSettings]:
     delete_topics(admin, names.all_topics())
 
 
+INTERNAL_AUTH = InternalAuthSettings(
+    publisher_token=SecretStr(secrets.token_hex(32)),
+    orchestrator_token=SecretStr(secrets.token_hex(32)),
+)
+
+
 def settings_for(
     cluster: KafkaClusterSettings, topics: TopicSettings, tmp_path: Path, **sections: Any
 ) -> EventGwSettings:
-    """A production configuration whose only cluster is ``cluster`` (one role's login)."""
+    """A production configuration whose only cluster is ``cluster`` (one role's login); the
+    internal gRPC tokens given as a deployment's Secret would (production makes none)."""
     return EventGwSettings(
         environment="production",
         kafka=KafkaSettings(primary=cluster, rollout=None),
         topics=topics,
         backup=BackupSettings(spool_dir=tmp_path / "spool"),
+        internal_auth=INTERNAL_AUTH,
         **sections,
     )
 

@@ -13,8 +13,10 @@ from pydantic import ValidationError
 
 from eventgw.cli import dlq, logs, replay
 from eventgw.cli.options import UsageError
+from eventgw.config.local_credentials import with_local_credentials
 from eventgw.config.settings import EventGwSettings, load_settings
 from eventgw.core.errors import ConfigError
+from eventgw.kafka.jar_cache import default_home
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -24,7 +26,8 @@ _TOOL_COMMANDS = ("dlq", "replay")
 
 
 def _settings(args: argparse.Namespace) -> EventGwSettings:
-    settings = load_settings(args.settings)
+    # Development: the local stack's internal gRPC tokens, made on first use (docs/security.md).
+    settings = with_local_credentials(load_settings(args.settings), default_home())
     default = "WARNING" if args.command in _TOOL_COMMANDS else settings.observability.log_level
     logs.configure(args.log_level or default, settings.observability.log_format)
     return settings

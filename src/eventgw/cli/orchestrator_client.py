@@ -6,11 +6,16 @@ Synchronous: the CLI has no event loop here. ``grpc`` errors are translated into
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.errors import RetriableError
 from eventgw.grpc_options import client_channel_options
+
+if TYPE_CHECKING:
+    from eventgw.grpc_auth import Metadata
 
 __all__ = ["OrchestratorUnreachable", "fetch_stats"]
 
@@ -31,8 +36,10 @@ class OrchestratorUnreachable(RetriableError):
         self.detail = detail
 
 
-def fetch_stats(target: str, timeout_s: float) -> pb.StatsResponse:
+def fetch_stats(target: str, timeout_s: float, metadata: Metadata) -> pb.StatsResponse:
     """Ask the orchestrator at ``target`` (gRPC ``host:port``) for its ``Stats``.
+
+    ``metadata`` presents the orchestrator's internal token (`eventgw.grpc_auth`).
 
     Blocks for at most ``timeout_s`` (connecting included); an address nothing listens on
     fails at once.
@@ -47,7 +54,9 @@ def fetch_stats(target: str, timeout_s: float) -> pb.StatsResponse:
             response_deserializer=pb.StatsResponse.FromString,
         )
         try:
-            response: pb.StatsResponse = stats(pb.StatsRequest(), timeout=timeout_s)
+            response: pb.StatsResponse = stats(
+                pb.StatsRequest(), timeout=timeout_s, metadata=metadata
+            )
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from eventgw.cli.orchestrator_client import OrchestratorUnreachable, fetch_stats
 from eventgw.cli.tools import endpoints, http_json
+from eventgw.grpc_auth import bearer_metadata
 
 if TYPE_CHECKING:
     import argparse
@@ -40,9 +41,10 @@ def cmd_status(args: argparse.Namespace, settings: EventGwSettings) -> int:
     for name in ("ingest", "publisher", "failed-writes"):
         worst |= _print_http_component(name, http[name])
     workers: list[tuple[str, int]] = []  # (worker id, orchestrator index)
+    metadata = bearer_metadata(settings.internal_auth.token_for("orchestrator"))
     for target in orchestrator_targets(settings):
         try:
-            stats = fetch_stats(target, _TIMEOUT_S)
+            stats = fetch_stats(target, _TIMEOUT_S, metadata)
         except OrchestratorUnreachable as exc:
             print(f"{'orchestrator':{_NAME_WIDTH}} DOWN  grpc {target} ({exc.code})")
             worst = 1

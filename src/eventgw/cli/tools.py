@@ -13,6 +13,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from eventgw.cli import secure
+from eventgw.config.local_credentials import credentials_dir
 from eventgw.core.errors import ConfigError
 from eventgw.kafka.acl_policy import username
 from eventgw.kafka.admin import TopicSpec, ensure_topics, list_topics
@@ -299,6 +300,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             f"  orchestrator gRPC 127.0.0.1:{settings.orchestrator.grpc_port}"
             f"   stats http://127.0.0.1:{settings.orchestrator.metrics_port}/stats\n"
             f"  processor    demo handler {settings.processor.handler}\n"
+            f"  internal gRPC tokens  {credentials_dir(default_home())}/ (0600)\n"
             "  status: eventgw status\n"
             f"  try: curl -s -XPOST {s.http_host}:{s.http_port}/v1/events "
             "-H 'content-type: application/json' "

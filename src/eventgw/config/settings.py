@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from eventgw.config.internal_auth import InternalAuthSettings
 from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.envelope import Priority
@@ -577,6 +578,7 @@ class EventGwSettings(BaseSettings):
     recovery: RecoverySettings = RecoverySettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     processor: ProcessorSettings = ProcessorSettings()
+    internal_auth: InternalAuthSettings = InternalAuthSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+SERVICE_NAME: Final[str] = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
+
 RESPONSE_METADATA: Final = "eventgw-response-bin"
 """Trailing metadata of a RESOURCE_EXHAUSTED answer with DEFERRED events: the serialized
 ``IngestResponse`` (the other events are settled as their results say)."""
@@ -140,6 +142,4 @@ def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> None:
             servicer.Ingest, request_deserializer=None, response_serializer=None
         )
     }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("eventgw.v1.IngestService", handlers),)
-    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

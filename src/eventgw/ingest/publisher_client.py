@@ -14,6 +14,8 @@ from eventgw.grpc_options import client_channel_options
 if TYPE_CHECKING:
     from grpc.aio import UnaryUnaryMultiCallable
 
+    from eventgw.grpc_auth import Metadata
+
 _PUBLISH = pb.DESCRIPTOR.services_by_name["PrepPublisher"].methods_by_name["Publish"]
 PUBLISH_METHOD = f"/{_PUBLISH.containing_service.full_name}/{_PUBLISH.name}"
 
@@ -34,12 +36,15 @@ class PublisherClient:
     """One channel to the prep publisher; ``publish`` is one unary call per batch.
 
     Requests go out as the bytes the pipeline wrote (`eventgw.ingest.wire`), so the call
-    has no request serializer. Every call has a deadline of ``timeout_s``. gRPC errors are
-    translated here: INVALID_ARGUMENT → InvalidEvent, everything else → PublisherUnavailable.
+    has no request serializer. Each call carries ``metadata``, the publisher's token
+    (`eventgw.grpc_auth.bearer_metadata`). Every call has a deadline of ``timeout_s``. gRPC
+    errors are translated here: INVALID_ARGUMENT → InvalidEvent, everything else →
+    PublisherUnavailable.
     """
 
-    def __init__(self, target: str, timeout_s: float) -> None:
+    def __init__(self, target: str, timeout_s: float, metadata: Metadata) -> None:
         self._target = target
+        self._metadata = metadata
         self._timeout_s = timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._call: UnaryUnaryMultiCallable[bytes, pb.PublishResponse] | None = None
@@ -66,7 +71,7 @@ class PublisherClient:
             raise RuntimeError("PublisherClient is not open")
         try:
             async with asyncio.timeout(self._timeout_s):
-                response: pb.PublishResponse = await self._call(request)
+                response: pb.PublishResponse = await self._call(request, metadata=self._metadata)
         except TimeoutError as exc:
             raise PublisherUnavailable(f"publisher {self._target} timed out") from exc
         except grpc.aio.AioRpcError as exc:

@@ -8,15 +8,16 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-import grpc
 import msgspec
 import uvicorn
 
 from eventgw.core.clock import Clock, SystemClock
+from eventgw.grpc_auth import bearer_metadata
 from eventgw.grpc_options import server_options
+from eventgw.grpc_server import GrpcServer
 from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.door import Door, door_status
-from eventgw.ingest.grpc_api import IngestServicer, add_to_server
+from eventgw.ingest.grpc_api import SERVICE_NAME, IngestServicer, add_to_server
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.http_protocol import HttpLimits, bounded_http_protocol
 from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
@@ -110,6 +111,8 @@ class IngestService:
         self.grpc_port: int | None = None
         self.admission: AdmissionControl | None = None
         self.door: Door | None = None
+        if embedded is None:  # the publisher hop's token: missing, it stops the start here
+            settings.internal_auth.token_for("publisher")
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """See `eventgw.core.lifecycle.Service`."""
@@ -122,7 +125,10 @@ class IngestService:
             if embedded is not None:
                 publish_prepared = (await embedded.open()).publish_prepared
             else:
-                client = PublisherClient(s.publisher_target, s.publish_timeout_s)
+                token = self.settings.internal_auth.token_for("publisher")
+                client = PublisherClient(
+                    s.publisher_target, s.publish_timeout_s, bearer_metadata(token)
+                )
                 await client.open()
                 publish = client.publish
             await self._serve(ready, stop, publish, publish_prepared, embedded)
@@ -196,7 +202,8 @@ class IngestService:
             date_header=False,
         )
         http = _Uvicorn(config)
-        grpc_server = grpc.aio.server(
+        grpc_server = GrpcServer(
+            [SERVICE_NAME],
             options=server_options(
                 # The same bounds as HTTP: a request no larger than max_body_bytes; the door
                 # counts requests and refuses past twice max_in_flight_requests with a hint;
@@ -206,11 +213,14 @@ class IngestService:
                 # gRPC core binds with SO_REUSEPORT unless told not to: only workers share.
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ),
+            # A public API: ingest.api_keys are checked by the servicer, per tenant's key.
+            auth=None,
+            metrics=self.metrics,
             maximum_concurrent_rpcs=4 * s.max_in_flight_requests,
         )
-        add_to_server(IngestServicer(s, pipeline), grpc_server)
+        add_to_server(IngestServicer(s, pipeline), grpc_server.server)
         try:
-            self.grpc_port = grpc_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+            self.grpc_port = grpc_server.add_port(s.grpc_host, s.grpc_port)
             await grpc_server.start()
             admission_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
@@ -223,6 +233,7 @@ class IngestService:
                 async with asyncio.timeout(30):
                     await http.ready.wait()
                 self._ready = True
+                grpc_server.set_serving()
                 ready.set()
                 logger.info(
                     "ingest.serving http=%s:%d grpc=%s:%d publisher=%s",
@@ -234,6 +245,7 @@ class IngestService:
                 )
                 await stop.wait()
                 self._ready = False
+                grpc_server.set_not_serving()
                 logger.info("ingest.draining")
                 http.should_exit = True
                 await grpc_server.stop(self._shutdown_timeout_s)

@@ -185,4 +185,10 @@ MetricName = Literal[
     "eventgw_orchestrator_flow_control_signals_total",
     # counter, reloads; label result (applied|refused). refused: fix the dynamic config file.
     "eventgw_dynamic_config_reloads_total",
+    # counter, calls; labels server (publisher|orchestrator), reason (missing|invalid).
+    # Internal gRPC calls refused UNAUTHENTICATED before anything was read or served. invalid
+    # after a deploy: a caller has another internal_auth token than the server — compare the
+    # Secrets; missing: something without a token calls the port — find it (the WARNING
+    # grpc.unauthenticated names the method). See docs/security.md.
+    "eventgw_grpc_unauthenticated_total",
 ]

@@ -14,7 +14,9 @@ that can make a task ready or give credit ends in `_dispatch`.
 
 Result rules (the unit suite tests/unit/orchestrator/test_dispatcher.py states each):
 - ACK: done → the offset becomes committable; accepted for a task in any state (the work
-  was done, even if the lease expired or the worker's stream ended since).
+  was done, even if the lease expired or the worker's stream ended since) except one leased
+  now to another stream: a stream cannot finish another worker's lease (that worker runs
+  the task anyway; its own ACK finishes it). From the response topic, any state.
 - RELEASE: served again, no attempt counted (dry run, worker shutdown).
 - NACK(delay, error): attempt += 1. Past ``max_attempts`` → DLQ. Delay below
   ``memory_retry_max_s`` → held in memory, then served again. Otherwise → the retry topic for
@@ -452,12 +454,16 @@ class Dispatcher:
         writing = self._writing
         get = buffer.get
         finish = self._finish_acked
+        owner_of = buffer.owner_of
         for task_id in acked:
             task = get(task_id)
             if task is None or task_id in writing:
                 stale += 1
                 if task is None:
                     self._remember_ack(task_id)
+                continue
+            if session is not None and (owner_of(task) or session) is not session:
+                stale += 1  # leased to another stream (docs/security.md, "Leases")
                 continue
             accepted += 1
             finish(task)
@@ -473,6 +479,9 @@ class Dispatcher:
                 if task is None:
                     stale += 1
                     self._remember_ack(task_id)
+                    continue
+                if session is not None and (owner_of(task) or session) is not session:
+                    stale += 1
                     continue
                 accepted += 1
                 finish(task)

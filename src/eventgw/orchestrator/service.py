@@ -23,11 +23,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import grpc
-
 from eventgw.config.settings import LaneTuning
 from eventgw.core.errors import ConfigError
 from eventgw.core.lifecycle import sleep_or_stop
+from eventgw.grpc_server import GrpcServer
 from eventgw.kafka.admin import list_topics, partition_count
 from eventgw.kafka.client_config import consumer_config, producer_config
 from eventgw.kafka.consumer import PartitionReader
@@ -41,7 +40,12 @@ from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S, Dispatcher
 from eventgw.orchestrator.fetcher import LaneFetcher, ResultsReader, RetryFetcher
 from eventgw.orchestrator.flow_control import FlowControlEmitter
 from eventgw.orchestrator.retry_writer import RetryWriter
-from eventgw.orchestrator.work_api import GRPC_OPTIONS, OrchestratorServicer, add_to_server
+from eventgw.orchestrator.work_api import (
+    GRPC_OPTIONS,
+    SERVICE_NAME,
+    OrchestratorServicer,
+    add_to_server,
+)
 
 if TYPE_CHECKING:
     from eventgw.config.settings import EventGwSettings
@@ -67,6 +71,8 @@ class OrchestratorService:
         self._lane_fetcher: LaneFetcher | None = None
         self._retry_fetcher: RetryFetcher | None = None
         self._ready = False
+        # Resolved here: a missing token stops the start (ConfigError naming the field).
+        self._token = settings.internal_auth.token_for("orchestrator")
 
     def _check_topology(self) -> None:
         s = self.settings
@@ -153,8 +159,13 @@ class OrchestratorService:
         )
         committer = Committer(d, lanes, retry, o.commit_interval_s)
         self.metrics.register(OrchestratorCollector(d, writer, committer))
-        server = grpc.aio.server(options=GRPC_OPTIONS)
-        add_to_server(OrchestratorServicer(d), server)
+        server = GrpcServer(
+            [SERVICE_NAME],
+            options=GRPC_OPTIONS,
+            auth=("orchestrator", self._token),
+            metrics=self.metrics,
+        )
+        add_to_server(OrchestratorServicer(d), server.server)
         status = StatusServer(
             o.status_host,
             o.metrics_port,
@@ -167,11 +178,12 @@ class OrchestratorService:
             if retry is not None:
                 await retry.start()
             await results.start()
-            self.grpc_port = server.add_insecure_port(f"{o.grpc_host}:{o.grpc_port}")
+            self.grpc_port = server.add_port(o.grpc_host, o.grpc_port)
             await server.start()
             await status.start()
             self.status_port = status.port
             self._ready = True
+            server.set_serving()
             ready.set()
             logger.info(
                 "orchestrator.serving index=%d/%d grpc=%s:%d status=%d retry_consumer=%s",
@@ -203,6 +215,7 @@ class OrchestratorService:
                 tg.create_task(emitter.run(fetch_stop))
                 await stop.wait()
                 self._ready = False
+                server.set_not_serving()
                 await self._drain(d, writer)
                 fetch_stop.set()
                 writer_stop.set()

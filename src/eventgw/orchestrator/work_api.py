@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GRPC_OPTIONS", "OrchestratorServicer", "add_to_server"]
+__all__ = ["GRPC_OPTIONS", "SERVICE_NAME", "OrchestratorServicer", "add_to_server"]
+
+SERVICE_NAME: Final[str] = pb.DESCRIPTOR.services_by_name["Orchestrator"].full_name
 
 GRPC_OPTIONS: Final = server_options(
     ("grpc.max_receive_message_length", 64 << 20),
@@ -111,6 +113,4 @@ def add_to_server(servicer: OrchestratorServicer, server: grpc.aio.Server) -> No
             response_serializer=pb.StatsResponse.SerializeToString,
         ),
     }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("eventgw.v1.Orchestrator", handlers),)
-    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 import uvloop
 from pydantic import ValidationError
 
+from eventgw.config.local_credentials import with_local_credentials
 from eventgw.config.settings import KafkaClusterSettings, ProcessorSettings, load_settings
 from eventgw.core.errors import ConfigError
+from eventgw.kafka.jar_cache import default_home
 from eventgw.metrics.statsd import export_statsd
 from eventgw.processor.service import ProcessorService
 
@@ -90,7 +92,8 @@ class Command:
 
     Args:
         settings: the base settings; by default `eventgw.config.settings.load_settings`
-            (environment and ``EVENTGW_SETTINGS_FILE``). ``run`` arguments that are given
+            (environment and ``EVENTGW_SETTINGS_FILE``; in development, the local stack's
+            internal tokens, `eventgw.config.local_credentials`). ``run`` arguments that are given
             override them; arguments left out leave them as they are.
     """
 
@@ -142,7 +145,10 @@ class Command:
         Raises:
             ConfigError: an argument or setting is invalid, or the handler cannot be loaded.
         """
-        settings = self._settings if self._settings is not None else load_settings()
+        if self._settings is not None:
+            settings = self._settings
+        else:  # as the CLI: in development, the local stack's tokens when none is set
+            settings = with_local_credentials(load_settings(), default_home())
         overrides: dict[str, Any] = {
             k: v
             for k, v in (

@@ -31,6 +31,7 @@ from eventgw.processor.results import work_request
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from eventgw.grpc_auth import Metadata
     from eventgw.processor.results import Result
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class Link:
         fallback: writes results a stream could not take elsewhere (the response topic);
             returns whether they are durable there.
         backoff: delays between reconnects.
+        call_metadata: sent when each stream opens: the orchestrator's token
+            (`eventgw.grpc_auth.bearer_metadata`).
     """
 
     def __init__(
@@ -118,8 +121,10 @@ class Link:
         on_state: Callable[[Link], None],
         fallback: Callable[[Link, list[Result]], Awaitable[bool]],
         backoff: Backoff | None = None,
+        call_metadata: Metadata = (),
     ) -> None:
         self.target = target
+        self._metadata = call_metadata
         self.worker_id = worker_id
         self.credit = LinkCredit()
         self.state = LinkState.CONNECTING
@@ -238,7 +243,7 @@ class Link:
         closing: asyncio.Event,
     ) -> bool:
         """Run one stream until it ends; returns whether it opened (the welcome came)."""
-        call = call_factory()
+        call = call_factory(metadata=self._metadata)
         ended = asyncio.Event()
         errors: list[BaseException] = []
         self._half_closed = False

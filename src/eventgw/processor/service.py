@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 from eventgw.config.settings import LaneTuning
 from eventgw.core.errors import ConfigError
+from eventgw.grpc_auth import bearer_metadata
 from eventgw.kafka.client_config import producer_config
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
@@ -65,8 +66,8 @@ class ProcessorService:
         backoff: the delays between reconnects to an orchestrator.
 
     Raises:
-        ConfigError: no orchestrator is configured, or the handler cannot be loaded or is
-            not an async callable.
+        ConfigError: no orchestrator is configured, the handler cannot be loaded or is
+            not an async callable, or ``internal_auth.orchestrator_token`` is not set.
     """
 
     name = "processor"
@@ -95,6 +96,8 @@ class ProcessorService:
             raise ConfigError("processor.handler", str(exc)) from exc
         self._show = show
         self._backoff = backoff
+        # The orchestrators' token, resolved here: a missing one stops the start.
+        self._metadata = bearer_metadata(settings.internal_auth.token_for("orchestrator"))
         self._worker: Worker | None = None
         self._ready = False
 
@@ -130,6 +133,7 @@ class ProcessorService:
                 producer=producer,
                 results_topic=s.topics.response,
                 backoff=self._backoff,
+                call_metadata=self._metadata,
             )
             self._ready = True
             ready.set()

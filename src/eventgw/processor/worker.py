@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from eventgw.core.clock import Clock
     from eventgw.core.envelope import Headers
     from eventgw.core.retry import Backoff
+    from eventgw.grpc_auth import Metadata
     from eventgw.metrics.backend import Metrics
     from eventgw.processor.handlers import Handler, Outcome
     from eventgw.processor.results import Result
@@ -156,6 +157,7 @@ class Worker:
         results_topic: str = "",
         backoff: Backoff | None = None,
         clock: Clock | None = None,
+        call_metadata: Metadata = (),
     ) -> None:
         if producer is not None and not results_topic:
             raise ValueError("a results producer needs a results_topic")
@@ -181,6 +183,7 @@ class Worker:
                 on_state=self._on_link_state,
                 fallback=self._fall_back,
                 backoff=backoff,
+                call_metadata=call_metadata,
             )
             for target in settings.orchestrators
         ]

@@ -6,17 +6,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import grpc
-
 from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.backup.factory import open_backup_store
 from eventgw.config.dynamic import DynamicConfigWatcher
 from eventgw.core.envelope import LANES, Lane, Priority
+from eventgw.grpc_server import GrpcServer
 from eventgw.kafka.client_config import producer_config
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
-from eventgw.publisher.grpc_api import GRPC_OPTIONS, PublisherServicer
+from eventgw.publisher.grpc_api import GRPC_OPTIONS, SERVICE_NAME, PublisherServicer
 from eventgw.publisher.prep import PrepPublisher
 from eventgw.publisher.router import ClusterName, Router
 
@@ -124,6 +123,8 @@ class PublisherService:
         self.parts = PublisherParts(settings, self.metrics)
         self.grpc_port: int | None = None
         self._ready = False
+        # Resolved here: a missing token stops the start (ConfigError naming the field).
+        self._token = settings.internal_auth.token_for("publisher")
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """See `eventgw.core.lifecycle.Service`."""
@@ -133,16 +134,18 @@ class PublisherService:
         )
         status = StatusServer(s.grpc_host, s.metrics_port, self.metrics.render, lambda: self._ready)
         publisher = await self.parts.open()
-        server = grpc.aio.server(
-            options=GRPC_OPTIONS, maximum_concurrent_rpcs=s.max_concurrent_rpcs
+        server = GrpcServer(
+            [SERVICE_NAME],
+            options=GRPC_OPTIONS,
+            auth=("publisher", self._token),
+            metrics=self.metrics,
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         pb_grpc.add_PrepPublisherServicer_to_server(  # type: ignore[no-untyped-call]  # generated gRPC code is untyped
-            PublisherServicer(publisher, s.max_events_per_request), server
+            PublisherServicer(publisher, s.max_events_per_request), server.server
         )
         try:
-            self.grpc_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
-            if self.grpc_port == 0:
-                raise OSError(f"cannot bind gRPC {s.grpc_host}:{s.grpc_port}")
+            self.grpc_port = server.add_port(s.grpc_host, s.grpc_port)
             await server.start()
             await liveness.start()
             await status.start()
@@ -151,6 +154,7 @@ class PublisherService:
                 tg.create_task(self.parts.watcher.run(watcher_ready, stop))
                 await watcher_ready.wait()
                 self._ready = True
+                server.set_serving()
                 ready.set()
                 logger.info(
                     "publisher.serving grpc=%s:%d liveness=%d metrics=%d",
@@ -161,6 +165,7 @@ class PublisherService:
                 )
                 await stop.wait()
                 self._ready = False
+                server.set_not_serving()
                 logger.info("publisher.draining grace_s=%.1f", s.shutdown_timeout_s)
                 await server.stop(s.shutdown_timeout_s)
         finally:

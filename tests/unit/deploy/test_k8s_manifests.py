@@ -19,6 +19,7 @@ import yaml
 
 from eventgw.cli.main import build_parser
 from eventgw.config.dynamic import parse_dynamic_config
+from eventgw.config.internal_auth import AUDIENCES
 from eventgw.config.settings import EventGwSettings, load_settings
 from eventgw.kafka.acl_policy import ROLES, username
 
@@ -123,3 +124,26 @@ def test_every_workload_logs_in_to_every_cluster_as_one_acl_role(
         if env["name"].endswith("__SASL_PASSWORD")
     }
     assert secrets == {f"eventgw-kafka-{user.removeprefix('eventgw-')}"}
+
+
+# The internal gRPC tokens each command uses (docs/security.md): the server's own, or the
+# one it presents to the server it calls; none else (a processor cannot call the publisher).
+_TOKENS_OF = {
+    "publisher": {"publisher"},
+    "ingest": {"publisher"},
+    "orchestrator": {"orchestrator"},
+    "processor": {"orchestrator"},
+    "failed-writes": set(),
+}
+
+
+@pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
+def test_every_container_holds_the_internal_tokens_it_uses_and_no_other(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s = _settings_for(container, monkeypatch, tmp_path)
+    assert s.environment == "production", "no token is made for a production pod"
+    command = build_parser().parse_args(container["args"]).command
+    needs = set() if command == "ingest" and s.ingest.embedded_publisher else _TOKENS_OF[command]
+    held = {audience for audience in AUDIENCES if s.internal_auth.has_token(audience)}
+    assert held == needs, name

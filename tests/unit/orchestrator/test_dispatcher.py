@@ -325,6 +325,30 @@ async def test_a_result_for_another_streams_lease_is_stale() -> None:
     assert f.d.stale_results == 3
 
 
+async def test_an_ack_for_another_streams_lease_is_stale_and_the_lease_stays() -> None:
+    """A second worker cannot finish the first one's task (docs/security.md, "Leases")."""
+    f = Fixture()
+    worker, [tid] = await _leased(f, Priority.P20)
+    intruder = f.d.open_session("intruder")
+    assert f.d.apply_results([], intruder, acked=[tid]) == (0, 1)
+    assert f.d.apply_results([result(tid, pb.ACK)], intruder) == (0, 1)
+    assert f.d.stale_results == 2
+    assert f.d.buffer.lease_of(tid) is not None, "still leased to its worker"
+    assert f.d.committable() == {}, "nothing finished"
+    assert f.d.apply_results([], worker, acked=[tid]) == (1, 0), "its own worker's ACK counts"
+    assert f.d.committable() == {(TOPICS.p20, 0): 1}
+
+
+async def test_an_ack_on_a_new_stream_finishes_a_task_whose_lease_came_back() -> None:
+    """Crash-dedupe keeps working: a reconnected worker's ACK of a returned lease counts."""
+    f = Fixture()
+    old, [tid] = await _leased(f, Priority.P20)
+    f.d.close_session(old)  # the stream dropped; the task is ready again, leased to no one
+    new = f.d.open_session("w")
+    assert f.d.apply_results([], new, acked=[tid]) == (1, 0)
+    assert f.d.buffer.get(tid) is None
+
+
 async def test_a_result_for_an_older_delivery_is_stale() -> None:
     f = Fixture()
     session, [tid] = await _leased(f, Priority.P20)
