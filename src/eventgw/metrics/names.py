@@ -29,7 +29,7 @@ MetricName = Literal[
     "eventgw_ingest_flow_control_invalid_total",
     # counter, requests; labels code. 5xx rising: the publisher or Kafka is failing (a 503
     # also counts requests refused past ingest.max_http_connections). 408/431 rising: clients
-    # send too slowly or too many headers (docs/delivery-semantics.md "Bounds at the door").
+    # send too slowly or too many headers (docs/delivery-semantics.md, "Bounds at the door").
     "eventgw_ingest_requests_total",
     # histogram, seconds; ingest request → durable answer. p99 above the P30 SLO: scale out.
     "eventgw_ingest_request_duration_seconds",
