@@ -69,8 +69,8 @@ def configuration() -> str:
         "field) and the last good config stays in force: over 1 MiB, not UTF-8, not one JSON "
         "object, a duplicate key, nested too deeply, a number out of range or NaN, a value of "
         "the wrong type, an unknown key, or an empty file (write `{}` for the defaults). At "
-        "start-up the same faults are a configuration error. See docs/flow-control.md "
-        "(Dynamic config) for the AIMD and hot-tenant sections.\n\n"
+        "start-up the same faults are a configuration error. See "
+        'docs/flow-control.md, "Dynamic config" for the AIMD and hot-tenant sections.\n\n'
         "| key | type | meaning |\n|---|---|---|\n"
         "| `event_gateway_cluster_rollout` | number 0-100 | percent of companies routed to the "
         "rollout cluster: a company goes there when `CRC32(company_id) mod 10000 < share*100` "

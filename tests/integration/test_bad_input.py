@@ -1,4 +1,5 @@
-"""Bad input gets a clear error naming the field and changes nothing (SYSTEM.md 3.5).
+"""Bad input gets a clear error naming the field and changes nothing (docs/design.md,
+"Guarantees").
 
 One write path (publisher + ingest on the real test broker) serves every bad request of
 the module; ``test_bad_input_writes_nothing`` sends them all again and then checks that

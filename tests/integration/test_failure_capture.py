@@ -1,8 +1,9 @@
 """Dual failure capture against real brokers killed with SIGKILL, then replay; count everything.
 
-Guarantee under test (SYSTEM.md 2.2, 3.1, 3.2): an event reported PUBLISHED, FAILED_WRITES
-or BACKED_UP is durable; after the clusters return, the failed-writes processor puts every
-one of them into its intended topic. Nothing acknowledged is lost.
+Guarantee under test (docs/design.md, "Guarantees", 1 and 2; docs/failure-handling.md,
+"Capture order"): an event reported PUBLISHED, FAILED_WRITES or BACKED_UP is durable; after
+the clusters return, the failed-writes processor puts every one of them into its intended
+topic. Nothing acknowledged is lost.
 """
 
 from __future__ import annotations

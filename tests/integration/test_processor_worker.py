@@ -796,3 +796,19 @@ def test_command_refuses_bad_arguments():
         command.run(orchestrator_host=" , ")
     with pytest.raises(ConfigError, match=r"processor\.handler.*no attribute"):
         command.run(handler="eventgw.processor.handlers:nope")
+
+
+async def test_the_handler_receives_the_public_event_type():
+    """What a handler gets is an `eventgw.processor.EventData` (the public name; README)."""
+    from eventgw.processor import EventData
+
+    received: list[object] = []
+
+    async def handle(event: EventData) -> None:
+        received.append(event)
+
+    fake = FakeOrchestrator(make_events(2))
+    async with serving(fake) as addr:
+        await run_to_end(make_service(make_settings(addr, max_tasks=2), handle))
+    assert [type(e) for e in received] == [EventData, EventData]
+    assert sorted(e.event_id for e in received if isinstance(e, EventData)) == ["e0", "e1"]

@@ -51,7 +51,8 @@ class AimdParams(BaseModel):
         return self
 
 
-# Sized for the design peak of ~170,000 events/s across all classes (SYSTEM.md).
+# Sized for the design peak of ~170,000 events/s across all classes (docs/design.md, "Scale
+# model").
 # Every class starts at its ceiling: an uncongested gateway must not offload anything.
 # The first DECREASE anchors capacity to the rate actually admitted (see SloService).
 DEFAULT_AIMD_PARAMS: Final[Mapping[ClassName, AimdParams]] = MappingProxyType(

@@ -163,7 +163,8 @@ class KafkaSettings(_Frozen):
 
 
 class TopicSettings(_Frozen):
-    """Topic names (SYSTEM.md 2.3). In staging each must contain 'staging'."""
+    """Topic names (docs/design.md, "Topics and their roles"). In staging each must contain
+    'staging'."""
 
     p30: str = "events.public.p30-events-express-v1"
     p20: str = "events.public.p20-events-express-v1"
@@ -193,7 +194,7 @@ class TopicSettings(_Frozen):
         return str(getattr(self, lane))
 
     def all_topics(self) -> list[str]:
-        """Every topic name, in SYSTEM.md order."""
+        """Every topic name, in the order of the fields above."""
         return [v for k, v in self.model_dump().items() if k != "partitions"]
 
 
@@ -311,7 +312,7 @@ def _default_tuning() -> dict[str, LaneTuning]:
 
 
 class IngestSettings(_Frozen):
-    """Ingest service (SYSTEM.md 2.1)."""
+    """Ingest service (docs/design.md, "Ingest service")."""
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -413,7 +414,7 @@ class IngestSettings(_Frozen):
 
 
 class PublisherSettings(_Frozen):
-    """Prep publisher (SYSTEM.md 2.2)."""
+    """Prep publisher (docs/design.md, "Prep publisher")."""
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
@@ -437,7 +438,7 @@ class PublisherSettings(_Frozen):
 
 
 class RecoverySettings(_Frozen):
-    """Failed-writes processor (SYSTEM.md 2.6)."""
+    """Failed-writes processor (docs/design.md, "Failed-writes processor")."""
 
     status_host: str = Field(default="127.0.0.1", description="bind address of status HTTP")
     metrics_port: int = Field(default=9104, ge=0, le=65535)
@@ -457,7 +458,7 @@ class RecoverySettings(_Frozen):
 
 
 class OrchestratorSettings(_Frozen):
-    """Orchestrator (SYSTEM.md 2.4)."""
+    """Orchestrator (docs/design.md, "Orchestrator")."""
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50052, ge=0, le=65535)
@@ -520,7 +521,7 @@ class OrchestratorSettings(_Frozen):
 
 
 class ProcessorSettings(_Frozen):
-    """Processor workers (SYSTEM.md 2.5)."""
+    """Processor workers (docs/design.md, "Processor workers")."""
 
     orchestrators: list[str] = Field(
         default_factory=lambda: ["127.0.0.1:50052"], description="orchestrator gRPC host:port list"

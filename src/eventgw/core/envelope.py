@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 class Priority(enum.IntEnum):
-    """SLO class of an event; the value is the class number of SYSTEM.md section 1."""
+    """SLO class of an event; the value is its class number (docs/design.md, "SLO classes and
+    deadlines")."""
 
     P10 = 10  # < 20 min: bulk / backfill
     P20 = 20  # < 1 min: ordinary events

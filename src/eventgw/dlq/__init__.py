@@ -6,8 +6,8 @@
 - `RetryReplayer` copies a range of a retry topic to its end, to be served again.
 
 Pure parts (`Selection` and the ``parse_*`` functions, `DlqRecord`, lane choice,
-`RateLimiter`) need no Kafka. docs/failure-handling.md and docs/operations.md ("DLQ growing")
-describe how operators use them.
+`RateLimiter`) need no Kafka. docs/failure-handling.md and docs/operations.md, "DLQ
+growing", describe how operators use them.
 """
 
 from eventgw.dlq.lanes import NotRedrivable, redrive_record, redrive_target

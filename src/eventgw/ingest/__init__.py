@@ -1,1 +1,4 @@
-"""Ingest service: validate, authenticate, classify, schedule, publish (SYSTEM.md 2.1)."""
+"""Ingest service: validate, authenticate, classify, schedule, publish.
+
+docs/design.md, "Ingest service"; the modules are listed in docs/architecture.md, "Ingest".
+"""

@@ -1,7 +1,7 @@
 """Admission control at ingest: the SLO service, hot tenants, flow control and the alert.
 
-`AdmissionControl` owns the pieces of SYSTEM.md 2.1 that decide, per event, whether it
-keeps its class lane:
+`AdmissionControl` owns the pieces of admission (docs/flow-control.md, "The loop") that
+decide, per event, whether it keeps its class lane:
 
 - `DynamicClassifier` (hot tenants, kill switches) may demote an event or force it to the
   offload lane;

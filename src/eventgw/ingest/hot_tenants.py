@@ -5,8 +5,8 @@ its class for everyone else. `HotTenantTracker` measures each company's event ra
 sliding window with bounded memory; `DynamicClassifier` turns a company whose rate reaches
 ``max_rate_per_company`` into a *hot tenant* and either demotes its events one class
 (P30 → P20 → P10) or sends them to the offload lane. Hot-tenant offload never applies to
-P30 (P30 is never offloaded by default, SYSTEM.md 2.1): a hot tenant's P30 events are
-demoted to P20 instead.
+P30 (P30 is never offloaded by default: docs/flow-control.md, "The SLO service"): a hot
+tenant's P30 events are demoted to P20 instead.
 
 ``force_offload_companies`` is the operator's kill switch for a company: every event of a
 listed company goes to the offload lane, whatever its class (P30 included: the operator
@@ -14,7 +14,7 @@ asked for it) and whatever its rate, even with ``enabled=False``.
 
 Deadlines: demotion changes the lane, not the promise. The caller keeps the event's
 ORIGINAL ``slo_deadline`` (computed from the static class) when it demotes or offloads —
-"the deadline never moves when an event is retried, demoted or offloaded" (SYSTEM.md 1).
+the deadline never changes once stamped (docs/design.md, "SLO classes and deadlines").
 
 This module is pure: no I/O, no asyncio, time from an injected `Clock`. It is not
 thread-safe; the ingest service calls it from its event loop only.

@@ -78,9 +78,9 @@ class IngestService:
 
     Publishing goes to the prep publisher over gRPC, unless ``embedded`` is given (the CLI
     does so when ``ingest.embedded_publisher`` is set): then the prep publisher runs in this
-    process
-    (the co-located layout of SYSTEM.md 2.1) with its producers, backup store and dynamic
-    config watcher, and ingest hands it records instead of a serialized request. Drain: stop
+    process (the co-located layout, docs/architecture.md, "Layouts") with its producers,
+    backup store and dynamic config watcher, and ingest hands it records instead of a
+    serialized request. Drain: stop
     accepting, let in-flight requests finish (each ends only when its events are durable),
     then close the publisher channel, or flush the embedded producers.
     """

@@ -24,8 +24,9 @@ decrease before it could take effect.
 
 Alert: every applied decrease counts as a *decrement* (also one that is clamped at the
 floor, which is sustained congestion). More than ``alert_decrements_per_minute`` P10
-decrements in the last 60 s means serious congestion (SYSTEM.md 2.1); `serious_congestion`
-reports it and the ingest service raises the alert (metric + log + status page). The alert
+decrements in the last 60 s means serious congestion (docs/flow-control.md, "The SLO
+service"); `serious_congestion` reports it and the ingest service raises the alert (a
+metric, a log line, the status page). The alert
 can only fire when ``60 / cooldown_s`` of P10 exceeds that threshold: the default P10
 cool-down of 5 s allows 12 decrements a minute, so the alert means "decreasing in at least
 11 of the last 12 windows".

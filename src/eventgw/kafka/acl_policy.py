@@ -13,8 +13,9 @@ WRITE on a topic (no cluster-level IDEMPOTENT_WRITE). Readers that assign partit
 never commit (ingest's flow-control reader, the DLQ tools' scanner) still have a group id
 whose coordinator librdkafka looks up, so they get READ (hence DESCRIBE) on it too.
 
-Pure: `eventgw.kafka.admin.apply_acls` writes the rules to a cluster. docs/operations.md
-("Kafka ACLs") shows the policy as a table generated from `GRANTS` (`scripts/gen-docs`).
+Pure: `eventgw.kafka.admin.apply_acls` writes the rules to a cluster. docs/operations.md,
+"Kafka security and ACLs", shows the policy as a table generated from `GRANTS`
+(`scripts/gen-docs`).
 """
 
 from __future__ import annotations

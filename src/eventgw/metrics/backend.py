@@ -22,14 +22,13 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Final, Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from eventgw.metrics.names import MetricName
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
-
-    from prometheus_client.metrics_core import Metric
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -37,8 +36,14 @@ __all__ = [
     "BulkHistogram",
     "BulkHistogramFamily",
     "Collector",
+    "CounterMetricFamily",
+    "GaugeMetricFamily",
+    "Metric",
     "Metrics",
 ]
+# CounterMetricFamily, GaugeMetricFamily and Metric are prometheus_client's, re-exported so
+# that a component's scrape-time collector (Metrics.register) builds its families without
+# importing the client itself (the client has one home: docs/architecture.md).
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

@@ -32,7 +32,7 @@ MetricName = Literal[
     "eventgw_ingest_flow_control_invalid_total",
     # counter, requests; labels code. 5xx rising: the publisher or Kafka is failing (a 503
     # also counts requests refused past ingest.max_http_connections). 408/431 rising: clients
-    # send too slowly or too many headers (docs/delivery-semantics.md "Bounds at the door").
+    # send too slowly or too many headers (docs/delivery-semantics.md, "Bounds at the door").
     "eventgw_ingest_requests_total",
     # histogram, seconds; ingest request → durable answer. p99 above the P30 SLO: scale out.
     "eventgw_ingest_request_duration_seconds",
@@ -170,7 +170,7 @@ MetricName = Literal[
     # partition above its last committed offset (last consumed + 1 - committed; before the
     # first commit, - the first consumed offset): what a crash now would read again (those
     # the last commit's metadata records as finished are then skipped, not served:
-    # docs/delivery-semantics.md "Duplicates"). The committed position stops at the first
+    # docs/delivery-semantics.md, "Duplicates"). The committed position stops at the first
     # unfinished task, so a value that keeps growing means one task holds the partition (a
     # hung handler, a retry write that does not settle). Kafka's own backlog (high
     # watermark - committed) is the consumer group lag.

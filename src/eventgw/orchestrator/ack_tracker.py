@@ -1,9 +1,10 @@
 """Which consumed offsets are finished, and how far each partition may be committed.
 
-Pure bookkeeping for the orchestrator's commit loop (SYSTEM.md 2.4 "Offsets"): offsets are
-committed only up to the first task that is not finished — ACKed, or durably handed to a retry
-topic or the DLQ. A crash then re-delivers everything not finished (at-least-once) and loses
-nothing. No I/O, no clock, not thread-safe: one event loop owns an :class:`AckTracker`.
+Pure bookkeeping for the orchestrator's commit loop (docs/priorities-and-backpressure.md,
+"Offsets"): offsets are committed only up to the first task that is not finished — ACKed,
+or durably handed to a retry topic or the DLQ. A crash then re-delivers everything not
+finished (at-least-once) and loses nothing. No I/O, no clock, not thread-safe: one event
+loop owns an :class:`AckTracker`.
 """
 
 from __future__ import annotations

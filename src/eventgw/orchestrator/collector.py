@@ -15,15 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from eventgw.core.envelope import SLO_SECONDS, Priority
+from eventgw.metrics.backend import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from prometheus_client.metrics_core import Metric
-
+    from eventgw.metrics.backend import Metric
     from eventgw.orchestrator.committer import Committer
     from eventgw.orchestrator.dispatcher import Dispatcher
     from eventgw.orchestrator.retry_writer import RetryWriter

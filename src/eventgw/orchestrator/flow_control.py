@@ -1,4 +1,6 @@
-"""Flow-control signals: tell ingest, per class, whether to admit more or less (SYSTEM.md 2.4).
+"""Flow-control signals: tell ingest, per class, whether to admit more or less.
+
+docs/flow-control.md, "What triggers a DECREASE".
 
 Every ``flow_control_interval_s`` each orchestrator looks at its own buffer and decides, per
 SLO class:

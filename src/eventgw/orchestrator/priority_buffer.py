@@ -50,12 +50,13 @@ TASK_OVERHEAD_BYTES: Final = 200
 """Bytes charged per task on top of ``len(value)``: the object, its heap entries, its id."""
 
 BUFFER_LANES: Final = ("p30", "p20", "p10", "offload", "retry")
-"""The consumption lanes a task can come from (SYSTEM.md 2.3)."""
+"""The consumption lanes a task can come from (docs/design.md, "Topics and their roles")."""
 
 DEFAULT_LANE_SHARES: Final[Mapping[str, float]] = MappingProxyType(
     {"p10": 0.2, "p20": 0.5, "p30": 0.8, "offload": 0.3, "retry": 0.7}
 )
-"""Share of the budget at which each lane's consumption pauses (SYSTEM.md 2.4)."""
+"""Share of the budget at which each lane's consumption pauses (docs/design.md, "Memory
+thresholds")."""
 
 _OFFLOAD: Final = "offload"
 _CLASSES: Final = (Priority.P30, Priority.P20, Priority.P10)  # second-tier order
@@ -140,9 +141,9 @@ class PriorityBuffer:
     Results are matched by ``task_id`` only: a stale result for a task served again after its
     lease expired applies to the current delivery (at-least-once tolerates the duplicate).
 
-    Memory (SYSTEM.md 2.4 "Memory thresholds"): the bytes of every owned task count against
-    ``budget_bytes`` until it leaves. A lane pauses when the total reaches
-    ``shares[lane] * budget_bytes`` and resumes below ``shares[lane] * budget_bytes *
+    Memory (docs/priorities-and-backpressure.md, "Memory thresholds"): the bytes of every
+    owned task count against ``budget_bytes`` until it leaves. A lane pauses when the total
+    reaches ``shares[lane] * budget_bytes`` and resumes below ``shares[lane] * budget_bytes *
     hysteresis``. ``push`` never refuses a task: records already fetched must be kept, and the
     largest share leaves headroom for them; the caller pauses consumption per
     ``paused_lanes()``.
@@ -523,8 +524,9 @@ class PriorityBuffer:
         """Return a point-in-time view: counts and bytes per lane and per class, ages, pauses.
 
         The oldest ready age of a class is read from the tops of its heaps, which are ordered
-        by deadline; since ``deadline = ingested_at + SLO(class)`` (SYSTEM.md 1) the earliest
-        deadline of a class is its oldest task. O(lanes + classes).
+        by deadline; since ``deadline = ingested_at + SLO(class)`` (docs/design.md, "SLO
+        classes and deadlines") the earliest deadline of a class is its oldest task.
+        O(lanes + classes).
         """
         now_ms = self._now_ms()
         self._migrate_late(now_ms)

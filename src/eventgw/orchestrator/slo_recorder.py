@@ -26,17 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily
-
 from eventgw.core.envelope import Priority
+from eventgw.metrics.backend import CounterMetricFamily
 from eventgw.metrics.slo import TIERS, class_label
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-    from prometheus_client.metrics_core import Metric
-
-    from eventgw.metrics.backend import Metrics
+    from eventgw.metrics.backend import Metric, Metrics
     from eventgw.orchestrator.task_heaps import BufferedTask
 
 __all__ = ["Attainment", "SloRecorder"]

@@ -1,12 +1,13 @@
 """The user handler contract: its signature, the exceptions that steer a result, and loading.
 
 A handler is an async callable ``async def handle(event: EventData) -> None`` where
-``EventData`` is the protobuf ``eventgw._proto.eventgw.v1.eventgw_pb2.EventData`` (fields
-``event_id``, ``company_id``, ``source_name``, ``statistic_key``, ``payload`` — the client's
-JSON as UTF-8 bytes —, ``priority``, ``ingested_at_ms``, ``slo_deadline_ms``, ``attempt``, ...).
-Treat the event as read-only: it is the worker's copy of the leased task.
+``EventData`` — import it as ``from eventgw.processor import EventData`` — is the event's
+``eventgw.v1.EventData`` protobuf message (fields ``event_id``, ``company_id``,
+``source_name``, ``statistic_key``, ``payload`` — the client's JSON as UTF-8 bytes —,
+``priority``, ``ingested_at_ms``, ``slo_deadline_ms``, ``attempt``, ...). Treat the event as
+read-only: it is the worker's copy of the leased task.
 
-How the handler's outcome becomes the task's result (SYSTEM.md 2.4 "Results"):
+How the handler's outcome becomes the task's result (docs/dispatch-protocol.md, "Results"):
 
 =========================  =======  =========================================================
 handler                    result   what the orchestrator does
@@ -38,7 +39,13 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-Handler: TypeAlias = Callable[[pb.EventData], Awaitable[None]]
+EventData: TypeAlias = pb.EventData
+"""What a handler receives: the ``eventgw.v1.EventData`` protobuf message of one event.
+
+Its public name; the class is generated into ``eventgw._proto``, which is internal.
+"""
+
+Handler: TypeAlias = Callable[[EventData], Awaitable[None]]
 """``async def handle(event: EventData) -> None``; see the module docstring."""
 
 MAX_ERROR_CHARS: Final = 1000
@@ -157,7 +164,7 @@ def load_handler(spec: str) -> Handler:
     return check_handler(obj, f"handler {spec!r}")
 
 
-async def log_event(event: pb.EventData) -> None:
+async def log_event(event: EventData) -> None:
     """Demo handler: logs the event id and class at DEBUG and ACKs (never the payload)."""
     logger.debug(
         "processor.event event_id=%s class=%s company_id=%s attempt=%d",
@@ -168,5 +175,5 @@ async def log_event(event: pb.EventData) -> None:
     )
 
 
-async def noop(event: pb.EventData) -> None:
+async def noop(event: EventData) -> None:
     """Benchmark handler: ACKs at once, so a run measures the gateway, not the handler."""

@@ -52,7 +52,7 @@ RECENT_ACKS_S: Final = 10.0
 """ACKs sent on a stream are remembered this long; a new stream to the same orchestrator
 starts by sending them again. A replica that crashed before committing them then finishes
 those records when it reads them again instead of serving them a second time (its early
-ACKs, docs/delivery-semantics.md "Duplicates"); one that did not crash counts them stale."""
+ACKs, docs/delivery-semantics.md, "Duplicates"); one that did not crash counts them stale."""
 
 MAX_RECENT_ACKS: Final = 50_000
 """At most this many remembered ACKs per orchestrator (bounded memory)."""

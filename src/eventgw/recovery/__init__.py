@@ -1,1 +1,4 @@
-"""Failed-writes processor: replays the failed-writes topic and the backup store (SYSTEM.md 2.6)."""
+"""Failed-writes processor: replays the failed-writes topic and the backup store.
+
+docs/design.md, "Failed-writes processor"; docs/failure-handling.md, "Replay".
+"""

@@ -2,7 +2,7 @@
 
 A captured event ends in exactly one of three states per call (`Outcome`): back in its
 lane or retry topic, parked in the DLQ, or still pending (its captured copy must be kept
-and replayed later). See docs/failure-handling.md ("Replay never stalls").
+and replayed later). See docs/failure-handling.md, "Replay never stalls".
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ class ScriptedProducer:
 
 async def test_produce_failures_become_failed_deliveries_in_order(monkeypatch) -> None:
     """A full queue is waited out; a record produce() refuses is a failed Delivery, not an
-    exception: the publisher then captures it (SYSTEM.md 2.2, failures at produce())."""
+    exception: the publisher then captures it (docs/failure-handling.md, "Capture order")."""
     made: list[ScriptedProducer] = []
 
     def factory(conf: dict) -> ScriptedProducer:

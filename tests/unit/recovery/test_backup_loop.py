@@ -1,7 +1,8 @@
 """The failed-writes processor's loops: nothing is deleted or committed before it is in Kafka
 (or the backup store), and a failing object or batch does not hold the others back.
 
-SYSTEM.md 2.6. A fake store and replayer script the outcomes; the loops are the real ones.
+docs/failure-handling.md, "Replay". A fake store and replayer script the outcomes; the loops
+are the real ones.
 """
 
 from __future__ import annotations
