@@ -111,8 +111,10 @@ class Dispatcher:
         now_ms: Callable[[], int] | None = None,
         monotonic: Callable[[], float] | None = None,
         now_wall: Callable[[], float] = time.time,
+        fleet: str = "primary",
     ) -> None:
         self._s = settings
+        self.fleet = fleet  # the Kafka cluster served (config/fleets.py), told in the welcome
         self._topics = topics
         self._writer = writer
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
@@ -312,11 +314,11 @@ class Dispatcher:
         """A worker opened a ``Work`` stream: track it and welcome it (no credit yet).
 
         The welcome is a ``TaskBatch`` without tasks: it tells the worker this replica's
-        index (where its fallback results go) and the backlog.
+        index and fleet (where its fallback results go) and the backlog.
         """
         session = WorkerSession(worker_id)
         self.sessions.add(session)
-        session.push(hint(self._s.index, self.buffer.ready_count()))
+        session.push(hint(self._s.index, self.buffer.ready_count(), fleet=self.fleet))
         logger.info(
             "orchestrator.worker_connected worker_id=%s session=%d", worker_id, session.number
         )
