@@ -28,6 +28,7 @@ from eventgw.config.settings import (
     TopicSettings,
 )
 from eventgw.core.retry import Backoff
+from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from eventgw.processor import Command, ProcessorService, Reject, Retry
 from eventgw.processor.worker import WorkerState
 from tests.fixtures.procs import free_port
@@ -69,8 +70,10 @@ class FakeOrchestrator:
         *,
         index: int = 0,
         rank: int = P10_RANK,  # type: ignore[assignment]  # an empty default
+        fleet: str = "",
     ) -> None:
         self.index = index
+        self.fleet = fleet  # told in the welcome (a test may change it between streams)
         self.queue: deque[pb.Task] = deque()
         self.leased: dict[str, pb.Task] = {}
         self.results: list[pb.TaskResult] = []
@@ -121,7 +124,11 @@ class FakeOrchestrator:
         self.end_stream.clear()
         self._outbox = asyncio.Queue()
         self.credit = 0
-        self.hint()  # the welcome
+        self._outbox.put_nowait(  # the welcome
+            pb.TaskBatch(
+                orchestrator_index=self.index, backlog=len(self.queue), fleet=self.fleet
+            ).SerializeToString()
+        )
 
         async def write() -> None:
             while True:
@@ -794,3 +801,110 @@ def test_command_refuses_bad_arguments():
         command.run(orchestrator_host=" , ")
     with pytest.raises(ConfigError, match=r"processor\.handler.*no attribute"):
         command.run(handler="eventgw.processor.handlers:nope")
+
+
+# --- (8) fleets: orchestrators of two Kafka clusters -------------------------------------
+
+
+async def test_acks_of_an_ended_stream_are_sent_again_only_within_its_fleet():
+    """Task ids repeat across clusters: a rollout-fleet replica must never be told that a
+    primary task id is finished (it would finish its own, unprocessed record)."""
+    a = FakeOrchestrator(make_events(20), index=0, fleet="primary")
+    b = FakeOrchestrator(index=1, fleet="primary")
+    c = FakeOrchestrator(index=2, fleet="rollout")
+    stop = asyncio.Event()
+    async with serving(a) as addr_a, serving(b) as addr_b, serving(c) as addr_c:
+        service = make_service(make_settings(addr_a, addr_b, addr_c), Recorder())
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await a.wait_results(20)
+            await c.wait_for(lambda: c.streams == 1)
+            a.end_stream.set()  # a's stream ends: its recent ACKs go to the same fleet
+            await b.wait_results(20)
+            await a.wait_for(lambda: a.streams == 2 and len(a.results) >= 40)
+            # A sentinel through c: anything queued for it before would be sent first.
+            c.add(make_events(1, prefix="c"))
+            await c.wait_results(1)
+            stop.set()
+    acked = {f"p/0/{i}" for i in range(20)}
+    assert {r.task_id for r in b.results} == acked, "the other primary replica got them"
+    assert {r.delivery_count for r in b.results} == {0}, "as ACKs of tasks it never leased"
+    assert {r.task_id for r in a.results[20:]} == acked, "and the replica itself, again"
+    assert [r.task_id for r in c.results] == ["p/0/0"], "the rollout replica: its own only"
+    assert c.results[0].delivery_count == 1
+
+
+async def test_a_replica_that_moved_to_another_fleet_gets_nothing_of_the_old_one():
+    """Same address, new fleet (the replica drained and serves the other cluster): results
+    of tasks from before the move are dropped, not sent to the new cluster."""
+    handler = GatedHandler(running=2)
+    fake = FakeOrchestrator(make_events(4), fleet="primary")
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        service = make_service(make_settings(addr, concurrency=2, max_prefetch=2), handler)
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.running.wait()
+            await fake.wait_for(lambda: len(fake.leased) == 4)
+            fake.fleet = "rollout"
+            fake.end_stream.set()
+            await fake.wait_for(lambda: fake.streams == 2)
+            handler.gate.set()  # e0 and e1 finish now: tasks of the old fleet's stream
+            await fake.wait_for(lambda: len(fake.results) >= 4)
+            stop.set()
+    acks = [r.task_id for r in fake.results if r.kind == pb.ACK]
+    assert sorted(acks) == [f"p/0/{i}" for i in range(4)], "each once: from the new stream"
+    assert {r.delivery_count for r in fake.results} == {2}
+    stats = service.statistics()
+    assert stats is not None
+    assert stats.results_lost == 2, "the two results of the old fleet's tasks"
+    assert stats.dropped == 2
+
+
+@pytest.mark.kafka
+async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
+    kafka_broker, kafka_broker_2, new_topic
+):
+    """Its stream lost while handlers run: the results land on the rollout cluster's
+    response topic (partition = its index), and nothing on the primary's."""
+    response = new_topic(partitions=2)
+    await asyncio.to_thread(
+        ensure_topics, kafka_broker_2.bootstrap, [TopicSpec(response, partitions=2)]
+    )
+    handler = GatedHandler(running=3)
+    fake = FakeOrchestrator(make_events(3), index=1, fleet="rollout")
+    stop = asyncio.Event()
+    try:
+        async with asyncio.timeout(40), asyncio.TaskGroup() as tg:
+            async with serving(fake) as addr:
+                settings = make_settings(
+                    addr, bootstrap=kafka_broker.bootstrap, response=response, concurrency=3
+                )
+                settings = settings.model_copy(
+                    update={
+                        "kafka": KafkaSettings(
+                            primary=settings.kafka.primary,
+                            rollout=KafkaClusterSettings(
+                                bootstrap_servers=kafka_broker_2.bootstrap
+                            ),
+                        )
+                    }
+                )
+                service = make_service(settings, handler)
+                tg.create_task(service.run(asyncio.Event(), stop))
+                await handler.running.wait()
+            handler.gate.set()
+            records = await asyncio.to_thread(
+                read_topic, kafka_broker_2.bootstrap, response, expect=1
+            )
+            on_primary = await asyncio.to_thread(
+                read_topic, kafka_broker.bootstrap, response, idle_s=1.0
+            )
+            stop.set()
+    finally:
+        await asyncio.to_thread(delete_topics, kafka_broker_2.bootstrap, [response])
+    assert on_primary == []
+    assert {r.partition for r in records} == {1}
+    results = [r for record in records for r in pb.TaskResults.FromString(record.value).results]
+    assert sorted(r.task_id for r in results) == ["p/0/0", "p/0/1", "p/0/2"]
+    assert {(r.kind, r.orchestrator_index) for r in results} == {(pb.ACK, 1)}
