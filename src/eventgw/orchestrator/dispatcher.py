@@ -381,7 +381,7 @@ class Dispatcher:
     def _dispatch(self) -> None:
         """Hand ready tasks to sessions with credit, round robin, in the buffer's order."""
         credited = self._credited
-        if not credited or not self.serving:
+        if not self.serving:
             return
         buffer = self.buffer
         index = self._s.index
@@ -404,7 +404,9 @@ class Dispatcher:
                 self._m_dispatched[lane].inc(n)
         if buffer.has_ready():
             # A backlog no credit covers: tell each worker without credit once, so a worker
-            # spread over several orchestrators can move its credit here.
+            # spread over several orchestrators can move its credit here — also when no
+            # worker has credit here at all (its credit parked at an idle orchestrator,
+            # e.g. the other fleet's after a reconnect: without the hint it never comes).
             backlog = buffer.ready_count()
             for session in self.sessions:
                 if session.credit == 0 and not session.hinted and not session.closed:

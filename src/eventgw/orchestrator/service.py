@@ -93,6 +93,7 @@ class OrchestratorService:
         self.fleet: FleetAssignment = assign_fleet(settings, self._watcher.current)
         self.fleet_moves = 0  # times this replica drained and moved to the other fleet
         self._move_to: FleetAssignment | None = None
+        self._move_started = 0.0  # monotonic time the current move began
         self._moving = asyncio.Event()
 
     def _check_topology(self, fleet: FleetAssignment) -> None:
@@ -155,10 +156,11 @@ class OrchestratorService:
                     self._moving.clear()
                     self.fleet_moves += 1
                     logger.info(
-                        "orchestrator.fleet_moved index=%d from=%s to=%s",
+                        "orchestrator.fleet_moved index=%d from=%s to=%s drained_s=%.1f",
                         o.index,
                         previous.name,
                         self.fleet.name,
+                        time.monotonic() - self._move_started,
                     )
         finally:
             await status.close()
@@ -196,6 +198,7 @@ class OrchestratorService:
                 wanted.name,
             )
             self._move_to = wanted
+            self._move_started = time.monotonic()
             self._moving.set()
 
     def _warn_if_unserved(self, fleet: FleetAssignment) -> None:
