@@ -34,6 +34,8 @@ from tests.fixtures.read_path import (
     get_stats,
     group_assignment,
     lane_topics,
+    mixed_events,
+    produce,
     running,
     wait_lag_zero,
 )
@@ -215,3 +217,35 @@ async def test_a_replica_listed_while_serving_drains_and_moves_to_the_rollout_cl
     assert load.not_published == []
     assert acked_ids <= set(recorder.counts)
     assert recorder.duplicates() <= len(load.acked) // 100
+
+
+async def test_active_cluster_fleet_rollout_serves_the_rollout_cluster_without_a_list(
+    clusters: TwoClusters,
+) -> None:
+    """kafka.active_cluster_fleet = rollout (the end of a migration): an unlisted replica
+    reads the rollout cluster; the primary's records are not its business."""
+    on_rollout = mixed_events(300, "active-r")
+    on_primary = mixed_events(30, "active-p")
+    await asyncio.to_thread(produce, clusters.rollout, clusters.topics, on_rollout)
+    await asyncio.to_thread(produce, clusters.primary, clusters.topics, on_primary)
+    settings = fleet_settings(clusters, index=0, replicas=1)
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"active_cluster_fleet": "rollout"})}
+    )
+    orchestrator = OrchestratorService(settings)
+    assert (orchestrator.fleet.name, orchestrator.fleet.members) == ("rollout", (0,))
+    recorder = Recorder()
+    async with running(orchestrator):
+        address = [f"127.0.0.1:{orchestrator.grpc_port}"]
+        processor = ProcessorService(
+            fleet_settings(clusters, processor={"orchestrators": address}), recorder
+        )
+        async with running(processor):
+            await recorder.wait_for(lambda: recorder.distinct >= 300, 30, "the rollout's 300")
+        lag = await wait_lag_zero(
+            clusters.rollout, clusters.group_id, lane_topics(clusters.topics), 30
+        )
+        stats = await get_stats(orchestrator.status_port or 0)
+    assert set(recorder.counts) == {e.event_id for e in on_rollout}
+    assert set(lag.values()) == {0}
+    assert (stats["fleet"], stats["cluster"]) == ("rollout", clusters.rollout)

@@ -24,6 +24,7 @@ from eventgw.config.settings import (
     EventGwSettings,
     KafkaClusterSettings,
     KafkaSettings,
+    OrchestratorSettings,
     ProcessorSettings,
     TopicSettings,
 )
@@ -197,7 +198,9 @@ class FakeOrchestrator:
 
 
 @contextlib.asynccontextmanager
-async def serving(fake: FakeOrchestrator, port: int = 0) -> AsyncIterator[str]:
+async def serving(
+    fake: FakeOrchestrator, port: int = 0, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
     server = grpc.aio.server()
 
     async def work(request_iterator: Any, context: Any) -> None:
@@ -209,10 +212,10 @@ async def serving(fake: FakeOrchestrator, port: int = 0) -> AsyncIterator[str]:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("eventgw.v1.Orchestrator", {"Work": handler}),)
     )
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     try:
-        yield f"127.0.0.1:{bound}"
+        yield f"{host}:{bound}"
     finally:
         await server.stop(0)
 
@@ -908,3 +911,28 @@ async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
     results = [r for record in records for r in pb.TaskResults.FromString(record.value).results]
     assert sorted(r.task_id for r in results) == ["p/0/0", "p/0/1", "p/0/2"]
     assert {(r.kind, r.orchestrator_index) for r in results} == {(pb.ACK, 1)}
+
+
+async def test_the_address_template_finds_every_replica():
+    """processor.orchestrator_address_template: one address per index, whatever the list says
+    (loopback 127.0.0.10 and 127.0.0.11 stand for two StatefulSet pods' names)."""
+    port = free_port()
+    replicas = [FakeOrchestrator(make_events(5, prefix=f"r{i}-"), index=i) for i in range(2)]
+    async with serving(replicas[0], port, "127.0.0.10"), serving(replicas[1], port, "127.0.0.11"):
+        settings = make_settings("127.0.0.1:9", max_tasks=10).model_copy(
+            update={
+                "orchestrator": OrchestratorSettings(number_of_replicas=2),
+                "processor": ProcessorSettings(
+                    orchestrator_address_template=f"127.0.0.1{{index}}:{port}",
+                    max_tasks=10,
+                    metrics_port=0,
+                ),
+            }
+        )
+        service = make_service(settings, Recorder())
+        assert service.settings.processor.orchestrators == [
+            f"127.0.0.10:{port}",
+            f"127.0.0.11:{port}",
+        ]
+        await run_to_end(service)
+    assert [fake.kinds() for fake in replicas] == [{"ACK": 5}, {"ACK": 5}]
