@@ -1,4 +1,5 @@
-"""Fleets against both real test clusters: a live migration, and a replica moving fleets.
+"""Fleets against both real test clusters: a live migration, a replica moving fleets, and
+``kafka.active_cluster_fleet``.
 
 An orchestrator fleet per Kafka cluster (config/fleets.py): replica 0 serves the primary
 cluster, replica 1 — listed under ``rollout_orchestrator_indexes`` in the dynamic config —
