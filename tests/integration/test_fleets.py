@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from eventgw.core.errors import ConfigError
+from eventgw.kafka.admin import ensure_partitions
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import ProcessorService
 from eventgw.publisher.service import PublisherService
@@ -250,3 +252,24 @@ async def test_active_cluster_fleet_rollout_serves_the_rollout_cluster_without_a
     assert set(recorder.counts) == {e.event_id for e in on_rollout}
     assert set(lag.values()) == {0}
     assert (stats["fleet"], stats["cluster"]) == ("rollout", clusters.rollout)
+
+
+async def test_the_replica_checks_hold_per_fleet(clusters: TwoClusters) -> None:
+    """A rollout-fleet replica checks the rollout cluster: a response partition per replica
+    index there (4 replicas; the primary has 4 partitions, the rollout cluster 2), the error
+    naming that cluster; a bad index list is a configuration error at start-up."""
+    key = "rollout_orchestrator_indexes"
+    await asyncio.to_thread(ensure_partitions, clusters.primary, clusters.topics.response, 4)
+    write_dynamic(clusters.dynamic_config, {key: [3]})
+    replica = OrchestratorService(fleet_settings(clusters, index=3, replicas=4))
+    assert replica.fleet.name == "rollout"
+    with pytest.raises(ConfigError) as info:
+        await replica.run(asyncio.Event(), asyncio.Event())
+    assert info.value.field == "orchestrator.number_of_replicas"
+    assert clusters.rollout in info.value.message
+    assert "rollout cluster" in info.value.message
+    write_dynamic(clusters.dynamic_config, {key: [4]})
+    with pytest.raises(ConfigError) as info:
+        OrchestratorService(fleet_settings(clusters, index=0, replicas=4))
+    assert info.value.field == key
+    assert "[4]" in info.value.message
