@@ -84,6 +84,8 @@ class FakeOrchestrator:
         self.streams = 0
         self.worker_ids: list[str] = []
         self.end_stream = asyncio.Event()  # set: the current stream ends (server side)
+        self.welcome_gate = asyncio.Event()  # cleared: the next welcome waits for it
+        self.welcome_gate.set()
         self._changed = asyncio.Condition()
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._n = 0
@@ -125,22 +127,26 @@ class FakeOrchestrator:
         self.end_stream.clear()
         self._outbox = asyncio.Queue()
         self.credit = 0
-        self._outbox.put_nowait(  # the welcome
-            pb.TaskBatch(
-                orchestrator_index=self.index, backlog=len(self.queue), fleet=self.fleet
-            ).SerializeToString()
-        )
+
+        async def welcome() -> None:
+            await self.welcome_gate.wait()
+            self._outbox.put_nowait(
+                pb.TaskBatch(
+                    orchestrator_index=self.index, backlog=len(self.queue), fleet=self.fleet
+                ).SerializeToString()
+            )
 
         async def write() -> None:
             while True:
                 await context.write(await self._outbox.get())
 
         async with asyncio.TaskGroup() as tg:
+            welcomer = tg.create_task(welcome())
             writer = tg.create_task(write())
             reader = tg.create_task(self._read(context, first))
             ender = tg.create_task(self.end_stream.wait())
             await asyncio.wait({reader, ender}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (writer, reader, ender):
+            for t in (welcomer, writer, reader, ender):
                 t.cancel()
         # The stream is over: what it held comes back (the real orchestrator's rule).
         for task in self.leased.values():
@@ -862,6 +868,39 @@ async def test_a_replica_that_moved_to_another_fleet_gets_nothing_of_the_old_one
     assert stats is not None
     assert stats.results_lost == 2, "the two results of the old fleet's tasks"
     assert stats.dropped == 2
+
+
+async def test_nothing_is_sent_on_a_new_stream_before_its_welcome_names_the_fleet():
+    """Results of the old fleet's tasks, finished after the stream ended but before the new
+    stream's welcome, are not written ahead of it: they would reach the other cluster's
+    fleet, which remembers an ACK for a task id it does not hold and would skip its own
+    record of that id (lane/partition/offset repeat across clusters)."""
+    handler = GatedHandler(running=2)
+    fake = FakeOrchestrator(make_events(4), fleet="primary")
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        service = make_service(make_settings(addr, concurrency=2, max_prefetch=2), handler)
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.running.wait()
+            await fake.wait_for(lambda: len(fake.leased) == 4)
+            fake.fleet = "rollout"
+            fake.welcome_gate.clear()
+            fake.end_stream.set()
+            await fake.wait_for(lambda: fake.streams == 2)
+            handler.gate.set()  # e0 and e1 of the old fleet finish; no welcome yet
+            await asyncio.sleep(0.5)  # the worker would write them on the new stream now
+            before_welcome = list(fake.results)
+            fake.welcome_gate.set()
+            await fake.wait_for(lambda: len(fake.results) >= 4)
+            stop.set()
+    assert before_welcome == []
+    acks = [r.task_id for r in fake.results if r.kind == pb.ACK]
+    assert sorted(acks) == [f"p/0/{i}" for i in range(4)], "each once: from the new stream"
+    assert {r.delivery_count for r in fake.results} == {2}
+    stats = service.statistics()
+    assert stats is not None
+    assert stats.results_lost == 2, "the two results of the old fleet's tasks"
 
 
 @pytest.mark.kafka
