@@ -303,6 +303,7 @@ class Link:
                     self.credit = LinkCredit(connected=True)
                     self._grant = self._revoke = 0
                     self.state = LinkState.OPEN
+                    self._wake.set()  # _send may write now
                     logger.info(
                         "processor.stream_open target=%s index=%d generation=%d",
                         self.target,
@@ -324,9 +325,16 @@ class Link:
         closing: asyncio.Event,
     ) -> None:
         while not ended.is_set():
-            if not (self._results or self._grant or self._revoke or self._replay_acks):
+            # Nothing but the first request before the welcome: it names the fleet, and a
+            # result of another fleet's task must not reach this one (task ids repeat across
+            # clusters; _read drops them when the fleet changed).
+            welcomed = self.state is LinkState.OPEN
+            if not welcomed or not (
+                self._results or self._grant or self._revoke or self._replay_acks
+            ):
                 if closing.is_set():
-                    # Everything is written: end our half; the server then ends the stream.
+                    # Everything is written (or no welcome came: run() hands what is left
+                    # to the fallback): end our half; the server then ends the stream.
                     self._half_closed = True
                     await call.done_writing()
                     with contextlib.suppress(TimeoutError):
