@@ -64,7 +64,8 @@ def configuration() -> str:
         "| setting | environment variable | type | default | description |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "## Dynamic config (hot-reloaded JSON file)\n\n"
-        "`publisher.dynamic_config_path` (and `ingest.dynamic_config_path`) names a JSON "
+        "`publisher.dynamic_config_path` (and `ingest.dynamic_config_path`, "
+        "`orchestrator.dynamic_config_path`: give every service the same file) names a JSON "
         "file watched for changes. An invalid update is refused (logged at ERROR, naming the "
         "field) and the last good config stays in force: over 1 MiB, not UTF-8, not one JSON "
         "object, a duplicate key, nested too deeply, a number out of range or NaN, a value of "
@@ -77,6 +78,13 @@ def configuration() -> str:
         "and `publisher.rollout_producers_enabled` is true |\n"
         "| `gating` | list of `{action: block\\|allow, source_name?, company_id?, reason?}` | "
         "first matching rule wins; glob patterns; a block answers `REJECTED` with the reason |\n"
+        "| `rollout_orchestrator_indexes` (the name is "
+        "`orchestrator.rollout_orchestrator_config_key`) | list of distinct integers 0-9999 | "
+        "the orchestrator replica indexes that serve the rollout cluster (the rollout fleet); "
+        "the others serve `kafka.active_cluster_fleet`. A running replica whose fleet changes "
+        "drains and moves. An index not below `orchestrator.number_of_replicas`, or a list "
+        "naming every replica while `active_cluster_fleet` is `primary`, is refused by the "
+        'orchestrators (they keep their fleet); see docs/operations.md, "Fleets" |\n'
     )
 
 

@@ -8,6 +8,8 @@ as its own principal (one cluster, to keep it short)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -227,6 +229,135 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
         ):
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for d in data_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def free_strided_port(replicas: int) -> int:
+    """A port P with P + 100 * n free for every replica n (``eventgw up``'s port stride)."""
+    for _ in range(50):
+        port = free_port()
+        if port + 100 * (replicas - 1) > 65535:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for n in range(1, replicas):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port + 100 * n))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free strided port")
+
+
+async def test_eventgw_up_runs_a_fleet_per_cluster_and_a_migration_by_the_dynamic_config(
+    tmp_path,
+):
+    """``eventgw up --rollout-fleet --publishers 2 --processors 2``: one orchestrator per
+    cluster; raising the share in the file it wrote moves new events to the rollout cluster,
+    where the rollout fleet's replica processes them."""
+    kafka_primary, kafka_rollout = free_port_pair(), free_port_pair()
+    http_port = free_port()
+    orch_status = free_strided_port(2)
+    dynamic = tmp_path / "dynamic.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
+    env.update(
+        {
+            "EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_primary}",
+            "EVENTGW_KAFKA__ROLLOUT__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_rollout}",
+            "EVENTGW_INGEST__HTTP_PORT": str(http_port),
+            "EVENTGW_INGEST__GRPC_PORT": str(free_port()),
+            "EVENTGW_PUBLISHER__GRPC_PORT": str(free_strided_port(2)),
+            "EVENTGW_PUBLISHER__LIVENESS_PORT": str(free_strided_port(2)),
+            "EVENTGW_PUBLISHER__METRICS_PORT": str(free_strided_port(2)),
+            "EVENTGW_PUBLISHER__DYNAMIC_CONFIG_PATH": str(dynamic),
+            "EVENTGW_RECOVERY__METRICS_PORT": str(free_port()),
+            "EVENTGW_BACKUP__SPOOL_DIR": str(tmp_path / "spool"),
+            "EVENTGW_ORCHESTRATOR__GRPC_PORT": str(free_strided_port(2)),
+            "EVENTGW_ORCHESTRATOR__METRICS_PORT": str(orch_status),
+            "EVENTGW_PROCESSOR__METRICS_PORT": str(free_strided_port(2)),
+        }
+    )
+    data_dirs = [
+        default_home() / "clusters" / f"{n}-{p}"
+        for n, p in (("primary", kafka_primary), ("rollout", kafka_rollout))
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "eventgw.cli.main",
+        "up",
+        "--rollout-fleet",
+        "--publishers",
+        "2",
+        "--processors",
+        "2",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output: list[str] = []
+    url = f"http://127.0.0.1:{http_port}/v1/events"
+
+    async def post(client: httpx.AsyncClient, companies: list[str]) -> list[dict[str, str]]:
+        body = {"events": [{"company_id": c, "source_name": "api"} for c in companies]}
+        resp = await client.post(url, json=body)
+        assert resp.status_code == 202, resp.text
+        return list(resp.json()["events"])
+
+    async def processed(client: httpx.AsyncClient, status_port: int) -> int:
+        stats = (await client.get(f"http://127.0.0.1:{status_port}/stats")).json()
+        return sum(ln["processed"] for ln in stats["lanes"] if ln["lane"] in ("P30", "P20", "P10"))
+
+    try:
+        async with asyncio.timeout(240):
+            assert proc.stdout is not None
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "eventgw up exited before it was up:\n" + "".join(output)
+                output.append(line)
+                if "eventgw is up." in line:
+                    break
+
+        async def drain() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                output.append(line.decode())
+
+        draining = asyncio.create_task(drain())
+        doc = json.loads(dynamic.read_text())
+        assert doc == {"event_gateway_cluster_rollout": 0, "rollout_orchestrator_indexes": [1]}
+        companies = [f"company-{i}" for i in range(20)]
+        async with httpx.AsyncClient(timeout=30) as client:
+            before = await post(client, companies)
+            assert {r["cluster"] for r in before} == {"primary"}
+            doc["event_gateway_cluster_rollout"] = 100
+            dynamic.write_text(json.dumps(doc))
+            async with asyncio.timeout(30):  # the publishers reload the file
+                # Other processes: nothing to await but their HTTP answers.
+                while (await post(client, companies[:1]))[0]["cluster"] != "rollout":  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            after = await post(client, companies)
+            assert {r["cluster"] for r in after} == {"rollout"}
+            async with asyncio.timeout(60):  # each fleet's replica processes its cluster's
+                while await processed(client, orch_status + 100) < len(after):  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+                while await processed(client, orch_status) < len(before):  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            stats = (await client.get(f"http://127.0.0.1:{orch_status + 100}/stats")).json()
+            assert (stats["index"], stats["fleet"]) == (1, "rollout")
+        banner = "".join(output)
+        assert "fleets: primary [0], rollout [1]" in banner
+        assert "publisher 1" in banner
+        assert "processor 1" in banner
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(120):
+            code = await proc.wait()
+            await draining
+        assert code == 0, "".join(output)
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -24,10 +24,12 @@ from eventgw.config.settings import (
     EventGwSettings,
     KafkaClusterSettings,
     KafkaSettings,
+    OrchestratorSettings,
     ProcessorSettings,
     TopicSettings,
 )
 from eventgw.core.retry import Backoff
+from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from eventgw.processor import Command, ProcessorService, Reject, Retry
 from eventgw.processor.worker import WorkerState
 from tests.fixtures.credentials import with_stack_credentials
@@ -70,8 +72,10 @@ class FakeOrchestrator:
         *,
         index: int = 0,
         rank: int = P10_RANK,  # type: ignore[assignment]  # an empty default
+        fleet: str = "",
     ) -> None:
         self.index = index
+        self.fleet = fleet  # told in the welcome (a test may change it between streams)
         self.queue: deque[pb.Task] = deque()
         self.leased: dict[str, pb.Task] = {}
         self.results: list[pb.TaskResult] = []
@@ -81,6 +85,8 @@ class FakeOrchestrator:
         self.streams = 0
         self.worker_ids: list[str] = []
         self.end_stream = asyncio.Event()  # set: the current stream ends (server side)
+        self.welcome_gate = asyncio.Event()  # cleared: the next welcome waits for it
+        self.welcome_gate.set()
         self._changed = asyncio.Condition()
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._n = 0
@@ -122,18 +128,26 @@ class FakeOrchestrator:
         self.end_stream.clear()
         self._outbox = asyncio.Queue()
         self.credit = 0
-        self.hint()  # the welcome
+
+        async def welcome() -> None:
+            await self.welcome_gate.wait()
+            self._outbox.put_nowait(
+                pb.TaskBatch(
+                    orchestrator_index=self.index, backlog=len(self.queue), fleet=self.fleet
+                ).SerializeToString()
+            )
 
         async def write() -> None:
             while True:
                 await context.write(await self._outbox.get())
 
         async with asyncio.TaskGroup() as tg:
+            welcomer = tg.create_task(welcome())
             writer = tg.create_task(write())
             reader = tg.create_task(self._read(context, first))
             ender = tg.create_task(self.end_stream.wait())
             await asyncio.wait({reader, ender}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (writer, reader, ender):
+            for t in (welcomer, writer, reader, ender):
                 t.cancel()
         # The stream is over: what it held comes back (the real orchestrator's rule).
         for task in self.leased.values():
@@ -191,7 +205,9 @@ class FakeOrchestrator:
 
 
 @contextlib.asynccontextmanager
-async def serving(fake: FakeOrchestrator, port: int = 0) -> AsyncIterator[str]:
+async def serving(
+    fake: FakeOrchestrator, port: int = 0, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
     server = grpc.aio.server()
 
     async def work(request_iterator: Any, context: Any) -> None:
@@ -203,10 +219,10 @@ async def serving(fake: FakeOrchestrator, port: int = 0) -> AsyncIterator[str]:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("eventgw.v1.Orchestrator", {"Work": handler}),)
     )
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     try:
-        yield f"127.0.0.1:{bound}"
+        yield f"{host}:{bound}"
     finally:
         await server.stop(0)
 
@@ -812,3 +828,168 @@ async def test_the_handler_receives_the_public_event_type():
         await run_to_end(make_service(make_settings(addr, max_tasks=2), handle))
     assert [type(e) for e in received] == [EventData, EventData]
     assert sorted(e.event_id for e in received if isinstance(e, EventData)) == ["e0", "e1"]
+
+
+# --- (8) fleets: orchestrators of two Kafka clusters -------------------------------------
+
+
+async def test_acks_of_an_ended_stream_are_sent_again_only_within_its_fleet():
+    """Task ids repeat across clusters: a rollout-fleet replica must never be told that a
+    primary task id is finished (it would finish its own, unprocessed record)."""
+    a = FakeOrchestrator(make_events(20), index=0, fleet="primary")
+    b = FakeOrchestrator(index=1, fleet="primary")
+    c = FakeOrchestrator(index=2, fleet="rollout")
+    stop = asyncio.Event()
+    async with serving(a) as addr_a, serving(b) as addr_b, serving(c) as addr_c:
+        service = make_service(make_settings(addr_a, addr_b, addr_c), Recorder())
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await a.wait_results(20)
+            await c.wait_for(lambda: c.streams == 1)
+            a.end_stream.set()  # a's stream ends: its recent ACKs go to the same fleet
+            await b.wait_results(20)
+            await a.wait_for(lambda: a.streams == 2 and len(a.results) >= 40)
+            # A sentinel through c: anything queued for it before would be sent first.
+            c.add(make_events(1, prefix="c"))
+            await c.wait_results(1)
+            stop.set()
+    acked = {f"p/0/{i}" for i in range(20)}
+    assert {r.task_id for r in b.results} == acked, "the other primary replica got them"
+    assert {r.delivery_count for r in b.results} == {0}, "as ACKs of tasks it never leased"
+    assert {r.task_id for r in a.results[20:]} == acked, "and the replica itself, again"
+    assert [r.task_id for r in c.results] == ["p/0/0"], "the rollout replica: its own only"
+    assert c.results[0].delivery_count == 1
+
+
+async def test_a_replica_that_moved_to_another_fleet_gets_nothing_of_the_old_one():
+    """Same address, new fleet (the replica drained and serves the other cluster): results
+    of tasks from before the move are dropped, not sent to the new cluster."""
+    handler = GatedHandler(running=2)
+    fake = FakeOrchestrator(make_events(4), fleet="primary")
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        service = make_service(make_settings(addr, concurrency=2, max_prefetch=2), handler)
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.running.wait()
+            await fake.wait_for(lambda: len(fake.leased) == 4)
+            fake.fleet = "rollout"
+            fake.end_stream.set()
+            await fake.wait_for(lambda: fake.streams == 2)
+            handler.gate.set()  # e0 and e1 finish now: tasks of the old fleet's stream
+            await fake.wait_for(lambda: len(fake.results) >= 4)
+            stop.set()
+    acks = [r.task_id for r in fake.results if r.kind == pb.ACK]
+    assert sorted(acks) == [f"p/0/{i}" for i in range(4)], "each once: from the new stream"
+    assert {r.delivery_count for r in fake.results} == {2}
+    stats = service.statistics()
+    assert stats is not None
+    assert stats.results_lost == 2, "the two results of the old fleet's tasks"
+    assert stats.dropped == 2
+
+
+async def test_nothing_is_sent_on_a_new_stream_before_its_welcome_names_the_fleet():
+    """Results of the old fleet's tasks, finished after the stream ended but before the new
+    stream's welcome, are not written ahead of it: they would reach the other cluster's
+    fleet, which remembers an ACK for a task id it does not hold and would skip its own
+    record of that id (lane/partition/offset repeat across clusters)."""
+    handler = GatedHandler(running=2)
+    fake = FakeOrchestrator(make_events(4), fleet="primary")
+    stop = asyncio.Event()
+    async with serving(fake) as addr:
+        service = make_service(make_settings(addr, concurrency=2, max_prefetch=2), handler)
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(asyncio.Event(), stop))
+            await handler.running.wait()
+            await fake.wait_for(lambda: len(fake.leased) == 4)
+            fake.fleet = "rollout"
+            fake.welcome_gate.clear()
+            fake.end_stream.set()
+            await fake.wait_for(lambda: fake.streams == 2)
+            handler.gate.set()  # e0 and e1 of the old fleet finish; no welcome yet
+            await asyncio.sleep(0.5)  # the worker would write them on the new stream now
+            before_welcome = list(fake.results)
+            fake.welcome_gate.set()
+            await fake.wait_for(lambda: len(fake.results) >= 4)
+            stop.set()
+    assert before_welcome == []
+    acks = [r.task_id for r in fake.results if r.kind == pb.ACK]
+    assert sorted(acks) == [f"p/0/{i}" for i in range(4)], "each once: from the new stream"
+    assert {r.delivery_count for r in fake.results} == {2}
+    stats = service.statistics()
+    assert stats is not None
+    assert stats.results_lost == 2, "the two results of the old fleet's tasks"
+
+
+@pytest.mark.kafka
+async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
+    kafka_broker, kafka_broker_2, new_topic
+):
+    """Its stream lost while handlers run: the results land on the rollout cluster's
+    response topic (partition = its index), and nothing on the primary's."""
+    response = new_topic(partitions=2)
+    await asyncio.to_thread(
+        ensure_topics, kafka_broker_2.bootstrap, [TopicSpec(response, partitions=2)]
+    )
+    handler = GatedHandler(running=3)
+    fake = FakeOrchestrator(make_events(3), index=1, fleet="rollout")
+    stop = asyncio.Event()
+    try:
+        async with asyncio.timeout(40), asyncio.TaskGroup() as tg:
+            async with serving(fake) as addr:
+                settings = make_settings(
+                    addr, bootstrap=kafka_broker.bootstrap, response=response, concurrency=3
+                )
+                settings = settings.model_copy(
+                    update={
+                        "kafka": KafkaSettings(
+                            primary=settings.kafka.primary,
+                            rollout=KafkaClusterSettings(
+                                bootstrap_servers=kafka_broker_2.bootstrap
+                            ),
+                        )
+                    }
+                )
+                service = make_service(settings, handler)
+                tg.create_task(service.run(asyncio.Event(), stop))
+                await handler.running.wait()
+            handler.gate.set()
+            records = await asyncio.to_thread(
+                read_topic, kafka_broker_2.bootstrap, response, expect=1
+            )
+            on_primary = await asyncio.to_thread(
+                read_topic, kafka_broker.bootstrap, response, idle_s=1.0
+            )
+            stop.set()
+    finally:
+        await asyncio.to_thread(delete_topics, kafka_broker_2.bootstrap, [response])
+    assert on_primary == []
+    assert {r.partition for r in records} == {1}
+    results = [r for record in records for r in pb.TaskResults.FromString(record.value).results]
+    assert sorted(r.task_id for r in results) == ["p/0/0", "p/0/1", "p/0/2"]
+    assert {(r.kind, r.orchestrator_index) for r in results} == {(pb.ACK, 1)}
+
+
+async def test_the_address_template_finds_every_replica():
+    """processor.orchestrator_address_template: one address per index, whatever the list says
+    (loopback 127.0.0.10 and 127.0.0.11 stand for two StatefulSet pods' names)."""
+    port = free_port()
+    replicas = [FakeOrchestrator(make_events(5, prefix=f"r{i}-"), index=i) for i in range(2)]
+    async with serving(replicas[0], port, "127.0.0.10"), serving(replicas[1], port, "127.0.0.11"):
+        settings = make_settings("127.0.0.1:9", max_tasks=10).model_copy(
+            update={
+                "orchestrator": OrchestratorSettings(number_of_replicas=2),
+                "processor": ProcessorSettings(
+                    orchestrator_address_template=f"127.0.0.1{{index}}:{port}",
+                    max_tasks=10,
+                    metrics_port=0,
+                ),
+            }
+        )
+        service = make_service(settings, Recorder())
+        assert service.settings.processor.orchestrators == [
+            f"127.0.0.10:{port}",
+            f"127.0.0.11:{port}",
+        ]
+        await run_to_end(service)
+    assert [fake.kinds() for fake in replicas] == [{"ACK": 5}, {"ACK": 5}]

@@ -154,6 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Kafka over SASL_SSL with ACLs; each component logs in as its own role",
     )
+    up.add_argument(
+        "--ingest-workers", type=int, help="ingest processes on the same ports (ingest.workers)"
+    )
+    up.add_argument("--publishers", type=int, default=1, help="publisher processes (default 1)")
+    up.add_argument(
+        "--orchestrators",
+        type=int,
+        default=1,
+        help="orchestrator replicas per fleet (default 1)",
+    )
+    up.add_argument(
+        "--rollout-fleet",
+        action="store_true",
+        help="also a fleet for the rollout cluster, rollout producers on, the dynamic config "
+        "file written (try a migration: docs/operations.md)",
+    )
+    up.add_argument("--processors", type=int, default=1, help="processor workers (default 1)")
 
     ingest = sub.add_parser("ingest", help="run the ingest service (HTTP + gRPC)")
     # Set by the `ingest.workers` supervisor on the processes it starts (eventgw.cli.workers).

@@ -13,10 +13,11 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from eventgw.cli import secure
+from eventgw.cli.local_stack import StackShape, fleet_document, plan_stack
 from eventgw.config.local_credentials import credentials_dir
 from eventgw.core.errors import ConfigError
 from eventgw.kafka.acl_policy import username
-from eventgw.kafka.admin import TopicSpec, ensure_topics, list_topics
+from eventgw.kafka.admin import TopicSpec, ensure_partitions, ensure_topics, list_topics
 from eventgw.kafka.broker_config import BrokerSpec, default_spec
 from eventgw.kafka.jar_cache import default_home, ensure_kafka_jars
 from eventgw.kafka.local_broker import LocalBroker
@@ -213,12 +214,14 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
 
 
 def _secure_stack(
-    settings: EventGwSettings, brokers: list[LocalBroker]
+    settings: EventGwSettings, brokers: list[LocalBroker], replicas: int = 1
 ) -> dict[str, dict[str, str]]:
     """Topics (as the admin) and every role's ACLs on the secured ``brokers``; return the
     environment of each component (its own principal) and write the operator's env files."""
     by_name = {broker.spec.name: broker for broker in brokers}
-    create_topics(secure.admin_settings(settings, by_name))
+    admin = secure.admin_settings(settings, by_name)
+    create_topics(admin)
+    _response_partitions(admin, replicas)
     secure.grant_roles(settings, by_name)
     for who, user in (("tools", username("tools")), ("admin", ADMIN_USER)):
         secure.write_env_file(_env_file(brokers, who), secure.login_env(by_name, user))
@@ -238,12 +241,39 @@ def _env_file(brokers: list[LocalBroker], who: str) -> Path:
     return brokers[0].spec.security_dir / f"{who}.env"
 
 
+def _response_partitions(settings: EventGwSettings, replicas: int) -> None:
+    """One response partition per orchestrator replica index, on every cluster a fleet may
+    read (the topic has no key order to keep)."""
+    for name, cluster in settings.kafka.configured().items():
+        if name in ("primary", "rollout"):
+            ensure_partitions(cluster, settings.topics.response, replicas)
+
+
+def _write_fleets(settings: EventGwSettings, path: Path, rollout_indexes: tuple[int, ...]) -> None:
+    """Set the rollout fleet's replica indexes in the dynamic config file, keeping the rest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = path.read_text() if path.exists() else None
+    key = settings.orchestrator.rollout_orchestrator_config_key
+    path.write_text(fleet_document(current, key, rollout_indexes))
+
+
 def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
-    """``eventgw up [--secure]``: Kafka (both clusters), topics, then every component.
+    """``eventgw up [--secure]``: Kafka (both clusters), topics, then the processes
+    `plan_stack` lays out (``--publishers``, ``--orchestrators``, ``--rollout-fleet``, ...).
 
     ``--secure``: the clusters are SASL_SSL with ACLs (their own data directories), topics
     are created as the admin, and each component runs as its own principal.
     """
+    plan = plan_stack(
+        settings,
+        StackShape(
+            ingest_workers=args.ingest_workers,
+            publishers=args.publishers,
+            orchestrators=args.orchestrators,
+            processors=args.processors,
+            rollout_fleet=args.rollout_fleet,
+        ),
+    )
     started_brokers: list[LocalBroker] = []
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
@@ -266,9 +296,13 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
                 print(f"  kafka {broker.spec.name}: {broker.bootstrap}", flush=True)
         logins: dict[str, dict[str, str]] = {}
         if args.secure:
-            logins = _secure_stack(settings, _brokers("all", settings, secured=True))
+            secured = _brokers("all", settings, secured=True)
+            logins = _secure_stack(settings, secured, plan.replicas)
         else:
             create_topics(settings)
+            _response_partitions(settings, plan.replicas)
+        if plan.dynamic_config is not None:
+            _write_fleets(settings, plan.dynamic_config, plan.rollout_indexes)
         base = [sys.executable, "-m", "eventgw.cli.main"]
         if args.settings:
             base += ["--settings", str(args.settings)]
@@ -276,31 +310,26 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             base += ["--log-level", args.log_level]
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        eps = endpoints(settings)
-        for name, ready_url in (
-            (
-                "publisher",
-                f"http://{settings.publisher.grpc_host}:{settings.publisher.liveness_port}/readyz",
-            ),
-            ("failed-writes", eps["failed-writes"] + "/readyz"),
-            ("orchestrator", eps["orchestrator"] + "/readyz"),
-            ("processor", eps["processor"] + "/readyz"),
-            ("ingest", eps["ingest"] + "/readyz"),
-        ):
-            proc = subprocess.Popen([*base, name], env=os.environ | logins.get(name, {}))
-            children.append((name, proc))
-            _wait_ready(ready_url, proc, 90)
+        for child in plan.children:
+            # The subcommand is the component's role (its login with --secure).
+            login = logins.get(child.args[0], {})
+            env = os.environ | plan.shared_env | child.env | login
+            proc = subprocess.Popen([*base, *child.args], env=env)
+            children.append((child.label, proc))
+            _wait_ready(child.ready_url, proc, 90)
         s = settings.ingest
+        width = max(len(c.label) for c in plan.children)
+        lines = [f"  {c.label:<{width}}  {c.detail}" for c in reversed(plan.children)]
+        if plan.dynamic_config is not None:
+            primary = sorted(set(range(plan.replicas)) - set(plan.rollout_indexes))
+            lines.append(
+                f"  fleets: primary {primary}, rollout {list(plan.rollout_indexes)}; migrate "
+                f"by editing {plan.dynamic_config} (event_gateway_cluster_rollout: 0-100)"
+            )
         print(
             "\neventgw is up.\n"
-            f"  ingest HTTP  http://{s.http_host}:{s.http_port}/v1/events"
-            f"   gRPC {s.grpc_host}:{s.grpc_port}\n"
-            f"  publisher    gRPC {settings.publisher.grpc_host}:{settings.publisher.grpc_port}"
-            f"   metrics :{settings.publisher.metrics_port}\n"
-            f"  orchestrator gRPC 127.0.0.1:{settings.orchestrator.grpc_port}"
-            f"   stats http://127.0.0.1:{settings.orchestrator.metrics_port}/stats\n"
-            f"  processor    demo handler {settings.processor.handler}\n"
-            f"  internal gRPC tokens  {credentials_dir(default_home())}/ (0600)\n"
+            + "\n".join(lines)
+            + f"\n  internal gRPC tokens  {credentials_dir(default_home())}/ (0600)\n"
             "  status: eventgw status\n"
             f"  try: curl -s -XPOST {s.http_host}:{s.http_port}/v1/events "
             "-H 'content-type: application/json' "

@@ -10,6 +10,11 @@ no deeper than JSON needs, every value of its field's exact type (``"5"`` is not
 ``1`` is not a boolean). An empty file is refused too: an editor that truncates and then
 writes leaves one for a moment, and taking it as "the defaults" would drop every gating
 rule. ``{}`` is the explicit way to ask for the defaults.
+
+Replica-index lists: besides the fields of `DynamicConfig`, the document may hold the keys
+its reader names in ``index_keys`` (``orchestrator.rollout_orchestrator_config_key``, by
+default `ROLLOUT_ORCHESTRATOR_KEY`), each a JSON array of distinct orchestrator replica
+indexes (`DynamicConfig.replica_indexes`). Any other unknown key is refused as before.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import watchfiles
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from eventgw.config.admission import AimdConfig, HotTenantConfig
 from eventgw.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from eventgw.metrics.backend import Metrics
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,13 @@ MAX_DYNAMIC_CONFIG_BYTES: Final = 1 << 20
 
 _MAX_DEPTH: Final = 32  # the document nests 5 levels deep; JSON deeper than this is refused
 _FIELD: Final = "dynamic_config"
+
+ROLLOUT_ORCHESTRATOR_KEY: Final = "rollout_orchestrator_indexes"
+"""The default name of the key listing the orchestrator replicas of the rollout fleet
+(``orchestrator.rollout_orchestrator_config_key``)."""
+
+MAX_REPLICA_INDEX: Final = 9_999
+"""A replica index in an index list is at most this (a list holds at most as many)."""
 
 
 class GateRule(BaseModel):
@@ -65,6 +79,12 @@ class DynamicConfig(BaseModel):
     gating: tuple[GateRule, ...] = ()
     aimd: AimdConfig = Field(default_factory=AimdConfig)
     hot_tenants: HotTenantConfig = Field(default_factory=HotTenantConfig)
+    # The replica-index lists, by key (see the module docstring); set by the parser only.
+    _replica_indexes: dict[str, tuple[int, ...]] = PrivateAttr(default_factory=dict)
+
+    def replica_indexes(self, key: str) -> tuple[int, ...] | None:
+        """The replica indexes listed under ``key``, ascending; None when the key is absent."""
+        return self._replica_indexes.get(key)
 
     @property
     def rollout_buckets(self) -> int:
@@ -72,8 +92,15 @@ class DynamicConfig(BaseModel):
         return round(self.event_gateway_cluster_rollout * 100)
 
 
-def parse_dynamic_config(data: bytes | str) -> DynamicConfig:
+def parse_dynamic_config(
+    data: bytes | str, index_keys: Collection[str] = (ROLLOUT_ORCHESTRATOR_KEY,)
+) -> DynamicConfig:
     """Parse and validate a dynamic config document (see the module docstring for the rules).
+
+    Args:
+        data: the document.
+        index_keys: keys that hold a list of replica indexes (each refused unless it is an
+            array of distinct integers from 0 to `MAX_REPLICA_INDEX`).
 
     Raises:
         ConfigError: naming the field (``dynamic_config`` for the document as a whole).
@@ -104,13 +131,41 @@ def parse_dynamic_config(data: bytes | str) -> DynamicConfig:
         raise ConfigError(_FIELD, f"not valid JSON: {exc}") from None
     if _depth(doc) > _MAX_DEPTH:
         raise ConfigError(_FIELD, f"not valid JSON: nested deeper than {_MAX_DEPTH}")
+    lists: dict[str, tuple[int, ...]] = {}
+    if isinstance(doc, dict):
+        for key in index_keys:
+            if key in doc:
+                lists[key] = _replica_index_list(key, doc.pop(key))
+        if lists:
+            # The rest is validated as JSON, as without the lists (a non-finite number
+            # comes back as Infinity/NaN, which the models refuse naming the field).
+            text = json.dumps(doc)
     try:
         # Strict: a value of the wrong JSON type is refused, not coerced ("5" → 5.0).
-        return DynamicConfig.model_validate_json(text, strict=True)
+        config = DynamicConfig.model_validate_json(text, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or _FIELD
         raise ConfigError(field, err["msg"]) from None
+    config._replica_indexes.update(lists)
+    return config
+
+
+def _replica_index_list(key: str, value: object) -> tuple[int, ...]:
+    """``value`` as a sorted tuple of distinct replica indexes, or ConfigError naming ``key``."""
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be a list of replica indexes, e.g. [2, 3]")
+    if len(value) > MAX_REPLICA_INDEX + 1:
+        raise ConfigError(key, f"lists {len(value)} indexes, more than there can be replicas")
+    for item in value:
+        # bool is an int in Python; JSON true is not an index.
+        if not isinstance(item, int) or isinstance(item, bool):
+            raise ConfigError(key, f"{item!r} is not a replica index (an integer)")
+        if not 0 <= item <= MAX_REPLICA_INDEX:
+            raise ConfigError(key, f"{item} is not a replica index (0 to {MAX_REPLICA_INDEX})")
+    if len(set(value)) != len(value):
+        raise ConfigError(key, f"lists an index twice: {value}")
+    return tuple(sorted(value))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -138,7 +193,9 @@ def _depth(doc: object) -> int:
     return deepest
 
 
-def read_dynamic_config(path: Path) -> DynamicConfig:
+def read_dynamic_config(
+    path: Path, index_keys: Collection[str] = (ROLLOUT_ORCHESTRATOR_KEY,)
+) -> DynamicConfig:
     """Read and parse ``path``, reading at most one byte past `MAX_DYNAMIC_CONFIG_BYTES`.
 
     Raises:
@@ -149,7 +206,7 @@ def read_dynamic_config(path: Path) -> DynamicConfig:
             data = file.read(MAX_DYNAMIC_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(_FIELD, f"{path}: {exc.strerror or exc}") from None
-    return parse_dynamic_config(data)
+    return parse_dynamic_config(data, index_keys)
 
 
 class DynamicConfigWatcher:
@@ -160,10 +217,20 @@ class DynamicConfigWatcher:
     ERROR, counted in ``refused``, and leaves ``current`` unchanged. A missing file at start
     is allowed; a file that is present but unreadable or invalid at start raises
     ConfigError (refuse to start on bad config).
+
+    ``index_keys`` names the keys that hold replica-index lists (`parse_dynamic_config`):
+    every reader of one file should be given the same, or a document one accepts another
+    refuses.
     """
 
-    def __init__(self, path: Path | None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        metrics: Metrics | None = None,
+        index_keys: Collection[str] = (ROLLOUT_ORCHESTRATOR_KEY,),
+    ) -> None:
         self.path = path
+        self._index_keys = tuple(index_keys)
         self._applied = self._refused = None
         if metrics is not None:
             reloads = metrics.counter(
@@ -176,12 +243,12 @@ class DynamicConfigWatcher:
         self._changed = asyncio.Event()
         self._directory = path.parent if path is not None else Path()
         if path is not None and path.exists():
-            self.current = read_dynamic_config(path)
+            self.current = read_dynamic_config(path, self._index_keys)
             self.version = 1
 
     async def _reload(self, path: Path) -> None:
         try:
-            new = await asyncio.to_thread(read_dynamic_config, path)
+            new = await asyncio.to_thread(read_dynamic_config, path, self._index_keys)
         except ConfigError as exc:
             self.refused += 1
             if self._refused is not None:

@@ -152,14 +152,25 @@ class KafkaSettings(_Frozen):
     fallback: KafkaClusterSettings | None = Field(
         default=None, description="cluster for the failed-writes topic; primary when unset"
     )
-    active_cluster_fleet: str = Field(
-        default="default", description="which fleet of clusters is live during a migration"
+    active_cluster_fleet: Literal["primary", "rollout"] = Field(
+        default="primary",
+        description="which fleet of clusters is live during a migration: the cluster every "
+        "orchestrator replica serves unless the dynamic-config key named by "
+        "orchestrator.rollout_orchestrator_config_key lists its index (those serve the "
+        "rollout cluster). `rollout` moves every replica to the rollout cluster, e.g. to "
+        'finish a migration (docs/operations.md, "Migrating to another Kafka cluster")',
     )
 
     def configured(self) -> dict[str, KafkaClusterSettings]:
         """The configured clusters by name: ``primary``, then ``rollout``, ``fallback`` if set."""
         clusters = {"primary": self.primary, "rollout": self.rollout, "fallback": self.fallback}
         return {name: c for name, c in clusters.items() if c is not None}
+
+    @model_validator(mode="after")
+    def _active_fleet_has_a_cluster(self) -> KafkaSettings:
+        if self.active_cluster_fleet == "rollout" and self.rollout is None:
+            raise ValueError("active_cluster_fleet: rollout needs kafka.rollout to be set")
+        return self
 
 
 class TopicSettings(_Frozen):
@@ -508,7 +519,15 @@ class OrchestratorSettings(_Frozen):
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
     rollout_orchestrator_config_key: str = Field(
         default="rollout_orchestrator_indexes",
-        description="dynamic-config key listing the indexes that serve the rollout cluster",
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="dynamic-config key listing the replica indexes that serve the rollout "
+        "cluster (the others serve kafka.active_cluster_fleet); a change moves a running "
+        "replica: it drains, then serves the other cluster",
+    )
+    dynamic_config_path: Path | None = Field(
+        default=None,
+        description="the dynamic config file (the same one the publisher reads): where "
+        "the replica indexes of the rollout fleet are listed. None: no replica is listed",
     )
 
     @model_validator(mode="after")
@@ -525,6 +544,14 @@ class ProcessorSettings(_Frozen):
 
     orchestrators: list[str] = Field(
         default_factory=lambda: ["127.0.0.1:50052"], description="orchestrator gRPC host:port list"
+    )
+    orchestrator_address_template: str | None = Field(
+        default=None,
+        pattern=r"\{index\}",
+        description="discovery: when set, the worker serves the orchestrators at this "
+        "address for every index below orchestrator.number_of_replicas (both fleets: "
+        "indexes are global), e.g. `eventgw-orchestrator-{index}.eventgw-orchestrator:50052`"
+        " for a StatefulSet, instead of the orchestrators list",
     )
     handler: str = Field(
         default="eventgw.processor.handlers:log_event", description="module:function"
@@ -553,6 +580,19 @@ class ProcessorSettings(_Frozen):
     status_host: str = Field(default="127.0.0.1", description="bind address of status HTTP")
     metrics_port: int = Field(default=9105, ge=0, le=65535)
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _template_expands(self) -> ProcessorSettings:
+        template = self.orchestrator_address_template
+        if template is not None:
+            try:
+                template.format(index=0)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"orchestrator_address_template: {template!r} must contain {{index}} and "
+                    f"no other {{field}} ({exc!r})"
+                ) from None
+        return self
 
 
 class EventGwSettings(BaseSettings):

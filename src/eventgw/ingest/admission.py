@@ -53,7 +53,11 @@ class AdmissionControl:
     def __init__(self, settings: EventGwSettings, metrics: Metrics, clock: Clock) -> None:
         self._settings = settings
         self._metrics = metrics
-        self.watcher = DynamicConfigWatcher(settings.ingest.dynamic_config_path, metrics)
+        self.watcher = DynamicConfigWatcher(
+            settings.ingest.dynamic_config_path,
+            metrics,
+            index_keys=(settings.orchestrator.rollout_orchestrator_config_key,),
+        )
         config = self.watcher.current
         self.slo = SloService(config.aimd, clock)
         self.classifier = DynamicClassifier(config.hot_tenants, clock)

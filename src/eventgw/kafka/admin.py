@@ -20,6 +20,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclOperation,
     AclPermissionType,
     AdminClient,
+    NewPartitions,
     NewTopic,
     ResourcePatternType,
     ResourceType,
@@ -303,3 +304,35 @@ def apply_acls(
         time.sleep(_METADATA_POLL_S)
     logger.info("kafka.acls.applied bootstrap=%s acls=%d", _bootstrap(cluster), len(bindings))
     return len(bindings)
+
+
+def ensure_partitions(
+    cluster: str | KafkaClusterSettings, topic: str, count: int, timeout_s: float = 30
+) -> bool:
+    """Grow ``topic`` to at least ``count`` partitions (never shrinks); True if it grew.
+
+    For topics whose records are not ordered by key, such as the response topic (one
+    partition per orchestrator replica index). Blocking, at most ``timeout_s``.
+
+    Raises:
+        confluent_kafka.KafkaException: the cluster refused or could not be reached.
+        TimeoutError: the new partitions got no leader within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    current = partition_count(cluster, topic, timeout_s)
+    if current >= count:
+        return False
+    admin = _admin(cluster)
+    futures = admin.create_partitions(
+        [NewPartitions(topic, count)], operation_timeout=timeout_s, request_timeout=timeout_s
+    )
+    futures[topic].result(timeout=_remaining(deadline))
+    _wait_until_served(admin, [TopicSpec(topic, count)], deadline)
+    logger.info(
+        "kafka.partitions.added bootstrap=%s topic=%s partitions=%d->%d",
+        _bootstrap(cluster),
+        topic,
+        current,
+        count,
+    )
+    return True

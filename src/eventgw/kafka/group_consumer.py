@@ -56,6 +56,7 @@ class GroupConsumer:
         self._consumer: confluent_kafka.Consumer | None = None
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
         self.assigned: set[TopicPartition] = set()
 
     async def start(self) -> None:
@@ -77,6 +78,12 @@ class GroupConsumer:
 
     def _assign_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        if self._closing:
+            # A rebalance that ends while close() runs: the partitions leave again at once.
+            # Reading their commits would wait for a broker handle being destroyed (seen:
+            # tens of seconds of a replica moving fleets, unbound); the owner never sees them.
+            logger.info("kafka.assigned_while_closing partitions=%s (ignored)", _fmt(tps))
+            return
         self.assigned.update(tps)
         logger.info("kafka.assigned partitions=%s", _fmt(tps))
         committed: Committed = {}
@@ -151,6 +158,7 @@ class GroupConsumer:
         """Leave the group (revoke callbacks run first) and close."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
+            self._closing = True
             async with self._lock:
                 await asyncio.to_thread(consumer.close)
 

@@ -163,6 +163,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._families: dict[str, Counter | Gauge | Histogram | BulkHistogramFamily] = {}
+        self._collectors: dict[frozenset[str], Collector] = {}  # by the names they expose
 
     def counter(self, name: MetricName, doc: str, labels: Sequence[str] = ()) -> Counter:
         """Return the counter family ``name`` (``_total`` suffix is Prometheus's own)."""
@@ -214,15 +215,24 @@ class Metrics:
     def register(self, collector: Collector) -> None:
         """Expose ``collector``'s families at every collection.
 
+        A collector that describes exactly the families of one registered before replaces
+        it: a component rebuilt in the same process (an orchestrator moving to another
+        fleet builds a new dispatcher) exposes its new parts, and its counters restart from
+        zero, which Prometheus's ``rate`` reads as a counter reset.
+
         Raises:
             ValueError: a family it describes is not named in `eventgw.metrics.names`, or
-                its name is taken already (by another family or collector).
+                its name is taken already by another family or collector.
         """
-        for family in collector.describe():
-            name = exposed_name(family)
-            if name not in _KNOWN_NAMES:
-                raise ValueError(f"{name} is not in eventgw.metrics.names")
+        names = frozenset(exposed_name(family) for family in collector.describe())
+        unknown = sorted(names - _KNOWN_NAMES)
+        if unknown:
+            raise ValueError(f"{unknown[0]} is not in eventgw.metrics.names")
+        previous = self._collectors.pop(names, None)
+        if previous is not None:
+            self.registry.unregister(previous)
         self.registry.register(collector)
+        self._collectors[names] = collector
 
     def counter_from(
         self,

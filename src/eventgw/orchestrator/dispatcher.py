@@ -114,8 +114,10 @@ class Dispatcher:
         now_ms: Callable[[], int] | None = None,
         monotonic: Callable[[], float] | None = None,
         now_wall: Callable[[], float] = time.time,
+        fleet: str = "primary",
     ) -> None:
         self._s = settings
+        self.fleet = fleet  # the Kafka cluster served (config/fleets.py), told in the welcome
         self._topics = topics
         self._writer = writer
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
@@ -320,11 +322,11 @@ class Dispatcher:
         """A worker opened a ``Work`` stream: track it and welcome it (no credit yet).
 
         The welcome is a ``TaskBatch`` without tasks: it tells the worker this replica's
-        index (where its fallback results go) and the backlog.
+        index and fleet (where its fallback results go) and the backlog.
         """
         session = WorkerSession(worker_id)
         self.sessions.add(session)
-        session.push(hint(self._s.index, self.buffer.ready_count()))
+        session.push(hint(self._s.index, self.buffer.ready_count(), fleet=self.fleet))
         logger.info(
             "orchestrator.worker_connected worker_id=%s session=%d", worker_id, session.number
         )
@@ -387,7 +389,7 @@ class Dispatcher:
     def _dispatch(self) -> None:
         """Hand ready tasks to sessions with credit, round robin, in the buffer's order."""
         credited = self._credited
-        if not credited or not self.serving:
+        if not self.serving:
             return
         buffer = self.buffer
         index = self._s.index
@@ -410,7 +412,9 @@ class Dispatcher:
                 self._m_dispatched[lane].inc(n)
         if buffer.has_ready():
             # A backlog no credit covers: tell each worker without credit once, so a worker
-            # spread over several orchestrators can move its credit here.
+            # spread over several orchestrators can move its credit here — also when no
+            # worker has credit here at all (its credit parked at an idle orchestrator,
+            # e.g. the other fleet's after a reconnect: without the hint it never comes).
             backlog = buffer.ready_count()
             for session in self.sessions:
                 if session.credit == 0 and not session.hinted and not session.closed:

@@ -12,6 +12,15 @@ It builds the parts and runs them in one task group (docs/architecture.md, "Read
 Drain on stop: nothing more is dispatched; leased tasks get up to ``shutdown_timeout_s`` for
 their results and retry/DLQ writes to settle; a final commit; then the streams close and
 the consumers leave the group.
+
+Fleets (`eventgw.config.fleets`, docs/operations.md, "Fleets"): the replica serves the Kafka
+cluster of its fleet — lanes, retry topics, response partition ``index``, retry and DLQ
+writes all there; flow-control signals always go to the primary cluster, which ingest reads.
+The fleet comes from the dynamic config (``orchestrator.dynamic_config_path``); when a reload
+moves this replica to the other fleet, it drains exactly as on stop and then serves the
+other cluster on the same ports (workers reconnect and are told the new fleet). A reload
+that would break a fleet is refused (ERROR ``orchestrator.fleet_refused``) and the replica
+stays where it is.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from eventgw.config.dynamic import DynamicConfigWatcher
+from eventgw.config.fleets import assign_fleet
 from eventgw.config.settings import LaneTuning
 from eventgw.core.errors import ConfigError
-from eventgw.core.lifecycle import sleep_or_stop
+from eventgw.core.lifecycle import sleep_or_stop, wait_any
 from eventgw.grpc_server import GrpcServer
 from eventgw.kafka.admin import list_topics, partition_count
 from eventgw.kafka.client_config import consumer_config, producer_config
@@ -48,6 +59,7 @@ from eventgw.orchestrator.work_api import (
 )
 
 if TYPE_CHECKING:
+    from eventgw.config.fleets import FleetAssignment
     from eventgw.config.settings import EventGwSettings
     from eventgw.kafka.group_consumer import Committed, TopicPartition
 
@@ -55,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 _LANE_TOPIC_KEYS = ("p30", "p20", "p10", "offload")
 _STREAM_CLOSE_GRACE_S = 1.0
+_FLEET_CHECK_S = 0.5  # how often a reloaded dynamic config is compared with the fleet
+_TUNING = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=30_000)
 
 
 class OrchestratorService:
@@ -63,6 +77,12 @@ class OrchestratorService:
     name = "orchestrator"
 
     def __init__(self, settings: EventGwSettings, metrics: Metrics | None = None) -> None:
+        """Read the dynamic config and place this replica in its fleet.
+
+        Raises:
+            ConfigError: the dynamic config file is invalid, or places the replica in a way
+                that breaks a fleet (`eventgw.config.fleets.fleet_members`).
+        """
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.grpc_port: int | None = None
@@ -73,46 +93,158 @@ class OrchestratorService:
         self._ready = False
         # Resolved here: a missing token stops the start (ConfigError naming the field).
         self._token = settings.internal_auth.token_for("orchestrator")
+        o = settings.orchestrator
+        self._watcher = DynamicConfigWatcher(
+            o.dynamic_config_path, self.metrics, index_keys=(o.rollout_orchestrator_config_key,)
+        )
+        self.fleet: FleetAssignment = assign_fleet(settings, self._watcher.current)
+        self.fleet_moves = 0  # times this replica drained and moved to the other fleet
+        self._move_to: FleetAssignment | None = None
+        self._move_started = 0.0  # monotonic time the current move began
+        self._moving = asyncio.Event()
 
-    def _check_topology(self) -> None:
+    def _check_topology(self, fleet: FleetAssignment) -> None:
         s = self.settings
         o = s.orchestrator
-        bootstrap = s.kafka.primary.bootstrap_servers
-        existing = list_topics(s.kafka.primary)
+        bootstrap = fleet.cluster.bootstrap_servers
+        existing = list_topics(fleet.cluster)
         needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS]
         # The DLQ and the parking lot too: a dead-letter write to a missing topic would fail,
         # and its task would be served again and again.
-        needed += [s.topics.response, s.topics.flow_control, s.topics.dlq, s.topics.parking_lot]
+        needed += [s.topics.response, s.topics.dlq, s.topics.parking_lot]
+        if fleet.name == "primary":
+            needed.append(s.topics.flow_control)
         missing = [t for t in needed if t not in existing]
         if missing:
             raise ConfigError(
-                "topics", f"missing on {bootstrap}: {missing} (eventgw topics create)"
+                "topics",
+                f"missing on {bootstrap} ({fleet.name} cluster): {missing} (eventgw topics create)",
             )
-        partitions = partition_count(s.kafka.primary, s.topics.response)
+        if fleet.name != "primary" and s.topics.flow_control not in list_topics(s.kafka.primary):
+            raise ConfigError(
+                "topics",
+                f"missing on {s.kafka.primary.bootstrap_servers} (primary cluster, where "
+                f"every fleet sends flow control): {s.topics.flow_control}",
+            )
+        # Response partition = replica index, on each fleet's cluster: checked per fleet.
+        partitions = partition_count(fleet.cluster, s.topics.response)
         if partitions < o.number_of_replicas:
             raise ConfigError(
                 "orchestrator.number_of_replicas",
-                f"{o.number_of_replicas} replicas but {s.topics.response} has only "
-                f"{partitions} partitions (one per replica index is needed)",
+                f"{o.number_of_replicas} replicas but {s.topics.response} on {bootstrap} "
+                f"({fleet.name} cluster) has only {partitions} partitions (one per replica "
+                "index is needed)",
             )
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
-        """See `eventgw.core.lifecycle.Service`."""
+        """See `eventgw.core.lifecycle.Service`; serves its fleet, moving when it changes."""
+        o = self.settings.orchestrator
+        await asyncio.to_thread(self._check_topology, self.fleet)
+        self._warn_if_unserved(self.fleet)
+        status = StatusServer(
+            o.status_host,
+            o.metrics_port,
+            self.metrics.render,
+            lambda: self._ready,
+            extra={"/stats": self._stats_json},
+        )
+        await status.start()
+        self.status_port = status.port
+        try:
+            async with asyncio.TaskGroup() as tg:
+                watcher_ready = asyncio.Event()
+                tg.create_task(self._watcher.run(watcher_ready, stop))
+                tg.create_task(self._follow_fleet(stop))
+                while True:
+                    await self._serve(self.fleet, ready, stop)
+                    if stop.is_set() or self._move_to is None:
+                        break
+                    previous, self.fleet, self._move_to = self.fleet, self._move_to, None
+                    self._moving.clear()
+                    self.fleet_moves += 1
+                    logger.info(
+                        "orchestrator.fleet_moved index=%d from=%s to=%s drained_s=%.1f",
+                        o.index,
+                        previous.name,
+                        self.fleet.name,
+                        time.monotonic() - self._move_started,
+                    )
+        finally:
+            await status.close()
+
+    async def _follow_fleet(self, stop: asyncio.Event) -> None:
+        """Compare each reloaded dynamic config with the fleet; ask ``_serve`` to move."""
+        o = self.settings.orchestrator
+        seen = self._watcher.version
+        while not stop.is_set():
+            await sleep_or_stop(stop, _FLEET_CHECK_S)
+            if self._watcher.version == seen or self._moving.is_set():
+                continue
+            seen = self._watcher.version
+            try:
+                wanted = assign_fleet(self.settings, self._watcher.current)
+                if wanted.name != self.fleet.name:
+                    # Refuse a move to a cluster this replica could not serve, before draining.
+                    await asyncio.to_thread(self._check_topology, wanted)
+            except ConfigError as exc:
+                logger.error(
+                    "orchestrator.fleet_refused index=%d fleet=%s error=%s",
+                    o.index,
+                    self.fleet.name,
+                    exc,
+                )
+                continue
+            self._warn_if_unserved(wanted)
+            if wanted.name == self.fleet.name:
+                self.fleet = wanted  # the same cluster; only the other members changed
+                continue
+            logger.info(
+                "orchestrator.fleet_moving index=%d from=%s to=%s (draining first)",
+                o.index,
+                self.fleet.name,
+                wanted.name,
+            )
+            self._move_to = wanted
+            self._move_started = time.monotonic()
+            self._moving.set()
+
+    def _warn_if_unserved(self, fleet: FleetAssignment) -> None:
+        share = self._watcher.current.event_gateway_cluster_rollout
+        rollout = fleet.members if fleet.name == "rollout" else fleet.other_members
+        if share > 0 and not rollout and self.settings.publisher.rollout_producers_enabled:
+            logger.warning(
+                "orchestrator.rollout_fleet_empty share=%g key=%s: events routed to the "
+                "rollout cluster wait there until a replica is listed",
+                share,
+                self.settings.orchestrator.rollout_orchestrator_config_key,
+            )
+
+    async def _serve(
+        self, fleet: FleetAssignment, ready: asyncio.Event, stop: asyncio.Event
+    ) -> None:
+        """Serve ``fleet``'s cluster until ``stop`` or a move; drain; close its clients."""
         s = self.settings
         o = s.orchestrator
-        await asyncio.to_thread(self._check_topology)
-        tuning = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=30_000)
+        cluster = fleet.cluster
         producer = BatchProducer(
             f"orchestrator-{o.index}",
-            producer_config(s.kafka.primary, tuning, f"eventgw-orchestrator-{o.index}"),
+            producer_config(cluster, _TUNING, f"eventgw-orchestrator-{o.index}"),
         )
         producer.start()
+        # Flow control goes to the primary cluster, whose topic every ingest reads.
+        flow_producer = producer
+        if fleet.name != "primary":
+            flow_producer = BatchProducer(
+                f"orchestrator-flow-control-{o.index}",
+                producer_config(s.kafka.primary, _TUNING, f"eventgw-orchestrator-{o.index}"),
+            )
+            flow_producer.start()
         writer = RetryWriter(producer, self.metrics)
-        d = Dispatcher(o, s.topics, writer, self.metrics)
+        d = Dispatcher(o, s.topics, writer, self.metrics, fleet=fleet.name)
         self.dispatcher = d
         lanes = GroupConsumer(
             consumer_config(
-                s.kafka.primary,
+                cluster,
                 o.group_id,
                 f"eventgw-orchestrator-{o.index}",
                 group_instance_id=f"orchestrator-{o.index}",
@@ -136,7 +268,7 @@ class OrchestratorService:
         if o.enable_retry_consumer:
             retry = GroupConsumer(
                 consumer_config(
-                    s.kafka.primary,
+                    cluster,
                     f"{o.group_id}-retry",
                     f"eventgw-orchestrator-retry-{o.index}",
                     group_instance_id=f"orchestrator-retry-{o.index}",
@@ -153,7 +285,7 @@ class OrchestratorService:
                 metrics=self.metrics,
             )
         results = PartitionReader(
-            consumer_config(s.kafka.primary, f"{o.group_id}-results-{o.index}", "eventgw-results"),
+            consumer_config(cluster, f"{o.group_id}-results-{o.index}", "eventgw-results"),
             s.topics.response,
             o.index,
         )
@@ -166,32 +298,29 @@ class OrchestratorService:
             metrics=self.metrics,
         )
         add_to_server(OrchestratorServicer(d), server.server)
-        status = StatusServer(
-            o.status_host,
-            o.metrics_port,
-            self.metrics.render,
-            lambda: self._ready,
-            extra={"/stats": self._stats_json},
-        )
         try:
             await lanes.start()
             if retry is not None:
                 await retry.start()
             await results.start()
-            self.grpc_port = server.add_port(o.grpc_host, o.grpc_port)
+            # After a move, the same port again: the workers' addresses do not change.
+            port = self.grpc_port if self.grpc_port is not None else o.grpc_port
+            self.grpc_port = server.add_port(o.grpc_host, port)
             await server.start()
-            await status.start()
-            self.status_port = status.port
             self._ready = True
             server.set_serving()
             ready.set()
             logger.info(
-                "orchestrator.serving index=%d/%d grpc=%s:%d status=%d retry_consumer=%s",
+                "orchestrator.serving index=%d/%d fleet=%s cluster=%s fleet_members=%s "
+                "grpc=%s:%d status=%d retry_consumer=%s",
                 o.index,
                 o.number_of_replicas,
+                fleet.name,
+                cluster.bootstrap_servers,
+                list(fleet.members),
                 o.grpc_host,
                 self.grpc_port,
-                status.port,
+                self.status_port,
                 retry is not None,
             )
             fetch_stop = asyncio.Event()
@@ -205,7 +334,7 @@ class OrchestratorService:
                 tg.create_task(committer.run(fetch_stop))
                 writing = tg.create_task(writer.run(writer_stop))
                 emitter = FlowControlEmitter(
-                    producer,
+                    flow_producer,
                     s.topics.flow_control,
                     o.index,
                     d.buffer.pressure_statistics,
@@ -213,7 +342,7 @@ class OrchestratorService:
                     self.metrics,
                 )
                 tg.create_task(emitter.run(fetch_stop))
-                await stop.wait()
+                await wait_any(stop, self._moving)
                 self._ready = False
                 server.set_not_serving()
                 await self._drain(d, writer)
@@ -230,7 +359,8 @@ class OrchestratorService:
                 await retry.close()
             await results.close()
             await producer.close(10)
-            await status.close()
+            if flow_producer is not producer:
+                await flow_producer.close(10)
 
     async def _drain(self, d: Dispatcher, writer: RetryWriter) -> None:
         """Stop dispatching; wait (bounded) for results of leased tasks and retry/DLQ writes."""
@@ -291,6 +421,10 @@ class OrchestratorService:
             {
                 "index": st.index,
                 "serving": st.serving,
+                "fleet": self.fleet.name,
+                "cluster": self.fleet.cluster.bootstrap_servers,
+                "fleet_members": list(self.fleet.members),
+                "fleet_moves": self.fleet_moves,
                 "buffer_bytes": st.buffer_bytes,
                 "buffer_budget_bytes": st.buffer_budget_bytes,
                 "lanes": [

@@ -92,9 +92,13 @@ def task_batches(
     yield b"".join(parts)
 
 
-def hint(orchestrator_index: int, backlog: int, credit_returned: int = 0) -> bytes:
-    """A ``TaskBatch`` without tasks: the backlog hint, or credit given back."""
+def hint(orchestrator_index: int, backlog: int, credit_returned: int = 0, fleet: str = "") -> bytes:
+    """A ``TaskBatch`` without tasks: the backlog hint, or credit given back; the welcome
+    also names the replica's ``fleet``."""
     message: bytes = pb.TaskBatch(
-        orchestrator_index=orchestrator_index, backlog=backlog, credit_returned=credit_returned
+        orchestrator_index=orchestrator_index,
+        backlog=backlog,
+        credit_returned=credit_returned,
+        fleet=fleet,
     ).SerializeToString()
     return message

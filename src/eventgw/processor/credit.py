@@ -10,7 +10,9 @@ slot idles for a round trip to the orchestrator (RabbitMQ's ``basic.qos`` prefet
 time).
 
 Credit: with one orchestrator, all free capacity is its credit. With several, credit goes
-first where an orchestrator says work is waiting (its backlog hint), the rest is spread
+first where an orchestrator says work is waiting (its backlog hint), shared equally among
+those with a backlog (a small backlog is not starved by a large one: with a fleet per Kafka
+cluster, one fleet's flood must not stall the other's urgent work), the rest is spread
 evenly, and credit parked at an orchestrator with nothing to send is taken back (revoked)
 when another one has a backlog, so no orchestrator is favoured and none starves.
 """
@@ -82,8 +84,9 @@ class LinkCredit:
 def plan_credit(links: list[LinkCredit], free: int) -> tuple[list[int], list[int]]:
     """Split ``free`` credit over ``links``; returns (grants, revokes) per link.
 
-    1. Backlogs first: a connected link whose backlog exceeds its credit gets the
-       difference, largest need first, while ``free`` lasts.
+    1. Backlogs first: a connected link whose backlog exceeds its credit needs the
+       difference; ``free`` is shared equally among the needy links, each capped at its
+       need, and what a link cannot use goes to the others (water-filling).
     2. The rest is spread evenly over connected links (standing credit, so a task that
        arrives anywhere is dispatched at once).
     3. If a backlog is still not covered, credit parked at links without a backlog is
@@ -97,13 +100,21 @@ def plan_credit(links: list[LinkCredit], free: int) -> tuple[list[int], list[int
         return grants, revokes
     need = {i: max(0, links[i].backlog - links[i].credit) for i in live}
     left = max(0, free)
-    for i in sorted(live, key=lambda i: -need[i]):
-        if left == 0 or need[i] == 0:
+    needy = sorted((i for i in live if need[i]), key=lambda i: need[i])
+    while left and needy:
+        share, extra = divmod(left, len(needy))
+        if share == 0:  # fewer credits than needy links: one each, smallest need first
+            for i in needy[:extra]:
+                grants[i] += 1
+                need[i] -= 1
+            left = 0
             break
-        g = min(left, need[i])
-        grants[i] += g
-        need[i] -= g
-        left -= g
+        for i in needy:
+            g = min(share, need[i])
+            grants[i] += g
+            need[i] -= g
+            left -= g
+        needy = [i for i in needy if need[i]]
     if left:
         share, extra = divmod(left, len(live))
         # Links with the least credit get the remainder first.

@@ -100,6 +100,13 @@ class Link:
     orchestrator has returned their leases). ``generation`` grows with each stream, so a task
     can tell whether the stream it came from is still the current one.
 
+    Fleets: the welcome names the Kafka cluster the orchestrator serves (``fleet``). Task
+    ids repeat across clusters (``<topic>/<partition>/<offset>``), so when the address
+    serves another fleet than on the previous stream (the replica moved), nothing of the
+    old fleet is sent on: its undelivered results and remembered ACKs are dropped (counted
+    in ``results_lost``; the old fleet serves those tasks again), and so is a result for a
+    task of a stream before the move (`add_result` with its ``generation``).
+
     Args:
         target: ``host:port`` of the orchestrator.
         worker_id: how the orchestrator knows this worker.
@@ -130,6 +137,8 @@ class Link:
         self.state = LinkState.CONNECTING
         self.generation = 0
         self.orchestrator_index: int | None = None
+        self.fleet = ""  # the orchestrator's fleet, from the welcome ("" until then)
+        self._fleet_since = 0  # first generation of the current fleet
         self.connect_failures = 0
         self.results_lost = 0
         self.fallbacks = 0
@@ -163,13 +172,17 @@ class Link:
             self._revoke += credit
             self._wake.set()
 
-    def add_result(self, result: Result) -> None:
+    def add_result(self, result: Result, generation: int | None = None) -> None:
         """Queue one task's result for the orchestrator that leased it.
 
         A RELEASE after the worker ended its half of the stream is not sent: the stream's
         end returns that lease anyway (a task that arrived while the worker was closing).
+        Nor is a result of a task from a stream (``generation``) of another fleet.
         """
         if self._half_closed and result[3].kind == pb.RELEASE:
+            return
+        if generation is not None and generation < self._fleet_since:
+            self.results_lost += 1
             return
         self._results.append(result)
         self._wake.set()
@@ -282,15 +295,20 @@ class Link:
             async for batch in call:
                 if self.state is not LinkState.OPEN:
                     # The welcome: the orchestrator took the stream.
-                    if self.generation and self._recent_acks:
+                    fleet = batch.fleet or "primary"
+                    if self.generation and fleet != self.fleet:
+                        self._forget_fleet(fleet)
+                    elif self.generation and self._recent_acks:
                         horizon = time.monotonic() - RECENT_ACKS_S
                         self._replay_acks = [t for at, t in self._recent_acks if at >= horizon]
                         self._wake.set()
                     self.generation += 1
+                    self.fleet = fleet
                     self.orchestrator_index = batch.orchestrator_index
                     self.credit = LinkCredit(connected=True)
                     self._grant = self._revoke = 0
                     self.state = LinkState.OPEN
+                    self._wake.set()  # _send may write now
                     logger.info(
                         "processor.stream_open target=%s index=%d generation=%d",
                         self.target,
@@ -312,9 +330,16 @@ class Link:
         closing: asyncio.Event,
     ) -> None:
         while not ended.is_set():
-            if not (self._results or self._grant or self._revoke or self._replay_acks):
+            # Nothing but the first request before the welcome: it names the fleet, and a
+            # result of another fleet's task must not reach this one (task ids repeat across
+            # clusters; _read drops them when the fleet changed).
+            welcomed = self.state is LinkState.OPEN
+            if not welcomed or not (
+                self._results or self._grant or self._revoke or self._replay_acks
+            ):
                 if closing.is_set():
-                    # Everything is written: end our half; the server then ends the stream.
+                    # Everything is written (or no welcome came: run() hands what is left
+                    # to the fallback): end our half; the server then ends the stream.
                     self._half_closed = True
                     await call.done_writing()
                     with contextlib.suppress(TimeoutError):
@@ -340,6 +365,20 @@ class Link:
             for result in results:
                 if result[3] is ACKED:
                     recent.append((now, result[0]))
+
+    def _forget_fleet(self, fleet: str) -> None:
+        """The address serves another fleet now: drop what belongs to the old one."""
+        logger.warning(
+            "processor.fleet_changed target=%s from=%s to=%s results_dropped=%d",
+            self.target,
+            self.fleet,
+            fleet,
+            len(self._results),
+        )
+        self.results_lost += len(self._results)
+        self._results.clear()
+        self._recent_acks.clear()
+        self._fleet_since = self.generation + 1
 
     async def _fall_back(self) -> None:
         """Hand results the stream could not take to the worker's fallback."""

@@ -8,6 +8,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Final
 
+from eventgw.config.fleets import orchestrator_addresses
 from eventgw.config.settings import LaneTuning
 from eventgw.core.errors import ConfigError
 from eventgw.grpc_auth import bearer_metadata
@@ -20,10 +21,11 @@ from eventgw.processor.worker import Worker
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from eventgw.config.settings import EventGwSettings
     from eventgw.core.retry import Backoff
+    from eventgw.kafka.producer import Delivery, Record
     from eventgw.processor.handlers import Handler
     from eventgw.processor.worker import WorkerStatistics
 
@@ -46,6 +48,34 @@ def write_line(line: str) -> None:
     sys.stdout.flush()
 
 
+class OnDemandProducer:
+    """A `BatchProducer` created on its first ``send``: the rollout cluster's fallback results.
+
+    A worker may never serve an orchestrator of the rollout fleet; then it never connects to
+    that cluster (which may not exist outside a migration).
+    """
+
+    def __init__(self, name: str, config: dict[str, object]) -> None:
+        self._name = name
+        self._config = config
+        self._producer: BatchProducer | None = None
+
+    async def send(
+        self, topic: str, records: Sequence[Record], partition: int | None = None
+    ) -> list[Delivery]:
+        """`BatchProducer.send`, starting the producer first if needed."""
+        if self._producer is None:
+            self._producer = BatchProducer(self._name, self._config)
+            self._producer.start()
+        return await self._producer.send(topic, records, partition)
+
+    async def close(self, timeout_s: float) -> None:
+        """Flush and stop the producer, if it was ever started."""
+        if self._producer is not None:
+            await self._producer.close(timeout_s)
+            self._producer = None
+
+
 class ProcessorService:
     """Runs one processor worker as a `eventgw.core.lifecycle.Service`.
 
@@ -56,8 +86,14 @@ class ProcessorService:
     worker drains (see `Worker`), then the producer is flushed and everything is closed.
     ``run`` also returns by itself once ``max_tasks`` tasks are handled.
 
+    Fleets: the worker serves every orchestrator of ``processor.orchestrators`` (or of
+    ``processor.orchestrator_address_template``: both fleets), whatever cluster each reads;
+    fallback results of a rollout-fleet orchestrator go to the rollout cluster's response
+    topic (its producer is made on first use).
+
     Args:
-        settings: ``processor`` section, plus ``kafka.primary`` and ``topics.response``.
+        settings: ``processor`` section, plus ``kafka.primary`` (and ``kafka.rollout``),
+            ``topics.response`` and ``orchestrator.number_of_replicas`` (the template).
         handler: the async handler, or ``"module:function"``; None loads
             ``settings.processor.handler``.
         metrics: where metrics go (a fresh registry by default).
@@ -82,6 +118,13 @@ class ProcessorService:
         worker_id: str | None = None,
         backoff: Backoff | None = None,
     ) -> None:
+        if settings.processor.orchestrator_address_template is not None:
+            addresses = orchestrator_addresses(settings)
+            settings = settings.model_copy(
+                update={
+                    "processor": settings.processor.model_copy(update={"orchestrators": addresses})
+                }
+            )
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.worker_id = worker_id or default_worker_id()
@@ -113,6 +156,7 @@ class ProcessorService:
             p.status_host, p.metrics_port, self.metrics.render, lambda: self._ready
         )
         producer: BatchProducer | None = None
+        rollout: OnDemandProducer | None = None
         try:
             if p.execute:
                 producer = BatchProducer(
@@ -122,6 +166,13 @@ class ProcessorService:
                     ),
                 )
                 producer.start()
+                if s.kafka.rollout is not None:
+                    rollout = OnDemandProducer(
+                        "processor-results-rollout",
+                        producer_config(
+                            s.kafka.rollout, RESULTS_TUNING, f"eventgw-processor-{self.worker_id}"
+                        ),
+                    )
             await status.start()
             self.status_port = status.port
             self._worker = Worker(
@@ -134,6 +185,7 @@ class ProcessorService:
                 results_topic=s.topics.response,
                 backoff=self._backoff,
                 call_metadata=self._metadata,
+                rollout_producer=rollout,
             )
             self._ready = True
             ready.set()
@@ -153,4 +205,6 @@ class ProcessorService:
             # The worker has reported every result it will report; now flush and close.
             if producer is not None:
                 await producer.close(PRODUCER_CLOSE_S)
+            if rollout is not None:
+                await rollout.close(PRODUCER_CLOSE_S)
             await status.close()

@@ -141,8 +141,9 @@ class Worker:
     RELEASEd; running handlers get ``shutdown_timeout_s`` to finish (drain), then are
     cancelled and RELEASEd (terminate); the results are written to the streams, which the
     worker then ends. Results a stream cannot take go to the response topic (partition =
-    the orchestrator's index) when a producer is given; else they are lost with a warning
-    and their tasks are served again after the lease (nothing is lost, work is repeated).
+    the orchestrator's index) when a producer is given — ``rollout_producer`` for an
+    orchestrator of the rollout fleet; else they are lost with a warning and their tasks are
+    served again after the lease (nothing is lost, work is repeated).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class Worker:
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         call_metadata: Metadata = (),
+        rollout_producer: ResultsProducer | None = None,
     ) -> None:
         if producer is not None and not results_topic:
             raise ValueError("a results producer needs a results_topic")
@@ -168,6 +170,7 @@ class Worker:
         self._handler = handler
         self._show = show
         self._producer = producer
+        self._rollout_producer = rollout_producer  # fallback results of the rollout fleet
         self._results_topic = results_topic
         self._clock = clock or SystemClock()
         self._state = WorkerState.IDLE
@@ -336,7 +339,7 @@ class Worker:
         if self._accepting:
             acks = link.recent_acks()
             for other in self._links:
-                if other is not link:
+                if other is not link and other.fleet == link.fleet:  # task ids are per cluster
                     other.replay(acks)
         dropped = self._queue.remove_if(lambda held: held[1] is link)
         if dropped:
@@ -471,11 +474,12 @@ class Worker:
         if hold:
             self._held_releases.append((link, generation, result))
         else:
-            link.add_result(result)
+            link.add_result(result, generation)
 
     async def _fall_back(self, link: Link, results: list[Result]) -> bool:
         """Write results a stream could not take to the response topic, if there is one."""
-        producer = self._producer
+        # The response topic of the cluster the orchestrator serves (its fleet).
+        producer = self._rollout_producer if link.fleet == "rollout" else self._producer
         index = link.orchestrator_index
         if producer is None or index is None:
             return False

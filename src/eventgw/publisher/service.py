@@ -39,7 +39,11 @@ class PublisherParts:
         self.producers: dict[tuple[ClusterName, Lane], BatchProducer] = {}
         self.failed_writes: BatchProducer | None = None
         self.backup: BackupStore | None = None
-        self.watcher = DynamicConfigWatcher(settings.publisher.dynamic_config_path, metrics)
+        self.watcher = DynamicConfigWatcher(
+            settings.publisher.dynamic_config_path,
+            metrics,
+            index_keys=(settings.orchestrator.rollout_orchestrator_config_key,),
+        )
 
     async def open(self, default_priority: Priority = Priority.P20) -> PrepPublisher:
         """Create every producer and the backup store; return the publisher that uses them."""

@@ -291,3 +291,79 @@ def test_any_document_parses_or_is_a_config_error(doc: object, noise: bytes, cut
         else:
             assert refused.field
             assert refused.message
+
+
+# --- replica-index lists (orchestrator fleets) ----------------------------------------------
+
+
+def test_the_rollout_fleet_key_lists_replica_indexes() -> None:
+    cfg = parse_dynamic_config('{"rollout_orchestrator_indexes": [3, 1], "gating": []}')
+    assert cfg.replica_indexes("rollout_orchestrator_indexes") == (1, 3)
+    assert cfg == parse_dynamic_config('{"rollout_orchestrator_indexes": [1, 3]}')
+    assert cfg != parse_dynamic_config('{"rollout_orchestrator_indexes": [1]}'), "a reload sees it"
+    assert parse_dynamic_config("{}").replica_indexes("rollout_orchestrator_indexes") is None
+    assert (
+        parse_dynamic_config('{"rollout_orchestrator_indexes": []}').replica_indexes(
+            "rollout_orchestrator_indexes"
+        )
+        == ()
+    )
+
+
+def test_a_renamed_key_is_read_and_the_default_name_is_then_unknown() -> None:
+    """orchestrator.rollout_orchestrator_config_key renames the key for every reader."""
+    doc = '{"fleet_rollout_prod": [0]}'
+    cfg = parse_dynamic_config(doc, index_keys=("fleet_rollout_prod",))
+    assert cfg.replica_indexes("fleet_rollout_prod") == (0,)
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config(doc)
+    assert info.value.field == "fleet_rollout_prod"
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config('{"rollout_orchestrator_indexes": [0]}', index_keys=("other",))
+    assert info.value.field == "rollout_orchestrator_indexes"
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("2", "list of replica indexes"),
+        ({"0": 1}, "list of replica indexes"),
+        ([1, "2"], "'2' is not a replica index"),
+        ([True], "True is not a replica index"),
+        ([1.0], "1.0 is not a replica index"),
+        ([-1], "-1 is not a replica index"),
+        ([10_000], "10000 is not a replica index"),
+        ([2, 2], "twice"),
+        (list(range(10_001)), "more than there can be replicas"),
+    ],
+)
+def test_a_bad_index_list_is_refused_naming_the_key(value: object, detail: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config(json.dumps({"rollout_orchestrator_indexes": value}))
+    assert info.value.field == "rollout_orchestrator_indexes"
+    assert detail in info.value.message
+
+
+def test_beside_an_index_list_the_other_fields_are_checked_as_before() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config(
+            '{"rollout_orchestrator_indexes": [1], "event_gateway_cluster_rollout": 1e400}'
+        )
+    assert info.value.field == "event_gateway_cluster_rollout"
+    with pytest.raises(ConfigError) as info:
+        parse_dynamic_config('{"rollout_orchestrator_indexes": [1], "gating": [{"action": 1}]}')
+    assert info.value.field == "gating.0.action"
+    cfg = parse_dynamic_config(
+        '{"rollout_orchestrator_indexes": [1], "event_gateway_cluster_rollout": 50}'
+    )
+    assert cfg.rollout_buckets == 5000
+
+
+async def test_the_watcher_reads_its_own_key(tmp_path: Path) -> None:
+    path = tmp_path / "dynamic.json"
+    path.write_text('{"fleet_b": [2]}')
+    assert DynamicConfigWatcher(path, index_keys=("fleet_b",)).current.replica_indexes(
+        "fleet_b"
+    ) == (2,)
+    with pytest.raises(ConfigError):
+        DynamicConfigWatcher(path)

@@ -161,6 +161,19 @@ def test_env_beats_file_and_merges_field_by_field(
             "[publisher.lanes.p30]\nlinger_ms = 1\nbatch_size = 1\n",
             "publisher.lanes.p30.batch_size",
         ),
+        ("[kafka]\nactive_cluster_fleet = 'default'\n", "kafka.active_cluster_fleet"),
+        (
+            "[orchestrator]\nrollout_orchestrator_config_key = 'Rollout Key'\n",
+            "orchestrator.rollout_orchestrator_config_key",
+        ),
+        (
+            "[processor]\norchestrator_address_template = 'orch:50052'\n",
+            "processor.orchestrator_address_template",
+        ),
+        (
+            "[processor]\norchestrator_address_template = 'orch-{index}-{zone}:1'\n",
+            "processor.orchestrator_address_template",
+        ),
     ],
 )
 def test_config_error_names_the_field(tmp_path: Path, toml: str, field: str) -> None:

@@ -111,6 +111,19 @@ def test_register_refuses_a_name_taken_already():
         m.register(_Collector("eventgw_orchestrator_buffer_bytes"))
 
 
+def test_a_collector_of_the_same_families_replaces_the_one_before():
+    """An orchestrator moving to another fleet rebuilds its parts and registers them again."""
+    m = Metrics()
+    old, new = (
+        _Collector("eventgw_orchestrator_buffer_bytes"),
+        _Collector("eventgw_orchestrator_buffer_bytes"),
+    )
+    old.value, new.value = 42, 7
+    m.register(old)
+    m.register(new)
+    assert samples(m)["eventgw_orchestrator_buffer_bytes", ()] == 7
+
+
 def test_a_label_less_family_exposes_its_one_series_from_the_start():
     m = Metrics()
     series = m.bulk_histogram(

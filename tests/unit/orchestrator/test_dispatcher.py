@@ -141,6 +141,33 @@ async def test_a_new_session_is_welcomed_with_the_index_and_backlog() -> None:
     session = f.d.open_session("w1")
     [welcome] = await sent(session)
     assert (len(welcome.tasks), welcome.backlog) == (0, 2)
+    assert welcome.fleet == "primary"
+
+
+async def test_work_arriving_while_no_worker_has_credit_here_is_hinted() -> None:
+    """A worker whose credit is parked at another, idle orchestrator (the other fleet's)
+    must hear of the backlog, or it never moves its credit here."""
+    f = Fixture()
+    session = f.d.open_session("w1")
+    [welcome] = await sent(session)
+    assert welcome.backlog == 0
+    f.add(Priority.P30, Priority.P20)
+    [hinted] = await sent(session)
+    assert (len(hinted.tasks), hinted.backlog) == (0, 2)
+    f.add(Priority.P10)
+    assert await sent(session) == [], "once, until its credit runs out again"
+
+
+async def test_the_welcome_names_the_fleet_and_later_hints_do_not() -> None:
+    """The worker learns the replica's cluster once, at the welcome (config/fleets.py)."""
+    f = Fixture(index=3, number_of_replicas=4)
+    f.d.fleet = "rollout"
+    session = f.d.open_session("w1")
+    [welcome] = await sent(session)
+    assert (welcome.orchestrator_index, welcome.fleet) == (3, "rollout")
+    f.add(Priority.P20)
+    f.d.grant(session, 1)
+    assert all(batch.fleet == "" for batch in await sent(session))
 
 
 async def test_credit_brings_ready_tasks_in_slo_order_and_never_more() -> None:

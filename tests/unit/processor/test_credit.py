@@ -66,10 +66,60 @@ def test_nothing_is_granted_to_a_disconnected_orchestrator() -> None:
     assert plan_credit(links((False, 0, 0)), 4) == ([0], [0])
 
 
-def test_backlogs_are_served_first_largest_need_first() -> None:
+def test_backlogs_share_the_free_credit_each_up_to_its_need() -> None:
     grants, revokes = plan_credit(links((True, 0, 2), (True, 0, 10), (True, 0, 0)), 8)
-    assert grants == [0, 8, 0]
+    assert grants == [2, 6, 0]  # equal shares of 4; what the small one cannot use goes on
     assert revokes == [0, 0, 0]
+    grants, _ = plan_credit(links((True, 0, 100), (True, 0, 100), (True, 0, 100)), 2)
+    assert sorted(grants) == [0, 1, 1]  # fewer credits than needy links: one each
+    grants, _ = plan_credit(links((True, 0, 100), (True, 0, 100)), 9)
+    assert sorted(grants) == [4, 5]
+
+
+def _simulate(rounds: int, capacity: int, arrivals: list[int]) -> list[list[int]]:
+    """A worker serving two orchestrators, round by round: each round every link sends what
+    its credit covers of its backlog, those tasks finish, and the freed capacity is planned
+    again (`plan_credit`, revokes answered at once). ``arrivals[i]`` tasks reach link ``i``'s
+    backlog per round. Returns, per link, how many rounds each of its tasks waited."""
+    state = links((True, 0, 0), (True, 0, 0))
+    queued: list[list[int]] = [[], []]  # arrival round of each task waiting at each link
+    waits: list[list[int]] = [[], []]
+    held = 0
+    for now in range(rounds):
+        for i, n in enumerate(arrivals):
+            queued[i].extend([now] * n)
+            state[i].backlog = len(queued[i])
+        free = capacity - held - sum(c.credit for c in state)
+        grants, revokes = plan_credit(state, free)
+        for i, c in enumerate(state):
+            c.credit += grants[i] - revokes[i]
+        for i, c in enumerate(state):
+            sent = min(c.credit, len(queued[i]))
+            waits[i].extend(now - at for at in queued[i][:sent])
+            del queued[i][:sent]
+            c.credit -= sent
+            c.backlog = len(queued[i])
+            held += sent
+        held = 0  # every task sent this round finishes within it
+    return waits
+
+
+def test_a_fleet_with_a_trickle_is_not_starved_by_a_flooded_one() -> None:
+    """Two fleets' orchestrators: one floods (50 new tasks a round for a worker of 16), the
+    other gets one a round. Every one of the trickle's tasks is sent in its round, and the
+    flooded one still gets the rest of the capacity."""
+    waits = _simulate(rounds=200, capacity=16, arrivals=[50, 1])
+    assert len(waits[1]) == 200
+    assert max(waits[1]) == 0
+    assert len(waits[0]) >= 200 * 15 - 16
+
+
+def test_an_idle_fleet_does_not_hold_the_capacity() -> None:
+    """One orchestrator has nothing: after the first round its parked credit is revoked and
+    the busy one is sent a full worker's worth every round."""
+    waits = _simulate(rounds=100, capacity=16, arrivals=[40, 0])
+    assert waits[1] == []
+    assert len(waits[0]) >= 99 * 16
 
 
 def test_credit_left_after_the_backlogs_is_spread_evenly() -> None:

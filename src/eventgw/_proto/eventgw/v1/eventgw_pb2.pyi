@@ -189,16 +189,18 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., event: _Optional[_Union[EventData, _Mapping]] = ..., delivery_count: _Optional[int] = ..., lease_expires_ms: _Optional[int] = ..., lane: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class TaskBatch(_message.Message):
-    __slots__ = ("tasks", "orchestrator_index", "backlog", "credit_returned")
+    __slots__ = ("tasks", "orchestrator_index", "backlog", "credit_returned", "fleet")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATOR_INDEX_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
     CREDIT_RETURNED_FIELD_NUMBER: _ClassVar[int]
+    FLEET_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     orchestrator_index: int
     backlog: int
     credit_returned: int
-    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., orchestrator_index: _Optional[int] = ..., backlog: _Optional[int] = ..., credit_returned: _Optional[int] = ...) -> None: ...
+    fleet: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., orchestrator_index: _Optional[int] = ..., backlog: _Optional[int] = ..., credit_returned: _Optional[int] = ..., fleet: _Optional[str] = ...) -> None: ...
 
 class WorkRequest(_message.Message):
     __slots__ = ("worker_id", "credit", "results", "revoke", "acked")
