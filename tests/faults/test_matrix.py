@@ -140,13 +140,12 @@ async def test_fault(
                 asyncio.to_thread, delete_topics, bootstrap, topics.all_topics()
             )
         cleanup.push_async_callback(stack.stop)
-        await stack.start()
-
         load = ClientLoad(stack, scenario.long_load if long else scenario.load)
         run = Run(stack, load, long, random.Random(f"{fault_matrix.seed}:{scenario.name}"), gate)
         if scenario.name == "chaos":
             run.notes["seed"] = fault_matrix.seed
         try:
+            await stack.start()  # inside: a stack that cannot start is a row too
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(load.run())
                 await scenario.fault(run)
