@@ -262,7 +262,8 @@ class FaultStack:
                 event = pb.EventData()
                 with contextlib.suppress(Exception):  # poison records are not events
                     event.ParseFromString(record.value)
-                    counts[event.event_id] += 1
+                    if event.event_id:  # a tombstone parses as an empty event
+                        counts[event.event_id] += 1
         return counts
 
     def backup_objects(self) -> list[str]:
