@@ -1,8 +1,9 @@
 """Shared pytest configuration.
 
-Fixtures for the real local Kafka, the S3-compatible server, the in-process write path and
-headless Chromium live in tests/fixtures. The autouse fixture below fails a test in which an
-asyncio task or callback died with an exception that nobody observed.
+Fixtures for the real local Kafka, the S3-compatible server, the in-process write path,
+headless Chromium and the fault matrix's options and report live in tests/fixtures. The
+autouse fixture below fails a test in which an asyncio task or callback died with an
+exception that nobody observed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = [
     "tests.fixtures.browser",
+    "tests.fixtures.faults",
     "tests.fixtures.kafka",
     "tests.fixtures.s3",
     "tests.fixtures.stack",

@@ -34,11 +34,10 @@ from eventgw.kafka.admin import delete_topics
 from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import Command, ProcessorService, Retry
-from tests.fixtures.procs import component_env, free_port
+from tests.fixtures.procs import Component, component_env, free_port, wait_http_ready
 from tests.fixtures.read_path import (
     RECORD_FILE_ENV,
     REPO_ROOT,
-    Component,
     Recorder,
     create_topics,
     get_stats,
@@ -53,7 +52,6 @@ from tests.fixtures.read_path import (
     read_settings,
     running,
     subprocess_orchestrator,
-    wait_http_ready,
     wait_lag_zero,
     with_processor,
 )

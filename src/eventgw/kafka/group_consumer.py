@@ -114,11 +114,42 @@ class GroupConsumer:
         self.assigned.difference_update(tps)
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
-        """Up to ``max_records`` records; rebalance callbacks may run inside this call."""
+        """Up to ``max_records`` records; rebalance callbacks may run inside this call.
+
+        A fatal error of the librdkafka consumer (it never fetches again) replaces it: see
+        `_replace`. The records of that poll are dropped (nothing of them was committed).
+        """
         consumer = self._require()
         async with self._lock:
             messages = await asyncio.to_thread(consume_available, consumer, max_records, timeout_s)
+            fatal = next((m.error() for m in messages if _is_fatal(m.error())), None)
+            if fatal is not None:
+                await self._replace(consumer, fatal)
+                return []
         return to_records(messages)
+
+    async def _replace(self, dead: confluent_kafka.Consumer, error: object) -> None:
+        """Give up ``dead``'s partitions as lost and join the group with a new consumer.
+
+        librdkafka makes some errors fatal for a consumer instance, e.g. FENCED_INSTANCE_ID:
+        after a broker outage the consumer rejoined under its static ``group.instance.id``
+        and a commit still carrying the old member id was refused. Such an instance never
+        fetches again; the fault matrix found an orchestrator up and ready that read its
+        lanes no more. Nothing is committed for the partitions (they are lost, as in
+        ``on_lost``); the new member gets them back with what the group last committed.
+        Called with ``_lock`` held.
+        """
+        lost = sorted(self.assigned)
+        logger.warning("kafka.consumer_replaced error=%s partitions=%s", error, _fmt(lost))
+        if lost:
+            await self._on_revoke(lost)
+        self.assigned.clear()
+        self._consumer = None
+        try:
+            await asyncio.to_thread(dead.close)
+        except (confluent_kafka.KafkaException, RuntimeError) as exc:
+            logger.warning("kafka.consumer_close_failed error=%s", exc)
+        await self.start()
 
     async def pause(self, partitions: Sequence[TopicPartition]) -> None:
         """Stop fetching ``partitions`` (already fetched records still arrive)."""
@@ -166,6 +197,13 @@ class GroupConsumer:
         if self._consumer is None:
             raise RuntimeError("consumer is not started")
         return self._consumer
+
+
+def _is_fatal(error: confluent_kafka.KafkaError | None) -> bool:
+    """Whether ``error`` ends the consumer instance (the ``_FATAL`` event, or flagged so)."""
+    return error is not None and (
+        error.code() == confluent_kafka.KafkaError._FATAL or error.fatal()
+    )
 
 
 def _topic_partitions(offsets: Committed) -> list[confluent_kafka.TopicPartition]:

@@ -237,6 +237,10 @@ class Dispatcher:
                 track(topic, partition, offset)
                 self._dead_letter_undecodable(r, lane)
                 continue
+            if not event.event_id:  # a tombstone parses as an empty EventData: no event
+                track(topic, partition, offset)
+                self._dead_letter_undecodable(r, lane)
+                continue
             task_id = f"{topic}/{partition}/{offset}"  # make_task_id, inlined: per record
             task = BufferedTask(
                 task_id,

@@ -41,9 +41,10 @@ logger = logging.getLogger(__name__)
 ParkReason = Literal["undecodable", "invalid", "unknown_topic", "refused", "gave_up"]
 """Why an event was parked in the DLQ instead of replayed.
 
-``undecodable``: the record is not an ``EventData``. ``invalid``: it is one, but a time in it
-(``ingested_at_ms``, ``slo_deadline_ms``) is not a wall-clock time (negative, or 15 digits or
-more): no deadline can be computed from it. ``unknown_topic``: its intended topic is
+``undecodable``: the record is not an ``EventData``. ``invalid``: it is one, but without an
+``event_id`` (a tombstone parses as an empty one), or a time in it (``ingested_at_ms``,
+``slo_deadline_ms``) is not a wall-clock time (negative, or 15 digits or more): no deadline
+can be computed from it. ``unknown_topic``: its intended topic is
 not a lane or retry topic of this deployment (``topics`` settings). ``refused``: Kafka
 refused the record for good (`Delivery.permanent`: unknown topic or partition, not
 authorized, too large, invalid). ``gave_up``: transient failures outlasted the caller's
@@ -206,7 +207,7 @@ class Replayer:
                 parks.append(_Park(i, "undecodable", "undecodable: not an eventgw EventData"))
                 continue
             events[i] = event
-            invalid = _invalid_time(event)
+            invalid = _invalid(event)
             if invalid is not None:
                 parks.append(_Park(i, "invalid", invalid))
                 continue
@@ -335,10 +336,16 @@ class Replayer:
         return dict(parked), tuple(refused)
 
 
-def _invalid_time(event: pb.EventData) -> str | None:
-    """Why ``event``'s times are not times, or None. Checked before a deadline is computed
-    from them: ``ingested_at_ms + SLO`` past int64 made the protobuf setter raise, and the
-    failed-writes processor exited on every restart."""
+def _invalid(event: pb.EventData) -> str | None:
+    """Why ``event`` cannot be replayed as an event, or None.
+
+    No ``event_id``: a tombstone (or any empty value) parses as an empty EventData; replayed,
+    it would reach a lane as an event of nobody. Times that are not times: checked before a
+    deadline is computed from them (``ingested_at_ms + SLO`` past int64 made the protobuf
+    setter raise, and the failed-writes processor exited on every restart).
+    """
+    if not event.event_id:
+        return "invalid: no event_id"
     for name, value in (
         ("ingested_at_ms", event.ingested_at_ms),
         ("slo_deadline_ms", event.slo_deadline_ms),

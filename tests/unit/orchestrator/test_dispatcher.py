@@ -459,6 +459,25 @@ async def test_an_undecodable_record_is_dead_lettered_until_kafka_takes_it() -> 
     assert counted in f.metrics.render().decode()
 
 
+@pytest.mark.parametrize(
+    "value",
+    [b"", pb.EventData(company_id="acme", priority=pb.P20).SerializeToString()],
+    ids=["tombstone", "no-event-id"],
+)
+async def test_a_record_without_an_event_id_is_dead_lettered_not_served(value: bytes) -> None:
+    """A tombstone (null value) parses as an empty EventData: it is no event (fault matrix)."""
+    f = Fixture()
+    empty = ConsumedRecord(TOPICS.p20, 0, 0, b"k", value, [])
+    assert f.d.add_records([empty]) == 0
+    session = f.d.open_session("w")
+    f.d.grant(session, 1)
+    assert await sent_tasks(session) == []
+    [(topic, record, _, forever)] = f.writer.pending
+    assert (topic, record[1], forever) == (TOPICS.dlq, value, True)
+    f.writer.settle(True)
+    assert f.d.committable() == {(TOPICS.p20, 0): 1}
+
+
 async def test_revoked_partitions_leave_sessions_and_commit_what_is_done() -> None:
     f = Fixture()
     session, [a, b] = await _leased(f, Priority.P20, Priority.P20)
@@ -682,7 +701,8 @@ async def _serve_hostile(
         for topic, (_, value, headers) in f.writer.settle():
             assert topic in (TOPICS.dlq, TOPICS.parking_lot, *f.d.retry_topics)
             assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
-            assert value
+            # Only a record dead-lettered unchanged (a tombstone is no event) may be empty.
+            assert value or (H_LAST_ERROR, b"undecodable: not an eventgw EventData") in headers
         f.clock.advance(61)
         f.d.tick()
         f.d.grant(session, 100 - session.credit)

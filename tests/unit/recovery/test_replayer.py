@@ -277,6 +277,23 @@ async def test_an_event_whose_times_are_not_times_is_parked_as_invalid(
     assert [pb.EventData.FromString(v).event_id for _, v, _ in primary.to(TOPICS.p20)] == ["ok"]
 
 
+NO_ID = pb.EventData(company_id="c", priority=pb.P20, intended_topic=TOPICS.p20)
+
+
+@pytest.mark.parametrize("value", [b"", NO_ID.SerializeToString()], ids=["tombstone", "no-id"])
+async def test_a_capture_without_an_event_id_is_parked_as_invalid(value: bytes) -> None:
+    """A tombstone parses as an empty EventData; replayed, it would be an event of nobody."""
+    primary = FakeProducer()
+    good = pb.EventData(event_id="ok", company_id="c", priority=pb.P20, ingested_at_ms=5)
+    report = await replayer(primary).replay(captured(value, good.SerializeToString()))
+    assert report.outcomes == (Outcome.PARKED, Outcome.REPLAYED)
+    assert report.parked == {"invalid": 1}
+    [(_, parked, headers)] = primary.to(TOPICS.dlq)
+    assert parked == value, "parked as captured"
+    assert headers[H_LAST_ERROR] == b"invalid: no event_id"
+    assert [pb.EventData.FromString(v).event_id for _, v, _ in primary.to(TOPICS.p20)] == ["ok"]
+
+
 I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 hostile_events = st.builds(
     pb.EventData,
