@@ -21,15 +21,14 @@ from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import ProcessorService
 from eventgw.publisher.service import PublisherService
 from tests.fixtures.fleets import Load, TwoClusters, fleet_settings, two_clusters, write_dynamic
+from tests.fixtures.procs import Component, wait_http_ready
 from tests.fixtures.read_path import (
-    Component,
     Recorder,
     group_assignment,
     lane_topics,
     orchestrator_env,
     running,
     subprocess_orchestrator,
-    wait_http_ready,
     wait_lag_zero,
 )
 
