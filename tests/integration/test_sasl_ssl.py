@@ -146,6 +146,7 @@ async def test_the_whole_loop_runs_over_sasl_ssl_with_one_principal_per_role(
                 ingest=IngestSettings(
                     http_port=0,
                     grpc_port=0,
+                    admin_port=0,
                     publisher_target=f"127.0.0.1:{publisher.grpc_port}",
                     class_rules=[
                         ClassRuleSettings(priority=Priority.P30, source_name="alerts"),

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from eventgw.config.ingest_security import IngestTlsSettings, TenantKey, is_loopback
 from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.envelope import Priority
@@ -384,7 +385,41 @@ class IngestSettings(_Frozen):
         "up to 80 %, P30 up to all of it; past its share a class's events are answered "
         "DEFERRED with a retry hint (the door, docs/flow-control.md)",
     )
-    api_keys: list[SecretStr] = Field(default_factory=list, description="empty: no auth")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="unbound keys: may write any company, source and class (prefer "
+        "tenant_keys). With no key at all (none here, in tenant_keys or tenant_keys_file) "
+        "requests need none, which only loopback outside production allows",
+    )
+    tenant_keys: list[TenantKey] = Field(
+        default_factory=list,
+        description="API keys bound to a tenant: {tenant, key_sha256, company_ids, "
+        "source_names, classes}; a request outside its key's grant is refused 403 / "
+        "PERMISSION_DENIED, nothing written (docs/security.md)",
+    )
+    tenant_keys_file: Path | None = Field(
+        default=None,
+        description="TOML file of [[keys]] tables shaped like tenant_keys (e.g. a mounted "
+        "Secret), read at start-up and added to them",
+    )
+    tls: IngestTlsSettings | None = Field(
+        default=None,
+        description="TLS on the HTTP and gRPC ports; required in production when either "
+        "binds beyond loopback",
+    )
+    admin_host: str = Field(
+        default="127.0.0.1",
+        description="bind address of the admin port: /status with the hot companies, the "
+        "status page that shows them, /metrics, /readyz. Plain HTTP, no key: it lists "
+        "company ids, keep it on loopback or a private network",
+    )
+    admin_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="the admin port (0: picked by the OS); with workers > 1 each worker "
+        "shares it and answers for itself",
+    )
     default_class: Priority = Priority.P20
     class_rules: list[ClassRuleSettings] = Field(default_factory=list)
     dynamic_config_path: Path | None = None
@@ -613,6 +648,27 @@ class EventGwSettings(BaseSettings):
                     f"kafka.{name}.security_protocol: environment=production needs SASL_SSL "
                     f"for every cluster, not {cluster.security_protocol}{hint}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _ingest_exposed_needs_keys_and_tls(self) -> EventGwSettings:
+        # Beyond loopback anyone on the network could write any company's events, so a key
+        # is required there, and in production wherever it binds (docs/security.md).
+        i = self.ingest
+        exposed = [h for h in (i.http_host, i.grpc_host) if not is_loopback(h)]
+        production = self.environment == "production"
+        if (exposed or production) and not (i.api_keys or i.tenant_keys or i.tenant_keys_file):
+            why = f"ingest binds {exposed[0]}" if exposed else "environment = production"
+            raise ValueError(
+                f"ingest.tenant_keys: API keys are required when {why} (give tenant_keys, "
+                "tenant_keys_file or api_keys; keys are optional only on loopback outside "
+                "production)"
+            )
+        if exposed and production and i.tls is None:
+            raise ValueError(
+                f"ingest.tls: required in production when ingest binds {exposed[0]} (set "
+                "ingest.tls.cert_file and ingest.tls.key_file)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -123,3 +123,27 @@ def test_every_workload_logs_in_to_every_cluster_as_one_acl_role(
         if env["name"].endswith("__SASL_PASSWORD")
     }
     assert secrets == {f"eventgw-kafka-{user.removeprefix('eventgw-')}"}
+
+
+INGEST = [(n, c) for n, c in CONTAINERS if c["args"][-1] == "ingest"]
+
+
+@pytest.mark.parametrize(("name", "container"), INGEST, ids=[n for n, _ in INGEST])
+def test_ingest_reads_its_keys_and_certificate_from_secrets(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Production beyond loopback needs keys and TLS: their files are mounted Secrets."""
+    s = _settings_for(container, monkeypatch, tmp_path).ingest
+    assert s.tenant_keys_file is not None
+    assert s.tls is not None
+    (workload,) = [
+        d for d in _documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == name
+    ]
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for path in (s.tenant_keys_file, s.tls.cert_file, s.tls.key_file):
+        mount = next((m for m in mounts if str(path).startswith(m + "/")), None)
+        assert mount is not None, f"{name}: nothing mounts {path}"
+        assert "secret" in volumes[mounts[mount]], f"{name}: {path} is not from a Secret"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", f"{name} {probe} is plain HTTP"
