@@ -1,7 +1,7 @@
 """``eventgw keys new``: a fresh key, printed once, and an entry that ingest loads for it.
 
-The command is called as ``main`` would, without ``main``'s logging set-up: that installs a
-root handler on the captured stderr, which later tests would write to after it is closed.
+Run through ``main`` as the console script does; ``restore_logging`` undoes the root
+handler ``main`` installs on the captured stderr (tests/fixtures/logging_state.py).
 """
 
 from __future__ import annotations
@@ -9,20 +9,27 @@ from __future__ import annotations
 import tomllib
 from typing import TYPE_CHECKING
 
-from eventgw.cli.main import build_parser
-from eventgw.cli.tools import cmd_keys
+import pytest
+
+from eventgw.cli.main import main
 from eventgw.config.ingest_security import load_tenant_keys_file
-from eventgw.config.settings import EventGwSettings, IngestSettings
+from eventgw.config.settings import IngestSettings
 from eventgw.ingest.grants import KeyRing
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import pytest
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, restore_logging: None) -> None:
+    """No settings from the environment; main()'s logging set-up undone afterwards."""
+    for name in list(__import__("os").environ):
+        if name.startswith("EVENTGW_"):
+            monkeypatch.delenv(name)
 
 
 def new_key(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cmd_keys(build_parser().parse_args(["keys", "new", *args]), EventGwSettings())
+    code = main(["keys", "new", *args])
     out, err = capsys.readouterr()
     return code, out, err
 
