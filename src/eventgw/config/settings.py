@@ -8,7 +8,9 @@ Sources, highest precedence first: environment variables (prefix ``EVENTGW_``, n
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -22,7 +24,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from eventgw.config.ingest_security import IngestTlsSettings, TenantKey, is_loopback
 from eventgw.core.backup_codec import BackupAuth
@@ -715,6 +722,8 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
             raise ConfigError("settings_file", f"{file_path}: nested too deeply") from None
     try:
         return EventGwSettings(**data)
+    except SettingsError as exc:
+        raise _undecodable_environment(exc) from exc
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
@@ -727,3 +736,32 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
         elif sep and name.isidentifier():
             field, message = f"{field}.{name}", rest
         raise ConfigError(field or "settings", message) from exc
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "(\w+)"')
+
+
+def _undecodable_environment(exc: SettingsError) -> ConfigError:
+    """The environment variable whose JSON pydantic-settings could not decode, named.
+
+    A list or model given in the environment (``EVENTGW_INGEST__TENANT_KEYS='[...]'``, e.g.
+    from a Kubernetes Secret) must be JSON; pydantic-settings reports only the top-level
+    section ("ingest") with a traceback. A value that starts like JSON (``[`` or ``{``) and
+    does not parse is the culprit; it is named with the JSON error's position, never its text
+    (it may hold a secret).
+    """
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith("EVENTGW_") or not value.lstrip().startswith(("[", "{")):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as err:
+            field = name[len("EVENTGW_") :].lower().replace("__", ".")
+            return ConfigError(field, f"${name} is not valid JSON: {err}")
+    match = _SETTINGS_ERROR_FIELD.search(str(exc))
+    section = match.group(1) if match else "settings"
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+    return ConfigError(
+        section,
+        f"an EVENTGW_{section.upper()}__... environment variable is not valid JSON{cause}",
+    )

@@ -488,6 +488,33 @@ def test_tenant_keys_from_an_environment_variable(monkeypatch: pytest.MonkeyPatc
     assert digest not in repr(key)
 
 
+def test_malformed_json_in_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a pydantic-settings traceback naming only "ingest", and exit 1."""
+    digest = "cd" * 32
+    monkeypatch.setenv(
+        "EVENTGW_INGEST__TENANT_KEYS", f'[{{"tenant": "acme", "key_sha256": "{digest}",'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "ingest.tenant_keys"
+    assert str(info.value).startswith(
+        "ingest.tenant_keys: $EVENTGW_INGEST__TENANT_KEYS is not valid JSON: Expecting"
+    )
+    assert digest not in str(info.value), "the value may hold a secret"
+
+
+def test_a_list_setting_that_is_not_json_at_all_names_its_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTGW_INGEST__TENANT_KEYS", "acme")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "ingest"
+    assert "EVENTGW_INGEST__... environment variable is not valid JSON" in str(info.value)
+
+
 def test_a_bad_tenant_key_names_its_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "EVENTGW_INGEST__TENANT_KEYS",
