@@ -6,7 +6,9 @@ are in Kafka; plaintext to a TLS port fails at once and cleanly (no HTTP answer,
 UNAVAILABLE after a long wait, nothing logged as an error in the server, which goes on
 serving); a client that trusts another CA refuses the server. With ``client_ca_file`` a
 client without a certificate is refused and one with a certificate signed by the CA is
-served. The admin port stays plain HTTP on loopback.
+served. The admin port stays plain HTTP on loopback. The key is bound to a tenant: over TLS
+too, an event for a company outside its grant refuses the whole request with 403 /
+PERMISSION_DENIED naming the field, and nothing of it reaches Kafka.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import pytest_asyncio
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.client import ClientEvent, ClientTls, EventIngestPublisher, IngestHttpClient
-from eventgw.core.errors import NotDurable
+from eventgw.config.ingest_security import key_digest
+from eventgw.core.errors import NotDurable, PermissionDenied
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from tests.fixtures.stack import make_settings, read_topic, start_stack, unique_topics
 from tests.fixtures.tls import Pki, make_pki
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio(loop_scope="module")]
 
 KEY = "tls-test-key-" + uuid.uuid4().hex
+# Company A's key: it may write acme and acme-eu, from any source, in any class.
+GRANT = {"tenant": "acme", "key_sha256": key_digest(KEY), "company_ids": ["acme", "acme-eu"]}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ async def _stack(
         primary=broker.bootstrap,
         topics=topics,
         spool_dir=tmp / "spool",
-        ingest={"tls": tls, "api_keys": [KEY]},
+        ingest={"tls": tls, "tenant_keys": [GRANT]},
     )
     specs = [TopicSpec(n, topics.partitions) for n in topics.all_topics()]
     await asyncio.to_thread(ensure_topics, broker.bootstrap, specs)
@@ -103,6 +108,17 @@ async def lane_ids(stack: RunningStack) -> list[str]:
             asyncio.to_thread(read_topic, bootstrap, topic, expect=None)
             for topic in (t.p20, t.failed_writes)
         )
+    )
+    return [pb.EventData.FromString(r.value).event_id for records in read for r in records]
+
+
+async def every_written_id(stack: RunningStack) -> list[str]:
+    """Event ids of every record in all the stack's lanes, offload and failed-writes topics."""
+    bootstrap = stack.settings.kafka.primary.bootstrap_servers
+    t = stack.settings.topics
+    topics = (t.p30, t.p20, t.p10, t.offload, t.failed_writes)
+    read = await asyncio.gather(
+        *(asyncio.to_thread(read_topic, bootstrap, topic, expect=None) for topic in topics)
     )
     return [pb.EventData.FromString(r.value).event_id for records in read for r in records]
 
@@ -264,3 +280,60 @@ async def test_mutual_tls_needs_a_client_certificate_signed_by_the_ca(
     assert grpc_result.status == "PUBLISHED"
     written = await lane_ids(mtls_stack)
     assert sorted(written) == sorted([result.event_id, grpc_result.event_id])
+
+
+async def test_over_tls_a_key_for_one_company_is_refused_for_another(
+    stack: RunningStack, pki: Pki
+) -> None:
+    refused: list[str] = []
+
+    def theirs() -> dict[str, str]:
+        refused.append(uuid.uuid4().hex)
+        return {"company_id": "globex", "source_name": "api", "event_id": refused[-1]}
+
+    def ours() -> dict[str, str]:
+        refused.append(uuid.uuid4().hex)
+        return {"company_id": "acme", "source_name": "api", "event_id": refused[-1]}
+
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    async with httpx.AsyncClient(base_url=https_url(stack), verify=ctx, timeout=30) as client:
+        for body, field in (
+            ({"events": [ours(), theirs()]}, "events[1].company_id"),
+            (theirs(), "events[0].company_id"),
+        ):
+            resp = await client.post("/v1/events", json=body, headers={"x-api-key": KEY})
+            assert resp.status_code == 403, resp.text
+            error = resp.json()["error"]
+            assert (error["code"], error["field"]) == ("permission_denied", field)
+            assert error["message"].startswith("company 'globex' is not granted to the key"), error
+        metrics = (await client.get("/metrics")).text
+
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+    async with grpc.aio.secure_channel(stack.ingest_grpc, credentials) as channel:
+        stub = pb_grpc.IngestServiceStub(channel)
+        request = pb.IngestRequest(events=[pb.IngestEvent(**theirs()), pb.IngestEvent(**ours())])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Ingest(request, metadata=(("x-api-key", KEY),), timeout=30)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert (info.value.details() or "").startswith("events[0].company_id: company 'globex'")
+
+    # The client library over TLS: the same refusal, as a permanent PermissionDenied.
+    tls = ClientTls(ca_file=pki.ca)
+    grpc_client = EventIngestPublisher(stack.ingest_grpc, api_key=KEY, tls=tls, timeout_s=30)
+    await grpc_client.start()
+    try:
+        wrong = ClientEvent("globex", "api", event_id=uuid.uuid4().hex)
+        refused.append(wrong.event_id or "")
+        with pytest.raises(PermissionDenied) as denied:
+            await grpc_client.publish([wrong])
+        assert denied.value.field == "events[0].company_id"
+        # The same key, its own company, the same channel: served.
+        (allowed,) = await grpc_client.publish([event("acme-eu")])
+    finally:
+        await grpc_client.close()
+    assert allowed.status == "PUBLISHED"
+
+    assert 'eventgw_ingest_permission_denied_total{field="company_id"} 2.0' in metrics
+    written = await every_written_id(stack)
+    assert allowed.event_id in written
+    assert not set(refused) & set(written), "a refused request wrote something"
