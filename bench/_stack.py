@@ -177,6 +177,7 @@ class Gateway:
             "EVENTGW_PUBLISHER__METRICS_PORT": str(self.ports.metrics),
             "EVENTGW_INGEST__HTTP_PORT": str(self.ports.http),
             "EVENTGW_INGEST__GRPC_PORT": str(self.ports.ingest_grpc),
+            "EVENTGW_INGEST__ADMIN_PORT": "0",  # picked by the OS: each ingest its own
             "EVENTGW_INGEST__PUBLISHER_TARGET": f"127.0.0.1:{self.ports.publisher_grpc}",
             "EVENTGW_TOPICS__PARTITIONS": str(PARTITIONS),
         }

@@ -1,7 +1,8 @@
 """Shared pytest configuration.
 
 Fixtures for the real local Kafka, the S3-compatible server, the in-process write path,
-headless Chromium and the fault matrix's options and report live in tests/fixtures. The
+headless Chromium and the fault matrix's options and report live in tests/fixtures; so
+does the check that every test leaves the logging configuration as it found it. The
 autouse fixture below fails a test in which an asyncio task or callback died with an
 exception that nobody observed.
 """
@@ -21,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.faults",
     "tests.fixtures.kafka",
+    "tests.fixtures.logging_state",
     "tests.fixtures.s3",
     "tests.fixtures.stack",
 ]

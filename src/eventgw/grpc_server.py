@@ -153,13 +153,22 @@ class GrpcServer:
             [*services, HEALTH_SERVICE, REFLECTION_SERVICE], self.server
         )
 
-    def add_port(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (0: any free port), plaintext; returns the bound port.
+    def add_port(
+        self, host: str, port: int, credentials: grpc.ServerCredentials | None = None
+    ) -> int:
+        """Listen on ``host:port`` (0: any free port); returns the bound port.
+
+        Plaintext, or TLS with ``credentials`` (ingest's public port, `ingest.tls`).
 
         Raises:
             OSError: the address cannot be bound.
         """
-        bound: int = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound: int = (
+            self.server.add_insecure_port(address)
+            if credentials is None
+            else self.server.add_secure_port(address, credentials)
+        )
         if bound == 0:
             raise OSError(f"cannot bind gRPC {host}:{port}")
         return bound

@@ -72,7 +72,7 @@ def security_from(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 @pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "secure"])
 async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, monkeypatch, secure):
     kafka_primary, kafka_rollout = free_port_pair(), free_port_pair()
-    http_port = free_port()
+    http_port, admin_port = free_port(), free_port()
     orch_grpc, orch_status = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
     env.update(
@@ -81,6 +81,7 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
             "EVENTGW_KAFKA__ROLLOUT__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_rollout}",
             "EVENTGW_INGEST__HTTP_PORT": str(http_port),
             "EVENTGW_INGEST__GRPC_PORT": str(free_port()),
+            "EVENTGW_INGEST__ADMIN_PORT": str(admin_port),
             "EVENTGW_PUBLISHER__GRPC_PORT": str(free_port()),
             "EVENTGW_PUBLISHER__LIVENESS_PORT": str(free_port()),
             "EVENTGW_PUBLISHER__METRICS_PORT": str(free_port()),
@@ -148,6 +149,12 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
             assert (await client.get(f"http://127.0.0.1:{http_port}/readyz")).status_code == 200
             metrics = (await client.get(f"http://127.0.0.1:{http_port}/metrics")).text
             assert 'eventgw_ingest_events_total{status="accepted"} 1.0' in metrics
+            # Company ids (the hot companies) only on the admin port, on loopback.
+            public = (await client.get(f"http://127.0.0.1:{http_port}/status")).json()
+            admin = (await client.get(f"http://127.0.0.1:{admin_port}/status")).json()
+            assert "hot_companies" not in public
+            assert admin["hot_companies"] == []
+            assert admin["door"]["classes"]["P20"]["admitted"] == 1
         security = None
         if secure:
             assert "Kafka is SASL_SSL with ACLs" in "".join(output)
@@ -224,9 +231,8 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
             code = await proc.wait()
             await draining
         assert code == 0, "".join(output)
-        for port in (
-            (kafka_primary, http_port) if secure else (kafka_primary, kafka_rollout, http_port)
-        ):
+        ports = (kafka_primary, http_port) if secure else (kafka_primary, kafka_rollout, http_port)
+        for port in (*ports, admin_port):
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
     finally:

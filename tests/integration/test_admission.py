@@ -291,6 +291,7 @@ async def test_hot_tenant_is_offloaded_and_other_companies_keep_their_slo(
             running(orchestrator),
             running(processor(settings, orchestrator, recorder)),
             httpx.AsyncClient(base_url=stack.http_url, timeout=30) as client,
+            httpx.AsyncClient(base_url=stack.admin_url, timeout=30) as admin,  # company ids
         ):
             # Warm up: the orchestrator is ready before its group owns the partitions; the
             # latencies measured below are those of the flood, not of the start-up.
@@ -307,7 +308,7 @@ async def test_hot_tenant_is_offloaded_and_other_companies_keep_their_slo(
                         for _ in range(per_request)
                     ]
                     flood_answers.extend(await post_events(client, events))
-                    hot_seen.append((await status(client))["hot_companies"])
+                    hot_seen.append((await status(admin))["hot_companies"])
                     await asyncio.sleep(max(0.0, started + (r + 1) * 0.1 - time.monotonic()))
 
             async def trickle() -> None:

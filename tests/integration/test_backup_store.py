@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import time
 import tracemalloc
 from typing import TYPE_CHECKING
@@ -598,3 +599,30 @@ async def test_s3_streams_a_large_object_and_notices_it_change_between_reads(
             async for _ in batches:
                 pass
         await batches.aclose()
+
+
+async def test_spool_files_are_0600_and_the_directories_it_makes_0700(tmp_path: Path) -> None:
+    """The spool holds tenants' events: private to its user, even under a lax umask."""
+    previous = os.umask(0o000)  # the most permissive: nothing the spool relies on
+    try:
+        directory = tmp_path / "made" / "by" / "spool"
+        async with SpoolStore(directory, max_bytes=1 << 20) as store:
+            key = await store.put(BATCH)
+    finally:
+        os.umask(previous)
+    for level in (tmp_path / "made", tmp_path / "made" / "by", directory):
+        assert stat.S_IMODE(level.stat().st_mode) == 0o700, level
+    (obj,) = directory.iterdir()
+    assert obj.name == f"{key}.egwbak"
+    assert stat.S_IMODE(obj.stat().st_mode) == 0o600
+
+
+async def test_spool_leaves_an_existing_directory_s_mode_alone(tmp_path: Path) -> None:
+    """An emptyDir or a volume shared with the failed-writes processor is the operator's."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o770)
+    async with SpoolStore(directory, max_bytes=1 << 20) as store:
+        await store.put(BATCH)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o770
+    assert [stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()] == [0o600]

@@ -32,6 +32,13 @@ CHART = ROOT / "deploy" / "helm" / "eventgw"
 K8S_TOOLS = ROOT / "scripts" / "k8s-tools"
 KUBE_VERSION = "1.36.3"  # scripts/k8s-tools KUBERNETES_VERSION
 SECRET = "secret-from-kubernetes-32-characters"
+TOKENS_OF = {
+    "rel-ingest": {"publisher"},
+    "rel-publisher": {"publisher"},
+    "rel-failed-writes": set(),
+    "rel-orchestrator": {"orchestrator"},
+    "rel-processor": {"orchestrator"},
+}
 FLEETS = ("orchestrator.replicas=4", "dynamic.rolloutOrchestratorIndexes={2,3}")
 
 # The first test builds the tools (about 1.5 minutes cold, more on a busy machine).
@@ -104,11 +111,12 @@ def test_every_object_is_valid_kubernetes_and_the_checker_refuses_an_unknown_fie
         *FLEETS, "secrets.create=true", "secrets.backupHmacKey=" + SECRET,
         *(f"secrets.kafkaPasswords.{r}=pw" for r in ("ingest", "publisher", "failed-writes",
                                                      "orchestrator", "processor")),
+        *(f"secrets.internalTokens.{a}=" + SECRET for a in ("publisher", "orchestrator")),
         "processor.autoscaling.enabled=false", "kafka.fallback=",
     )  # fmt: skip
     checked = k8s_tools("kubeconform", "-", stdin=other)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert len(by_kind(other_docs, "Secret")) == 6
+    assert len(by_kind(other_docs, "Secret")) == 7  # 5 Kafka logins, backup, internal auth
     typo = text.replace(
         "podManagementPolicy: Parallel", "podManagementPolicy: Parallel\n  replica: 3"
     )
@@ -188,6 +196,12 @@ def test_each_container_loads_valid_settings_and_binds_what_it_exposes_and_probe
             assert path == Path("/etc/eventgw/dynamic/dynamic.json")
         if name == "rel-ingest":
             assert s.ingest.publisher_target == "dns:///rel-publisher:50051"
+        # The internal tokens it checks or presents, no other (docs/security.md).
+        held = {a for a in ("publisher", "orchestrator") if s.internal_auth.has_token(a)}
+        assert held == TOKENS_OF[name], name
+        sc = container["securityContext"]
+        assert (sc["runAsNonRoot"], sc["readOnlyRootFilesystem"]) == (True, True), name
+        assert sc["capabilities"] == {"drop": ["ALL"]}, name
     assert "rel-publisher" in by_kind(docs, "Service")
 
 

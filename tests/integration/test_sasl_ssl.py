@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.kafka
 
+INGEST_KEY = "sasl-ssl-test-ingest-key-0123456789"
+
 ORCHESTRATOR_GROUP = "orch-sasl"
 """The orchestrator's group (the broker is this module's own, so no other test shares it)."""
 
@@ -90,7 +92,12 @@ def settings_for(
     cluster: KafkaClusterSettings, topics: TopicSettings, tmp_path: Path, **sections: Any
 ) -> EventGwSettings:
     """A production configuration whose only cluster is ``cluster`` (one role's login); the
-    internal gRPC tokens given as a deployment's Secret would (production makes none)."""
+    internal gRPC tokens given as a deployment's Secret would (production makes none).
+
+    Production needs ingest API keys even on loopback (docs/security.md), in every service's
+    settings: they are one model, as the shared ConfigMap of deploy/k8s is one file.
+    """
+    sections.setdefault("ingest", IngestSettings(api_keys=[SecretStr(INGEST_KEY)]))
     return EventGwSettings(
         environment="production",
         kafka=KafkaSettings(primary=cluster, rollout=None),
@@ -156,6 +163,8 @@ async def test_the_whole_loop_runs_over_sasl_ssl_with_one_principal_per_role(
                 ingest=IngestSettings(
                     http_port=0,
                     grpc_port=0,
+                    admin_port=0,
+                    api_keys=[SecretStr(INGEST_KEY)],
                     publisher_target=f"127.0.0.1:{publisher.grpc_port}",
                     class_rules=[
                         ClassRuleSettings(priority=Priority.P30, source_name="alerts"),
@@ -178,7 +187,9 @@ async def test_the_whole_loop_runs_over_sasl_ssl_with_one_principal_per_role(
             }
             async with httpx.AsyncClient(timeout=30) as client:
                 answer = await client.post(
-                    f"http://127.0.0.1:{ingest.http_port}/v1/events", json=body
+                    f"http://127.0.0.1:{ingest.http_port}/v1/events",
+                    json=body,
+                    headers={"x-api-key": INGEST_KEY},
                 )
             assert answer.status_code == 202, answer.text
             results = answer.json()["events"]

@@ -4,8 +4,10 @@ Publisher + ingest run in-process on the test broker; ingest's dynamic config ma
 hot at 5 events/s and raises the serious-congestion alert after two P10 decrements, so every
 part of the page has something to show within seconds. The test reads the numbers from the
 DOM and checks them against ``/status``, sends events and sees them counted, raises the
-alert and sees the banner, stops ingest and sees the page say it is stale. The page must
-load nothing but its own routes and throw no error. A screenshot is kept:
+alert and sees the banner, stops ingest and sees the page say it is stale. The hot
+companies (company ids) are on the admin port's page only: the same page on the public
+port shows the same numbers and says where the companies are. The page must load nothing
+but its own routes and throw no error. A screenshot (admin port) is kept:
 ``<pytest tmp>/status-page.png`` and ``test-artifacts/status-page.png`` (printed).
 """
 
@@ -121,8 +123,12 @@ def lookup(doc: dict[str, Any], path: str) -> Any:
     return value
 
 
+ON_ADMIN_PORT = "on the admin port (ingest.admin_port)"
+
+
 def assert_page_shows(snapshot: dict[str, Any], status: dict[str, Any]) -> None:
-    """Every number on the page is the one in ``status`` (as formatted: en-US, 0.1)."""
+    """Every number on the page is the one in ``status`` (as formatted: en-US, 0.1), and the
+    hot companies if ``status`` lists them (the admin port), else where they are."""
     fields: dict[str, str] = snapshot["fields"]
     wanted = {p.format(c=c) for p in SHOWN for c in ("P30", "P20", "P10")}
     assert wanted <= fields.keys(), f"not on the page: {sorted(wanted - fields.keys())}"
@@ -130,7 +136,10 @@ def assert_page_shows(snapshot: dict[str, Any], status: dict[str, Any]) -> None:
         expected = lookup(status, path)
         assert float(text.replace(",", "")) == round(expected, 1), (path, text, expected)
     assert snapshot["alert"] is status["serious_congestion"]
-    assert snapshot["hot"] == ([h["company_id"] for h in status["hot_companies"]] or ["none"])
+    if "hot_companies" in status:
+        assert snapshot["hot"] == ([h["company_id"] for h in status["hot_companies"]] or ["none"])
+    else:
+        assert snapshot["hot"] == [ON_ADMIN_PORT]
 
 
 async def test_the_status_page_shows_status_live_in_headless_chromium(
@@ -146,11 +155,12 @@ async def test_the_status_page_shows_status_live_in_headless_chromium(
     async with (
         asyncio.timeout(120),
         httpx.AsyncClient(base_url=stack.http_url, timeout=20) as client,
+        httpx.AsyncClient(base_url=stack.admin_url, timeout=20) as admin,
         open_page(chromium, tmp_path / "profile") as page,
     ):
 
-        async def status() -> dict[str, Any]:
-            response = await client.get("/status")
+        async def status(on: httpx.AsyncClient = admin) -> dict[str, Any]:
+            response = await on.get("/status")
             assert response.status_code == 200
             doc: dict[str, Any] = response.json()
             return doc
@@ -161,8 +171,8 @@ async def test_the_status_page_shows_status_live_in_headless_chromium(
             response = await client.post("/v1/events", json={"events": events})
             assert response.status_code == 202, response.text
 
-        # 1. Loaded: live numbers, the same as /status (nothing is moving yet).
-        await page.goto(f"{stack.http_url}/?refresh_ms={REFRESH_MS}")
+        # 1. Loaded (the admin port): live numbers, the same as /status (nothing moves yet).
+        await page.goto(f"{stack.admin_url}/?refresh_ms={REFRESH_MS}")
         before = await fresh_snapshot(page)
         initial = await status()
         assert before["state"] == "live"
@@ -218,18 +228,30 @@ async def test_the_status_page_shows_status_live_in_headless_chromium(
         shutil.copyfile(shot, ARTIFACT)
         print(f"\n[status page] screenshot: {shot} and {ARTIFACT}")
 
-        # 4. Ingest gone: the page says so and keeps the last numbers.
+        # 4. The public port: the same page and numbers, no company id anywhere.
+        await page.goto(f"{stack.http_url}/?refresh_ms={REFRESH_MS}")
+        public_page = await fresh_snapshot(page)
+        public = await status(client)
+        assert "hot_companies" not in public
+        assert_page_shows(public_page, public)
+        assert public_page["alert"]
+        html = await page.evaluate("document.body.innerText")
+        assert "floodco" not in html
+        assert "acme" not in html
+
+        # 5. Ingest gone: the page says so and keeps the last numbers.
         await stack.stop()
         async with asyncio.timeout(15):
             detail = await page.evaluate(refreshes(1))
         assert detail["ok"] is False
         gone = await page.evaluate(SNAPSHOT_JS)
         assert (gone["state"], gone["stale"]) == ("stale", True)
-        assert gone["fields"] == alerted["fields"]
+        assert gone["fields"] == public_page["fields"]
 
-        origin = stack.http_url
+        origins = (stack.admin_url, stack.http_url)
         assert page.requests, "the page made no request at all"
-        assert all(url.startswith(origin + "/") for url in page.requests), page.requests
-        assert f"{origin}/status" in page.requests
+        assert all(url.startswith(origins) for url in page.requests), page.requests
+        for origin in origins:
+            assert f"{origin}/status" in page.requests
         assert page.errors == []
     print(f"[status page] {len(page.requests)} requests, {time.monotonic() - started:.1f}s")

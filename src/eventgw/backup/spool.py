@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+FILE_MODE = 0o600
+"""Spool objects (and their ``.tmp-`` forms): read and written by their owner only."""
+DIRECTORY_MODE = 0o700
+"""Directories the spool creates: listed and entered by their owner only."""
+
 
 @dataclass(frozen=True, slots=True)
 class SpoolStatistics:
@@ -67,6 +72,12 @@ class SpoolStore(OpenCloseContext):
 
     Cancellation: a cancelled ``put`` cannot stop its worker thread; the object may still appear
     and will be replayed, which is safe (replay is idempotent by ``event_id``).
+
+    Permissions: the spool holds other tenants' events, so it is private to the user running
+    eventgw: files are created ``0600`` and the directories ``open()`` creates ``0700``
+    (whatever the umask grants). A directory that already exists keeps its mode: it is the
+    operator's (a Kubernetes emptyDir, a mounted volume), and the failed-writes processor may
+    share it.
 
     Authentication: with ``auth.key`` every object is signed (HMAC-SHA256) and ``read`` hands
     out only objects signed with a configured key. Anyone who can write the directory could
@@ -279,7 +290,7 @@ class SpoolStore(OpenCloseContext):
         return self._directory / f"{key}{SUFFIX}"
 
     def _open_sync(self) -> int:
-        self._directory.mkdir(parents=True, exist_ok=True)
+        _make_private_directory(self._directory)
         now = time.time()
         with os.scandir(self._directory) as entries:
             for entry in entries:
@@ -314,7 +325,9 @@ class SpoolStore(OpenCloseContext):
     def _put_sync(self, key: str, records: Sequence[bytes]) -> None:
         tmp = self._directory / f"{TMP_PREFIX}{key}"
         try:
-            with tmp.open("xb") as file:
+            # O_EXCL as before ("xb"); mode 0600 from the start, never readable by others.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            with os.fdopen(fd, "wb") as file:
                 file.write(encode_batch(records, self._auth.key))
                 file.flush()
                 os.fsync(file.fileno())
@@ -330,6 +343,21 @@ class SpoolStore(OpenCloseContext):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _make_private_directory(directory: Path) -> None:
+    """Create ``directory`` and its missing parents ``0700``; leave existing ones alone."""
+    missing: list[Path] = []
+    level = directory
+    while not level.is_dir():
+        missing.append(level)
+        if level.parent == level:
+            break
+        level = level.parent
+    for level in reversed(missing):
+        # Another process (the failed-writes processor) may create it at the same moment.
+        with contextlib.suppress(FileExistsError):
+            level.mkdir(mode=DIRECTORY_MODE)
 
 
 def _unlink_returning_size(path: Path) -> int:

@@ -46,6 +46,13 @@ def _cmd_service(args: argparse.Namespace) -> int:
 
             if not is_reuse_port_supported():
                 raise ConfigError("ingest.workers", "needs SO_REUSEPORT, which this OS lacks")
+            from eventgw.ingest.grants import KeyRing
+            from eventgw.ingest.tls import load_server_tls
+
+            # A bad key file or certificate fails here, once, not in every worker.
+            KeyRing.from_settings(settings.ingest)
+            if settings.ingest.tls is not None:
+                load_server_tls(settings.ingest.tls)
             # Each worker drains requests (up to 30 s), then, co-located, flushes its
             # producers (publisher.shutdown_timeout_s): only then is it killed.
             grace_s = 30.0 + settings.publisher.shutdown_timeout_s + 15.0
@@ -207,6 +214,27 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--payload", default='{"hello":"world"}', help="JSON text")
     send.add_argument("--count", type=int, default=1)
     send.add_argument("--api-key", default=None)
+    send.add_argument(
+        "--ca-file",
+        type=_path,
+        default=None,
+        help="PEM CA bundle to verify an https ingest (default: the system's)",
+    )
+
+    keys = sub.add_parser("keys", help="ingest API keys bound to a tenant (docs/security.md)")
+    keys.add_argument("action", choices=["new"], help="new: print a fresh key and its entry")
+    keys.add_argument("--tenant", required=True)
+    keys.add_argument(
+        "--company", action="append", required=True, help="a company id it may write; repeat"
+    )
+    keys.add_argument("--source", action="append", help="a source name it may write (default *)")
+    keys.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        choices=["P30", "P20", "P10"],
+        help="a class it may write; repeat (default all)",
+    )
 
     sub.add_parser("status", help="health, counters and SLO attainment of every component")
     _add_processor_parser(sub)
@@ -238,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "topics": tools.cmd_topics,
             "send": tools.cmd_send,
             "status": status.cmd_status,
+            "keys": tools.cmd_keys,
             "dlq": dlq.cmd_dlq,
             "replay": replay.cmd_replay,
         }[args.command]

@@ -1,10 +1,13 @@
-"""Synchronous CLI commands: the local stack (``up``), Kafka, topics, send (status: `status`)."""
+"""Synchronous CLI commands: the local stack (``up``), Kafka, topics, send, keys (status:
+`status`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -12,8 +15,11 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr, ValidationError
+
 from eventgw.cli import secure
 from eventgw.cli.local_stack import StackShape, fleet_document, plan_stack
+from eventgw.config.ingest_security import TenantKey, key_digest
 from eventgw.config.local_credentials import credentials_dir
 from eventgw.core.errors import ConfigError
 from eventgw.kafka.acl_policy import username
@@ -144,7 +150,8 @@ def cmd_topics(args: argparse.Namespace, settings: EventGwSettings) -> int:
 def endpoints(settings: EventGwSettings) -> dict[str, str]:
     """The status HTTP base URL of each local component (readiness, ``/metrics``)."""
     return {
-        "ingest": f"http://{settings.ingest.http_host}:{settings.ingest.http_port}",
+        # The admin port: plain HTTP on loopback whether or not the public port has TLS.
+        "ingest": f"http://{settings.ingest.admin_host}:{settings.ingest.admin_port}",
         "publisher": f"http://{settings.publisher.grpc_host}:{settings.publisher.metrics_port}",
         "failed-writes": f"http://127.0.0.1:{settings.recovery.metrics_port}",
         "orchestrator": f"http://127.0.0.1:{settings.orchestrator.metrics_port}",
@@ -153,7 +160,11 @@ def endpoints(settings: EventGwSettings) -> dict[str, str]:
 
 
 def http_json(
-    url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     """GET (or POST ``body``) ``url``; returns the status and the JSON body (text if not JSON).
 
@@ -167,7 +178,7 @@ def http_json(
         url, data=body, headers=headers or {}, method="POST" if body else "GET"
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
             raw = resp.read()
             status = resp.status
     except urllib.error.HTTPError as exc:
@@ -181,7 +192,8 @@ def http_json(
 def cmd_send(args: argparse.Namespace, settings: EventGwSettings) -> int:
     """``eventgw send``: POST ``--count`` events and print the answer."""
     s = settings.ingest
-    url = args.url or f"http://{s.http_host}:{s.http_port}/v1/events"
+    scheme = "https" if s.tls is not None else "http"
+    url = args.url or f"{scheme}://{s.http_host}:{s.http_port}/v1/events"
     try:
         payload = json.loads(args.payload)
     except ValueError as exc:
@@ -194,9 +206,52 @@ def cmd_send(args: argparse.Namespace, settings: EventGwSettings) -> int:
     headers = {"content-type": "application/json"}
     if args.api_key:
         headers["authorization"] = f"Bearer {args.api_key}"
-    status, doc = http_json(url, body, headers)
+    context = None
+    if url.startswith("https://"):
+        try:
+            context = ssl.create_default_context(cafile=args.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"--ca-file: {exc}", file=sys.stderr)
+            return 2
+    try:
+        status, doc = http_json(url, body, headers, context=context)
+    except urllib.error.URLError as exc:  # refused, or the TLS handshake failed
+        print(f"eventgw send: {url}: {exc.reason}", file=sys.stderr)
+        return 1
     print(json.dumps({"status": status, "body": doc}, indent=2))
     return 0 if status == 202 else 1
+
+
+def cmd_keys(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    """``eventgw keys new``: a fresh random key, and its ``[[keys]]`` entry (only the digest).
+
+    The key is printed once and stored nowhere: give it to the tenant, put the entry in
+    ``ingest.tenant_keys_file`` (or ``ingest.tenant_keys``).
+    """
+    del settings  # a key needs no settings; the parameter keeps the handlers uniform
+    key = "egw_" + secrets.token_urlsafe(32)
+    try:
+        entry = TenantKey(
+            tenant=args.tenant,
+            key_sha256=SecretStr(key_digest(key)),
+            company_ids=args.company,
+            source_names=args.source or ["*"],
+            classes=args.classes or ["P30", "P20", "P10"],
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        options = {"company_ids": "company", "source_names": "source", "classes": "class"}
+        option = options.get(str(err["loc"][0]), str(err["loc"][0]))
+        print(f"--{option}: {str(err['msg']).removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    print(f"key (give it to {entry.tenant}; it is not stored anywhere):\n  {key}\n")
+    print("entry for ingest.tenant_keys_file:\n")
+    print("[[keys]]")
+    print(f"tenant = {json.dumps(entry.tenant)}")
+    print(f'key_sha256 = "{entry.key_sha256.get_secret_value()}"')
+    for name in ("company_ids", "source_names", "classes"):
+        print(f"{name} = {json.dumps(getattr(entry, name))}")
+    return 0
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -331,6 +386,8 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             + "\n".join(lines)
             + f"\n  internal gRPC tokens  {credentials_dir(default_home())}/ (0600)\n"
             "  status: eventgw status\n"
+            f"  page http://{s.http_host}:{s.http_port}/ (hot companies: admin port "
+            f"http://{s.admin_host}:{s.admin_port}/)\n"
             f"  try: curl -s -XPOST {s.http_host}:{s.http_port}/v1/events "
             "-H 'content-type: application/json' "
             '-d \'{"company_id":"acme","source_name":"api","payload":{"x":1}}\'\n'

@@ -26,7 +26,7 @@ from eventgw.backup.store import BackupFull, BackupUnavailable
 from eventgw.config.settings import LaneTuning
 from eventgw.core.clock import Clock, SystemClock
 from eventgw.core.envelope import H_LAST_ERROR, event_headers, new_event_id
-from eventgw.core.errors import InvalidEvent, NotDurable
+from eventgw.core.errors import InvalidEvent, NotDurable, PermissionDenied, Unauthenticated
 from eventgw.core.retry import Backoff
 from eventgw.grpc_options import client_channel_options
 from eventgw.kafka.client_config import producer_config
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from eventgw.backup.store import BackupStore
+    from eventgw.client.tls import ClientTls
     from eventgw.config.settings import BackupSettings, KafkaClusterSettings
 
 logger = logging.getLogger(__name__)
@@ -139,9 +140,14 @@ class EventIngestPublisher:
     Lifecycle: ``await start()`` → ``await publish(events)`` any number of times →
     ``await close()``. ``publish`` returns one ClientResult per event (same order) once
     every event is durable somewhere. It raises InvalidEvent when the service refuses the
-    input (never captured: bad input must not be replayed), and NotDurable when neither
-    the service nor (with fallbacks) the client's own stores took the events — the caller
-    should retry later.
+    input (never captured: bad input must not be replayed), Unauthenticated or
+    PermissionDenied when the API key is missing, wrong, or does not cover an event (never
+    captured either), and NotDurable when neither the service nor (with fallbacks) the
+    client's own stores took the events — the caller should retry later.
+
+    With ``tls`` the channel is secure: ingest's certificate is verified against
+    ``tls.ca_file`` (or the system's roots) and the target's host name, and with a client
+    certificate the client proves itself (mutual TLS).
     """
 
     def __init__(
@@ -153,6 +159,7 @@ class EventIngestPublisher:
         timeout_s: float = 30.0,
         api_key: str | None = None,
         clock: Clock | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         if use_fallbacks and fallback is None:
             raise ValueError("use_fallbacks=True needs fallback settings (kafka, topic, backup)")
@@ -161,6 +168,15 @@ class EventIngestPublisher:
         self._fallback = fallback
         self._timeout_s = timeout_s
         self._metadata = (("x-api-key", api_key),) if api_key else None
+        self._credentials = (
+            grpc.ssl_channel_credentials(
+                root_certificates=tls.ca_pem,
+                private_key=tls.key_pem,
+                certificate_chain=tls.cert_pem,
+            )
+            if tls is not None
+            else None
+        )
         self._clock = clock or SystemClock()
         self._backoff = Backoff(0.05, 2.0)
         self._rng = random.Random()  # noqa: S311  # jitter, not cryptography
@@ -175,8 +191,11 @@ class EventIngestPublisher:
         """Open the channel and, with fallbacks, the failed-writes producer and backup store."""
         # Bounded reconnect backoff: calls succeed again within about a second of a restarted
         # ingest (gRPC's default backoff left them UNAVAILABLE for ~15 s).
-        self._channel = grpc.aio.insecure_channel(
-            self._target, options=client_channel_options(*CHANNEL_OPTIONS)
+        options = client_channel_options(*CHANNEL_OPTIONS)
+        self._channel = (
+            grpc.aio.secure_channel(self._target, self._credentials, options=options)
+            if self._credentials is not None
+            else grpc.aio.insecure_channel(self._target, options=options)
         )
         self._stub = pb_grpc.IngestServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub is untyped
         if self._use_fallbacks and self._fallback is not None:
@@ -250,6 +269,10 @@ class EventIngestPublisher:
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     field, _, message = (exc.details() or "").partition(": ")
                     raise InvalidEvent(field or "events", message or "invalid") from exc
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise Unauthenticated(exc.details() or "missing or invalid API key") from exc
+                if code == grpc.StatusCode.PERMISSION_DENIED:
+                    raise permission_denied(exc.details() or "") from exc
                 hint_ms = _retry_after_ms(exc)
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint_ms is not None:
                     # The door deferred some or all events: settle the others, retry these.
@@ -351,6 +374,15 @@ class EventIngestPublisher:
                 )
         self.captured += len(values)
         return results  # type: ignore[return-value]  # every slot is filled above
+
+
+def permission_denied(details: str) -> PermissionDenied:
+    """The `PermissionDenied` of a refusal's ``"events[<i>].<field>: <message>"``."""
+    field, _, message = details.partition(": ")
+    index_text = field.removeprefix("events[").partition("]")[0]
+    digits = index_text.isascii() and index_text.isdigit() and len(index_text) <= 9
+    index = int(index_text) if digits else 0
+    return PermissionDenied(field or "events", message or "not granted", index=index)
 
 
 def _payload_bytes(payload: Any) -> bytes:

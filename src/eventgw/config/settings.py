@@ -8,7 +8,9 @@ Sources, highest precedence first: environment variables (prefix ``EVENTGW_``, n
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -22,8 +24,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from eventgw.config.ingest_security import IngestTlsSettings, TenantKey, is_loopback
 from eventgw.config.internal_auth import InternalAuthSettings
 from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
@@ -397,7 +405,41 @@ class IngestSettings(_Frozen):
         "up to 80 %, P30 up to all of it; past its share a class's events are answered "
         "DEFERRED with a retry hint (the door, docs/flow-control.md)",
     )
-    api_keys: list[SecretStr] = Field(default_factory=list, description="empty: no auth")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="unbound keys: may write any company, source and class (prefer "
+        "tenant_keys). With no key at all (none here, in tenant_keys or tenant_keys_file) "
+        "requests need none, which only loopback outside production allows",
+    )
+    tenant_keys: list[TenantKey] = Field(
+        default_factory=list,
+        description="API keys bound to a tenant: {tenant, key_sha256, company_ids, "
+        "source_names, classes}; a request outside its key's grant is refused 403 / "
+        "PERMISSION_DENIED, nothing written (docs/security.md)",
+    )
+    tenant_keys_file: Path | None = Field(
+        default=None,
+        description="TOML file of [[keys]] tables shaped like tenant_keys (e.g. a mounted "
+        "Secret), read at start-up and added to them",
+    )
+    tls: IngestTlsSettings | None = Field(
+        default=None,
+        description="TLS on the HTTP and gRPC ports; required in production when either "
+        "binds beyond loopback",
+    )
+    admin_host: str = Field(
+        default="127.0.0.1",
+        description="bind address of the admin port: /status with the hot companies, the "
+        "status page that shows them, /metrics, /readyz. Plain HTTP, no key: it lists "
+        "company ids, keep it on loopback or a private network",
+    )
+    admin_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="the admin port (0: picked by the OS); with workers > 1 each worker "
+        "shares it and answers for itself",
+    )
     default_class: Priority = Priority.P20
     class_rules: list[ClassRuleSettings] = Field(default_factory=list)
     dynamic_config_path: Path | None = None
@@ -659,6 +701,27 @@ class EventGwSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _ingest_exposed_needs_keys_and_tls(self) -> EventGwSettings:
+        # Beyond loopback anyone on the network could write any company's events, so a key
+        # is required there, and in production wherever it binds (docs/security.md).
+        i = self.ingest
+        exposed = [h for h in (i.http_host, i.grpc_host) if not is_loopback(h)]
+        production = self.environment == "production"
+        if (exposed or production) and not (i.api_keys or i.tenant_keys or i.tenant_keys_file):
+            why = f"ingest binds {exposed[0]}" if exposed else "environment = production"
+            raise ValueError(
+                f"ingest.tenant_keys: API keys are required when {why} (give tenant_keys, "
+                "tenant_keys_file or api_keys; keys are optional only on loopback outside "
+                "production)"
+            )
+        if exposed and production and i.tls is None:
+            raise ValueError(
+                f"ingest.tls: required in production when ingest binds {exposed[0]} (set "
+                "ingest.tls.cert_file and ingest.tls.key_file)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _staging_names(self) -> EventGwSettings:
         if self.environment != "staging":
             return self
@@ -702,6 +765,8 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
             raise ConfigError("settings_file", f"{file_path}: nested too deeply") from None
     try:
         return EventGwSettings(**data)
+    except SettingsError as exc:
+        raise _undecodable_environment(exc) from exc
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
@@ -714,3 +779,32 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
         elif sep and name.isidentifier():
             field, message = f"{field}.{name}", rest
         raise ConfigError(field or "settings", message) from exc
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "(\w+)"')
+
+
+def _undecodable_environment(exc: SettingsError) -> ConfigError:
+    """The environment variable whose JSON pydantic-settings could not decode, named.
+
+    A list or model given in the environment (``EVENTGW_INGEST__TENANT_KEYS='[...]'``, e.g.
+    from a Kubernetes Secret) must be JSON; pydantic-settings reports only the top-level
+    section ("ingest") with a traceback. A value that starts like JSON (``[`` or ``{``) and
+    does not parse is the culprit; it is named with the JSON error's position, never its text
+    (it may hold a secret).
+    """
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith("EVENTGW_") or not value.lstrip().startswith(("[", "{")):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as err:
+            field = name[len("EVENTGW_") :].lower().replace("__", ".")
+            return ConfigError(field, f"${name} is not valid JSON: {err}")
+    match = _SETTINGS_ERROR_FIELD.search(str(exc))
+    section = match.group(1) if match else "settings"
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+    return ConfigError(
+        section,
+        f"an EVENTGW_{section.upper()}__... environment variable is not valid JSON{cause}",
+    )

@@ -4,6 +4,7 @@ EventGwError
 ├── InvalidEvent          permanent: reject (400 / INVALID_ARGUMENT), never retry
 │   └── PayloadTooLarge   413 / INVALID_ARGUMENT
 ├── Unauthenticated       401 / UNAUTHENTICATED
+├── PermissionDenied      403 / PERMISSION_DENIED: the key may not write this; never retry
 ├── RetriableError        retried with bounded backoff (retriable = True)
 │   └── NotDurable        no store took the event: the sender must retry
 ├── Backpressure          slow down: 429 / RESOURCE_EXHAUSTED
@@ -53,6 +54,26 @@ class UnsupportedMediaType(InvalidEvent):
 
 class Unauthenticated(EventGwError):
     """The request carries no valid API key."""
+
+
+class PermissionDenied(EventGwError):
+    """The API key is valid but its grant does not cover an event of the request.
+
+    Permanent for that key: the whole request is refused and nothing is written.
+
+    Attributes:
+        field: the offending field of the event, e.g. ``events[3].company_id``,
+            ``events[0].source_name``, or ``events[2].class`` (the class the event's
+            identity is classified into).
+        message: what is not granted, for humans.
+        index: position of the event in its request.
+    """
+
+    def __init__(self, field: str, message: str, *, index: int) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.index = index
 
 
 class RetriableError(EventGwError):

@@ -140,8 +140,16 @@ class AdmissionControl:
             self.alerting = serious
             await sleep_or_stop(stop, 0.5)
 
+    def hot_companies(self) -> list[HotCompany]:
+        """The hot companies, hottest first, at most 10 (the admin port's ``/status``)."""
+        return [
+            HotCompany(company_id=company, rate=round(rate, 1))
+            for company, rate in self.classifier.statistics().tenants.hot
+        ]
+
     def status(self) -> AdmissionStatus:
-        """The ``/status`` document: capacities, decrements, shed counts, hot tenants, alert.
+        """The ``/status`` document: capacities, decrements, shed counts, hot-tenant counts,
+        the alert; no company ids (those are `hot_companies`, for the admin port).
 
         ``classes.*.offloaded`` counts AIMD's capacity decisions only; events offloaded
         because their company was hot are under ``hot_tenants``.
@@ -172,9 +180,5 @@ class AdmissionControl:
                 demoted=hot.demoted,
                 max_rate_per_company=hot.tenants.max_rate_per_company,
             ),
-            hot_companies=[
-                HotCompany(company_id=company, rate=round(rate, 1))
-                for company, rate in hot.tenants.hot  # hottest first, at most 10
-            ],
             flow_control_signals=self.listener.applied if self.listener else 0,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -10,13 +9,16 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.errors import EventGwError, InvalidEvent
+from eventgw.core.errors import EventGwError, InvalidEvent, PermissionDenied
+from eventgw.ingest.grants import KeyRing
 from eventgw.ingest.validation import validate_grpc_event
 from eventgw.ingest.wire import ingest_response
 
 if TYPE_CHECKING:
     from eventgw.config.settings import IngestSettings
+    from eventgw.ingest.grants import Grant
     from eventgw.ingest.pipeline import IngestPipeline
+    from eventgw.ingest.tls import ServerTls
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +38,21 @@ class IngestServicer:
 
     Status codes: OK only when every event is durable (or rejected by gating, see each
     result's status); INVALID_ARGUMENT naming the field, nothing written; UNAUTHENTICATED;
+    PERMISSION_DENIED naming the field of the first event outside the key's grant, nothing
+    written;
     UNAVAILABLE when any event is not durable (retry the call; event ids are kept);
     RESOURCE_EXHAUSTED when the door deferred events (`eventgw.ingest.door`): the trailing
     metadata carry ``retry-after-ms`` and, unless the request was refused whole, the
     ``IngestResponse`` in ``eventgw-response-bin`` — send its DEFERRED events again.
     """
 
-    def __init__(self, settings: IngestSettings, pipeline: IngestPipeline) -> None:
+    def __init__(
+        self, settings: IngestSettings, pipeline: IngestPipeline, keys: KeyRing | None = None
+    ) -> None:
+        """``keys``: the API keys (shared with HTTP); by default those of ``settings``."""
         self._s = settings
         self._pipeline = pipeline
-        self._keys = [k.get_secret_value() for k in settings.api_keys]
+        self._keys = keys if keys is not None else KeyRing.from_settings(settings)
         self._door = pipeline.door
 
     async def Ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -66,11 +73,13 @@ class IngestServicer:
             door.leave()
 
     async def _ingest(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        if self._keys:
+        grant: Grant | None = None
+        if self._keys.required:
             metadata = dict(context.invocation_metadata() or ())
             auth = str(metadata.get("authorization", ""))
             given = str(metadata.get("x-api-key", "")) or auth.removeprefix("Bearer ")
-            if not any(hmac.compare_digest(given, k) for k in self._keys):
+            grant = self._keys.grant_of(given.encode())
+            if grant is None:
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED,
                     "x-api-key: missing or invalid (x-api-key or authorization: Bearer <key>)",
@@ -105,7 +114,11 @@ class IngestServicer:
             self._pipeline.count_invalid()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            outcome = await self._pipeline.ingest(events)
+            outcome = await self._pipeline.ingest(events, grant)
+        except PermissionDenied as exc:
+            if grant is not None:
+                self._keys.count_denied(grant, exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except InvalidEvent as exc:
             # The publisher refused what ingest accepted (a version skew): not a retry case,
             # and a client must not capture it in its fallbacks (as HTTP answers 400).
@@ -143,3 +156,13 @@ def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> None:
         )
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    """TLS credentials of the gRPC port: ingest's certificate; with a client CA, clients must
+    present a certificate it signed (the same rule as the HTTP port)."""
+    return grpc.ssl_server_credentials(
+        [(tls.private_key, tls.cert_chain)],
+        root_certificates=tls.client_ca,
+        require_client_auth=tls.client_ca is not None,
+    )

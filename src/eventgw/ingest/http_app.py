@@ -11,7 +11,6 @@ they answer HEAD too. A known path asked with another method answers 405 with ``
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -24,8 +23,10 @@ from eventgw.core.errors import (
     EventGwError,
     InvalidEvent,
     PayloadTooLarge,
+    PermissionDenied,
     UnsupportedMediaType,
 )
+from eventgw.ingest.grants import KeyRing
 from eventgw.ingest.http_bodies import (
     ErrorBody,
     ErrorCode,
@@ -37,11 +38,12 @@ from eventgw.ingest.http_bodies import (
 )
 from eventgw.ingest.openapi import PROMETHEUS_TEXT, openapi_document
 from eventgw.ingest.pipeline import STATUS_NAMES
-from eventgw.ingest.status_page import STATUS_PAGE_HTML
+from eventgw.ingest.status_page import STATUS_PAGE_HEADERS, STATUS_PAGE_HTML
 from eventgw.ingest.validation import decode_http_body
 
 if TYPE_CHECKING:
     from eventgw.config.settings import IngestSettings
+    from eventgw.ingest.grants import Grant
     from eventgw.ingest.pipeline import EventResult, IngestPipeline
     from eventgw.ingest.status_doc import StatusDocument
     from eventgw.metrics.backend import Metrics
@@ -62,18 +64,6 @@ _STATUS_NAMES = cast("dict[int, EventStatus]", STATUS_NAMES)
 _encode = msgspec.json.Encoder().encode
 _JSON = [(b"content-type", b"application/json")]
 _JSON_CLOSE = [*_JSON, (b"connection", b"close")]
-_HTML = [
-    (b"content-type", b"text/html; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    # The browser enforces what the page promises: its own inline code, GET /status, nothing else.
-    (
-        b"content-security-policy",
-        b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-        b"connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
-        b"frame-ancestors 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-]
 _GET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/status", "/metrics", "/openapi.json", "/"})
 _EVENT_ID_OPEN = b'{"event_id":"'
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]*\Z").match  # characters JSON keeps as they are
@@ -146,14 +136,17 @@ class IngestHttpApp:
         metrics: Metrics,
         is_ready: Callable[[], bool],
         status: Callable[[], StatusDocument] | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
+        """``keys``: the API keys (the service reads them once for both faces); by default
+        those of ``settings``."""
         self._s = settings
         self._status = status
         self._openapi = _encode(openapi_document(settings))
         self._pipeline = pipeline
         self._metrics = metrics
         self._is_ready = is_ready
-        self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        self._keys = keys if keys is not None else KeyRing.from_settings(settings, metrics)
         self._door = pipeline.door
         requests = metrics.counter("eventgw_ingest_requests_total", "HTTP requests", ["code"])
         self._requests = requests
@@ -219,7 +212,9 @@ class IngestHttpApp:
         elif path == "/openapi.json":
             await self._respond(send, 200, self._openapi, count=False)
         else:  # "/"
-            await self._respond(send, 200, STATUS_PAGE_HTML, headers=_HTML, count=False)
+            await self._respond(
+                send, 200, STATUS_PAGE_HTML, headers=STATUS_PAGE_HEADERS, count=False
+            )
 
     async def _method_not_allowed(self, send: Send, method: str, allow: bytes) -> None:
         await self._respond(
@@ -253,7 +248,8 @@ class IngestHttpApp:
         await send({"type": "http.response.start", "status": status, "headers": headers or _JSON})
         await send({"type": "http.response.body", "body": body})
 
-    def _check_headers(self, scope: Scope) -> None:
+    def _check_headers(self, scope: Scope) -> Grant | None:
+        """The key's grant (None when no key is required), or raise the refusal."""
         content_type = b""
         auth = b""
         api_key = b""
@@ -268,9 +264,11 @@ class IngestHttpApp:
             elif name == b"content-length":
                 # A length of more than 19 digits is over any limit: not worth converting.
                 length = (int(value) if len(value) <= 19 else 1 << 64) if value.isdigit() else -1
-        if self._keys:
+        grant = None
+        if self._keys.required:
             given = api_key or (auth[7:] if auth[:7].lower() == b"bearer " else b"")
-            if not any(hmac.compare_digest(given, k) for k in self._keys):
+            grant = self._keys.grant_of(given)
+            if grant is None:
                 raise _HttpError(
                     401,
                     "unauthenticated",
@@ -286,6 +284,7 @@ class IngestHttpApp:
             raise PayloadTooLarge(
                 "body", f"{length} bytes is over the limit of {self._s.max_body_bytes}"
             )
+        return grant
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The whole body, within ``body_read_timeout_s`` (else `_HttpError` 408).
@@ -342,7 +341,7 @@ class IngestHttpApp:
     async def _handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
-            self._check_headers(scope)
+            grant = self._check_headers(scope)
             body = await self._read_body(receive)
             events = decode_http_body(
                 body,
@@ -369,7 +368,12 @@ class IngestHttpApp:
         except ConnectionError:
             return
         try:
-            outcome = await self._pipeline.ingest(events)
+            outcome = await self._pipeline.ingest(events, grant)
+        except PermissionDenied as exc:
+            if grant is not None:
+                self._keys.count_denied(grant, exc)
+            await self._respond(send, 403, error_body("permission_denied", exc.field, exc.message))
+            return
         except InvalidEvent as exc:
             # The publisher refused what ingest accepted: a version skew, not a retry case.
             logger.error("ingest.publisher_refused field=%s error=%s", exc.field, exc.message)

@@ -33,6 +33,7 @@ ResultLane = Literal["p30", "p20", "p10", "offload", ""]
 ErrorCode = Literal[
     "invalid_argument",  # 400: bad input, nothing written
     "unauthenticated",  # 401: missing or wrong API key
+    "permission_denied",  # 403: an event is outside the key's grant; nothing written
     "not_found",  # 404: no such path
     "method_not_allowed",  # 405: see the Allow header
     "payload_too_large",  # 413: body, payload or event count over its limit

@@ -90,8 +90,15 @@ def openapi_document(settings: IngestSettings) -> dict[str, Any]:
                 "every event is PUBLISHED, FAILED_WRITES, BACKED_UP or REJECTED (gating)",
             ),
             "400": _json(_ERROR, "bad input; `field` names it (`invalid_argument`)"),
-            "401": _json(_ERROR, "missing or wrong API key (only when ingest.api_keys is set)"),
-            "403": _json(_ANSWER, "every event was REJECTED by a gating rule; nothing written"),
+            "401": _json(
+                _ERROR, "missing or wrong API key (when ingest has keys: docs/security.md)"
+            ),
+            "403": _json(
+                {"oneOf": [_ANSWER, _ERROR]},
+                "every event was REJECTED by a gating rule; or (an `error` body, "
+                "`permission_denied`) an event is outside the API key's grant: `field` names "
+                "it (`events[i].company_id`, `.source_name` or `.class`). Nothing written",
+            ),
             "413": _json(_ERROR, "body, a payload or the number of events over its limit"),
             "415": _json(_ERROR, "Content-Type is not application/json"),
             "429": _json(
@@ -111,7 +118,7 @@ def openapi_document(settings: IngestSettings) -> dict[str, Any]:
         },
     }
     components: dict[str, Any] = {"schemas": schemas}
-    if settings.api_keys:
+    if settings.api_keys or settings.tenant_keys or settings.tenant_keys_file:
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
@@ -152,7 +159,7 @@ def openapi_document(settings: IngestSettings) -> dict[str, Any]:
             ),
             "/status": get(
                 "getStatus",
-                "Admission per class, the door, hot companies, the alert",
+                "Admission per class, the door, the alert (hot companies: the admin port)",
                 {"200": _json(_ref("StatusDocument"), "this worker's admission state")},
             ),
             "/metrics": get(

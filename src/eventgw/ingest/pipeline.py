@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from eventgw.core.clock import Clock
     from eventgw.core.envelope import Lane
     from eventgw.ingest.door import Door
+    from eventgw.ingest.grants import Grant
     from eventgw.ingest.hot_tenants import DynamicClassifier
     from eventgw.ingest.scheduler import Scheduler
     from eventgw.ingest.validation import ValidEvent
@@ -130,8 +131,14 @@ class IngestPipeline:
         """Count events refused by validation (they never reach the pipeline)."""
         self._invalid.inc(n)
 
-    async def ingest(self, events: Sequence[ValidEvent]) -> IngestOutcome:
+    async def ingest(
+        self, events: Sequence[ValidEvent], grant: Grant | None = None
+    ) -> IngestOutcome:
         """Classify, schedule and publish ``events``; returns once each is durable or failed.
+
+        With ``grant`` (the request's API key), every distinct identity is checked against
+        it first: `PermissionDenied` refuses the whole request before anything is counted,
+        admitted or written (`eventgw.ingest.grants`).
 
         The loop is the hot path of ingest, so it does per batch what need not be done per
         event: one batch of event ids; the class (the static classifier is a pure function
@@ -175,6 +182,8 @@ class IngestPipeline:
                 counts.append(0)
             counts[k] += 1
             of_event.append(k)
+        if grant is not None:
+            grant.check(identities, self._classifier, events)
         # Per identity: the class of the static rules. The door decides on it first, so
         # that what it defers is never counted by the hot-tenant tracker: a deferred event
         # comes back, and counting it at each try made every busy company look hot.

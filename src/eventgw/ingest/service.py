@@ -15,40 +15,84 @@ from eventgw.core.clock import Clock, SystemClock
 from eventgw.grpc_auth import bearer_metadata
 from eventgw.grpc_options import server_options
 from eventgw.grpc_server import GrpcServer
+from eventgw.ingest.admin_app import AdminHttpApp
 from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.door import Door, door_status
-from eventgw.ingest.grpc_api import SERVICE_NAME, IngestServicer, add_to_server
+from eventgw.ingest.grants import KeyRing
+from eventgw.ingest.grpc_api import SERVICE_NAME, IngestServicer, add_to_server, server_credentials
 from eventgw.ingest.http_app import IngestHttpApp
 from eventgw.ingest.http_protocol import HttpLimits, bounded_http_protocol
 from eventgw.ingest.pipeline import IngestPipeline, PreparedPublishFn, PublishFn
 from eventgw.ingest.publisher_client import PublisherClient
 from eventgw.ingest.scheduler import Scheduler
-from eventgw.ingest.status_doc import StatusDocument
+from eventgw.ingest.status_doc import AdminStatusDocument, StatusDocument
+from eventgw.ingest.tls import load_server_tls
 from eventgw.metrics.backend import Metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import ssl
+    from collections.abc import Callable, Iterator
 
-    from eventgw.config.settings import EventGwSettings
+    from eventgw.config.settings import EventGwSettings, IngestSettings
     from eventgw.publisher.service import PublisherParts
 
 logger = logging.getLogger(__name__)
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its signal handlers (the CLI owns signals) and with a ready event."""
+    """uvicorn without its signal handlers (the CLI owns signals), with a ready event and,
+    optionally, TLS from our own `ssl.SSLContext`."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(config)
         self.ready = asyncio.Event()
+        self._ssl_context = ssl_context
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._ssl_context is not None:
+            # uvicorn builds its context from file names with its own cipher choice; ours
+            # (eventgw.ingest.tls) is set after its config.load(), which serve() runs first,
+            # and before the listening sockets are wrapped, which startup() does.
+            self.config.ssl = self._ssl_context
         await super().startup(sockets)
         self.ready.set()
+
+
+def _http_config(
+    app: object,
+    s: IngestSettings,
+    count_refused: Callable[[int], None],
+    *,
+    shutdown_timeout_s: float,
+) -> uvicorn.Config:
+    """uvicorn's settings for ingest's HTTP listeners (public and admin)."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]  # an ASGI callable; uvicorn's type is narrower
+        # httptools, with the bounds uvicorn lacks: head size and deadline, connections
+        # (docs/delivery-semantics.md, "Bounds at the door").
+        http=bounded_http_protocol(
+            HttpLimits(
+                max_connections=s.max_http_connections,
+                max_header_count=s.max_header_count,
+                max_header_bytes=s.max_header_bytes,
+                header_read_timeout_s=s.header_read_timeout_s,
+            ),
+            count_refused,
+        ),
+        loop="none",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        # uvicorn types it int; its timer takes any number of seconds.
+        timeout_keep_alive=s.keep_alive_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=int(shutdown_timeout_s),
+        server_header=False,
+        date_header=False,
+    )
 
 
 def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -109,6 +153,12 @@ class IngestService:
         self._ready = False
         self.http_port: int | None = None
         self.grpc_port: int | None = None
+        self.admin_port: int | None = None
+        # Read once, here, so that a bad key file or certificate fails the start (ConfigError
+        # naming the field), and the same keys serve both faces.
+        self._keys = KeyRing.from_settings(settings.ingest, self.metrics)
+        tls = settings.ingest.tls
+        self._tls = load_server_tls(tls) if tls is not None else None
         self.admission: AdmissionControl | None = None
         self.door: Door | None = None
         if embedded is None:  # the publisher hop's token: missing, it stops the start here
@@ -175,33 +225,31 @@ class IngestService:
             admitted = msgspec.structs.asdict(admission.status())
             return StatusDocument(**admitted, door=door_status(door))
 
-        app = IngestHttpApp(s, pipeline, self.metrics, lambda: self._ready, status=status)
+        def admin_status() -> AdminStatusDocument:
+            public = msgspec.structs.asdict(status())
+            return AdminStatusDocument(**public, hot_companies=admission.hot_companies())
+
+        def is_ready() -> bool:
+            return self._ready
+
+        app = IngestHttpApp(s, pipeline, self.metrics, is_ready, status=status, keys=self._keys)
         sock = bind_tcp(s.http_host, s.http_port, reuse_port=self._reuse_port)
         self.http_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            # httptools, with the bounds uvicorn lacks: head size and deadline, connections
-            # (docs/delivery-semantics.md, "Bounds at the door").
-            http=bounded_http_protocol(
-                HttpLimits(
-                    max_connections=s.max_http_connections,
-                    max_header_count=s.max_header_count,
-                    max_header_bytes=s.max_header_bytes,
-                    header_read_timeout_s=s.header_read_timeout_s,
-                ),
-                app.count_refused,
-            ),
-            loop="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            # uvicorn types it int; its timer takes any number of seconds.
-            timeout_keep_alive=s.keep_alive_timeout_s,  # type: ignore[arg-type]
-            timeout_graceful_shutdown=int(self._shutdown_timeout_s),
-            server_header=False,
-            date_header=False,
+        tls = self._tls
+        http = _Uvicorn(
+            _http_config(app, s, app.count_refused, shutdown_timeout_s=self._shutdown_timeout_s),
+            ssl_context=tls.ssl_context() if tls is not None else None,
         )
-        http = _Uvicorn(config)
+        admin_sock = bind_tcp(s.admin_host, s.admin_port, reuse_port=self._reuse_port)
+        self.admin_port = admin_sock.getsockname()[1]
+        admin = _Uvicorn(
+            _http_config(
+                AdminHttpApp(s, self.metrics, is_ready, admin_status),
+                s,
+                lambda _status: None,  # the admin port's refusals are not ingest requests
+                shutdown_timeout_s=self._shutdown_timeout_s,
+            )
+        )
         grpc_server = GrpcServer(
             [SERVICE_NAME],
             options=server_options(
@@ -218,9 +266,10 @@ class IngestService:
             metrics=self.metrics,
             maximum_concurrent_rpcs=4 * s.max_in_flight_requests,
         )
-        add_to_server(IngestServicer(s, pipeline), grpc_server.server)
+        add_to_server(IngestServicer(s, pipeline, self._keys), grpc_server.server)
         try:
-            self.grpc_port = grpc_server.add_port(s.grpc_host, s.grpc_port)
+            credentials = server_credentials(tls) if tls is not None else None
+            self.grpc_port = grpc_server.add_port(s.grpc_host, s.grpc_port, credentials)
             await grpc_server.start()
             admission_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
@@ -230,17 +279,23 @@ class IngestService:
                     tg.create_task(embedded.watcher.run(watcher_ready, admission_stop))
                     await watcher_ready.wait()
                 tg.create_task(http.serve(sockets=[sock]))
+                tg.create_task(admin.serve(sockets=[admin_sock]))
                 async with asyncio.timeout(30):
                     await http.ready.wait()
+                    await admin.ready.wait()
                 self._ready = True
                 grpc_server.set_serving()
                 ready.set()
                 logger.info(
-                    "ingest.serving http=%s:%d grpc=%s:%d publisher=%s",
+                    "ingest.serving http=%s:%d grpc=%s:%d tls=%s keys=%s admin=%s:%d publisher=%s",
                     s.http_host,
                     self.http_port,
                     s.grpc_host,
                     self.grpc_port,
+                    "on" if tls is not None else "off",
+                    "required" if self._keys.required else "none",
+                    s.admin_host,
+                    self.admin_port,
                     "in-process" if embedded is not None else s.publisher_target,
                 )
                 await stop.wait()
@@ -248,8 +303,10 @@ class IngestService:
                 grpc_server.set_not_serving()
                 logger.info("ingest.draining")
                 http.should_exit = True
+                admin.should_exit = True
                 await grpc_server.stop(self._shutdown_timeout_s)
                 admission_stop.set()
         finally:
             await grpc_server.stop(0)
             sock.close()
+            admin_sock.close()

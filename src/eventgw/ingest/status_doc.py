@@ -4,6 +4,10 @@ One definition serves three readers: `AdmissionControl.status` and `door_status`
 (so a field added there is added here, checked by mypy), ``http_app`` encodes it, and
 ``openapi`` documents it from these same types (docs/operations.md, "Status page and API").
 The built-in status page (``GET /``) reads it every second.
+
+The public port serves `StatusDocument`, which names no company. The admin port
+(``ingest.admin_port``, loopback by default) serves `AdminStatusDocument`: the same plus
+``hot_companies``, which lists company ids (docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Annotated
 import msgspec
 
 __all__ = [
+    "AdminStatusDocument",
     "AdmissionClasses",
     "AdmissionStatus",
     "ClassAdmission",
@@ -104,11 +109,16 @@ class AdmissionStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     aimd_enabled: bool
     classes: AdmissionClasses
     hot_tenants: HotTenantCounts
-    hot_companies: Annotated[list[HotCompany], _doc("hottest first, at most 10")]
     flow_control_signals: Annotated[int, _doc("INCREASE/DECREASE signals applied since start")]
 
 
 class StatusDocument(AdmissionStatus, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The whole ``GET /status`` answer: admission plus the door."""
+    """The whole ``GET /status`` answer of the public port: admission plus the door."""
 
     door: DoorStatus
+
+
+class AdminStatusDocument(StatusDocument, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``GET /status`` on the admin port: `StatusDocument` plus the hot companies."""
+
+    hot_companies: Annotated[list[HotCompany], _doc("hottest first, at most 10")]

@@ -34,6 +34,11 @@ MetricName = Literal[
     # also counts requests refused past ingest.max_http_connections). 408/431 rising: clients
     # send too slowly or too many headers (docs/delivery-semantics.md, "Bounds at the door").
     "eventgw_ingest_requests_total",
+    # counter, requests (HTTP and gRPC); label field (company_id|source_name|class). Requests
+    # refused whole (403 / PERMISSION_DENIED) because an event is outside its API key's grant.
+    # Any rise: a client writes what its key does not cover — a tenant misconfigured, or a key
+    # used for another tenant's companies; the ingest.permission_denied log names the tenant.
+    "eventgw_ingest_permission_denied_total",
     # histogram, seconds; ingest request → durable answer. p99 above the P30 SLO: scale out.
     "eventgw_ingest_request_duration_seconds",
     # counter, events; labels lane, status (published|failed_writes|backed_up|rejected|failed).

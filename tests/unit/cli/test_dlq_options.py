@@ -6,8 +6,6 @@ Every value is checked before a Kafka client is created, so these run without a 
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from eventgw.cli.main import main
@@ -16,17 +14,12 @@ NO_BROKER = "127.0.0.1:1"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
-    """No settings from the environment; the root logger restored after main() set it."""
+def _isolated(monkeypatch, restore_logging):
+    """No settings from the environment; the logging main() sets up undone afterwards."""
     for name in list(__import__("os").environ):
         if name.startswith("EVENTGW_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EVENTGW_KAFKA__PRIMARY__BOOTSTRAP_SERVERS", NO_BROKER)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.mark.parametrize(

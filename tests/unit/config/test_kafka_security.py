@@ -191,7 +191,7 @@ def test_production_accepts_sasl_ssl_everywhere(
     monkeypatch.setenv("EVENTGW_KAFKA__ROLLOUT", "null")
     s = load(
         tmp_path,
-        "environment = 'production'\n"
+        "environment = 'production'\n[ingest]\napi_keys = ['k']\n"  # production: ingest keys
         f"[kafka.primary]\nbootstrap_servers = 'b:1'\n{SASL_TOML}"
         f"[kafka.fallback]\nbootstrap_servers = 'b:3'\n{SASL_TOML}",
     )

@@ -87,6 +87,7 @@ def test_toml_file(tmp_path: Path) -> None:
         environment = "production"
         [ingest]
         http_port = 9001
+        api_keys = ["a-key-production-needs"]
         max_events_per_request = 50
         default_class = 30
         class_rules = [{ priority = 10, source_name = "backfill*" }]
@@ -242,7 +243,8 @@ def test_backup_signing_settings_become_the_stores_auth(tmp_path: Path) -> None:
     production = load_settings(
         write(
             tmp_path,
-            "environment = 'production'\n[backup]\ns3_bucket = 'b'\n"
+            "environment = 'production'\n[ingest]\napi_keys = ['key']\n"
+            "[backup]\ns3_bucket = 'b'\n"
             f"hmac_key = '{'k' * 32}'\nhmac_previous_keys = ['{'o' * 32}']\n"
             + PRODUCTION_KAFKA_TOML,
         )
@@ -336,8 +338,10 @@ def test_other_environments_do_not_check_names() -> None:
         sasl_password="p",
     )
     kafka = KafkaSettings(primary=secure, rollout=None)
+    keyed = IngestSettings(api_keys=["key"])  # production needs ingest keys
     for env in ("development", "production"):
-        assert EventGwSettings(environment=env, kafka=kafka).topics.p30 == TopicSettings().p30
+        settings = EventGwSettings(environment=env, kafka=kafka, ingest=keyed)
+        assert settings.topics.p30 == TopicSettings().p30
 
 
 def test_staging_config_error_field_is_the_first_offending_field(tmp_path: Path) -> None:
@@ -429,3 +433,106 @@ def test_ingest_workers_need_fixed_ports(tmp_path: Path) -> None:
         load_settings(path)
     assert info.value.field == "ingest.workers"
     assert info.value.message.startswith("more than one worker needs fixed")
+
+
+# --- ingest keys and TLS: required beyond loopback / in production ---------------------------
+
+TLS = "[ingest.tls]\ncert_file = '/certs/tls.crt'\nkey_file = '/certs/tls.key'\n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "field", "words"),
+    [
+        ("[ingest]\nhttp_host = '0.0.0.0'\n", "ingest.tenant_keys", "ingest binds 0.0.0.0"),
+        ("[ingest]\ngrpc_host = '10.1.2.3'\n", "ingest.tenant_keys", "ingest binds 10.1.2.3"),
+        ("[ingest]\nhttp_host = '::'\n", "ingest.tenant_keys", "ingest binds ::"),
+        (
+            "environment = 'production'\n" + PRODUCTION_KAFKA_TOML,
+            "ingest.tenant_keys",
+            "environment = production",
+        ),
+        (
+            "environment = 'production'\n[ingest]\nhttp_host = '0.0.0.0'\napi_keys = ['k']\n"
+            + PRODUCTION_KAFKA_TOML,
+            "ingest.tls",
+            "required in production when ingest binds 0.0.0.0",
+        ),
+    ],
+)
+def test_ingest_beyond_loopback_or_in_production_needs_keys_and_tls(
+    tmp_path: Path, toml: str, field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, toml))
+    assert info.value.field == field
+    assert words in info.value.message
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "",  # the README's quick start: loopback, no key
+        "[ingest]\nhttp_host = 'localhost'\ngrpc_host = '::1'\n",
+        "[ingest]\nhttp_host = '127.0.0.2'\n",
+        "[ingest]\nhttp_host = '0.0.0.0'\napi_keys = ['k']\n",  # TLS optional outside production
+        # In production on loopback TLS is optional; beyond it, keys and TLS do it.
+        "environment = 'production'\n[ingest]\napi_keys = ['k']\n" + PRODUCTION_KAFKA_TOML,
+        "environment = 'production'\n[ingest]\nhttp_host = '0.0.0.0'\n"
+        "tenant_keys_file = '/keys/keys.toml'\n" + TLS + PRODUCTION_KAFKA_TOML,
+    ],
+)
+def test_keys_are_optional_on_loopback_and_tls_outside_production(
+    tmp_path: Path, toml: str
+) -> None:
+    load_settings(write(tmp_path, toml))
+
+
+def test_tenant_keys_from_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Kubernetes Secret can be handed over as JSON in the environment."""
+    digest = "ab" * 32
+    monkeypatch.setenv(
+        "EVENTGW_INGEST__TENANT_KEYS",
+        f'[{{"tenant": "acme", "key_sha256": "{digest}", "company_ids": ["acme"]}}]',
+    )
+    monkeypatch.setenv("EVENTGW_INGEST__HTTP_HOST", "0.0.0.0")
+    (key,) = load_settings().ingest.tenant_keys
+    assert (key.tenant, key.company_ids, key.source_names) == ("acme", ["acme"], ["*"])
+    assert key.classes == ["P30", "P20", "P10"]
+    assert digest not in repr(key)
+
+
+def test_malformed_json_in_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a pydantic-settings traceback naming only "ingest", and exit 1."""
+    digest = "cd" * 32
+    monkeypatch.setenv(
+        "EVENTGW_INGEST__TENANT_KEYS", f'[{{"tenant": "acme", "key_sha256": "{digest}",'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "ingest.tenant_keys"
+    assert str(info.value).startswith(
+        "ingest.tenant_keys: $EVENTGW_INGEST__TENANT_KEYS is not valid JSON: Expecting"
+    )
+    assert digest not in str(info.value), "the value may hold a secret"
+
+
+def test_a_list_setting_that_is_not_json_at_all_names_its_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTGW_INGEST__TENANT_KEYS", "acme")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "ingest"
+    assert "EVENTGW_INGEST__... environment variable is not valid JSON" in str(info.value)
+
+
+def test_a_bad_tenant_key_names_its_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "EVENTGW_INGEST__TENANT_KEYS",
+        '[{"tenant": "acme", "key_sha256": "not-hex", "company_ids": ["acme"]}]',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "ingest.tenant_keys.0.key_sha256"

@@ -4,7 +4,8 @@ No cluster runs here, so this is the static half of exercising deploy/k8s: every
 runs a real `eventgw` subcommand; the settings each container would load (the ConfigMap's
 TOML plus its ``EVENTGW_*`` environment, secrets as placeholders) pass the same validation
 as at start-up; and the ports the manifests probe and expose are the ports those settings
-bind.
+bind. Every container runs unprivileged on a read-only root filesystem, and the one
+directory eventgw writes there, the failed-writes spool, is a writable volume.
 """
 
 from __future__ import annotations
@@ -40,13 +41,26 @@ def _config_map() -> dict[str, str]:
     return data
 
 
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod")
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = doc["spec"]
+    if doc["kind"] == "Pod":
+        return spec
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    pod: dict[str, Any] = spec["template"]["spec"]
+    return pod
+
+
 def _containers() -> list[tuple[str, dict[str, Any]]]:
-    """(workload name, container) of every Deployment and StatefulSet."""
+    """(workload name, container) of every workload, init containers included."""
     return [
         (d["metadata"]["name"], c)
         for d in _documents()
-        if d["kind"] in ("Deployment", "StatefulSet")
-        for c in d["spec"]["template"]["spec"]["containers"]
+        if d["kind"] in WORKLOADS
+        for c in _pod_spec(d)["containers"] + _pod_spec(d).get("initContainers", [])
     ]
 
 
@@ -137,6 +151,38 @@ _TOKENS_OF = {
 }
 
 
+INGEST = [(n, c) for n, c in CONTAINERS if c["args"][-1] == "ingest"]
+
+
+@pytest.mark.parametrize(("name", "container"), INGEST, ids=[n for n, _ in INGEST])
+def test_ingest_reads_its_keys_and_certificate_from_secrets(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Production beyond loopback needs keys and TLS: their files are mounted Secrets."""
+    s = _settings_for(container, monkeypatch, tmp_path).ingest
+    assert s.tenant_keys_file is not None
+    assert s.tls is not None
+    (workload,) = [
+        d for d in _documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == name
+    ]
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for path in (s.tenant_keys_file, s.tls.cert_file, s.tls.key_file):
+        mount = next((m for m in mounts if str(path).startswith(m + "/")), None)
+        assert mount is not None, f"{name}: nothing mounts {path}"
+        assert "secret" in volumes[mounts[mount]], f"{name}: {path} is not from a Secret"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", f"{name} {probe} is plain HTTP"
+
+
+UNPRIVILEGED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
 @pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
 def test_every_container_holds_the_internal_tokens_it_uses_and_no_other(
     name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -147,3 +193,61 @@ def test_every_container_holds_the_internal_tokens_it_uses_and_no_other(
     needs = set() if command == "ingest" and s.ingest.embedded_publisher else _TOKENS_OF[command]
     held = {audience for audience in AUDIENCES if s.internal_auth.has_token(audience)}
     assert held == needs, name
+
+
+@pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
+def test_every_container_runs_unprivileged_on_a_read_only_root(
+    name: str, container: dict[str, Any]
+) -> None:
+    sc = container.get("securityContext", {})
+    for field, wanted in UNPRIVILEGED.items():
+        assert sc.get(field) == wanted, f"{name}: securityContext.{field} is {sc.get(field)!r}"
+    # runAsNonRoot alone refuses to start an image whose user is a name or root: a number.
+    assert isinstance(sc.get("runAsUser"), int), f"{name}: runAsUser must be a number"
+    assert sc["runAsUser"] > 0, f"{name}: runAsUser 0 is root"
+    assert not sc.get("privileged", False), f"{name} is privileged"
+    # Without NET_BIND_SERVICE a non-root process cannot bind below 1024.
+    low = [p["containerPort"] for p in container.get("ports", []) if p["containerPort"] < 1024]
+    assert not low, f"{name} exposes ports below 1024: {low}"
+
+
+def test_no_pod_overrides_its_containers_into_root() -> None:
+    for doc in _documents():
+        if doc["kind"] in WORKLOADS:
+            pod = _pod_spec(doc)
+            sc = pod.get("securityContext", {})
+            name = doc["metadata"]["name"]
+            assert sc.get("runAsUser", 1) != 0, f"{name}: the pod runs as root"
+            assert sc.get("runAsNonRoot", True) is True, f"{name}: the pod allows root"
+            assert not pod.get("hostNetwork"), f"{name} shares the node's network"
+            assert not pod.get("hostPID"), f"{name} shares the node's processes"
+
+
+@pytest.mark.parametrize(("name", "container"), CONTAINERS, ids=[n for n, _ in CONTAINERS])
+def test_the_spool_is_on_a_writable_volume_not_the_read_only_root(
+    name: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Whichever container may write the spool (no S3 bucket) writes it to an emptyDir."""
+    s = _settings_for(container, monkeypatch, tmp_path)
+    command = build_parser().parse_args(container["args"]).command
+    writes_spool = command == "publisher" or (command == "ingest" and s.ingest.embedded_publisher)
+    if not writes_spool:
+        return
+    spool = s.backup.spool_dir
+    assert spool.is_absolute(), f"{name}: backup.spool_dir {spool} is relative to the workdir"
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if spool == Path(m["mountPath"]) or Path(m["mountPath"]) in spool.parents
+    ]
+    assert mounts, f"{name}: nothing is mounted at {spool}: the root filesystem is read-only"
+    (mount,) = mounts
+    assert not mount.get("readOnly", False), f"{name}: {mount['mountPath']} is read-only"
+    (workload,) = [
+        d for d in _documents() if d["kind"] in WORKLOADS and d["metadata"]["name"] == name
+    ]
+    volumes = {v["name"]: v for v in _pod_spec(workload)["volumes"]}
+    volume = volumes[mount["name"]]
+    assert "emptyDir" in volume or "persistentVolumeClaim" in volume, (
+        f"{name}: {mount['name']} is not a writable volume: {volume}"
+    )

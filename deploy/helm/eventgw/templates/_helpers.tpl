@@ -35,6 +35,24 @@ imagePullPolicy: {{ $image.pullPolicy | default "IfNotPresent" }}
 {{- end }}
 - name: EVENTGW_BACKUP__HMAC_KEY
   valueFrom: {secretKeyRef: {name: eventgw-backup, key: hmac-key}}
+{{- /* The internal gRPC token each role checks or presents, no other (docs/security.md). */}}
+{{- $token := dict "ingest" "publisher" "publisher" "publisher" "orchestrator" "orchestrator" "processor" "orchestrator" }}
+{{- with get $token .role }}
+- name: EVENTGW_INTERNAL_AUTH__{{ upper . }}_TOKEN
+  valueFrom: {secretKeyRef: {name: eventgw-internal-auth, key: {{ . }}-token}}
+{{- end }}
+{{- end -}}
+
+{{/* Unprivileged on a read-only root (docs/security.md, "Pods"). */}}
+{{- define "eventgw.securityContext" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities: {drop: [ALL]}
+  seccompProfile: {type: RuntimeDefault}
 {{- end -}}
 
 {{/* Static settings change → pods restart; the dynamic config is read live, not hashed. */}}
