@@ -280,3 +280,38 @@ def test_bad_values_stop_the_render_naming_the_value(sets: tuple[str, ...], name
     assert result.returncode == 1
     assert result.stdout == ""
     assert named in result.stderr
+
+
+def test_internal_grpc_ports_admit_only_their_callers(
+    default_render: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The publisher's gRPC port only from ingest pods, the orchestrators' only from processor
+    pods (docs/security.md); probes and Prometheus still reach the status ports."""
+    _, docs = default_render
+    policies = by_kind(docs, "NetworkPolicy")
+    assert set(policies) == {"rel-publisher", "rel-orchestrator"}
+    for name, caller, grpc_port, open_ports in (
+        ("rel-publisher", "ingest", 50051, {50099, 9102}),
+        ("rel-orchestrator", "processor", 50052, {9103}),
+    ):
+        spec = policies[name]["spec"]
+        target = workloads(docs)[name]["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= target.items(), name
+        assert spec["policyTypes"] == ["Ingress"]
+        restricted, opened = spec["ingress"]
+        assert [p["port"] for p in restricted["ports"]] == [grpc_port], name
+        (source,) = restricted["from"]
+        assert source["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == caller
+        assert "from" not in opened, name
+        assert {p["port"] for p in opened["ports"]} == open_ports, name
+        (container,) = workloads(docs)[name]["spec"]["template"]["spec"]["containers"]
+        exposed = {p["containerPort"] for p in container["ports"]}
+        assert exposed == open_ports | {grpc_port}, f"{name}: a port the policy does not name"
+    _, with_operators = render("networkPolicies.operatorNamespaces={ops}")
+    policy = by_kind(with_operators, "NetworkPolicy")["rel-orchestrator"]["spec"]
+    sources = policy["ingress"][0]["from"]
+    assert sources[1:] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}
+    ]
+    _, without = render("networkPolicies.enabled=false")
+    assert by_kind(without, "NetworkPolicy") == {}
