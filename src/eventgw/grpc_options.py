@@ -47,9 +47,11 @@ _CLIENT: Final[tuple[ChannelOption, ...]] = (
 
 _SERVER: Final[tuple[ChannelOption, ...]] = (
     # Accept the clients' pings above; by default a server allows one ping per 5 minutes
-    # without data and answers more with GOAWAY "too_many_pings".
+    # without data and answers more with GOAWAY "too_many_pings", which breaks every call
+    # on the connection. (gRPC core's name is GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_
+    # DATA_MS = "grpc.http2.min_ping_interval_without_data_ms"; an unknown name is ignored.)
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
 )
 
 
