@@ -196,6 +196,15 @@ def _get_json(url: str) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+def fresh_record_path(workdir: Path, system: str) -> str:
+    """A record path no earlier round wrote to: event ids repeat across rounds, so a round
+    that read the previous round's records took their start times for its own."""
+    n = 0
+    while glob.glob(str(workdir / f"{system}-records-{n}") + ".*"):
+        n += 1
+    return str(workdir / f"{system}-records-{n}")
+
+
 def read_records(path: str) -> dict[str, tuple[int, int, int]]:
     """Handler records of all processes; the first start of each event (redeliveries later)."""
     out: dict[str, tuple[int, int, int]] = {}
@@ -222,7 +231,7 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path) -> RunData:
     broker = BenchBroker(workdir, None)
     gateway: Gateway | None = None
     rp: ReadPath | None = None
-    record_path = str(workdir / f"{system}-records")
+    record_path = fresh_record_path(workdir, system)
     publisher: EventIngestPublisher | None = None
     try:
         topics = bench_topics(suffix)
@@ -336,7 +345,7 @@ async def run_rabbit(args: argparse.Namespace, workdir: Path) -> RunData:
 
     data = RunData("rabbitmq", 0, [], {})
     server = RabbitServer(workdir)
-    record_path = str(workdir / "rabbitmq-records")
+    record_path = fresh_record_path(workdir, "rabbitmq")
     consumers: list[subprocess.Popen[bytes]] = []
     queue_name = "events-bench"
     try:
