@@ -21,8 +21,7 @@ def test_reconnect_backoff_is_bounded_to_about_a_second() -> None:
     # Servers accept the clients' keepalive pings instead of answering GOAWAY too_many_pings.
     server = dict(server_options())
     assert (
-        server["grpc.http2.min_ping_interval_without_data_ms"]
-        <= options["grpc.keepalive_time_ms"]
+        server["grpc.http2.min_ping_interval_without_data_ms"] <= options["grpc.keepalive_time_ms"]
     )
 
 
