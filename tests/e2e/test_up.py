@@ -29,6 +29,7 @@ from eventgw.config.settings import load_settings
 from eventgw.kafka.client_config import cluster_config
 from eventgw.kafka.jar_cache import default_home
 from eventgw.metrics.names import MetricName
+from tests.fixtures.procs import free_port
 from tests.fixtures.stack import read_topic
 
 if TYPE_CHECKING:
@@ -50,12 +51,6 @@ def free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no free port pair")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def security_from(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Synchronous CLI commands: the local stack (``up``), Kafka, topics, send, keys (status:
-`status`)."""
+"""Synchronous CLI commands: the local stack (``up``), Kafka, topics, send, keys.
+
+``eventgw status`` lives in `eventgw.cli.status`; it reads `endpoints` and `http_json`."""
 
 from __future__ import annotations
 

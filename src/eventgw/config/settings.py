@@ -35,7 +35,7 @@ from eventgw.config.ingest_security import IngestTlsSettings, TenantKey, is_loop
 from eventgw.config.internal_auth import InternalAuthSettings
 from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
-from eventgw.core.envelope import Priority
+from eventgw.core.envelope import DEFAULT_LANE_SHARES, Priority
 from eventgw.core.errors import ConfigError
 
 Environment = Literal["development", "staging", "production"]
@@ -522,7 +522,7 @@ class OrchestratorSettings(_Frozen):
     group_id: str = "eventgw-orchestrator"
     buffer_budget_bytes: int = Field(default=256 << 20, ge=1 << 16)
     lane_shares: dict[str, float] = Field(
-        default_factory=lambda: {"p10": 0.2, "p20": 0.5, "p30": 0.8, "offload": 0.3, "retry": 0.7},
+        default_factory=lambda: dict(DEFAULT_LANE_SHARES),
         description="pause a lane when buffered bytes reach share x budget",
     )
     resume_hysteresis: float = Field(default=0.9, gt=0, le=1)

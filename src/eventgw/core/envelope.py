@@ -53,6 +53,16 @@ LANE_OF_PRIORITY: Final[dict[Priority, Lane]] = {
     Priority.P20: "p20",
     Priority.P10: "p10",
 }
+DEFAULT_LANE_SHARES: Final[dict[str, float]] = {
+    "p10": 0.2,
+    "p20": 0.5,
+    "p30": 0.8,
+    "offload": 0.3,
+    "retry": 0.7,
+}
+"""Share of the orchestrator's buffer budget at which each consumption lane pauses
+(docs/design.md, "Memory thresholds"); the default of ``orchestrator.lane_shares``, defined
+once. Copy it before changing it."""
 
 # Header names. Values are ASCII bytes.
 H_EVENT_ID: Final = "eventgw-event-id"

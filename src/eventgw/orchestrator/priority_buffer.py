@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from eventgw.core.envelope import DEFAULT_LANE_SHARES as _LANE_SHARES
 from eventgw.core.envelope import SLO_SECONDS, Priority
 from eventgw.orchestrator.task_heaps import (
     _DELAYED,
@@ -52,11 +53,9 @@ TASK_OVERHEAD_BYTES: Final = 200
 BUFFER_LANES: Final = ("p30", "p20", "p10", "offload", "retry")
 """The consumption lanes a task can come from (docs/design.md, "Topics and their roles")."""
 
-DEFAULT_LANE_SHARES: Final[Mapping[str, float]] = MappingProxyType(
-    {"p10": 0.2, "p20": 0.5, "p30": 0.8, "offload": 0.3, "retry": 0.7}
-)
+DEFAULT_LANE_SHARES: Final[Mapping[str, float]] = MappingProxyType(_LANE_SHARES)
 """Share of the budget at which each lane's consumption pauses (docs/design.md, "Memory
-thresholds")."""
+thresholds"): `eventgw.core.envelope.DEFAULT_LANE_SHARES`, read-only."""
 
 _OFFLOAD: Final = "offload"
 _CLASSES: Final = (Priority.P30, Priority.P20, Priority.P10)  # second-tier order
