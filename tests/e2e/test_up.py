@@ -53,6 +53,28 @@ def free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
+async def wait_until_up(
+    proc: asyncio.subprocess.Process, output: list[str], timeout_s: float
+) -> asyncio.Task[None]:
+    """Read ``eventgw up``'s output into ``output`` until its banner; return the task that
+    keeps reading the rest (so the pipe never fills)."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    async with asyncio.timeout(timeout_s):
+        while True:
+            line = (await stdout.readline()).decode()
+            assert line, "eventgw up exited before it was up:\n" + "".join(output)
+            output.append(line)
+            if "eventgw is up." in line:
+                break
+
+    async def drain() -> None:
+        while line := await stdout.readline():
+            output.append(line.decode())
+
+    return asyncio.create_task(drain())
+
+
 def security_from(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The client properties of the login ``eventgw up --secure`` wrote to ``env_file``."""
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -115,21 +137,7 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
     )
     output: list[str] = []
     try:
-        async with asyncio.timeout(180):
-            assert proc.stdout is not None
-            while True:
-                line = (await proc.stdout.readline()).decode()
-                assert line, "eventgw up exited before it was up:\n" + "".join(output)
-                output.append(line)
-                if "eventgw is up." in line:
-                    break
-
-        async def drain() -> None:
-            assert proc.stdout is not None
-            while line := await proc.stdout.readline():
-                output.append(line.decode())
-
-        draining = asyncio.create_task(drain())
+        draining = await wait_until_up(proc, output, 180)
         async with httpx.AsyncClient(timeout=30) as client:
             resp = await client.post(
                 f"http://127.0.0.1:{http_port}/v1/events",
@@ -314,21 +322,7 @@ async def test_eventgw_up_runs_a_fleet_per_cluster_and_a_migration_by_the_dynami
         return sum(ln["processed"] for ln in stats["lanes"] if ln["lane"] in ("P30", "P20", "P10"))
 
     try:
-        async with asyncio.timeout(240):
-            assert proc.stdout is not None
-            while True:
-                line = (await proc.stdout.readline()).decode()
-                assert line, "eventgw up exited before it was up:\n" + "".join(output)
-                output.append(line)
-                if "eventgw is up." in line:
-                    break
-
-        async def drain() -> None:
-            assert proc.stdout is not None
-            while line := await proc.stdout.readline():
-                output.append(line.decode())
-
-        draining = asyncio.create_task(drain())
+        draining = await wait_until_up(proc, output, 240)
         doc = json.loads(dynamic.read_text())
         assert doc == {"event_gateway_cluster_rollout": 0, "rollout_orchestrator_indexes": [1]}
         companies = [f"company-{i}" for i in range(20)]

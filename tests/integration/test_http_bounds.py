@@ -21,8 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from tests.fixtures.stack import make_settings, start_stack, unique_topics
+from tests.fixtures.stack import make_settings, topics_and_stack, unique_topics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -59,16 +58,8 @@ async def stack(
         spool_dir=tmp_path_factory.mktemp("spool"),
         ingest=BOUNDS,
     )
-    specs = [TopicSpec(n, topics.partitions) for n in topics.all_topics()]
-    await asyncio.to_thread(ensure_topics, kafka_broker.bootstrap, specs)
-    try:
-        running = await start_stack(settings)
-        try:
-            yield running
-        finally:
-            await running.stop()
-    finally:
-        await asyncio.to_thread(delete_topics, kafka_broker.bootstrap, topics.all_topics())
+    async with topics_and_stack(kafka_broker.bootstrap, settings) as running:
+        yield running
 
 
 @dataclass

@@ -30,8 +30,7 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.client import ClientEvent, ClientTls, EventIngestPublisher, IngestHttpClient
 from eventgw.config.ingest_security import key_digest
 from eventgw.core.errors import NotDurable, PermissionDenied
-from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from tests.fixtures.stack import make_settings, read_topic, start_stack, unique_topics
+from tests.fixtures.stack import make_settings, read_topic, topics_and_stack, unique_topics
 from tests.fixtures.tls import Pki, make_pki
 
 if TYPE_CHECKING:
@@ -63,16 +62,8 @@ async def _stack(
         spool_dir=tmp / "spool",
         ingest={"tls": tls, "tenant_keys": [GRANT]},
     )
-    specs = [TopicSpec(n, topics.partitions) for n in topics.all_topics()]
-    await asyncio.to_thread(ensure_topics, broker.bootstrap, specs)
-    try:
-        running = await start_stack(settings)
-        try:
-            yield running
-        finally:
-            await running.stop()
-    finally:
-        await asyncio.to_thread(delete_topics, broker.bootstrap, topics.all_topics())
+    async with topics_and_stack(broker.bootstrap, settings) as running:
+        yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

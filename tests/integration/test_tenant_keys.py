@@ -25,8 +25,7 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2_grpc as pb_grpc
 from eventgw.client import ClientEvent, EventIngestPublisher, IngestHttpClient
 from eventgw.config.ingest_security import key_digest
 from eventgw.core.errors import PermissionDenied, Unauthenticated
-from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from tests.fixtures.stack import make_settings, read_topic, start_stack, unique_topics
+from tests.fixtures.stack import make_settings, read_topic, topics_and_stack, unique_topics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -69,16 +68,8 @@ async def stack(
             "class_rules": CLASS_RULES,
         },
     )
-    specs = [TopicSpec(n, topics.partitions) for n in topics.all_topics()]
-    await asyncio.to_thread(ensure_topics, kafka_broker.bootstrap, specs)
-    try:
-        running = await start_stack(settings)
-        try:
-            yield running
-        finally:
-            await running.stop()
-    finally:
-        await asyncio.to_thread(delete_topics, kafka_broker.bootstrap, topics.all_topics())
+    async with topics_and_stack(kafka_broker.bootstrap, settings) as running:
+        yield running
 
 
 async def written_ids(stack: RunningStack) -> list[str]:
