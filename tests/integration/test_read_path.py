@@ -43,6 +43,7 @@ from tests.fixtures.read_path import (
     get_stats,
     group_assignment,
     group_lag,
+    group_members,
     lane_topics,
     make_event,
     mixed_events,
@@ -575,6 +576,13 @@ async def test_surviving_orchestrator_takes_over_partitions(
                 await asyncio.sleep(0.2)
         assert set(members) == {"orchestrator-0", "orchestrator-1"}
         assert members["orchestrator-0"] | members["orchestrator-1"] == all_lanes
+        # P30 is read by each replica's urgent member alone: its own fetch queue, never
+        # behind another lane's read-ahead.
+        readers = await asyncio.to_thread(group_members, bootstrap, group)
+        p30 = {(topics.p30, p) for p in range(topics.partitions)}
+        urgent = {name: parts for name, parts in readers.items() if name.endswith("-urgent")}
+        assert set().union(*urgent.values()) == p30
+        assert all(not parts & p30 for name, parts in readers.items() if name not in urgent)
         await asyncio.to_thread(produce, bootstrap, topics, first)
         addresses = [orchestrator_address(orchestrator), f"127.0.0.1:{orch1.grpc_port}"]
         processor = processor_for(settings, addresses, recorder, concurrency=8)

@@ -17,6 +17,7 @@ from eventgw.kafka.consumer import ConsumerError
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Sequence
 
     from eventgw.kafka.group_consumer import GroupConsumer
     from eventgw.orchestrator.dispatcher import Dispatcher
@@ -27,20 +28,15 @@ __all__ = ["Committer"]
 
 
 class Committer:
-    """Commits lane offsets through the lane consumer, retry offsets through the retry one."""
+    """Commits each partition's offset through the group member it is assigned to (the
+    urgent and bulk lane readers, the retry reader)."""
 
     def __init__(
-        self,
-        dispatcher: Dispatcher,
-        lanes: GroupConsumer,
-        retry: GroupConsumer | None,
-        interval_s: float,
+        self, dispatcher: Dispatcher, consumers: Sequence[GroupConsumer], interval_s: float
     ) -> None:
         self._d = dispatcher
-        self._lanes = lanes
-        self._retry = retry
+        self._consumers = list(consumers)
         self._interval_s = interval_s
-        self._retry_topics = frozenset(dispatcher.retry_topics)
         self.commits = 0
         self.failures = 0
 
@@ -55,14 +51,10 @@ class Committer:
         pending = self._d.committable()
         if not pending:
             return
-        retry_topics = self._retry_topics
-        for consumer, offsets in (
-            (self._lanes, {tp: o for tp, o in pending.items() if tp[0] not in retry_topics}),
-            (self._retry, {tp: o for tp, o in pending.items() if tp[0] in retry_topics}),
-        ):
-            if consumer is None or not offsets:
+        for consumer in self._consumers:
+            owned = {tp: o for tp, o in pending.items() if tp in consumer.assigned}
+            if not owned:
                 continue
-            owned = {tp: o for tp, o in offsets.items() if tp in consumer.assigned}
             with_metadata = {
                 tp: (o, self._d.commit_metadata(tp[0], tp[1], o)) for tp, o in owned.items()
             }

@@ -1,6 +1,7 @@
 """The orchestrator's three Kafka read loops: lanes, retry topics and worker results.
 
-- `LaneFetcher`: the consumer group over p30/p20/p10/offload → `Dispatcher.add_records`;
+- `LaneFetcher`: a lane group member (P30's, or the one for p20/p10/offload) →
+  `Dispatcher.add_records`;
   a lane's partitions pause while the buffer holds its memory share, and resume below it
   (docs/priorities-and-backpressure.md, "Memory thresholds"), and while the lane holds more
   ready work than the workers take in ``lane_ready_s`` (same doc, "Working set").
@@ -47,10 +48,10 @@ class LaneFetcher:
     Working set: a lane whose ready tasks exceed what the workers take in ``ready_s`` (at
     least ``min_ready``) pauses, and resumes at half of that. A flood then waits in Kafka,
     where it is durable and costs nothing, instead of in memory — and, above all, instead of
-    in the consumer's fetch queue, which all lanes share: records fetched ahead are handed
-    out in fetch order, so a P30 record fetched behind a large P10 read-ahead waited for all
-    of it to be taken in (docs/priorities-and-backpressure.md, "Working set"). The take rate
-    is an average of the buffer's served count over about a second.
+    in the consumer's fetch queue, which the lanes of one consumer share: records fetched
+    ahead are handed out in fetch order (docs/priorities-and-backpressure.md, "Working set";
+    P30 has a consumer of its own, "Reading by priority"). The take rate is an average of
+    the buffer's served count over about a second.
 
     Args:
         consumer: the lane consumer group member.

@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from eventgw.config.dynamic import DynamicConfigWatcher
 from eventgw.config.fleets import assign_fleet
@@ -66,6 +66,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _LANE_TOPIC_KEYS = ("p30", "p20", "p10", "offload")
+URGENT_LANES: Final = ("p30",)
+"""Lanes read by a consumer of their own (a second member of the lane group): their records
+never wait in librdkafka's fetch queue behind another lane's read-ahead
+(docs/priorities-and-backpressure.md, "Reading by priority")."""
+BULK_LANES: Final = tuple(k for k in _LANE_TOPIC_KEYS if k not in URGENT_LANES)
 _STREAM_CLOSE_GRACE_S = 1.0
 _FLEET_CHECK_S = 0.5  # how often a reloaded dynamic config is compared with the fleet
 _TUNING = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=30_000)
@@ -88,7 +93,7 @@ class OrchestratorService:
         self.grpc_port: int | None = None
         self.status_port: int | None = None
         self.dispatcher: Dispatcher | None = None
-        self._lane_fetcher: LaneFetcher | None = None
+        self._lane_fetchers: list[LaneFetcher] = []
         self._retry_fetcher: RetryFetcher | None = None
         self._ready = False
         # Resolved here: a missing token stops the start (ConfigError naming the field).
@@ -242,28 +247,38 @@ class OrchestratorService:
         writer = RetryWriter(producer, self.metrics)
         d = Dispatcher(o, s.topics, writer, self.metrics, fleet=fleet.name)
         self.dispatcher = d
-        lanes = GroupConsumer(
-            consumer_config(
-                cluster,
-                o.group_id,
-                f"eventgw-orchestrator-{o.index}",
-                group_instance_id=f"orchestrator-{o.index}",
-                low_latency=True,
-            ),
-            [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS],
-            self._on_assign,
-            self._on_revoke,
-        )
-        self._lane_fetcher = LaneFetcher(
-            lanes,
-            d,
-            {k: s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS},
-            o.lane_shares,
-            o.buffer_budget_bytes,
-            o.fetch_max_records,
-            o.lane_ready_s,
-            o.lane_min_ready,
-        )
+        # Two members of the lane group per replica: one for the urgent lanes, one for the
+        # rest; each its own librdkafka fetch queue (docs/priorities-and-backpressure.md,
+        # "Reading by priority").
+        lane_readers: list[GroupConsumer] = []
+        self._lane_fetchers = []
+        for lanes_read, member in ((URGENT_LANES, "-urgent"), (BULK_LANES, "")):
+            topic_of_lane = {k: s.topics.lane_topic(k) for k in lanes_read}
+            consumer = GroupConsumer(
+                consumer_config(
+                    cluster,
+                    o.group_id,
+                    f"eventgw-orchestrator{member}-{o.index}",
+                    group_instance_id=f"orchestrator-{o.index}{member}",
+                    low_latency=True,
+                ),
+                list(topic_of_lane.values()),
+                self._on_assign,
+                self._on_revoke,
+            )
+            lane_readers.append(consumer)
+            self._lane_fetchers.append(
+                LaneFetcher(
+                    consumer,
+                    d,
+                    topic_of_lane,
+                    o.lane_shares,
+                    o.buffer_budget_bytes,
+                    o.fetch_max_records,
+                    o.lane_ready_s,
+                    o.lane_min_ready,
+                )
+            )
         retry: GroupConsumer | None = None
         if o.enable_retry_consumer:
             retry = GroupConsumer(
@@ -289,7 +304,8 @@ class OrchestratorService:
             s.topics.response,
             o.index,
         )
-        committer = Committer(d, lanes, retry, o.commit_interval_s)
+        group_consumers = [*lane_readers, *([retry] if retry is not None else [])]
+        committer = Committer(d, group_consumers, o.commit_interval_s)
         self.metrics.register(OrchestratorCollector(d, writer, committer))
         server = GrpcServer(
             [SERVICE_NAME],
@@ -299,9 +315,8 @@ class OrchestratorService:
         )
         add_to_server(OrchestratorServicer(d), server.server)
         try:
-            await lanes.start()
-            if retry is not None:
-                await retry.start()
+            for consumer in group_consumers:
+                await consumer.start()
             await results.start()
             # After a move, the same port again: the workers' addresses do not change.
             port = self.grpc_port if self.grpc_port is not None else o.grpc_port
@@ -326,7 +341,8 @@ class OrchestratorService:
             fetch_stop = asyncio.Event()
             writer_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._lane_fetcher.run(fetch_stop))
+                for fetcher in self._lane_fetchers:
+                    tg.create_task(fetcher.run(fetch_stop))
                 if self._retry_fetcher is not None:
                     tg.create_task(self._retry_fetcher.run(fetch_stop))
                 tg.create_task(ResultsReader(results, d, self.metrics).run(fetch_stop))
@@ -354,9 +370,8 @@ class OrchestratorService:
         finally:
             self._ready = False
             await server.stop(_STREAM_CLOSE_GRACE_S)
-            await lanes.close()
-            if retry is not None:
-                await retry.close()
+            for consumer in group_consumers:
+                await consumer.close()
             await results.close()
             await producer.close(10)
             if flow_producer is not producer:
@@ -378,8 +393,8 @@ class OrchestratorService:
 
     async def _on_assign(self, partitions: list[TopicPartition], committed: Committed) -> None:
         self._preset(committed)
-        if self._lane_fetcher is not None:
-            self._lane_fetcher.on_assign()
+        for fetcher in self._lane_fetchers:
+            fetcher.on_assign()
 
     async def _on_retry_assign(
         self, partitions: list[TopicPartition], committed: Committed
