@@ -3,7 +3,8 @@
 Events are written straight to the lane topics (as the prep publisher writes them). Each
 test has its own topics and consumer group. Orchestrators and processors run in-process
 when the test reads their internals, and as ``eventgw`` subprocesses when it kills them.
-Delays and leases are shortened with ``time_scale`` so the real retry ladder runs in seconds.
+Delays and leases are shortened with ``OrchestratorService(time_scale=…)`` so the real retry
+ladder runs in seconds.
 """
 
 from __future__ import annotations
@@ -290,14 +291,12 @@ async def test_nack_long_delay_walks_retry_topics_then_dlq(
     events = [make_event(f"long-{i}", Priority.P20, company=f"c{i}") for i in range(3)]
     ids = {e.event_id for e in events}
     await asyncio.to_thread(produce, bootstrap, topics, events)
-    settings = read_settings(
-        bootstrap, topics, orchestrator={"time_scale": scale, "max_attempts": 5}
-    )
+    settings = read_settings(bootstrap, topics, orchestrator={"max_attempts": 5})
 
     def always_fail(event: pb.EventData) -> None:
         raise Retry(delay=90, reason=f"downstream down (attempt {event.attempt})")
 
-    orchestrator = OrchestratorService(settings)
+    orchestrator = OrchestratorService(settings, time_scale=scale)
     recorder = Recorder(fail=always_fail)
     async with running(orchestrator):
         processor = processor_for(settings, [orchestrator_address(orchestrator)], recorder)
@@ -509,9 +508,9 @@ async def test_hung_processor_leases_expire_and_are_served_again(
     n = 30
     events = [make_event(f"hung-{i}", Priority.P20, company=f"c{i % 5}") for i in range(n)]
     await asyncio.to_thread(produce, bootstrap, topics, events)
-    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 60, "time_scale": 0.05})
+    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 60})
     lease_s = 60 * 0.05
-    orchestrator = OrchestratorService(settings)
+    orchestrator = OrchestratorService(settings, time_scale=0.05)
     record_file = tmp_path / "hung-started.txt"
     record_file.touch()
     async with running(orchestrator):

@@ -555,9 +555,6 @@ class OrchestratorSettings(_Frozen):
     lane_min_ready: int = Field(
         default=2000, ge=1, description="the ready tasks a lane may always hold (lane_ready_s)"
     )
-    time_scale: float = Field(
-        default=1.0, gt=0, le=1.0, description="multiplies retry delays and leases (tests)"
-    )
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
     rollout_orchestrator_config_key: str = Field(
         default="rollout_orchestrator_indexes",

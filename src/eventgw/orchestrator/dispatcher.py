@@ -115,7 +115,12 @@ class Dispatcher:
         monotonic: Callable[[], float] | None = None,
         now_wall: Callable[[], float] = time.time,
         fleet: str = "primary",
+        time_scale: float = 1.0,
     ) -> None:
+        # time_scale (tests only, OrchestratorService): retry delays and leases x time_scale.
+        if not 0 < time_scale <= 1:
+            raise ValueError(f"time_scale must be in (0, 1], got {time_scale}")
+        self._time_scale = time_scale
         self._s = settings
         self.fleet = fleet  # the Kafka cluster served (config/fleets.py), told in the welcome
         self._topics = topics
@@ -123,7 +128,7 @@ class Dispatcher:
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._mono = monotonic or time.monotonic
         self._wall = now_wall
-        self._lease_s = settings.lease_s * settings.time_scale
+        self._lease_s = settings.lease_s * time_scale
         self.buffer = PriorityBuffer(
             settings.buffer_budget_bytes,
             settings.lane_shares,
@@ -516,7 +521,7 @@ class Dispatcher:
                     self._write_out(task, r, self._dead_end(task))
                 elif delay_s < self._s.memory_retry_max_s:
                     # Held in memory; ready again (attempt + 1) once due.
-                    buffer.delay(task_id, delay_s * self._s.time_scale)
+                    buffer.delay(task_id, delay_s * self._time_scale)
                     self.counters[task.lane].retried += 1
                     self.class_counters[task.priority].retried += 1
                 else:
@@ -623,7 +628,7 @@ class Dispatcher:
             headers.append((H_REDRIVEN, redriven))
         if not is_dlq:
             delay_s = RETRY_DELAYS_S[self.retry_topics.index(topic)]
-            due = self._now_ms() + int(delay_s * self._s.time_scale * 1000)
+            due = self._now_ms() + int(delay_s * self._time_scale * 1000)
             headers.append((H_RETRY_AT_MS, b"%d" % due))
         record: Record = (event.company_id.encode(), event.SerializeToString(), headers)
         task_id = task.task_id

@@ -76,13 +76,26 @@ class OrchestratorService:
 
     name = "orchestrator"
 
-    def __init__(self, settings: EventGwSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: EventGwSettings, metrics: Metrics | None = None, *, time_scale: float = 1.0
+    ) -> None:
         """Read the dynamic config and place this replica in its fleet.
 
+        Args:
+            settings: Every service's settings; this replica's are ``settings.orchestrator``.
+            metrics: Where metrics go (a fresh registry if None).
+            time_scale: For tests only, not a setting: retry delays, the retry topics' hold
+                and leases are multiplied by it, in (0, 1], so that the real retry ladder
+                runs in seconds.
+
         Raises:
+            ValueError: ``time_scale`` outside (0, 1].
             ConfigError: the dynamic config file is invalid, or places the replica in a way
                 that breaks a fleet (`eventgw.config.fleets.fleet_members`).
         """
+        if not 0 < time_scale <= 1:
+            raise ValueError(f"time_scale must be in (0, 1], got {time_scale}")
+        self._time_scale = time_scale
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.grpc_port: int | None = None
@@ -240,7 +253,9 @@ class OrchestratorService:
             )
             flow_producer.start()
         writer = RetryWriter(producer, self.metrics)
-        d = Dispatcher(o, s.topics, writer, self.metrics, fleet=fleet.name)
+        d = Dispatcher(
+            o, s.topics, writer, self.metrics, fleet=fleet.name, time_scale=self._time_scale
+        )
         self.dispatcher = d
         lanes = GroupConsumer(
             consumer_config(
@@ -281,7 +296,7 @@ class OrchestratorService:
                 retry,
                 d,
                 o.fetch_max_records,
-                max_hold_ms=int(max(RETRY_DELAYS_S) * o.time_scale * 1000),
+                max_hold_ms=int(max(RETRY_DELAYS_S) * self._time_scale * 1000),
                 metrics=self.metrics,
             )
         results = PartitionReader(

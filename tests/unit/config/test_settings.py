@@ -264,6 +264,15 @@ def test_config_error_from_env_names_the_field(monkeypatch: pytest.MonkeyPatch) 
     assert info.value.field == "ingest.http_port"
 
 
+def test_time_scale_is_not_an_operator_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrinking retry delays and leases is for tests (``OrchestratorService(time_scale=…)``):
+    a configuration that still sets it is refused, naming it."""
+    monkeypatch.setenv("EVENTGW_ORCHESTRATOR__TIME_SCALE", "0.5")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "orchestrator.time_scale"
+
+
 def test_unreadable_or_malformed_file_is_a_settings_file_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as missing:
         load_settings(tmp_path / "absent.toml")
