@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from eventgw.config.settings import OrchestratorSettings, TopicSettings
-    from eventgw.core.envelope import Headers
+    from eventgw.core.envelope import BufferLane, Headers
     from eventgw.kafka.consumer import ConsumedRecord
     from eventgw.kafka.producer import Record
     from eventgw.metrics.backend import Metrics
@@ -139,7 +139,7 @@ class Dispatcher:
         )
         self.tracker = AckTracker()
         self.slo = SloRecorder(metrics, self._now_ms)  # met/missed per ACK, per message
-        self.lane_of_topic: dict[str, str] = {
+        self.lane_of_topic: dict[str, BufferLane] = {
             topics.p30: "p30",
             topics.p20: "p20",
             topics.p10: "p10",
@@ -153,7 +153,9 @@ class Dispatcher:
         )
         for t in self.retry_topics:
             self.lane_of_topic[t] = "retry"
-        self.counters: dict[str, LaneCounters] = {lane: LaneCounters() for lane in BUFFER_LANES}
+        self.counters: dict[BufferLane, LaneCounters] = {
+            lane: LaneCounters() for lane in BUFFER_LANES
+        }
         self.class_counters: dict[int, LaneCounters] = {p.value: LaneCounters() for p in Priority}
         self.serving = True
         self.sessions: set[WorkerSession] = set()
@@ -583,7 +585,7 @@ class Dispatcher:
         self.buffer.complete(task.task_id)
         self.tracker.finish(task.topic, task.partition, task.offset)
 
-    def _dead_letter_undecodable(self, r: ConsumedRecord, lane: str) -> None:
+    def _dead_letter_undecodable(self, r: ConsumedRecord, lane: BufferLane) -> None:
         """Write a record that is not an ``EventData`` to the DLQ unchanged, then finish it.
 
         Tried until Kafka confirms (`RetryWriter` ``forever``): the offset stays unfinished

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from eventgw.config.dynamic import DynamicConfigWatcher
 from eventgw.config.fleets import assign_fleet
 from eventgw.config.settings import LaneTuning
+from eventgw.core.envelope import LANES
 from eventgw.core.errors import ConfigError
 from eventgw.core.lifecycle import sleep_or_stop, wait_any
 from eventgw.grpc_server import GrpcServer
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_LANE_TOPIC_KEYS = ("p30", "p20", "p10", "offload")
 _STREAM_CLOSE_GRACE_S = 1.0
 _FLEET_CHECK_S = 0.5  # how often a reloaded dynamic config is compared with the fleet
 _TUNING = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=30_000)
@@ -121,7 +121,7 @@ class OrchestratorService:
         o = s.orchestrator
         bootstrap = fleet.cluster.bootstrap_servers
         existing = list_topics(fleet.cluster)
-        needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS]
+        needed = [s.topics.lane_topic(k) for k in LANES]
         # The DLQ and the parking lot too: a dead-letter write to a missing topic would fail,
         # and its task would be served again and again.
         needed += [s.topics.response, s.topics.dlq, s.topics.parking_lot]
@@ -265,14 +265,14 @@ class OrchestratorService:
                 group_instance_id=f"orchestrator-{o.index}",
                 low_latency=True,
             ),
-            [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS],
+            [s.topics.lane_topic(k) for k in LANES],
             self._on_assign,
             self._on_revoke,
         )
         self._lane_fetcher = LaneFetcher(
             lanes,
             d,
-            {k: s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS},
+            {k: s.topics.lane_topic(k) for k in LANES},
             o.lane_shares,
             o.buffer_budget_bytes,
             o.fetch_max_records,

@@ -162,6 +162,13 @@ def test_env_beats_file_and_merges_field_by_field(
             "[publisher.lanes.p30]\nlinger_ms = 1\nbatch_size = 1\n",
             "publisher.lanes.p30.batch_size",
         ),
+        (
+            "[publisher.lanes.offlaod]\nlinger_ms = 1\nbatch_size = 2048\n",
+            "publisher.lanes.offlaod.[key]",
+        ),
+        ("[publisher.lanes.p30]\nlinger_ms = 1\nbatch_size = 2048\n", "publisher.lanes"),
+        ("[orchestrator.lane_shares]\np31 = 0.5\n", "orchestrator.lane_shares.p31.[key]"),
+        ("[orchestrator.lane_shares]\np30 = 0.9\n", "orchestrator.lane_shares"),
         ("[kafka]\nactive_cluster_fleet = 'default'\n", "kafka.active_cluster_fleet"),
         (
             "[orchestrator]\nrollout_orchestrator_config_key = 'Rollout Key'\n",
