@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port
 from eventgw.core.envelope import (
     H_ATTEMPT,
     H_EVENT_ID,
@@ -35,7 +36,7 @@ from eventgw.kafka.admin import delete_topics
 from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import Command, ProcessorService, Retry
-from tests.fixtures.procs import Component, component_env, free_port, wait_http_ready
+from tests.fixtures.procs import Component, component_env, wait_http_ready
 from tests.fixtures.read_path import (
     RECORD_FILE_ENV,
     REPO_ROOT,
