@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka
 from confluent_kafka import Consumer, TopicPartition
 
-from bench._stack import PARTITIONS, _ready, free_port
+from bench._stack import PARTITIONS
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port, wait_http_ready
 from eventgw.core.envelope import SLO_SECONDS, Priority, event_headers, new_event_id
 
 if TYPE_CHECKING:
@@ -121,13 +122,9 @@ class ReadPath:
         return ""
 
     def _wait(self, proc: subprocess.Popen[bytes], url: str, log: str) -> None:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not _ready(url):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{log} exited at start-up:\n{self.log_tail(log)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{log} not ready:\n{self.log_tail(log)}")
-            time.sleep(0.05)
+        wait_http_ready(
+            url, proc, _READY_TIMEOUT_S, name=log, log_tail=lambda: self.log_tail(log), every_s=0.05
+        )
 
     def start_orchestrator(self) -> None:
         """Start the orchestrator and wait for its /readyz."""

@@ -13,12 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import TYPE_CHECKING
 import psutil
 from confluent_kafka import Consumer, TopicPartition
 
+from eventgw.cli.local_procs import free_port, free_ports, wait_http_ready
 from eventgw.config.settings import TopicSettings
 from eventgw.kafka.admin import TopicSpec, ensure_topics
 from eventgw.kafka.broker_config import BrokerSpec
@@ -43,13 +41,6 @@ _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class BenchBroker:
     """A private broker on free ports (stopped and deleted by ``close``) or an external one."""
 
@@ -60,7 +51,8 @@ class BenchBroker:
             self.bootstrap = bootstrap
             return
         libs = ensure_kafka_jars(default_home())
-        spec = BrokerSpec("bench", free_port(), free_port(), workdir / "kafka", heap_mb=1024)
+        port, controller_port = free_ports(2)
+        spec = BrokerSpec("bench", port, controller_port, workdir / "kafka", heap_mb=1024)
         self._broker = LocalBroker(spec, libs)
         for attempt in range(3):
             try:
@@ -149,14 +141,6 @@ def _eventgw_argv(command: str) -> list[str]:
     return [sys.executable, "-m", "eventgw.cli.main", command]
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return int(resp.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 class Gateway:
     """``eventgw publisher`` and ``eventgw ingest`` as separate processes, configured by env."""
 
@@ -219,15 +203,13 @@ class Gateway:
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], url: str, command: str) -> None:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not _ready(url):
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"eventgw {command} exited at start-up:\n{self.log_tail(command)}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"eventgw {command} not ready:\n{self.log_tail(command)}")
-            time.sleep(0.1)
+        wait_http_ready(
+            url,
+            proc,
+            _READY_TIMEOUT_S,
+            name=f"eventgw {command}",
+            log_tail=lambda: self.log_tail(command),
+        )
 
     def start(self, *, colocated: bool = False, workers: int = 0) -> None:
         """Start the publisher, then ingest (downstream first); return once both are ready.

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aio_pika
 
-from bench._stack import free_port
+from eventgw.cli.local_procs import free_port
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 AMQP_PRIORITY = {30: 3, 20: 2, 10: 1}

@@ -15,6 +15,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from eventgw.config.settings import EventGwSettings
+from eventgw.core.envelope import LANES
 from eventgw.kafka.acl_policy import GRANTS, ROLES, default_principal
 from eventgw.kafka.client_config import FLOW_CONTROL_READER_GROUP, SCANNER_GROUP
 
@@ -127,7 +128,7 @@ def _topic_list(keys: tuple[str, ...]) -> str:
     words: list[str] = []
     rest = list(keys)
     for family, members in (
-        ("lanes", ("p30", "p20", "p10", "offload")),
+        ("lanes", LANES),
         ("retry topics", ("retry_60s", "retry_120s", "retry_240s", "retry_480s")),
     ):
         if set(members) <= set(rest):

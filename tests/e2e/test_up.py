@@ -8,7 +8,6 @@ as its own principal (one cluster, to keep it short)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shlex
@@ -24,33 +23,19 @@ import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port
+from eventgw.cli.local_stack import PORT_STRIDE
 from eventgw.config.local_credentials import credentials_dir
 from eventgw.config.settings import load_settings
 from eventgw.kafka.client_config import cluster_config
 from eventgw.kafka.jar_cache import default_home
 from eventgw.metrics.names import MetricName
-from tests.fixtures.procs import free_port
 from tests.fixtures.stack import read_topic
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
-
-
-def free_port_pair() -> int:
-    """A port P with P+1 also free (the local broker uses P+1 as its controller port)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 async def wait_until_up(
@@ -88,7 +73,8 @@ def security_from(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
 @pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "secure"])
 async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, monkeypatch, secure):
-    kafka_primary, kafka_rollout = free_port_pair(), free_port_pair()
+    # Each local broker's controller listens on its port + 1.
+    kafka_primary, kafka_rollout = free_port(also_free=[1]), free_port(also_free=[1])
     http_port, admin_port = free_port(), free_port()
     orch_grpc, orch_status = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
@@ -246,31 +232,16 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
             shutil.rmtree(d, ignore_errors=True)
 
 
-def free_strided_port(replicas: int) -> int:
-    """A port P with P + 100 * n free for every replica n (``eventgw up``'s port stride)."""
-    for _ in range(50):
-        port = free_port()
-        if port + 100 * (replicas - 1) > 65535:
-            continue
-        with contextlib.ExitStack() as stack:
-            try:
-                for n in range(1, replicas):
-                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port + 100 * n))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free strided port")
-
-
 async def test_eventgw_up_runs_a_fleet_per_cluster_and_a_migration_by_the_dynamic_config(
     tmp_path,
 ):
     """``eventgw up --rollout-fleet --publishers 2 --processors 2``: one orchestrator per
     cluster; raising the share in the file it wrote moves new events to the rollout cluster,
     where the rollout fleet's replica processes them."""
-    kafka_primary, kafka_rollout = free_port_pair(), free_port_pair()
+    # Each local broker's controller listens on its port + 1.
+    kafka_primary, kafka_rollout = free_port(also_free=[1]), free_port(also_free=[1])
     http_port = free_port()
-    orch_status = free_strided_port(2)
+    orch_status = free_port(also_free=[PORT_STRIDE])
     dynamic = tmp_path / "dynamic.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTGW_")}
     env.update(
@@ -279,15 +250,15 @@ async def test_eventgw_up_runs_a_fleet_per_cluster_and_a_migration_by_the_dynami
             "EVENTGW_KAFKA__ROLLOUT__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_rollout}",
             "EVENTGW_INGEST__HTTP_PORT": str(http_port),
             "EVENTGW_INGEST__GRPC_PORT": str(free_port()),
-            "EVENTGW_PUBLISHER__GRPC_PORT": str(free_strided_port(2)),
-            "EVENTGW_PUBLISHER__LIVENESS_PORT": str(free_strided_port(2)),
-            "EVENTGW_PUBLISHER__METRICS_PORT": str(free_strided_port(2)),
+            "EVENTGW_PUBLISHER__GRPC_PORT": str(free_port(also_free=[PORT_STRIDE])),
+            "EVENTGW_PUBLISHER__LIVENESS_PORT": str(free_port(also_free=[PORT_STRIDE])),
+            "EVENTGW_PUBLISHER__METRICS_PORT": str(free_port(also_free=[PORT_STRIDE])),
             "EVENTGW_PUBLISHER__DYNAMIC_CONFIG_PATH": str(dynamic),
             "EVENTGW_RECOVERY__METRICS_PORT": str(free_port()),
             "EVENTGW_BACKUP__SPOOL_DIR": str(tmp_path / "spool"),
-            "EVENTGW_ORCHESTRATOR__GRPC_PORT": str(free_strided_port(2)),
+            "EVENTGW_ORCHESTRATOR__GRPC_PORT": str(free_port(also_free=[PORT_STRIDE])),
             "EVENTGW_ORCHESTRATOR__METRICS_PORT": str(orch_status),
-            "EVENTGW_PROCESSOR__METRICS_PORT": str(free_strided_port(2)),
+            "EVENTGW_PROCESSOR__METRICS_PORT": str(free_port(also_free=[PORT_STRIDE])),
         }
     )
     data_dirs = [

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from tests.fixtures.procs import REPO_ROOT, Component, component_env, free_port, wait_http_ready
+from eventgw.cli.local_procs import free_port
+from tests.fixtures.procs import REPO_ROOT, Component, component_env, wait_http_ready
 from tests.fixtures.read_path import lane_topics, read_records, wait_lag_zero
 from tests.fixtures.stack import fast_lanes
 

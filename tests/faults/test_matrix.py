@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from eventgw.cli.local_procs import free_port
 from eventgw.kafka.admin import delete_topics
 from tests.faults.gate import TcpGate
 from tests.faults.load import ClientLoad
@@ -29,7 +30,6 @@ from tests.faults.matrix import ScenarioResult
 from tests.faults.reconfigure import GOOD
 from tests.faults.scenarios import SCENARIOS, Run, Scenario
 from tests.faults.stack import FaultStack, StackOptions
-from tests.fixtures.procs import free_port
 from tests.fixtures.read_path import create_topics
 from tests.fixtures.stack import unique_topics
 

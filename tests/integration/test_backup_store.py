@@ -28,6 +28,7 @@ from eventgw.backup import (
     S3Store,
     SpoolStore,
 )
+from eventgw.cli.local_procs import free_port
 from eventgw.core.backup_codec import (
     MAGIC_SIGNED,
     NO_AUTH,
@@ -37,7 +38,6 @@ from eventgw.core.backup_codec import (
     encoded_size,
 )
 from eventgw.core.errors import Backpressure, RetriableError
-from tests.fixtures.s3 import free_loopback_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -435,7 +435,7 @@ async def test_s3_missing_bucket_raises_backup_unavailable(s3_server: S3Server) 
 @pytest.mark.s3
 async def test_s3_endpoint_down_raises_backup_unavailable(s3_server: S3Server) -> None:
     # s3_server is requested only for its AWS_* isolation; the endpoint is a closed port.
-    closed = f"http://127.0.0.1:{free_loopback_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     async with (
         asyncio.timeout(S3_DEADLINE_S),
         _s3_store(s3_server, "egw-any-bucket", "backup/", endpoint_url=closed) as store,

@@ -17,8 +17,9 @@ import psutil
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from tests.fixtures.procs import component_env, free_port, spawn, wait_ready
+from tests.fixtures.procs import component_env, spawn, wait_http_ready
 from tests.fixtures.stack import read_topic, unique_topics
 
 pytestmark = pytest.mark.kafka
@@ -42,7 +43,7 @@ async def _start(kafka_broker, tmp_path):
         EVENTGW_INGEST__WORKERS=str(WORKERS),
     )
     proc = await spawn("ingest", env)
-    await wait_ready(f"http://127.0.0.1:{http}/readyz", proc)
+    await wait_http_ready(f"http://127.0.0.1:{http}/readyz", proc)
     async with asyncio.timeout(60):  # /readyz answers once one worker is up: wait for all
         while True:
             children = psutil.Process(proc.pid).children()

@@ -17,13 +17,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from eventgw.cli.local_procs import free_port
 from eventgw.cli.orchestrator_client import fetch_stats
 from eventgw.core.envelope import Priority
 from eventgw.grpc_auth import bearer_metadata
 from eventgw.kafka.admin import delete_topics
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import ProcessorService
-from tests.fixtures.procs import component_env, free_port
+from tests.fixtures.procs import component_env
 from tests.fixtures.read_path import (
     Recorder,
     create_topics,

@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port
 from eventgw.config.settings import (
     EventGwSettings,
     KafkaClusterSettings,
@@ -33,7 +34,6 @@ from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from eventgw.processor import Command, ProcessorService, Reject, Retry
 from eventgw.processor.worker import WorkerState
 from tests.fixtures.credentials import with_stack_credentials
-from tests.fixtures.procs import free_port
 from tests.fixtures.stack import read_topic
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port
 from eventgw.client.ingest_client import (
     ClientEvent,
     EventIngestPublisher,
@@ -24,7 +25,7 @@ from eventgw.core.lifecycle import run_services
 from eventgw.ingest.service import IngestService
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from eventgw.recovery.service import RecoveryService
-from tests.fixtures.procs import component_env, free_port, spawn, wait_ready
+from tests.fixtures.procs import component_env, spawn, wait_http_ready
 from tests.fixtures.stack import make_settings, read_topic, unique_topics
 
 pytestmark = pytest.mark.kafka
@@ -59,7 +60,7 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
     stop_ingest = asyncio.Event()
     ingest_task = None
     try:
-        await wait_ready(f"http://127.0.0.1:{liveness_port}/readyz", proc)
+        await wait_http_ready(f"http://127.0.0.1:{liveness_port}/readyz", proc)
         ingest_settings = settings.model_copy(
             update={
                 "ingest": settings.ingest.model_copy(

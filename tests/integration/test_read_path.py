@@ -3,7 +3,8 @@
 Events are written straight to the lane topics (as the prep publisher writes them). Each
 test has its own topics and consumer group. Orchestrators and processors run in-process
 when the test reads their internals, and as ``eventgw`` subprocesses when it kills them.
-Delays and leases are shortened with ``time_scale`` so the real retry ladder runs in seconds.
+Delays and leases are shortened with ``OrchestratorService(time_scale=…)`` so the real retry
+ladder runs in seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import psutil
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port
 from eventgw.core.envelope import (
     H_ATTEMPT,
     H_EVENT_ID,
@@ -34,7 +36,7 @@ from eventgw.kafka.admin import delete_topics
 from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import Command, ProcessorService, Retry
-from tests.fixtures.procs import Component, component_env, free_port, wait_http_ready
+from tests.fixtures.procs import Component, component_env, wait_http_ready
 from tests.fixtures.read_path import (
     RECORD_FILE_ENV,
     REPO_ROOT,
@@ -291,14 +293,12 @@ async def test_nack_long_delay_walks_retry_topics_then_dlq(
     events = [make_event(f"long-{i}", Priority.P20, company=f"c{i}") for i in range(3)]
     ids = {e.event_id for e in events}
     await asyncio.to_thread(produce, bootstrap, topics, events)
-    settings = read_settings(
-        bootstrap, topics, orchestrator={"time_scale": scale, "max_attempts": 5}
-    )
+    settings = read_settings(bootstrap, topics, orchestrator={"max_attempts": 5})
 
     def always_fail(event: pb.EventData) -> None:
         raise Retry(delay=90, reason=f"downstream down (attempt {event.attempt})")
 
-    orchestrator = OrchestratorService(settings)
+    orchestrator = OrchestratorService(settings, time_scale=scale)
     recorder = Recorder(fail=always_fail)
     async with running(orchestrator):
         processor = processor_for(settings, [orchestrator_address(orchestrator)], recorder)
@@ -510,9 +510,9 @@ async def test_hung_processor_leases_expire_and_are_served_again(
     n = 30
     events = [make_event(f"hung-{i}", Priority.P20, company=f"c{i % 5}") for i in range(n)]
     await asyncio.to_thread(produce, bootstrap, topics, events)
-    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 60, "time_scale": 0.05})
+    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 60})
     lease_s = 60 * 0.05
-    orchestrator = OrchestratorService(settings)
+    orchestrator = OrchestratorService(settings, time_scale=0.05)
     record_file = tmp_path / "hung-started.txt"
     record_file.touch()
     async with running(orchestrator):

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from eventgw.cli.local_procs import free_port
 from eventgw.client.ingest_client import ClientEvent, EventIngestPublisher
 from eventgw.core.errors import EventGwError
 from eventgw.core.lifecycle import run_services
 from eventgw.ingest.service import IngestService
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from tests.fixtures.procs import component_env, free_port, spawn
+from tests.fixtures.procs import component_env, spawn, wait_http_ready
 from tests.fixtures.stack import make_settings, unique_topics
 
 if TYPE_CHECKING:
@@ -111,13 +112,8 @@ class Restartable:
     async def start(self) -> float:
         """Spawn it; returns the monotonic time its readiness URL first answered 200."""
         self.proc = await spawn(self.name, self.env)
-        async with asyncio.timeout(60), httpx.AsyncClient(timeout=1) as client:
-            while True:  # the process has no event to await: poll, finely, to time it
-                assert self.proc.returncode is None, f"{self.name} exited during start-up"
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(self.ready_url)).status_code == 200:
-                        return time.monotonic()
-                await asyncio.sleep(0.02)
+        await wait_http_ready(self.ready_url, self.proc, every_s=0.02)  # finely: it is timed
+        return time.monotonic()
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.cli.local_procs import free_port
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from tests.fixtures.procs import component_env, free_port, spawn, wait_ready
+from tests.fixtures.procs import component_env, spawn, wait_http_ready
 from tests.fixtures.stack import read_topic, unique_topics
 
 pytestmark = pytest.mark.kafka
@@ -51,9 +52,9 @@ async def test_sigterm_under_load_drains_in_time_and_loses_nothing(victim, kafka
     answered = asyncio.Condition()
     stop = asyncio.Event()
     try:
-        await wait_ready(f"http://127.0.0.1:{ports['live']}/readyz", procs["publisher"])
+        await wait_http_ready(f"http://127.0.0.1:{ports['live']}/readyz", procs["publisher"])
         procs["ingest"] = await spawn("ingest", env)
-        await wait_ready(f"http://127.0.0.1:{ports['http']}/readyz", procs["ingest"])
+        await wait_http_ready(f"http://127.0.0.1:{ports['http']}/readyz", procs["ingest"])
 
         async def worker(w: int) -> None:
             n = 0

@@ -89,6 +89,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--all", action="store_true", help="redrive every record (needed when nothing is selected)"
     )
     add_rate_options(redrive)
+    dlq.set_defaults(func=cmd_dlq)
 
 
 def _add_topic_option(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,9 @@ from eventgw.core.envelope import Priority
 from eventgw.dlq.record import iso_utc
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from eventgw.core.envelope import Lane
     from eventgw.dlq.record import DlqRecord
     from eventgw.dlq.redrive_log import LogEntry
 
@@ -24,7 +27,7 @@ TABLE_HEADER = (
 )
 
 
-def table_row(record: DlqRecord, entry: LogEntry | None, lanes: dict[str, str]) -> str:
+def table_row(record: DlqRecord, entry: LogEntry | None, lanes: Mapping[str, Lane]) -> str:
     """One line of the listing under `TABLE_HEADER`; ``lanes`` maps lane topics to names."""
     priority = record.priority
     origin = record.origin_topic

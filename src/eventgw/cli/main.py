@@ -6,7 +6,10 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -21,8 +24,26 @@ from eventgw.kafka.jar_cache import default_home
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+Command = Callable[[argparse.Namespace, EventGwSettings], int]
+"""What a subcommand runs (its parser's ``func`` default): exit code from its arguments and
+the loaded settings."""
+
 # Operator tools print their own output; their logs are only warnings unless --log-level.
 _TOOL_COMMANDS = ("dlq", "replay")
+
+
+@dataclass(frozen=True, slots=True)
+class LazyCommand:
+    """The command ``<module>.<name>``, imported only when it runs: the local-stack tools and
+    ``status`` bring modules (gRPC, the broker launcher) a service process does not need."""
+
+    module: str
+    name: str
+
+    def __call__(self, args: argparse.Namespace, settings: EventGwSettings) -> int:
+        """Import the command and run it."""
+        run: Command = getattr(importlib.import_module(self.module), self.name)
+        return run(args, settings)
 
 
 def _settings(args: argparse.Namespace) -> EventGwSettings:
@@ -33,67 +54,72 @@ def _settings(args: argparse.Namespace) -> EventGwSettings:
     return settings
 
 
-def _cmd_service(args: argparse.Namespace) -> int:
+def _cmd_ingest(args: argparse.Namespace, settings: EventGwSettings) -> int:
     from eventgw.cli.runner import run
+    from eventgw.ingest.service import IngestService
 
-    settings = _settings(args)
-    if args.command == "ingest":
-        from eventgw.ingest.service import IngestService
+    workers = settings.ingest.workers
+    if workers > 1 and not args.worker:
+        from eventgw.cli.workers import is_reuse_port_supported, run_workers, worker_argv
 
-        workers = settings.ingest.workers
-        if workers > 1 and not args.worker:
-            from eventgw.cli.workers import is_reuse_port_supported, run_workers, worker_argv
+        if not is_reuse_port_supported():
+            raise ConfigError("ingest.workers", "needs SO_REUSEPORT, which this OS lacks")
+        from eventgw.ingest.grants import KeyRing
+        from eventgw.ingest.tls import load_server_tls
 
-            if not is_reuse_port_supported():
-                raise ConfigError("ingest.workers", "needs SO_REUSEPORT, which this OS lacks")
-            from eventgw.ingest.grants import KeyRing
-            from eventgw.ingest.tls import load_server_tls
+        # A bad key file or certificate fails here, once, not in every worker.
+        KeyRing.from_settings(settings.ingest)
+        if settings.ingest.tls is not None:
+            load_server_tls(settings.ingest.tls)
+        # Each worker drains requests (up to 30 s), then, co-located, flushes its
+        # producers (publisher.shutdown_timeout_s): only then is it killed.
+        grace_s = 30.0 + settings.publisher.shutdown_timeout_s + 15.0
+        return run_workers(workers, worker_argv(), grace_s=grace_s)
+    from eventgw.metrics.backend import Metrics
 
-            # A bad key file or certificate fails here, once, not in every worker.
-            KeyRing.from_settings(settings.ingest)
-            if settings.ingest.tls is not None:
-                load_server_tls(settings.ingest.tls)
-            # Each worker drains requests (up to 30 s), then, co-located, flushes its
-            # producers (publisher.shutdown_timeout_s): only then is it killed.
-            grace_s = 30.0 + settings.publisher.shutdown_timeout_s + 15.0
-            return run_workers(workers, worker_argv(), grace_s=grace_s)
-        from eventgw.metrics.backend import Metrics
+    metrics = Metrics()
+    embedded = None
+    if settings.ingest.embedded_publisher:  # the co-located layout: the CLI wires the two
+        from eventgw.publisher.service import PublisherParts
 
-        metrics = Metrics()
-        embedded = None
-        if settings.ingest.embedded_publisher:  # the co-located layout: the CLI wires the two
-            from eventgw.publisher.service import PublisherParts
+        embedded = PublisherParts(settings, metrics)
+    service = IngestService(settings, metrics=metrics, reuse_port=args.worker, embedded=embedded)
+    return run([service])
 
-            embedded = PublisherParts(settings, metrics)
-        service = IngestService(
-            settings, metrics=metrics, reuse_port=args.worker, embedded=embedded
-        )
-        return run([service])
-    if args.command == "publisher":
-        from eventgw.publisher.service import PublisherService
 
-        return run([PublisherService(settings)])
-    if args.command == "orchestrator":
-        from eventgw.orchestrator.service import OrchestratorService
+def _cmd_publisher(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    from eventgw.cli.runner import run
+    from eventgw.publisher.service import PublisherService
 
-        overrides = {
-            k: v
-            for k, v in (("index", args.index), ("number_of_replicas", args.replicas))
-            if v is not None
-        }
-        if overrides:
-            try:
-                orch = type(settings.orchestrator).model_validate(
-                    {**settings.orchestrator.model_dump(), **overrides}
-                )
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise ConfigError("orchestrator", str(err["msg"])) from exc
-            settings = settings.model_copy(update={"orchestrator": orch})
-        return run([OrchestratorService(settings)])
+    return run([PublisherService(settings)])
+
+
+def _cmd_failed_writes(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    from eventgw.cli.runner import run
     from eventgw.recovery.service import RecoveryService
 
     return run([RecoveryService(settings)])
+
+
+def _cmd_orchestrator(args: argparse.Namespace, settings: EventGwSettings) -> int:
+    from eventgw.cli.runner import run
+    from eventgw.orchestrator.service import OrchestratorService
+
+    overrides = {
+        k: v
+        for k, v in (("index", args.index), ("number_of_replicas", args.replicas))
+        if v is not None
+    }
+    if overrides:
+        try:
+            orch = type(settings.orchestrator).model_validate(
+                {**settings.orchestrator.model_dump(), **overrides}
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError("orchestrator", str(err["msg"])) from exc
+        settings = settings.model_copy(update={"orchestrator": orch})
+    return run([OrchestratorService(settings)])
 
 
 def _add_processor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -115,9 +141,10 @@ def _add_processor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
     proc.add_argument(
         "--dry-run", action="store_true", help="show and release tasks; run no handler"
     )
+    proc.set_defaults(func=_cmd_processor)
 
 
-def _cmd_processor(args: argparse.Namespace) -> int:
+def _cmd_processor(args: argparse.Namespace, settings: EventGwSettings) -> int:
     from eventgw.processor.command import run_until_done, with_processor_overrides
     from eventgw.processor.service import ProcessorService
 
@@ -129,7 +156,7 @@ def _cmd_processor(args: argparse.Namespace) -> int:
         "execute": False if args.dry_run else None,
     }
     settings = with_processor_overrides(
-        _settings(args), **{k: v for k, v in flags.items() if v is not None}
+        settings, **{k: v for k, v in flags.items() if v is not None}
     )
     service = ProcessorService(settings)
     if settings.processor.max_tasks:
@@ -178,20 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
         "file written (try a migration: docs/operations.md)",
     )
     up.add_argument("--processors", type=int, default=1, help="processor workers (default 1)")
+    up.set_defaults(func=LazyCommand("eventgw.cli.tools", "cmd_up"))
 
     ingest = sub.add_parser("ingest", help="run the ingest service (HTTP + gRPC)")
     # Set by the `ingest.workers` supervisor on the processes it starts (eventgw.cli.workers).
     ingest.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    for name, text in (
-        ("publisher", "run the prep publisher"),
-        ("failed-writes", "run the failed-writes processor"),
-    ):
-        sub.add_parser(name, help=text)
+    ingest.set_defaults(func=_cmd_ingest)
+    sub.add_parser("publisher", help="run the prep publisher").set_defaults(func=_cmd_publisher)
+    sub.add_parser("failed-writes", help="run the failed-writes processor").set_defaults(
+        func=_cmd_failed_writes
+    )
     orch = sub.add_parser("orchestrator", help="run an orchestrator replica")
     orch.add_argument("--index", type=int, help="replica index (orchestrator.index)")
     orch.add_argument(
         "--replicas", type=int, help="number of replicas (orchestrator.number_of_replicas)"
     )
+    orch.set_defaults(func=_cmd_orchestrator)
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka clusters")
     kafka.add_argument("action", choices=["start", "stop", "status"])
@@ -201,10 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the SASL_SSL twins of the clusters (eventgw up --secure)",
     )
+    kafka.set_defaults(func=LazyCommand("eventgw.cli.tools", "cmd_kafka"))
 
     topics = sub.add_parser("topics", help="create or list the eventgw topics")
     topics.add_argument("action", choices=["create", "list"])
     topics.add_argument("--cluster", choices=["primary", "rollout", "all"], default="all")
+    topics.set_defaults(func=LazyCommand("eventgw.cli.tools", "cmd_topics"))
 
     send = sub.add_parser("send", help="POST events to the ingest HTTP API")
     send.add_argument("--url", default=None, help="default: http://<ingest http_host:port>")
@@ -220,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="PEM CA bundle to verify an https ingest (default: the system's)",
     )
+    send.set_defaults(func=LazyCommand("eventgw.cli.tools", "cmd_send"))
 
     keys = sub.add_parser("keys", help="ingest API keys bound to a tenant (docs/security.md)")
     keys.add_argument("action", choices=["new"], help="new: print a fresh key and its entry")
@@ -235,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["P30", "P20", "P10"],
         help="a class it may write; repeat (default all)",
     )
+    keys.set_defaults(func=LazyCommand("eventgw.cli.tools", "cmd_keys"))
 
-    sub.add_parser("status", help="health, counters and SLO attainment of every component")
+    status = sub.add_parser("status", help="health, counters and SLO attainment of every component")
+    status.set_defaults(func=LazyCommand("eventgw.cli.status", "cmd_status"))
     _add_processor_parser(sub)
     dlq.add_parser(sub)
     replay.add_parser(sub)
@@ -253,24 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``eventgw`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("ingest", "publisher", "failed-writes", "orchestrator"):
-            return _cmd_service(args)
-        if args.command == "processor":
-            return _cmd_processor(args)
-        from eventgw.cli import status, tools
-
-        settings = _settings(args)
-        handler = {
-            "up": tools.cmd_up,
-            "kafka": tools.cmd_kafka,
-            "topics": tools.cmd_topics,
-            "send": tools.cmd_send,
-            "status": status.cmd_status,
-            "keys": tools.cmd_keys,
-            "dlq": dlq.cmd_dlq,
-            "replay": replay.cmd_replay,
-        }[args.command]
-        return handler(args, settings)
+        command: Command = args.func  # every subcommand sets it (build_parser)
+        return command(args, _settings(args))
     except ConfigError as exc:
         print(f"eventgw: invalid configuration: {exc}", file=sys.stderr)
         return 2

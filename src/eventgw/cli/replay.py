@@ -69,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     add_filter_options(replay)
     add_rate_options(replay)
+    replay.set_defaults(func=cmd_replay)
 
 
 def _topic(args: argparse.Namespace, topics: TopicSettings) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr, ValidationError
 
 from eventgw.cli import secure
+from eventgw.cli.local_procs import wait_http_ready
 from eventgw.cli.local_stack import StackShape, fleet_document, plan_stack
 from eventgw.config.ingest_security import TenantKey, key_digest
 from eventgw.config.local_credentials import credentials_dir
@@ -255,20 +256,6 @@ def cmd_keys(args: argparse.Namespace, settings: EventGwSettings) -> int:
     return 0
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} during start-up")
-        try:
-            if http_json(url, timeout=1)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
-
-
 def _secure_stack(
     settings: EventGwSettings, brokers: list[LocalBroker], replicas: int = 1
 ) -> dict[str, dict[str, str]]:
@@ -372,7 +359,7 @@ def cmd_up(args: argparse.Namespace, settings: EventGwSettings) -> int:
             env = os.environ | plan.shared_env | child.env | login
             proc = subprocess.Popen([*base, *child.args], env=env)
             children.append((child.label, proc))
-            _wait_ready(child.ready_url, proc, 90)
+            wait_http_ready(child.ready_url, proc, 90, name=child.label, every_s=0.2)
         s = settings.ingest
         width = max(len(c.label) for c in plan.children)
         lines = [f"  {c.label:<{width}}  {c.detail}" for c in reversed(plan.children)]

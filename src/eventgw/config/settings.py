@@ -35,7 +35,14 @@ from eventgw.config.ingest_security import IngestTlsSettings, TenantKey, is_loop
 from eventgw.config.internal_auth import InternalAuthSettings
 from eventgw.core.backup_codec import BackupAuth
 from eventgw.core.classify import ClassRule, StaticClassifier
-from eventgw.core.envelope import DEFAULT_LANE_SHARES, Priority
+from eventgw.core.envelope import (
+    BUFFER_LANES,
+    DEFAULT_LANE_SHARES,
+    LANES,
+    BufferLane,
+    Lane,
+    Priority,
+)
 from eventgw.core.errors import ConfigError
 
 Environment = Literal["development", "staging", "production"]
@@ -208,8 +215,8 @@ class TopicSettings(_Frozen):
     failed_writes: str = "events.private.failed-writes-v1"
     partitions: int = Field(default=3, ge=1, le=10_000)
 
-    def lane_topic(self, lane: str) -> str:
-        """Topic of a lane name (``p30``, ``p20``, ``p10``, ``offload``)."""
+    def lane_topic(self, lane: Lane) -> str:
+        """Topic of a lane (``p30``, ``p20``, ``p10``, ``offload``)."""
         return str(getattr(self, lane))
 
     def all_topics(self) -> list[str]:
@@ -320,7 +327,11 @@ class LaneTuning(_Frozen):
     delivery_timeout_ms: int = Field(default=30_000, ge=1000, le=600_000)
 
 
-def _default_tuning() -> dict[str, LaneTuning]:
+TunedProducer = Literal[Lane, "failed_writes"]
+"""A producer of the publisher with a tuning of its own: one per lane, and the failed-writes one."""
+
+
+def _default_tuning() -> dict[TunedProducer, LaneTuning]:
     return {
         "p30": LaneTuning(linger_ms=1, batch_size=128 << 10, delivery_timeout_ms=10_000),
         "p20": LaneTuning(linger_ms=5, batch_size=512 << 10),
@@ -474,7 +485,10 @@ class PublisherSettings(_Frozen):
     liveness_port: int = Field(default=50099, ge=0, le=65535)
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     rollout_producers_enabled: bool = False
-    lanes: dict[str, LaneTuning] = Field(default_factory=_default_tuning)
+    lanes: dict[TunedProducer, LaneTuning] = Field(
+        default_factory=_default_tuning,
+        description="producer tuning of each lane and of failed writes; all five are needed",
+    )
     max_events_per_request: int = Field(default=10_000, ge=1)
     max_concurrent_rpcs: int = Field(
         default=512, ge=1, description="more answer RESOURCE_EXHAUSTED (bounded memory)"
@@ -484,9 +498,9 @@ class PublisherSettings(_Frozen):
 
     @model_validator(mode="after")
     def _all_lanes_tuned(self) -> PublisherSettings:
-        missing = {"p30", "p20", "p10", "offload", "failed_writes"} - set(self.lanes)
+        missing = {*LANES, "failed_writes"} - set(self.lanes)
         if missing:
-            raise ValueError(f"lanes is missing tuning for {sorted(missing)}")
+            raise ValueError(f"lanes: no tuning for {sorted(missing)}")
         return self
 
 
@@ -521,9 +535,10 @@ class OrchestratorSettings(_Frozen):
     number_of_replicas: int = Field(default=1, ge=1, description="must match the deployment")
     group_id: str = "eventgw-orchestrator"
     buffer_budget_bytes: int = Field(default=256 << 20, ge=1 << 16)
-    lane_shares: dict[str, float] = Field(
+    lane_shares: dict[BufferLane, float] = Field(
         default_factory=lambda: dict(DEFAULT_LANE_SHARES),
-        description="pause a lane when buffered bytes reach share x budget",
+        description="pause a lane when buffered bytes reach share x budget; every lane "
+        "needs a share",
     )
     resume_hysteresis: float = Field(default=0.9, gt=0, le=1)
     late_share_every: int = Field(
@@ -555,9 +570,6 @@ class OrchestratorSettings(_Frozen):
     lane_min_ready: int = Field(
         default=2000, ge=1, description="the ready tasks a lane may always hold (lane_ready_s)"
     )
-    time_scale: float = Field(
-        default=1.0, gt=0, le=1.0, description="multiplies retry delays and leases (tests)"
-    )
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
     rollout_orchestrator_config_key: str = Field(
         default="rollout_orchestrator_indexes",
@@ -571,6 +583,13 @@ class OrchestratorSettings(_Frozen):
         description="the dynamic config file (the same one the publisher reads): where "
         "the replica indexes of the rollout fleet are listed. None: no replica is listed",
     )
+
+    @model_validator(mode="after")
+    def _every_lane_has_a_share(self) -> OrchestratorSettings:
+        missing = set(BUFFER_LANES) - set(self.lane_shares)
+        if missing:
+            raise ValueError(f"lane_shares: no share for {sorted(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _index_in_range(self) -> OrchestratorSettings:

@@ -47,13 +47,19 @@ SLO_SECONDS: Final[dict[Priority, float]] = {
 }
 
 Lane = Literal["p30", "p20", "p10", "offload"]
+"""A lane: a topic of its own (``topics.<lane>``) that the publisher writes events to and the
+orchestrator consumes (docs/design.md, "Topics and their roles")."""
+BufferLane = Literal[Lane, "retry"]
+"""A lane of the orchestrator's buffer: the lanes, and ``retry`` for the retry topics, read
+together. Memory shares, pauses and the per-lane counters and metrics are kept by it."""
 LANES: Final[tuple[Lane, ...]] = ("p30", "p20", "p10", "offload")
+BUFFER_LANES: Final[tuple[BufferLane, ...]] = (*LANES, "retry")
 LANE_OF_PRIORITY: Final[dict[Priority, Lane]] = {
     Priority.P30: "p30",
     Priority.P20: "p20",
     Priority.P10: "p10",
 }
-DEFAULT_LANE_SHARES: Final[dict[str, float]] = {
+DEFAULT_LANE_SHARES: Final[dict[BufferLane, float]] = {
     "p10": 0.2,
     "p20": 0.5,
     "p30": 0.8,

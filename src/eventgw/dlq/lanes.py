@@ -18,6 +18,7 @@ from eventgw.dlq.redrive_log import log_key
 
 if TYPE_CHECKING:
     from eventgw.config.settings import TopicSettings
+    from eventgw.core.envelope import Lane
     from eventgw.dlq.record import DlqRecord
     from eventgw.kafka.producer import Record
 
@@ -37,7 +38,7 @@ class NotRedrivable(ValueError):
         self.coordinate = coordinate
 
 
-def lane_topics(topics: TopicSettings) -> dict[str, str]:
+def lane_topics(topics: TopicSettings) -> dict[str, Lane]:
     """``{lane topic: lane}`` for the four lanes."""
     return {topics.lane_topic(lane): lane for lane in LANES}
 

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from eventgw.core.envelope import Lane
+
 __all__ = [
     "ErrorBody",
     "ErrorCode",
@@ -27,7 +29,7 @@ __all__ = [
 EventStatus = Literal["PUBLISHED", "FAILED_WRITES", "BACKED_UP", "REJECTED", "FAILED", "DEFERRED"]
 """One event's outcome (docs/delivery-semantics.md)."""
 
-ResultLane = Literal["p30", "p20", "p10", "offload", ""]
+ResultLane = Literal[Lane, ""]
 """The lane an event was written to; empty when it was not (DEFERRED)."""
 
 ErrorCode = Literal[

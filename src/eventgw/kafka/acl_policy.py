@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from eventgw.core.envelope import LANES
 from eventgw.kafka.client_config import FLOW_CONTROL_READER_GROUP, SCANNER_GROUP
 
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ ROLES: Final[tuple[Role, ...]] = (
     "client",
 )
 
-_LANES: Final = ("p30", "p20", "p10", "offload")
 _RETRIES: Final = ("retry_60s", "retry_120s", "retry_240s", "retry_480s")
 
 
@@ -87,7 +87,7 @@ _INGEST: Final = Grant(
     why="reads flow-control signals (AIMD)",
 )
 _PUBLISHER: Final = Grant(
-    writes=(*_LANES, "failed_writes"),
+    writes=(*LANES, "failed_writes"),
     why="writes the lanes; captures failed writes",
 )
 
@@ -102,12 +102,12 @@ GRANTS: Final[dict[Role, Grant]] = {
     ),
     "failed-writes": Grant(
         reads=("failed_writes",),
-        writes=(*_LANES, *_RETRIES, "dlq"),
+        writes=(*LANES, *_RETRIES, "dlq"),
         groups=("recovery",),
         why="replays failed writes to their lane or retry topic; parks the rest in the DLQ",
     ),
     "orchestrator": Grant(
-        reads=(*_LANES, *_RETRIES, "response"),
+        reads=(*LANES, *_RETRIES, "response"),
         writes=(*_RETRIES, "dlq", "parking_lot", "flow_control"),
         groups=("orchestrator",),
         why="serves the lanes and retries; writes retries, dead letters, flow-control",
@@ -118,7 +118,7 @@ GRANTS: Final[dict[Role, Grant]] = {
     ),
     "tools": Grant(
         reads=("dlq", "parking_lot", *_RETRIES, "dlq_redrive_log"),
-        writes=(*_LANES, *_RETRIES, "dlq_redrive_log"),
+        writes=(*LANES, *_RETRIES, "dlq_redrive_log"),
         groups=("scanner",),
         why="eventgw dlq list/show/redrive and eventgw replay (an operator)",
     ),

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from eventgw.config.settings import OrchestratorSettings, TopicSettings
-    from eventgw.core.envelope import Headers
+    from eventgw.core.envelope import BufferLane, Headers
     from eventgw.kafka.consumer import ConsumedRecord
     from eventgw.kafka.producer import Record
     from eventgw.metrics.backend import Metrics
@@ -115,7 +115,12 @@ class Dispatcher:
         monotonic: Callable[[], float] | None = None,
         now_wall: Callable[[], float] = time.time,
         fleet: str = "primary",
+        time_scale: float = 1.0,
     ) -> None:
+        # time_scale (tests only, OrchestratorService): retry delays and leases x time_scale.
+        if not 0 < time_scale <= 1:
+            raise ValueError(f"time_scale must be in (0, 1], got {time_scale}")
+        self._time_scale = time_scale
         self._s = settings
         self.fleet = fleet  # the Kafka cluster served (config/fleets.py), told in the welcome
         self._topics = topics
@@ -123,7 +128,7 @@ class Dispatcher:
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._mono = monotonic or time.monotonic
         self._wall = now_wall
-        self._lease_s = settings.lease_s * settings.time_scale
+        self._lease_s = settings.lease_s * time_scale
         self.buffer = PriorityBuffer(
             settings.buffer_budget_bytes,
             settings.lane_shares,
@@ -134,7 +139,7 @@ class Dispatcher:
         )
         self.tracker = AckTracker()
         self.slo = SloRecorder(metrics, self._now_ms)  # met/missed per ACK, per message
-        self.lane_of_topic: dict[str, str] = {
+        self.lane_of_topic: dict[str, BufferLane] = {
             topics.p30: "p30",
             topics.p20: "p20",
             topics.p10: "p10",
@@ -148,7 +153,9 @@ class Dispatcher:
         )
         for t in self.retry_topics:
             self.lane_of_topic[t] = "retry"
-        self.counters: dict[str, LaneCounters] = {lane: LaneCounters() for lane in BUFFER_LANES}
+        self.counters: dict[BufferLane, LaneCounters] = {
+            lane: LaneCounters() for lane in BUFFER_LANES
+        }
         self.class_counters: dict[int, LaneCounters] = {p.value: LaneCounters() for p in Priority}
         self.serving = True
         self.sessions: set[WorkerSession] = set()
@@ -516,7 +523,7 @@ class Dispatcher:
                     self._write_out(task, r, self._dead_end(task))
                 elif delay_s < self._s.memory_retry_max_s:
                     # Held in memory; ready again (attempt + 1) once due.
-                    buffer.delay(task_id, delay_s * self._s.time_scale)
+                    buffer.delay(task_id, delay_s * self._time_scale)
                     self.counters[task.lane].retried += 1
                     self.class_counters[task.priority].retried += 1
                 else:
@@ -578,7 +585,7 @@ class Dispatcher:
         self.buffer.complete(task.task_id)
         self.tracker.finish(task.topic, task.partition, task.offset)
 
-    def _dead_letter_undecodable(self, r: ConsumedRecord, lane: str) -> None:
+    def _dead_letter_undecodable(self, r: ConsumedRecord, lane: BufferLane) -> None:
         """Write a record that is not an ``EventData`` to the DLQ unchanged, then finish it.
 
         Tried until Kafka confirms (`RetryWriter` ``forever``): the offset stays unfinished
@@ -623,7 +630,7 @@ class Dispatcher:
             headers.append((H_REDRIVEN, redriven))
         if not is_dlq:
             delay_s = RETRY_DELAYS_S[self.retry_topics.index(topic)]
-            due = self._now_ms() + int(delay_s * self._s.time_scale * 1000)
+            due = self._now_ms() + int(delay_s * self._time_scale * 1000)
             headers.append((H_RETRY_AT_MS, b"%d" % due))
         record: Record = (event.company_id.encode(), event.SerializeToString(), headers)
         task_id = task.task_id

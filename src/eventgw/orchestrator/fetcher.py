@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Mapping
 
+    from eventgw.core.envelope import BufferLane, Lane
     from eventgw.kafka.consumer import PartitionReader
     from eventgw.kafka.group_consumer import GroupConsumer, TopicPartition
     from eventgw.metrics.backend import Metrics
@@ -68,8 +69,8 @@ class LaneFetcher:
         self,
         consumer: GroupConsumer,
         dispatcher: Dispatcher,
-        topic_of_lane: Mapping[str, str],
-        shares: Mapping[str, float],
+        topic_of_lane: Mapping[Lane, str],
+        shares: Mapping[BufferLane, float],
         budget_bytes: int,
         max_records: int,
         ready_s: float = 2.0,
@@ -89,7 +90,7 @@ class LaneFetcher:
         self._rate = 0.0  # tasks served per second, averaged
         self._rate_at = monotonic()
         self._rate_served = dispatcher.buffer.served
-        self.paused: set[str] = set()
+        self.paused: set[Lane] = set()
         self._resync = False
 
     def on_assign(self) -> None:

@@ -26,13 +26,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from eventgw.core.envelope import SLO_SECONDS, Priority
+from eventgw.core.envelope import LANE_OF_PRIORITY, SLO_SECONDS, Priority
 from eventgw.core.lifecycle import sleep_or_stop
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Sequence
 
+    from eventgw.core.envelope import BufferLane
     from eventgw.kafka.producer import Delivery, Record
     from eventgw.metrics.backend import Metrics
     from eventgw.orchestrator.priority_buffer import BufferStatistics
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Action = Literal["INCREASE", "DECREASE"]
-_LANE_OF = {Priority.P30: "p30", Priority.P20: "p20", Priority.P10: "p10"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Signal:
     orchestrator_index: int
     queue_depth: int
     oldest_ready_age_s: float
-    paused_lanes: frozenset[str]
+    paused_lanes: frozenset[BufferLane]
     reason: str
 
 
@@ -69,7 +69,7 @@ def evaluate(
             f"need 0 < increase_below < decrease_at, got {increase_below}, {decrease_at}"
         )
     out: list[Signal] = []
-    for priority, lane in _LANE_OF.items():
+    for priority, lane in LANE_OF_PRIORITY.items():
         cls = stats.classes[priority]
         slo = SLO_SECONDS[priority]
         age = cls.oldest_ready_age_s or 0.0
@@ -149,7 +149,7 @@ class FlowControlEmitter:
         )
         self._m_signals = {
             (p, action): signals.labels(p.name, action)
-            for p in _LANE_OF
+            for p in LANE_OF_PRIORITY
             for action in ("INCREASE", "DECREASE")
         }
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from eventgw.core.envelope import BUFFER_LANES, SLO_SECONDS, Priority
 from eventgw.core.envelope import DEFAULT_LANE_SHARES as _LANE_SHARES
-from eventgw.core.envelope import SLO_SECONDS, Priority
 from eventgw.orchestrator.task_heaps import (
     _DELAYED,
     _GONE,
@@ -35,6 +35,8 @@ from eventgw.orchestrator.task_heaps import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from eventgw.core.envelope import BufferLane
+
 __all__ = [
     "BUFFER_LANES",
     "DEFAULT_LANE_SHARES",
@@ -50,10 +52,7 @@ __all__ = [
 TASK_OVERHEAD_BYTES: Final = 200
 """Bytes charged per task on top of ``len(value)``: the object, its heap entries, its id."""
 
-BUFFER_LANES: Final = ("p30", "p20", "p10", "offload", "retry")
-"""The consumption lanes a task can come from (docs/design.md, "Topics and their roles")."""
-
-DEFAULT_LANE_SHARES: Final[Mapping[str, float]] = MappingProxyType(_LANE_SHARES)
+DEFAULT_LANE_SHARES: Final[Mapping[BufferLane, float]] = MappingProxyType(_LANE_SHARES)
 """Share of the budget at which each lane's consumption pauses (docs/design.md, "Memory
 thresholds"): `eventgw.core.envelope.DEFAULT_LANE_SHARES`, read-only."""
 
@@ -96,8 +95,8 @@ class BufferStatistics:
     delayed: int
     total_bytes: int  # accounted bytes of every owned task
     budget_bytes: int
-    paused_lanes: frozenset[str]
-    lanes: Mapping[str, LaneStatistics]  # read-only, every configured lane
+    paused_lanes: frozenset[BufferLane]
+    lanes: Mapping[BufferLane, LaneStatistics]  # read-only, every configured lane
     classes: Mapping[Priority, ClassStatistics]  # read-only, every class
     served_slots: int  # tasks served since creation
     late_share_slots: int  # of which given to the second tier by the anti-starvation rule
@@ -158,7 +157,7 @@ class PriorityBuffer:
     def __init__(
         self,
         budget_bytes: int,
-        shares: Mapping[str, float] = DEFAULT_LANE_SHARES,
+        shares: Mapping[BufferLane, float] = DEFAULT_LANE_SHARES,
         hysteresis: float = 0.9,
         late_share_every: int = 20,
         *,
@@ -197,8 +196,8 @@ class PriorityBuffer:
         self._late_share_every = late_share_every
         self._pause_at = {lane: share * budget_bytes for lane, share in shares.items()}
         self._resume_below = {lane: t * hysteresis for lane, t in self._pause_at.items()}
-        self._paused: set[str] = set()
-        self._paused_since_read: set[str] = set()  # see `pressure_statistics`
+        self._paused: set[BufferLane] = set()
+        self._paused_since_read: set[BufferLane] = set()  # see `pressure_statistics`
         self._next_pause = min(self._pause_at.values())  # bytes >= this: some lane pauses
         self._next_resume = -math.inf  # bytes < this: some paused lane resumes
 
@@ -442,7 +441,7 @@ class PriorityBuffer:
 
     # -- memory shares ------------------------------------------------------------------------
 
-    def paused_lanes(self) -> set[str]:
+    def paused_lanes(self) -> set[BufferLane]:
         """Return the lanes whose consumption should be paused now (a new set)."""
         return set(self._paused)
 
@@ -459,7 +458,7 @@ class PriorityBuffer:
         self._paused_since_read.clear()
         return replace(st, paused_lanes=paused)
 
-    def should_pause(self, lane: str) -> bool:
+    def should_pause(self, lane: BufferLane) -> bool:
         """Return whether consumption of ``lane`` should be paused now.
 
         Raises:
@@ -509,7 +508,7 @@ class PriorityBuffer:
         """Return the number of tasks ready to be served; O(lanes x classes)."""
         return sum(counts[_READY] for counts in self._counts.values())
 
-    def lane_ready(self, lane: str) -> int:
+    def lane_ready(self, lane: BufferLane) -> int:
         """Return the number of ready tasks of ``lane``; O(classes)."""
         counts = self._counts
         return sum(counts[lane, p][_READY] for p in _CLASSES)

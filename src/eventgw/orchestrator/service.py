@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final
 from eventgw.config.dynamic import DynamicConfigWatcher
 from eventgw.config.fleets import assign_fleet
 from eventgw.config.settings import LaneTuning
+from eventgw.core.envelope import LANES, Lane
 from eventgw.core.errors import ConfigError
 from eventgw.core.lifecycle import sleep_or_stop, wait_any
 from eventgw.grpc_server import GrpcServer
@@ -65,12 +66,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_LANE_TOPIC_KEYS = ("p30", "p20", "p10", "offload")
-URGENT_LANES: Final = ("p30",)
+URGENT_LANES: Final[tuple[Lane, ...]] = ("p30",)
 """Lanes read by a consumer of their own (a second member of the lane group): their records
 never wait in librdkafka's fetch queue behind another lane's read-ahead
 (docs/priorities-and-backpressure.md, "Reading by priority")."""
-BULK_LANES: Final = tuple(k for k in _LANE_TOPIC_KEYS if k not in URGENT_LANES)
+BULK_LANES: Final[tuple[Lane, ...]] = tuple(k for k in LANES if k not in URGENT_LANES)
 _STREAM_CLOSE_GRACE_S = 1.0
 _FLEET_CHECK_S = 0.5  # how often a reloaded dynamic config is compared with the fleet
 _TUNING = LaneTuning(linger_ms=2, batch_size=256 << 10, delivery_timeout_ms=30_000)
@@ -81,13 +81,26 @@ class OrchestratorService:
 
     name = "orchestrator"
 
-    def __init__(self, settings: EventGwSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: EventGwSettings, metrics: Metrics | None = None, *, time_scale: float = 1.0
+    ) -> None:
         """Read the dynamic config and place this replica in its fleet.
 
+        Args:
+            settings: Every service's settings; this replica's are ``settings.orchestrator``.
+            metrics: Where metrics go (a fresh registry if None).
+            time_scale: For tests only, not a setting: retry delays, the retry topics' hold
+                and leases are multiplied by it, in (0, 1], so that the real retry ladder
+                runs in seconds.
+
         Raises:
+            ValueError: ``time_scale`` outside (0, 1].
             ConfigError: the dynamic config file is invalid, or places the replica in a way
                 that breaks a fleet (`eventgw.config.fleets.fleet_members`).
         """
+        if not 0 < time_scale <= 1:
+            raise ValueError(f"time_scale must be in (0, 1], got {time_scale}")
+        self._time_scale = time_scale
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.grpc_port: int | None = None
@@ -113,7 +126,7 @@ class OrchestratorService:
         o = s.orchestrator
         bootstrap = fleet.cluster.bootstrap_servers
         existing = list_topics(fleet.cluster)
-        needed = [s.topics.lane_topic(k) for k in _LANE_TOPIC_KEYS]
+        needed = [s.topics.lane_topic(k) for k in LANES]
         # The DLQ and the parking lot too: a dead-letter write to a missing topic would fail,
         # and its task would be served again and again.
         needed += [s.topics.response, s.topics.dlq, s.topics.parking_lot]
@@ -245,7 +258,9 @@ class OrchestratorService:
             )
             flow_producer.start()
         writer = RetryWriter(producer, self.metrics)
-        d = Dispatcher(o, s.topics, writer, self.metrics, fleet=fleet.name)
+        d = Dispatcher(
+            o, s.topics, writer, self.metrics, fleet=fleet.name, time_scale=self._time_scale
+        )
         self.dispatcher = d
         # Two members of the lane group per replica: one for the urgent lanes, one for the
         # rest; each its own librdkafka fetch queue (docs/priorities-and-backpressure.md,
@@ -296,7 +311,7 @@ class OrchestratorService:
                 retry,
                 d,
                 o.fetch_max_records,
-                max_hold_ms=int(max(RETRY_DELAYS_S) * o.time_scale * 1000),
+                max_hold_ms=int(max(RETRY_DELAYS_S) * self._time_scale * 1000),
                 metrics=self.metrics,
             )
         results = PartitionReader(

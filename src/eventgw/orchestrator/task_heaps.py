@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from eventgw.core.envelope import Priority
+    from eventgw.core.envelope import BufferLane, Priority
 
 # Lazy-deletion heaps are rebuilt once stale entries outnumber live ones (and this slack), so
 # the cost stays O(log n) amortised and memory O(live tasks). Not Final: the property tests
@@ -57,7 +57,7 @@ class BufferedTask:
     topic: str
     partition: int
     offset: int
-    lane: str  # consumption lane it came from (BUFFER_LANES); decides its memory share
+    lane: BufferLane  # the buffer lane it came from; decides its memory share
     priority: Priority  # original SLO class
     deadline_ms: int  # original SLO deadline, wall-clock ms; never moves
     ingested_at_ms: int

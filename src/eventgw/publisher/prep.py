@@ -29,6 +29,7 @@ from eventgw.core.envelope import (
     H_LAST_ERROR,
     H_ORIGINAL_CLUSTER,
     H_ORIGINAL_TOPIC,
+    LANES,
     Lane,
     Priority,
     event_headers,
@@ -133,7 +134,7 @@ class PrepPublisher:
         )
         self._count = {
             (lane, status): events.labels(lane, status)
-            for lane in ("p30", "p20", "p10", "offload")
+            for lane in LANES
             for status in ("published", "failed_writes", "backed_up", "rejected", "failed")
         }
         self._latency = metrics.histogram(

@@ -6,7 +6,7 @@ import fnmatch
 import zlib
 from typing import TYPE_CHECKING, Final, Literal
 
-from eventgw.core.envelope import LANE_OF_PRIORITY, Lane
+from eventgw.core.envelope import LANE_OF_PRIORITY, LANES, Lane
 
 if TYPE_CHECKING:
     from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
@@ -50,9 +50,7 @@ class Router:
     def __init__(self, topics: TopicSettings, rollout_enabled: bool) -> None:
         self.topics = topics
         self.rollout_enabled = rollout_enabled
-        self._lane_topic: dict[str, str] = {
-            lane: topics.lane_topic(lane) for lane in ("p30", "p20", "p10", "offload")
-        }
+        self._lane_topic: dict[Lane, str] = {lane: topics.lane_topic(lane) for lane in LANES}
 
     def lane(self, event: pb.EventData) -> Lane:
         """The lane of an event: offload when the scheduler offloaded it, else its class."""

@@ -162,6 +162,13 @@ def test_env_beats_file_and_merges_field_by_field(
             "[publisher.lanes.p30]\nlinger_ms = 1\nbatch_size = 1\n",
             "publisher.lanes.p30.batch_size",
         ),
+        (
+            "[publisher.lanes.offlaod]\nlinger_ms = 1\nbatch_size = 2048\n",
+            "publisher.lanes.offlaod.[key]",
+        ),
+        ("[publisher.lanes.p30]\nlinger_ms = 1\nbatch_size = 2048\n", "publisher.lanes"),
+        ("[orchestrator.lane_shares]\np31 = 0.5\n", "orchestrator.lane_shares.p31.[key]"),
+        ("[orchestrator.lane_shares]\np30 = 0.9\n", "orchestrator.lane_shares"),
         ("[kafka]\nactive_cluster_fleet = 'default'\n", "kafka.active_cluster_fleet"),
         (
             "[orchestrator]\nrollout_orchestrator_config_key = 'Rollout Key'\n",
@@ -262,6 +269,15 @@ def test_config_error_from_env_names_the_field(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert info.value.field == "ingest.http_port"
+
+
+def test_time_scale_is_not_an_operator_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrinking retry delays and leases is for tests (``OrchestratorService(time_scale=…)``):
+    a configuration that still sets it is refused, naming it."""
+    monkeypatch.setenv("EVENTGW_ORCHESTRATOR__TIME_SCALE", "0.5")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "orchestrator.time_scale"
 
 
 def test_unreadable_or_malformed_file_is_a_settings_file_error(tmp_path: Path) -> None:

@@ -6,12 +6,15 @@ import itertools
 import re
 import time
 import uuid
+from typing import get_args
 
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core import envelope
 from eventgw.core.envelope import (
+    BUFFER_LANES,
+    DEFAULT_LANE_SHARES,
     H_ATTEMPT,
     H_CLASS,
     H_DEADLINE_MS,
@@ -19,6 +22,8 @@ from eventgw.core.envelope import (
     LANE_OF_PRIORITY,
     LANES,
     SLO_SECONDS,
+    BufferLane,
+    Lane,
     Priority,
     event_headers,
     header_value,
@@ -64,6 +69,12 @@ def test_slo_seconds_match_the_spec() -> None:
 def test_every_class_has_a_lane_and_offload_is_a_lane() -> None:
     assert LANE_OF_PRIORITY == {Priority.P30: "p30", Priority.P20: "p20", Priority.P10: "p10"}
     assert set(LANES) == {*LANE_OF_PRIORITY.values(), "offload"}
+
+
+def test_the_lane_tuples_are_the_lane_types_and_every_buffer_lane_has_a_share() -> None:
+    assert get_args(Lane) == LANES
+    assert BUFFER_LANES == get_args(BufferLane) == (*LANES, "retry")
+    assert set(DEFAULT_LANE_SHARES) == set(BUFFER_LANES)
 
 
 def test_event_headers() -> None:

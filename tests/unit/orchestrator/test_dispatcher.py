@@ -69,7 +69,7 @@ class FakeWriter:
 class Fixture:
     """A dispatcher on a fake clock, and records as the lane consumer would deliver them."""
 
-    def __init__(self, **settings: object) -> None:
+    def __init__(self, *, time_scale: float = 1.0, **settings: object) -> None:
         self.clock = FakeClock()
         self.writer = FakeWriter()
         self.metrics = Metrics()
@@ -83,6 +83,7 @@ class Fixture:
             now_ms=self.clock.wall_ms,
             monotonic=self.clock.monotonic,
             now_wall=lambda: self.clock.wall_ms() / 1000,
+            time_scale=time_scale,
         )
         self._offsets = itertools.count()
 
@@ -411,6 +412,37 @@ async def test_nack_with_a_long_delay_goes_to_its_retry_topic_once_kafka_confirm
     assert pb.EventData.FromString(value).attempt == 1
     assert len(f.d.buffer) == 0
     assert f.d.committable() == {(TOPICS.p20, 0): 1}
+
+
+async def test_time_scale_shrinks_retry_delays_and_leases() -> None:
+    """Tests run the real retry ladder in seconds (``OrchestratorService(time_scale=…)``)."""
+    f = Fixture(lease_s=10.0, time_scale=0.1)
+    session, [short, long] = await _leased(f, Priority.P20, Priority.P20)
+    nacks = [result(short, pb.NACK, delay_ms=5000), result(long, pb.NACK, delay_ms=90_000)]
+    f.d.apply_results(nacks, session)
+    [(topic, (_key, _value, headers))] = f.writer.settle(True)
+    assert topic == TOPICS.retry_60s
+    assert int(dict(headers)[H_RETRY_AT_MS]) == f.clock.wall_ms() + 6_000, "60 s x 0.1"
+    f.clock.advance(0.4)
+    f.d.tick()
+    assert not f.d.buffer.has_ready(), "5 s x 0.1 in memory: not due yet"
+    f.clock.advance(0.2)
+    f.d.tick()
+    f.d.grant(session, 1)
+    [again] = await sent_tasks(session)
+    assert again.task_id == short
+    f.clock.advance(0.9)
+    f.d.tick()
+    assert f.d.counters["p20"].expired == 0, "a lease of 10 s x 0.1 = 1 s"
+    f.clock.advance(0.2)
+    f.d.tick()
+    assert f.d.counters["p20"].expired == 1
+
+
+@pytest.mark.parametrize("time_scale", [0.0, -1.0, 1.5])
+def test_a_time_scale_outside_0_1_is_refused(time_scale: float) -> None:
+    with pytest.raises(ValueError, match="time_scale"):
+        Fixture(time_scale=time_scale)
 
 
 async def test_a_retry_write_kafka_refuses_is_served_again_not_lost() -> None:
