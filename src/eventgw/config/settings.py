@@ -523,6 +523,15 @@ class RecoverySettings(_Frozen):
     )
     # Client-captured events are classified with ingest's rules (IngestSettings.classifier).
 
+    @model_validator(mode="after")
+    def _backoff_capped_above_start(self) -> RecoverySettings:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_initial_s: {self.backoff_initial_s} is above backoff_max_s "
+                f"({self.backoff_max_s}); the first delay cannot exceed the cap"
+            )
+        return self
+
 
 class OrchestratorSettings(_Frozen):
     """Orchestrator (docs/design.md, "Orchestrator")."""

@@ -15,7 +15,7 @@ import confluent_kafka
 import msgspec
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from eventgw.core.envelope import Headers
 
@@ -128,12 +128,26 @@ class BatchConsumer:
         consumer = self._consumer
         if consumer is None or not records:
             return
-        highest: dict[tuple[str, int], int] = {}
+        positions: dict[tuple[str, int], int] = {}
         for r in records:
             key = (r.topic, r.partition)
-            if r.offset >= highest.get(key, -1):
-                highest[key] = r.offset
-        offsets = [confluent_kafka.TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+            if r.offset + 1 > positions.get(key, 0):
+                positions[key] = r.offset + 1
+        await self.commit_positions(positions)
+
+    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Commit ``{(topic, partition): next_offset}`` (synchronous).
+
+        ``next_offset`` is Kafka's committed position: the offset of the next record to read
+        (the last one done + 1).
+
+        Raises:
+            ConsumerError: the commit failed (e.g. the partition was revoked meanwhile).
+        """
+        consumer = self._consumer
+        if consumer is None or not positions:
+            return
+        offsets = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
             await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
         except confluent_kafka.KafkaException as exc:

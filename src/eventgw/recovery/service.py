@@ -14,15 +14,18 @@ from eventgw.config.settings import LaneTuning
 from eventgw.core.backup_codec import AUTHENTICATION_KINDS, CorruptBackup
 from eventgw.core.clock import Clock, SystemClock
 from eventgw.core.lifecycle import sleep_or_stop
+from eventgw.core.retry import Backoff
 from eventgw.kafka.client_config import consumer_config, producer_config
-from eventgw.kafka.consumer import BatchConsumer, ConsumerError
+from eventgw.kafka.consumer import BatchConsumer
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
+from eventgw.recovery.prefix_committer import PrefixCommitter
 from eventgw.recovery.replayer import Captured, Replayer
+from eventgw.recovery.settled_prefix import SettledPrefix
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from eventgw.backup.store import BackupStore
     from eventgw.config.settings import EventGwSettings
@@ -34,16 +37,28 @@ _REWRITE_MAX_BYTES = 16 << 20
 """The pending records of a backup object kept in memory to rewrite them as a new object;
 past this the whole object is retried instead (duplicates of what was confirmed)."""
 
+_POLL_RECORDS = 500
+"""Records of the failed-writes topic polled, replayed and retried together (a batch)."""
+
+REPLAY_CHUNK = 100
+"""Records of a batch handed to Kafka at a time while every one is confirmed. Each chunk's
+settled prefix is committed while the next one is sent, so a kill repeats about two chunks
+(sent and not yet committed), not the batch. After a transient failure the rest of the
+batch goes at once: a dead cluster costs one delivery timeout per round, not one per chunk."""
+
 
 class RecoveryService:
     """Replays failed writes until stopped; parks what cannot be replayed; never stalls.
 
-    Topic loop: poll a batch from the failed-writes topic and replay it. Events Kafka
-    confirmed (in their lane, or parked in the DLQ) are done; the rest are replayed again
-    after a backoff (exponential, capped), up to ``recovery.max_attempts`` times, after
-    which transient failures are parked too. The batch is committed only when every event
-    is done, or — if the DLQ refuses one for good (too large for it as well) — stored in
-    the backup store. Only a cluster that stays unreachable holds the topic back.
+    Topic loop: poll a batch from the failed-writes topic and replay it, `REPLAY_CHUNK`
+    records at a time. Events Kafka confirmed (in their lane, or parked in the DLQ) are
+    settled, and so is one the DLQ refuses for good (too large for it as well) once the
+    backup store holds it; the rest are replayed again after a backoff (``Backoff``:
+    ``recovery.backoff_initial_s`` doubling to ``backoff_max_s``), up to
+    ``recovery.max_attempts`` times, after which transient failures are parked too. Each
+    partition is committed up to its first unsettled record as the chunks settle
+    (`PrefixCommitter`), and the next batch is polled once every record of this one is
+    settled. Only a cluster that stays unreachable holds the topic back.
 
     Backup loop: every ``backup_scan_interval_s`` list the backup store oldest first and
     replay each object the same way. An object is deleted only when every event in it is
@@ -55,12 +70,18 @@ class RecoveryService:
     name = "failed-writes"
 
     def __init__(
-        self, settings: EventGwSettings, metrics: Metrics | None = None, clock: Clock | None = None
+        self,
+        settings: EventGwSettings,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.status_port: int | None = None
         self._clock = clock or SystemClock()
+        r = settings.recovery
+        self._backoff = backoff or Backoff(r.backoff_initial_s, r.backoff_max_s)
         self._ready = False
         m = self.metrics
         replayed = m.counter("eventgw_recovery_replayed_total", "events republished", ["source"])
@@ -82,10 +103,6 @@ class RecoveryService:
             ["reason"],
         )
 
-    def _backoff(self, attempt: int) -> float:
-        r = self.settings.recovery
-        return float(min(r.backoff_max_s, r.backoff_initial_s * (2 ** min(attempt, 20))))
-
     def _count(self, source: str, report: ReplayReport) -> None:
         self._replayed[source].inc(report.replayed)
         for reason, n in report.parked.items():
@@ -95,8 +112,11 @@ class RecoveryService:
         """See `eventgw.core.lifecycle.Service`."""
         s = self.settings
         r = s.recovery
+        # linger 1 ms, not 5: chunks go one after another, and a chunk's records are produced
+        # together (they batch anyway), so a longer linger only delays each chunk (5 ms took
+        # the topic replay from ~14,000 to ~9,000 events/s on loopback).
         tuning = LaneTuning(
-            linger_ms=5, batch_size=512 << 10, delivery_timeout_ms=r.delivery_timeout_ms
+            linger_ms=1, batch_size=512 << 10, delivery_timeout_ms=r.delivery_timeout_ms
         )
         producers: dict[str, BatchProducer] = {}
         for name, cluster in (("primary", s.kafka.primary), ("rollout", s.kafka.rollout)):
@@ -144,17 +164,21 @@ class RecoveryService:
         self, consumer: BatchConsumer, replayer: Replayer, backup: BackupStore, stop: asyncio.Event
     ) -> None:
         while not stop.is_set():
-            records = await consumer.poll_batch(500, 0.5)
+            records = await consumer.poll_batch(_POLL_RECORDS, 0.5)
             if not records:
                 continue
             batch = [Captured(r.value, f"{r.topic}:{r.partition}:{r.offset}") for r in records]
-            if not await self._settle(batch, replayer, backup, stop):
-                return  # stopping: this batch stays uncommitted and is read again later
-            try:
-                await consumer.commit(records)
-            except ConsumerError as exc:
-                # Not committed: the batch is replayed again after a restart (duplicates only).
-                logger.warning("recovery.commit_failed error=%s", exc)
+            committer = PrefixCommitter(
+                consumer, SettledPrefix([(r.topic, r.partition, r.offset) for r in records])
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(committer.run())
+                settled = await self._settle(batch, replayer, backup, stop, committer.settled)
+                # Batch end, or the drain on stop: what settled is committed once more;
+                # the rest is read again later (duplicates of nothing settled before it).
+                committer.close()
+            if not settled:
+                return
             logger.info("recovery.settled source=topic events=%d", len(records))
 
     async def _settle(
@@ -163,33 +187,63 @@ class RecoveryService:
         replayer: Replayer,
         backup: BackupStore,
         stop: asyncio.Event,
+        on_settled: Callable[[list[int]], None] | None = None,
     ) -> bool:
         """Replay ``batch`` until every event is in Kafka or the backup store; False if stopped.
 
-        Each round replays only what is still pending, so a retry repeats no event that
-        Kafka already confirmed.
+        Sends `REPLAY_CHUNK` events at a time and reports the indexes each chunk settled to
+        ``on_settled`` as soon as Kafka confirmed them. After the first transient failure
+        the rest of the batch goes in one call (bounded time per round: one delivery
+        timeout). Each round replays only what is still pending, so a retry repeats no
+        event that Kafka already confirmed.
         """
-        pending = list(batch)
+        pending = list(range(len(batch)))
+        chunk = REPLAY_CHUNK
         attempt = 0
         while True:
             give_up = attempt + 1 >= self.settings.recovery.max_attempts
-            report = await replayer.replay(pending, give_up=give_up)
-            self._count("topic", report)
-            moved: set[int] = set()
-            if report.dlq_refused and await self._move_to_backup(
-                [pending[i] for i in report.dlq_refused], backup
-            ):
-                # No topic will ever take these. The backup store is the one durable place
-                # left: the batch can commit, and the backup loop retries them with backoff.
-                moved = set(report.dlq_refused)
-            pending = [pending[i] for i in report.pending if i not in moved]
+            left: list[int] = []
+            sent = 0
+            while sent < len(pending):
+                part = pending[sent : sent + chunk]
+                sent += len(part)
+                still = await self._replay_part(batch, part, replayer, backup, give_up)
+                if on_settled is not None:
+                    unsettled = set(still)
+                    on_settled([i for i in part if i not in unsettled])
+                if still:
+                    left += still
+                    chunk = len(batch)
+                if stop.is_set() and sent < len(pending):
+                    return False  # drain: what settled is committed, the rest read again
+            pending = left
             if not pending:
                 return True
             self._errors.inc()
-            await sleep_or_stop(stop, self._backoff(attempt))
+            await sleep_or_stop(stop, self._backoff.delay_s(attempt))
             if stop.is_set():
                 return False
             attempt += 1
+
+    async def _replay_part(
+        self,
+        batch: Sequence[Captured],
+        part: list[int],
+        replayer: Replayer,
+        backup: BackupStore,
+        give_up: bool,
+    ) -> list[int]:
+        """Replay the events ``part`` (indexes into ``batch``); return those still pending."""
+        report = await replayer.replay([batch[i] for i in part], give_up=give_up)
+        self._count("topic", report)
+        moved: set[int] = set()
+        if report.dlq_refused and await self._move_to_backup(
+            [batch[part[j]] for j in report.dlq_refused], backup
+        ):
+            # No topic will ever take these. The backup store is the one durable place
+            # left: they are settled, and the backup loop retries them with backoff.
+            moved = set(report.dlq_refused)
+        return [part[j] for j in report.pending if j not in moved]
 
     async def _move_to_backup(self, captured: Sequence[Captured], backup: BackupStore) -> bool:
         try:
@@ -226,7 +280,7 @@ class RecoveryService:
             except (BackupUnavailable, OSError) as exc:
                 self._errors.inc()
                 logger.warning("recovery.backup_retry error=%s", exc)
-                await sleep_or_stop(stop, self._backoff(attempt))
+                await sleep_or_stop(stop, self._backoff.delay_s(attempt))
                 attempt += 1
                 continue
             attempt = 0
@@ -323,7 +377,7 @@ class RecoveryService:
 
     def _defer(self, deferred: dict[str, _Deferral], key: str, why: str) -> None:
         state = deferred.setdefault(key, _Deferral())
-        delay_s = self._backoff(state.attempts)
+        delay_s = self._backoff.delay_s(state.attempts)
         state.attempts += 1
         state.retry_at = self._clock.monotonic() + delay_s
         logger.warning(

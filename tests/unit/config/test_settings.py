@@ -170,6 +170,7 @@ def test_env_beats_file_and_merges_field_by_field(
         ("[orchestrator.lane_shares]\np31 = 0.5\n", "orchestrator.lane_shares.p31.[key]"),
         ("[orchestrator.lane_shares]\np30 = 0.9\n", "orchestrator.lane_shares"),
         ("[kafka]\nactive_cluster_fleet = 'default'\n", "kafka.active_cluster_fleet"),
+        ("[recovery]\nbackoff_initial_s = 60\n", "recovery.backoff_initial_s"),
         (
             "[orchestrator]\nrollout_orchestrator_config_key = 'Rollout Key'\n",
             "orchestrator.rollout_orchestrator_config_key",

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 
 from eventgw.config.settings import EventGwSettings, RecoverySettings
 from eventgw.core.backup_codec import CorruptBackup
+from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.recovery import service as recovery_service
 from eventgw.recovery.replayer import Captured, Outcome, ReplayReport
 from eventgw.recovery.service import RecoveryService
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
     import pytest
 
@@ -82,6 +83,7 @@ class FakeReplayer:
     async def replay(self, captured: Sequence[Captured], *, give_up: bool = False) -> ReplayReport:
         values = [c.value for c in captured]
         self.calls.append((values, give_up))
+        await asyncio.sleep(0)  # a real replay awaits Kafka: other tasks (commits) run
         outcomes: list[Outcome] = []
         refused: list[int] = []
         for i, v in enumerate(values):
@@ -188,6 +190,86 @@ async def test_a_stop_leaves_a_pending_topic_batch_uncommitted() -> None:
 
 def _captured(value: bytes) -> Captured:
     return Captured(value, "fw:0:1")
+
+
+class FakeConsumer:
+    """Hands out ``batch`` once, then nothing; records every commit (next offsets)."""
+
+    def __init__(self, batch: list[ConsumedRecord]) -> None:
+        self.batch = batch
+        self.commits: list[dict[tuple[str, int], int]] = []
+
+    async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        batch, self.batch = self.batch[:max_records], self.batch[max_records:]
+        await asyncio.sleep(0 if batch else 0.01)
+        return batch
+
+    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+        self.commits.append(dict(positions))
+
+
+def fw_records(values: list[bytes], partition: int = 0) -> list[ConsumedRecord]:
+    return [ConsumedRecord("fw", partition, o, b"k", v, []) for o, v in enumerate(values)]
+
+
+async def run_topic_loop_until(
+    svc: RecoveryService,
+    consumer: FakeConsumer,
+    replayer: FakeReplayer,
+    done: Callable[[], bool],
+    stop: asyncio.Event | None = None,
+) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.create_task(
+        svc._topic_loop(consumer, replayer, FakeStore({}), stop)  # type: ignore[arg-type]  # fakes
+    )
+    try:
+        async with asyncio.timeout(10):
+            while not done() and not loop.done():  # noqa: ASYNC110  (no event in the fakes)
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await loop
+
+
+async def test_a_topic_batch_is_committed_chunk_by_chunk_never_past_a_pending_event() -> None:
+    """A kill repeats what was in flight, not the batch: each chunk's settled prefix is
+    committed while the next one is sent; a pending event holds back only what follows it."""
+    chunk = recovery_service.REPLAY_CHUNK
+    values = [b"a%d" % i for i in range(2 * chunk + chunk // 2)]
+    values[chunk + 20] = b"pending-x"  # in the second chunk; in Kafka on the third attempt
+    consumer = FakeConsumer(fw_records(values))
+    replayer = FakeReplayer(fails=2)
+    svc = service()
+    await run_topic_loop_until(
+        svc, consumer, replayer, lambda: {("fw", 0): len(values)} in consumer.commits
+    )
+    assert consumer.commits == [
+        {("fw", 0): chunk},  # the first chunk, committed while the second was sent
+        {("fw", 0): chunk + 20},  # up to the pending event, before its retries
+        {("fw", 0): len(values)},  # once it is in Kafka
+    ]
+    # After the transient failure the rest went at once (one delivery timeout per round),
+    # and the retries repeated only the pending event.
+    assert [len(vs) for vs, _ in replayer.calls] == [chunk, chunk, chunk // 2, 1, 1]
+
+
+async def test_a_stop_between_chunks_commits_what_settled_and_sends_nothing_more() -> None:
+    chunk = recovery_service.REPLAY_CHUNK
+    consumer = FakeConsumer(fw_records([b"a%d" % i for i in range(3 * chunk)]))
+    stop = asyncio.Event()
+
+    class StoppingReplayer(FakeReplayer):
+        async def replay(
+            self, captured: Sequence[Captured], *, give_up: bool = False
+        ) -> ReplayReport:
+            stop.set()  # SIGTERM arrives while the first chunk is in flight
+            return await super().replay(captured, give_up=give_up)
+
+    replayer = StoppingReplayer()
+    await run_topic_loop_until(service(), consumer, replayer, lambda: False, stop)
+    assert len(replayer.calls) == 1, "the drain sends no further chunk"
+    assert consumer.commits == [{("fw", 0): chunk}], "what settled is committed on the drain"
 
 
 async def test_an_untrusted_object_is_never_replayed_kept_counted_and_logged(

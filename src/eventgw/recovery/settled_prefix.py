@@ -1,0 +1,112 @@
+"""How far each partition of one polled failed-writes batch may be committed, as it settles.
+
+Pure bookkeeping for the topic loop of the failed-writes processor (docs/failure-handling.md,
+"Replay"): a record is *settled* once Kafka confirmed its replay (in its lane, or parked in
+the DLQ) or the backup store holds it. A partition may be committed up to its first record
+that is not settled: a crash then replays that record and everything after it in the
+partition (duplicates of what was settled above it), and loses nothing. No I/O, no clock,
+not thread-safe: one event loop owns a :class:`SettledPrefix`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["SettledPrefix", "TopicPartition"]
+
+TopicPartition = tuple[str, int]
+"""A ``(topic, partition)`` key."""
+
+
+class SettledPrefix:
+    """The committable position of each partition of one batch: its settled prefix.
+
+    Built from the batch's ``(topic, partition, offset)`` in batch order; records are then
+    settled by their index in the batch, in any order. Offsets of one partition must
+    increase through the batch (as a consumer hands them out); they need not be contiguous
+    (transaction markers and compaction leave gaps), so the prefix is over the records read,
+    not over the integers.
+
+    Invariants: per partition, the head of the queue is the first record not settled; the
+    committable position (Kafka's next offset to read) is that record's offset, or the last
+    record's offset + 1 once every record is settled. A position is handed out by
+    `advanced` until `mark_committed` records it, so a failed commit is retried with the
+    next progress.
+
+    Raises:
+        ValueError: an offset that does not increase within its partition, or an index that
+            is not in the batch.
+    """
+
+    __slots__ = ("_committed", "_index", "_next", "_queues", "_settled", "_unsettled")
+
+    def __init__(self, positions: Sequence[tuple[str, int, int]]) -> None:
+        # Per partition, the indexes of its records in batch order, from the first one not
+        # settled (records behind it may be settled already: they wait for the head).
+        self._queues: dict[TopicPartition, deque[int]] = {}
+        self._next: dict[TopicPartition, int] = {}  # last offset + 1, per partition
+        self._index: list[tuple[TopicPartition, int]] = []  # per index: (partition, offset)
+        self._settled: list[bool] = [False] * len(positions)
+        self._unsettled = len(positions)
+        # Per partition, the last position committed, or the batch's first offset (where the
+        # group's committed position already is: a commit there would move nothing).
+        self._committed: dict[TopicPartition, int] = {}
+        for i, (topic, partition, offset) in enumerate(positions):
+            tp = (topic, partition)
+            last = self._next.get(tp)
+            if last is None:
+                self._committed[tp] = offset
+            elif offset < last:
+                raise ValueError(
+                    f"offset {offset} of {topic}[{partition}] (index {i}) does not increase "
+                    f"past {last - 1}"
+                )
+            self._queues.setdefault(tp, deque()).append(i)
+            self._next[tp] = offset + 1
+            self._index.append((tp, offset))
+
+    def settle(self, index: int) -> None:
+        """Record that the record at ``index`` of the batch is settled (idempotent)."""
+        if not 0 <= index < len(self._settled):
+            raise ValueError(f"index {index} is not in the batch of {len(self._settled)}")
+        if self._settled[index]:
+            return
+        self._settled[index] = True
+        self._unsettled -= 1
+        tp = self._index[index][0]
+        queue = self._queues[tp]
+        while queue and self._settled[queue[0]]:
+            queue.popleft()
+
+    def position(self, tp: TopicPartition) -> int:
+        """The offset ``tp`` may be committed to now (Kafka's next offset to read)."""
+        queue = self._queues[tp]
+        return self._index[queue[0]][1] if queue else self._next[tp]
+
+    def advanced(self) -> dict[TopicPartition, int]:
+        """Positions that moved past the last `mark_committed` (or past the batch's start).
+
+        A partition whose first record is not settled is not listed: committing it would
+        change nothing.
+        """
+        moved: dict[TopicPartition, int] = {}
+        for tp in self._queues:
+            head = self.position(tp)
+            if head > self._committed[tp]:
+                moved[tp] = head
+        return moved
+
+    def mark_committed(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Record that Kafka accepted a commit of ``positions`` (as `advanced` gave them)."""
+        for tp, offset in positions.items():
+            if offset > self._committed[tp]:
+                self._committed[tp] = offset
+
+    @property
+    def unsettled(self) -> int:
+        """How many records of the batch are not settled yet."""
+        return self._unsettled

@@ -1,0 +1,96 @@
+"""Commits follow progress: each settled prefix is committed while the batch goes on, one
+commit at a time, once more at the end; a failed commit is retried with the next progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from eventgw.kafka.consumer import ConsumerError
+from eventgw.recovery.prefix_committer import PrefixCommitter
+from eventgw.recovery.settled_prefix import SettledPrefix
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+FW = "failed-writes"
+
+
+class FakeConsumer:
+    """Records commits; ``fail`` makes the next ones raise; ``gate`` holds a commit open."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.fail = 0
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            self.fail -= 1
+            raise ConsumerError("commit failed: REBALANCE_IN_PROGRESS")
+        self.commits.append(dict(positions))
+
+
+async def settle_one_by_one(committer: PrefixCommitter, indexes: list[int]) -> None:
+    for i in indexes:
+        committer.settled([i])
+        await asyncio.sleep(0)  # the committer runs between chunks, as the real loop lets it
+        await asyncio.sleep(0)
+
+
+async def test_each_advance_is_committed_while_the_batch_goes_on() -> None:
+    consumer = FakeConsumer()
+    committer = PrefixCommitter(consumer, SettledPrefix([(FW, 0, o) for o in range(100, 104)]))
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+        tg.create_task(committer.run())
+        await settle_one_by_one(committer, [0, 2])  # 2 waits for 1
+        assert consumer.commits == [{(FW, 0): 101}], "committed before the batch ended"
+        await settle_one_by_one(committer, [1, 3])
+        committer.close()
+    assert consumer.commits == [{(FW, 0): 101}, {(FW, 0): 103}, {(FW, 0): 104}]
+    assert committer.commits == 3
+
+
+async def test_nothing_unsettled_is_ever_committed() -> None:
+    consumer = FakeConsumer()
+    committer = PrefixCommitter(consumer, SettledPrefix([(FW, 0, 0), (FW, 0, 1), (FW, 1, 0)]))
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+        tg.create_task(committer.run())
+        await settle_one_by_one(committer, [1])  # partition 0's head (offset 0) is pending
+        committer.close()
+    assert consumer.commits == [], "a record above an unsettled one is not committed"
+
+
+async def test_a_failed_commit_is_retried_with_the_next_progress() -> None:
+    consumer = FakeConsumer()
+    consumer.fail = 1
+    committer = PrefixCommitter(consumer, SettledPrefix([(FW, 0, 0), (FW, 0, 1)]))
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+        tg.create_task(committer.run())
+        await settle_one_by_one(committer, [0])
+        assert consumer.commits == []
+        await settle_one_by_one(committer, [1])
+        committer.close()
+    assert consumer.commits == [{(FW, 0): 2}]
+    assert (committer.commits, committer.failures) == (1, 1)
+
+
+async def test_progress_and_close_during_a_commit_are_committed_after_it() -> None:
+    """One commit in flight at a time; what arrives meanwhile goes in the next one."""
+    consumer = FakeConsumer()
+    consumer.gate = asyncio.Event()
+    committer = PrefixCommitter(consumer, SettledPrefix([(FW, 0, o) for o in range(3)]))
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+        tg.create_task(committer.run())
+        committer.settled([0])
+        await consumer.entered.wait()  # the first commit (of 1) is in flight
+        committer.settled([1])
+        committer.settled([2])
+        committer.close()
+        consumer.gate.set()
+    assert consumer.commits == [{(FW, 0): 1}, {(FW, 0): 3}], "coalesced, nothing left behind"
