@@ -103,6 +103,8 @@ class SettledPrefix:
     def mark_committed(self, positions: Mapping[TopicPartition, int]) -> None:
         """Record that Kafka accepted a commit of ``positions`` (as `advanced` gave them)."""
         for tp, offset in positions.items():
+            if tp not in self._committed:
+                raise ValueError(f"{tp[0]}[{tp[1]}] has no record in this batch")
             if offset > self._committed[tp]:
                 self._committed[tp] = offset
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from eventgw.config.settings import EventGwSettings, RecoverySettings
 from eventgw.core.backup_codec import CorruptBackup
+from eventgw.core.retry import Backoff
 from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.recovery import service as recovery_service
 from eventgw.recovery.replayer import Captured, Outcome, ReplayReport
@@ -103,7 +104,7 @@ class FakeReplayer:
         return ReplayReport(tuple(outcomes), {"gave_up": parked} if parked else {}, tuple(refused))
 
 
-def service(max_attempts: int = 5) -> RecoveryService:
+def service(max_attempts: int = 5, backoff: Backoff | None = None) -> RecoveryService:
     settings = EventGwSettings(
         recovery=RecoverySettings(
             backup_scan_interval_s=0.01,
@@ -112,7 +113,7 @@ def service(max_attempts: int = 5) -> RecoveryService:
             max_attempts=max_attempts,
         )
     )
-    return RecoveryService(settings)
+    return RecoveryService(settings, backoff=backoff)
 
 
 async def run_backup_loop_until(svc, store, replayer, done) -> None:
@@ -190,6 +191,34 @@ async def test_a_stop_leaves_a_pending_topic_batch_uncommitted() -> None:
 
 def _captured(value: bytes) -> Captured:
     return Captured(value, "fw:0:1")
+
+
+class RecordingBackoff(Backoff):
+    """The project's backoff, with tiny delays, recording the attempts it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(0.001, 0.002)
+        self.attempts: list[int] = []
+
+    def delay_s(self, attempt: int) -> float:
+        self.attempts.append(attempt)
+        return super().delay_s(attempt)
+
+
+async def test_retries_wait_with_the_one_backoff_growing_per_attempt() -> None:
+    backoff = RecordingBackoff()
+    svc = service(backoff=backoff)
+    batch = [_captured(b"pending-a")]
+    assert await svc._settle(batch, FakeReplayer(fails=3), FakeStore({}), asyncio.Event())
+    assert backoff.attempts == [0, 1, 2], "one wait per failed round, growing"
+    store = FakeStore({"k1": [b"pending-b"]})
+    await run_backup_loop_until(svc, store, FakeReplayer(fails=1), lambda: not store.objects)
+    assert backoff.attempts[3:] == [0], "a deferred object waits on the same backoff"
+
+
+def test_the_default_backoff_takes_the_recovery_settings() -> None:
+    svc = service()
+    assert (svc._backoff.initial_s, svc._backoff.max_s) == (0.01, 0.05)
 
 
 class FakeConsumer:

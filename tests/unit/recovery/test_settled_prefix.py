@@ -91,7 +91,10 @@ def test_bad_input_is_refused_with_what_was_wrong() -> None:
         prefix.settle(1)
     with pytest.raises(ValueError, match="index -1"):
         prefix.settle(-1)
+    with pytest.raises(ValueError, match=r"failed-writes\[3\] has no record in this batch"):
+        prefix.mark_committed({(FW, 3): 1})
     assert prefix.unsettled == 1, "a refused call changes nothing"
+    assert prefix.advanced() == {}
 
 
 @st.composite
