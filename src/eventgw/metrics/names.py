@@ -126,6 +126,14 @@ MetricName = Literal[
     # applied by the orchestrator, for every ACKed task; bucket edges at 5, 60 and 1200 s
     # (the SLOs). p99 near the class's SLO: attainment is about to fall.
     "eventgw_orchestrator_ack_latency_seconds",
+    # histogram, seconds; labels class, stage. Ingest (EventData.ingested_at_ms) → a stage
+    # of the read path: stage=intake when the orchestrator took the record into its buffer
+    # (publisher, Kafka and the lane fetch), stage=leased when it first handed it to a
+    # worker (intake plus the wait for credit in the buffer; a task a worker RELEASEd
+    # unstarted counts again when leased again); retried records are left out.
+    # With eventgw_processor_start_latency_seconds (→ handler start) it shows where a
+    # class's SLO budget goes (docs/operations.md, "Where a class waits").
+    "eventgw_orchestrator_stage_latency_seconds",
     # counter, tasks; label lane. Tasks handed back to the buffer for another try: NACKed
     # with a short delay (memory) or written to a retry topic. Rising: handlers fail —
     # read processor.handler_failed in the worker logs.

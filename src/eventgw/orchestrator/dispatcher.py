@@ -47,6 +47,7 @@ from eventgw.core.envelope import (
     event_headers,
     header_value,
 )
+from eventgw.metrics.slo import class_label
 from eventgw.orchestrator import commit_metadata
 from eventgw.orchestrator.ack_tracker import AckTracker
 from eventgw.orchestrator.priority_buffer import BUFFER_LANES, PriorityBuffer
@@ -139,6 +140,16 @@ class Dispatcher:
         )
         self.tracker = AckTracker()
         self.slo = SloRecorder(metrics, self._now_ms)  # met/missed per ACK, per message
+        # Where the SLO budget goes (docs/operations.md, "Where a class waits"): ingest →
+        # taken into the buffer, and ingest → leased to a worker, per class.
+        stages = metrics.bulk_histogram(
+            "eventgw_orchestrator_stage_latency_seconds",
+            "ingest to a read-path stage (intake: taken into the buffer; leased: handed to "
+            "a worker), by class",
+            ["class", "stage"],
+        )
+        self._m_intake = {p: stages.labels(class_label(p), "intake").observe for p in Priority}
+        self._m_leased = {p: stages.labels(class_label(p), "leased").observe for p in Priority}
         self.lane_of_topic: dict[str, BufferLane] = {
             topics.p30: "p30",
             topics.p20: "p20",
@@ -227,6 +238,8 @@ class Dispatcher:
         priority_of = _PRIORITY_OF
         new_event = pb.EventData
         finished_before, early = self._finished_before, self._early_acks
+        observe_intake = self._m_intake
+        now_ms = self._now_ms()
         for r in records:
             topic, partition, offset, value = r.topic, r.partition, r.offset, r.value
             lane = lane_of_topic.get(topic)
@@ -249,18 +262,23 @@ class Dispatcher:
                 self._dead_letter_undecodable(r, lane)
                 continue
             task_id = f"{topic}/{partition}/{offset}"  # make_task_id, inlined: per record
+            priority = priority_of.get(event.priority, _P10)
+            ingested_ms = event.ingested_at_ms
             task = BufferedTask(
                 task_id,
                 topic,
                 partition,
                 offset,
                 lane,
-                priority_of.get(event.priority, _P10),
-                event.slo_deadline_ms or event.ingested_at_ms,
-                event.ingested_at_ms,
+                priority,
+                event.slo_deadline_ms or ingested_ms,
+                ingested_ms,
                 value,
                 event.attempt,
             )
+            if lane != "retry":  # a retried record's ingest time includes its retry delay
+                waited_ms = now_ms - ingested_ms
+                observe_intake[priority](waited_ms / 1000 if waited_ms > 0 else 0.0)
             # The second tier, for the SLO counts: the offload lane's events, and theirs
             # retried (EventData.offloaded); read only there, not per class-lane record.
             if lane == "offload" or (lane == "retry" and event.offloaded):
@@ -419,6 +437,12 @@ class Dispatcher:
             backlog = buffer.ready_count()
             for message in task_batches(tasks, index, backlog, now_wall, now_mono):
                 session.push(message)
+            now_ms = self._now_ms()
+            observe_leased = self._m_leased
+            for t in tasks:
+                if t.delivery_count == 1 and t.lane != "retry":  # first lease of a lane record
+                    waited_ms = now_ms - t.ingested_at_ms
+                    observe_leased[t.priority](waited_ms / 1000 if waited_ms > 0 else 0.0)
             for lane, n in Counter(t.lane for t in tasks).items():  # counted in C
                 self._m_dispatched[lane].inc(n)
         if buffer.has_ready():

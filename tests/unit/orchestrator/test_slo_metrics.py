@@ -97,6 +97,33 @@ async def test_acks_count_as_met_or_missed_per_class_and_tier_with_their_latency
     assert (stats["P10"].offloaded_slo_met, stats["P10"].offloaded_slo_missed) == (1, 0)
 
 
+async def test_stage_latency_splits_ingest_to_intake_and_to_the_first_lease():
+    """intake = ingest → taken into the buffer; leased = ingest → first handed to a worker
+    (intake plus the wait for credit). A delivery after a returned lease is not counted."""
+    f = Fixture()
+    f.d.add_records([record(f, Priority.P30, 0, age_s=0.3, lane="p30", offloaded=False)])
+    f.clock.advance(2.0)  # no worker yet: the task waits for credit
+    session = f.d.open_session("w1")
+    f.d.grant(session, 1)
+    assert len(await sent_tasks(session)) == 1
+    f.d.close_session(session)  # the worker went away: its lease returns, delivery 1 kept
+    again = f.d.open_session("w2")
+    f.d.grant(again, 1)
+    [task] = await sent_tasks(again)
+    assert task.delivery_count == 2
+
+    got = scrape(f)
+    name = "eventgw_orchestrator_stage_latency_seconds"
+
+    def cumulative(stage: str, le: str) -> float:
+        return value(got, f"{name}_bucket", **{"class": "P30", "stage": stage, "le": le})
+
+    assert value(got, f"{name}_count", **{"class": "P30", "stage": "intake"}) == 1
+    assert (cumulative("intake", "0.25"), cumulative("intake", "0.5")) == (0, 1)  # 0.3 s
+    assert value(got, f"{name}_count", **{"class": "P30", "stage": "leased"}) == 1
+    assert (cumulative("leased", "2.5"), cumulative("leased", "1.0")) == (1, 0)  # 2.3 s
+
+
 async def test_compact_acks_count_like_full_results_and_stale_ones_not_at_all():
     # Workers send their ACKs as bare task ids (WorkRequest.acked); those count the same.
     f = Fixture()
