@@ -196,6 +196,58 @@ def _get_json(url: str) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+STAGE_EDGES_S = ("0.1", "0.5", "1.0")
+
+
+def stage_shares(metrics_text: str) -> dict[str, dict[str, dict[str, float]]]:
+    """From the orchestrator's ``eventgw_orchestrator_stage_latency_seconds``: per class and
+    stage, the share of events that reached the stage within each of `STAGE_EDGES_S`
+    (ingest → taken into the buffer, ingest → first leased; docs/operations.md, "Where a
+    class waits")."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[tuple[str, str], dict[str, float]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "eventgw_orchestrator_stage_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                key = (sample.labels["class"], sample.labels["stage"])
+                counts.setdefault(key, {})[sample.labels["le"]] = sample.value
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (cls, stage), buckets in counts.items():
+        total = buckets.get("+Inf", 0.0)
+        if total:
+            out.setdefault(cls, {})[stage] = {
+                le: round(100 * buckets.get(le, 0.0) / total, 2) for le in STAGE_EDGES_S
+            }
+    return out
+
+
+def stage_table(results: list[dict[str, Any]]) -> str:
+    """Where eventgw's events waited: share within 0.1 / 0.5 / 1 s of ingest, per stage."""
+    head = " | ".join(f"{stage} ≤ {le} s" for stage in ("intake", "leased") for le in STAGE_EDGES_S)
+    lines = [f"| round | class | {head} |", "|---|---|" + "---:|" * 2 * len(STAGE_EDGES_S)]
+    for r in results:
+        stages = r.get("notes", {}).get("stages")
+        if r["system"] != "eventgw" or not stages:
+            continue
+        for p in CLASSES:
+            by_stage = stages.get(f"P{p}", {})
+            cells = [
+                f"{by_stage[stage][le]:.2f} %" if stage in by_stage else "-"
+                for stage in ("intake", "leased")
+                for le in STAGE_EDGES_S
+            ]
+            lines.append(f"| {r.get('round', 0)} | P{p} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def fresh_record_path(workdir: Path, system: str) -> str:
     """A record path no earlier round wrote to: event ids repeat across rounds, so a round
     that read the previous round's records took their start times for its own."""
@@ -319,6 +371,9 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path) -> RunData:
         await poller
         with contextlib.suppress(Exception):
             data.notes["orch_stats_end"] = rp.stats()
+            data.notes["stages"] = stage_shares(
+                _get_text(f"http://127.0.0.1:{rp.metrics_port}/metrics")
+            )
             status_end = _get_json(status_url)
             data.notes["status_end"] = status_end
             door = status_end.get("door", {}).get("classes", {})
@@ -738,6 +793,9 @@ def main() -> None:
     finally:
         remove_tree(workdir)
     print(table(results))
+    if any(r.get("notes", {}).get("stages") for r in results):
+        print("\neventgw, where events waited (orchestrator stage latency, whole run):")
+        print(stage_table(results))
     checks = verdict(results, args.capacity)
     for line in checks:
         print(line)
