@@ -7,7 +7,8 @@ Written straight to Kafka, as anything with write access to a topic could:
 - retry topics: bytes that are not an ``EventData`` (to the DLQ), and two events whose
   ``eventgw-retry-at-ms`` is not a time (letters; 5,000 digits): "due now", served once;
 - response topic: bytes that are not ``TaskResults``, and a tombstone: skipped;
-- flow control: ``1e400``, 100,000 nested brackets, bytes that are not UTF-8: skipped;
+- flow control: JSON (what earlier versions wrote), 100,000 nested brackets, bytes that are
+  not a ``FlowControlSignal``: skipped;
 - failed-writes: bytes that are not an ``EventData``, an event whose intended topic is not
   one of ours, and a tombstone: all parked in the DLQ.
 

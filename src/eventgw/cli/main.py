@@ -289,12 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command: Command = args.func  # every subcommand sets it (build_parser)
         return command(args, _settings(args))
-    except ConfigError as exc:
-        print(f"eventgw: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    except UsageError as exc:
+    except UsageError as exc:  # a ConfigError: before it
         action = getattr(args, "action", None) if args.command == "dlq" else None
         print(f"eventgw {args.command}{f' {action}' if action else ''}: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"eventgw: invalid configuration: {exc}", file=sys.stderr)
         return 2
 
 

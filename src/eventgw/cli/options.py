@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from eventgw.core.errors import ConfigError
 from eventgw.dlq.selection import (
     Selection,
     parse_classes,
@@ -31,13 +32,17 @@ MAX_BATCH = 500
 """Records written per batch at most (a batch is the most a crash can duplicate)."""
 
 
-class UsageError(Exception):
-    """A bad option value: the CLI prints ``<option>: <message>`` and exits 2."""
+class UsageError(ConfigError):
+    """A bad option value: the CLI prints ``<option>: <message>`` and exits 2.
+
+    Attributes:
+        option: the option, e.g. ``--class`` (also ``field``, as in every `ConfigError`).
+        message: what is wrong with its value.
+    """
 
     def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"{option}: {message}")
+        super().__init__(option, message)
         self.option = option
-        self.message = message
 
 
 def add_filter_options(parser: argparse.ArgumentParser) -> None:

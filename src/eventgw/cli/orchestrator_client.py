@@ -1,7 +1,7 @@
 """The operator's gRPC call to an orchestrator: ``Stats`` (``eventgw status``).
 
 Synchronous: the CLI has no event loop here. ``grpc`` errors are translated into
-`OrchestratorUnreachable` once, at this edge.
+`OrchestratorUnavailable` once, at this edge.
 """
 
 from __future__ import annotations
@@ -11,29 +11,13 @@ from typing import TYPE_CHECKING
 import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.errors import RetriableError
+from eventgw.core.errors import OrchestratorUnavailable
 from eventgw.grpc_options import client_channel_options
 
 if TYPE_CHECKING:
     from eventgw.grpc_auth import Metadata
 
-__all__ = ["OrchestratorUnreachable", "fetch_stats"]
-
-
-class OrchestratorUnreachable(RetriableError):
-    """An orchestrator did not answer ``Stats``.
-
-    Attributes:
-        target: its ``host:port``.
-        code: the gRPC status name.
-        detail: the server's or transport's explanation.
-    """
-
-    def __init__(self, target: str, code: str, detail: str) -> None:
-        super().__init__(f"orchestrator {target}: {code} {detail}".rstrip())
-        self.target = target
-        self.code = code
-        self.detail = detail
+__all__ = ["fetch_stats"]
 
 
 def fetch_stats(target: str, timeout_s: float, metadata: Metadata) -> pb.StatsResponse:
@@ -45,7 +29,7 @@ def fetch_stats(target: str, timeout_s: float, metadata: Metadata) -> pb.StatsRe
     fails at once.
 
     Raises:
-        OrchestratorUnreachable: no answer in time, or an error answer.
+        OrchestratorUnavailable: no answer in time, or an error answer.
     """
     with grpc.insecure_channel(target, options=client_channel_options()) as channel:
         stats = channel.unary_unary(
@@ -60,7 +44,7 @@ def fetch_stats(target: str, timeout_s: float, metadata: Metadata) -> pb.StatsRe
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            raise OrchestratorUnreachable(
+            raise OrchestratorUnavailable(
                 target, code.name if code is not None else "UNKNOWN", detail or ""
             ) from exc
     return response

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventgw.cli.orchestrator_client import OrchestratorUnreachable, fetch_stats
+from eventgw.cli.orchestrator_client import fetch_stats
 from eventgw.cli.tools import endpoints, http_json
+from eventgw.core.errors import OrchestratorUnavailable
 from eventgw.grpc_auth import bearer_metadata
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def cmd_status(args: argparse.Namespace, settings: EventGwSettings) -> int:
     for target in orchestrator_targets(settings):
         try:
             stats = fetch_stats(target, _TIMEOUT_S, metadata)
-        except OrchestratorUnreachable as exc:
+        except OrchestratorUnavailable as exc:
             print(f"{'orchestrator':{_NAME_WIDTH}} DOWN  grpc {target} ({exc.code})")
             worst = 1
             continue

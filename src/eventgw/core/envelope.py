@@ -59,6 +59,25 @@ LANE_OF_PRIORITY: Final[dict[Priority, Lane]] = {
     Priority.P20: "p20",
     Priority.P10: "p10",
 }
+
+
+def to_pb_lane(lane: BufferLane) -> pb.Lane:
+    """The wire enum value of ``lane``: its position in `BUFFER_LANES` plus one (``pb.Lane``)."""
+    return cast("pb.Lane", BUFFER_LANES.index(lane) + 1)
+
+
+def from_pb_lane(value: int) -> BufferLane:
+    """The lane of a wire ``pb.Lane`` value.
+
+    Raises:
+        ValueError: ``value`` is not a lane (0 is LANE_UNSPECIFIED; a larger number may be a
+            lane of a newer writer).
+    """
+    if not 0 < value <= len(BUFFER_LANES):
+        raise ValueError(f"unknown lane number {value}: expected 1 to {len(BUFFER_LANES)}")
+    return BUFFER_LANES[value - 1]
+
+
 DEFAULT_LANE_SHARES: Final[dict[BufferLane, float]] = {
     "p10": 0.2,
     "p20": 0.5,

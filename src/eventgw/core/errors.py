@@ -1,16 +1,31 @@
 """The eventgw exception tree, classified by what the caller does next.
 
+Every error the product raises on purpose is a class of this tree. Those defined next to the
+one adapter that raises them name their module; the rest are defined here.
+tests/unit/core/test_errors.py checks this drawing against the classes.
+
 EventGwError
-├── InvalidEvent          permanent: reject (400 / INVALID_ARGUMENT), never retry
-│   └── PayloadTooLarge   413 / INVALID_ARGUMENT
-├── Unauthenticated       401 / UNAUTHENTICATED
-├── PermissionDenied      403 / PERMISSION_DENIED: the key may not write this; never retry
-├── RetriableError        retried with bounded backoff (retriable = True)
-│   └── NotDurable        no store took the event: the sender must retry
-├── Backpressure          slow down: 429 / RESOURCE_EXHAUSTED
-│   ├── BufferFull
-│   └── TooManyInFlight
-└── ConfigError           raised only at start-up or on a refused dynamic update
+├── InvalidEvent              permanent: reject (400 / INVALID_ARGUMENT), never retry
+│   ├── PayloadTooLarge       413 / INVALID_ARGUMENT
+│   └── UnsupportedMediaType  415: the body is not application/json
+├── Unauthenticated           401 / UNAUTHENTICATED: no valid API key
+├── PermissionDenied          403 / PERMISSION_DENIED: the key may not write this; never retry
+├── CorruptBackup (core.backup_codec)  a backup object is damaged or unsigned: keep it, alert
+├── BackupNotFound (backup.store)  no object with that key (already deleted)
+├── ScanError (kafka.scanner)  an operator tool cannot read a topic: report it and stop
+├── RetriableError            retried with bounded backoff (retriable = True)
+│   ├── NotDurable            no store took the event: the sender must retry
+│   ├── OrchestratorUnavailable  an orchestrator's Work stream or Stats call failed
+│   ├── PublisherUnavailable (ingest.publisher_client)  the publisher did not answer
+│   ├── BackupUnavailable (backup.store)  the backup store failed an operation
+│   └── ConsumerError (kafka.consumer)  a Kafka consumer call failed
+├── Backpressure              slow down: 429 / RESOURCE_EXHAUSTED (retriable = True)
+│   └── BackupFull (backup.store)  the backup spool is at its size bound
+└── ConfigError               raised only at start-up or on a refused dynamic update
+    └── UsageError (cli.options)  a bad command-line option: exit 2
+
+Backpressure at ingest's door is an answer, not an exception: events are answered DEFERRED
+with a retry hint (docs/flow-control.md, "The door").
 """
 
 from __future__ import annotations
@@ -53,7 +68,17 @@ class UnsupportedMediaType(InvalidEvent):
 
 
 class Unauthenticated(EventGwError):
-    """The request carries no valid API key."""
+    """The request carries no valid API key.
+
+    Attributes:
+        message: what is missing, for humans.
+        field: where the key was looked for (the header or metadata name).
+    """
+
+    def __init__(self, message: str, *, field: str = "authorization") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
 
 
 class PermissionDenied(EventGwError):
@@ -97,12 +122,20 @@ class Backpressure(EventGwError):
     retriable = True
 
 
-class BufferFull(Backpressure):
-    """A bounded buffer has no room left."""
+class OrchestratorUnavailable(RetriableError):
+    """An orchestrator could not be reached, or its stream or call failed.
 
+    Attributes:
+        target: the orchestrator's ``host:port``.
+        code: the gRPC status name.
+        detail: the server's or transport's explanation.
+    """
 
-class TooManyInFlight(Backpressure):
-    """Too many requests are being processed at once."""
+    def __init__(self, target: str, code: str, detail: str) -> None:
+        super().__init__(f"orchestrator {target}: {code} {detail}".rstrip())
+        self.target = target
+        self.code = code
+        self.detail = detail
 
 
 class ConfigError(EventGwError):

@@ -2,88 +2,106 @@
 
 The flow-control topic is written by the orchestrators (`eventgw.orchestrator.flow_control`),
 but anything with write access can put any bytes there, and every ingest process reads every
-record. So a record is decoded into bounded, typed values or refused (`decode` raises only
-ValueError), and a refused record is counted, logged and skipped: one bad record must never
-stop admission control, let alone exit ingest (docs/flow-control.md, "What ingest accepts").
+record. So a record (an ``eventgw.v1.FlowControlSignal``) is decoded into bounded, typed
+values or refused (`decode` raises only ValueError), and a refused record is counted, logged
+and skipped: one bad record must never stop admission control, let alone exit ingest
+(docs/flow-control.md, "What ingest accepts").
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+import math
+from typing import TYPE_CHECKING, Final
 
-import msgspec
+from google.protobuf.message import DecodeError
 
-from eventgw.core.envelope import Priority
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.core.envelope import Priority, from_pb_lane
 from eventgw.ingest.slo_service import FlowSignal
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Iterable
 
-    from eventgw.ingest.slo_service import SloService
+    from eventgw.core.envelope import BufferLane
+    from eventgw.ingest.slo_service import SignalAction, SloService
     from eventgw.kafka.consumer import PartitionReader
     from eventgw.metrics.backend import Metrics
 
 logger = logging.getLogger(__name__)
 
 MAX_SIGNAL_BYTES: Final = 4096
-"""A signal is about 200 bytes; a larger record is refused before it is parsed."""
+"""A signal is about 40 bytes; a larger record is refused before it is parsed."""
 
 _MAX_WALL_MS: Final = 10**15  # a wall-clock ms value has 13 digits; 15 or more is not a time
 _MAX_INDEX: Final = 1_000_000
 _MAX_LANES: Final = 16
-_MAX_DEPTH: Final = 2**63 - 1  # an int64, as the orchestrator counts it
-_MAX_ERROR_CHARS: Final = 200
-
-_Lane = Annotated[str, msgspec.Meta(max_length=32)]
-
-
-class _SignalDoc(msgspec.Struct):
-    """The record's JSON, as `eventgw.orchestrator.flow_control.encode` writes it.
-
-    Unknown fields (``reason``, anything a newer orchestrator adds) are ignored. msgspec
-    refuses numbers out of range (``1e400``, integers past 64 bits) and JSON has no NaN.
-    """
-
-    orchestrator_index: Annotated[int, msgspec.Meta(ge=0, le=_MAX_INDEX)]
-    priority: Annotated[str, msgspec.Meta(max_length=8)] = msgspec.field(name="class")
-    action: Literal["INCREASE", "DECREASE"]
-    queue_depth: Annotated[int, msgspec.Meta(ge=0, le=_MAX_DEPTH)]
-    oldest_ready_age_s: Annotated[float, msgspec.Meta(ge=0)]
-    emitted_at_ms: Annotated[int, msgspec.Meta(ge=0, lt=_MAX_WALL_MS)]
-    paused_lanes: Annotated[list[_Lane], msgspec.Meta(max_length=_MAX_LANES)] = msgspec.field(
-        default_factory=list
-    )
-
-
-_DECODER = msgspec.json.Decoder(_SignalDoc)
+_ACTIONS: Final[dict[int, SignalAction]] = {
+    pb.FLOW_ACTION_INCREASE: "INCREASE",
+    pb.FLOW_ACTION_DECREASE: "DECREASE",
+}
 
 
 def decode(value: bytes) -> FlowSignal:
-    """Parse one flow-control record value into a bounded signal.
+    """Parse one flow-control record value (``eventgw.v1.FlowControlSignal``) into a signal.
+
+    Protobuf parses many byte strings that were never a signal (the empty string is a
+    message with every field at its default), so every field is checked as well: the class
+    and action must be set and known, the numbers in range. Unknown fields (anything a newer
+    orchestrator adds) are ignored; so are lane numbers this version does not know.
 
     Raises:
-        ValueError: the value is not a signal (too large, not UTF-8 JSON, nested too deeply,
-            a number out of range, a wrong type, a missing field, an unknown class or action).
-            Nothing else: every failure of the decoder is turned into this.
+        ValueError: the value is not a signal (too large, not a FlowControlSignal -- the JSON
+            records of earlier versions among them --, a number out of range, an unknown or
+            missing class or action). Nothing else: every failure of the parser is turned
+            into this.
     """
     if len(value) > MAX_SIGNAL_BYTES:
         raise ValueError(f"{len(value)} bytes is over the limit of {MAX_SIGNAL_BYTES}")
+    msg = pb.FlowControlSignal()
     try:
-        doc = _DECODER.decode(value)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError, and a ValueError
-        raise ValueError(str(exc)[:_MAX_ERROR_CHARS]) from None
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        msg.ParseFromString(value)
+    except DecodeError as exc:
+        raise ValueError(f"not a FlowControlSignal: {exc}") from None
+    if msg.priority not in _PRIORITIES:
+        raise ValueError(f"priority: unknown SLO class {msg.priority}")
+    action = _ACTIONS.get(msg.action)
+    if action is None:
+        raise ValueError(f"action: {msg.action} is neither INCREASE nor DECREASE")
+    if msg.orchestrator_index > _MAX_INDEX:
+        raise ValueError(f"orchestrator_index: {msg.orchestrator_index} is over {_MAX_INDEX}")
+    if msg.queue_depth < 0:
+        raise ValueError(f"queue_depth: {msg.queue_depth} is negative")
+    age = msg.oldest_ready_age_s
+    if not (math.isfinite(age) and age >= 0):
+        raise ValueError(f"oldest_ready_age_s: {age} is not a finite number >= 0")
+    if not 0 < msg.emitted_at_ms < _MAX_WALL_MS:
+        raise ValueError(f"emitted_at_ms: {msg.emitted_at_ms} is not a wall-clock time")
+    if len(msg.paused_lanes) > _MAX_LANES:
+        raise ValueError(f"paused_lanes: {len(msg.paused_lanes)} is over {_MAX_LANES}")
     return FlowSignal(
-        priority=Priority.parse(doc.priority),
-        action=doc.action,
-        orchestrator_index=doc.orchestrator_index,
-        queue_depth=doc.queue_depth,
-        oldest_ready_age_s=doc.oldest_ready_age_s,
-        paused_lanes=frozenset(doc.paused_lanes),
-        emitted_at_ms=doc.emitted_at_ms,
+        priority=Priority(msg.priority),
+        action=action,
+        orchestrator_index=msg.orchestrator_index,
+        queue_depth=msg.queue_depth,
+        oldest_ready_age_s=age,
+        paused_lanes=_known_lanes(msg.paused_lanes),
+        emitted_at_ms=msg.emitted_at_ms,
     )
+
+
+_PRIORITIES: Final = frozenset(int(p) for p in Priority)
+
+
+def _known_lanes(numbers: Iterable[int]) -> frozenset[BufferLane]:
+    lanes: set[BufferLane] = set()
+    for number in numbers:
+        try:
+            lanes.add(from_pb_lane(number))
+        except ValueError:
+            continue  # a lane of a newer orchestrator: informational only, not worth refusing
+    return frozenset(lanes)
 
 
 class FlowControlListener:

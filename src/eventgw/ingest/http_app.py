@@ -24,6 +24,7 @@ from eventgw.core.errors import (
     InvalidEvent,
     PayloadTooLarge,
     PermissionDenied,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 from eventgw.ingest.grants import KeyRing
@@ -112,6 +113,8 @@ def error_body(code: ErrorCode, field: str, message: str) -> bytes:
 
 
 class _HttpError(Exception):
+    """An HTTP-only refusal with no meaning outside this app (408: the body was too slow)."""
+
     def __init__(
         self, status: int, code: ErrorCode, field: str, message: str, *, close: bool = False
     ) -> None:
@@ -269,11 +272,9 @@ class IngestHttpApp:
             given = api_key or (auth[7:] if auth[:7].lower() == b"bearer " else b"")
             grant = self._keys.grant_of(given)
             if grant is None:
-                raise _HttpError(
-                    401,
-                    "unauthenticated",
-                    "authorization",
+                raise Unauthenticated(
                     "missing or invalid API key (Authorization: Bearer <key> or X-Api-Key)",
+                    field="authorization",
                 )
         media = content_type.split(b";", 1)[0].strip().lower()
         if media != b"application/json":
@@ -356,6 +357,9 @@ class IngestHttpApp:
                 else ("unsupported_media_type" if exc.status == 415 else "invalid_argument")
             )
             await self._respond(send, exc.status, error_body(code, exc.field, exc.message))
+            return
+        except Unauthenticated as exc:
+            await self._respond(send, 401, error_body("unauthenticated", exc.field, exc.message))
             return
         except _HttpError as exc:
             await self._respond(

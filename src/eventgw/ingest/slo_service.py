@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from eventgw.config.admission import AimdConfig, AimdParams, ClassName
     from eventgw.core.clock import Clock
+    from eventgw.core.envelope import BufferLane
 
 SignalAction = Literal["INCREASE", "DECREASE"]
 SignalOutcome = Literal[
@@ -80,7 +81,7 @@ class FlowSignal:
     orchestrator_index: int
     queue_depth: int
     oldest_ready_age_s: float
-    paused_lanes: frozenset[str]
+    paused_lanes: frozenset[BufferLane]
     emitted_at_ms: int  # wall clock of the orchestrator
 
     def __post_init__(self) -> None:

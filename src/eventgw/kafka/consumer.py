@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka
 import msgspec
 
+from eventgw.core.errors import RetriableError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -93,8 +95,8 @@ def to_records(messages: list[Any]) -> list[ConsumedRecord]:
     return [r for r in map(to_record, messages) if r is not None]
 
 
-class ConsumerError(Exception):
-    """A consumer call failed (translated from KafkaException)."""
+class ConsumerError(RetriableError):
+    """A consumer call failed (translated from KafkaException); the caller tries again later."""
 
 
 class BatchConsumer:

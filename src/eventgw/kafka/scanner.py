@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import confluent_kafka
 import msgspec
 
+from eventgw.core.errors import EventGwError
 from eventgw.kafka.consumer import message_headers
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class ScannedRecord(msgspec.Struct, frozen=True, gc=False):
     headers: Headers
 
 
-class ScanError(Exception):
+class ScanError(EventGwError):
     """A topic could not be read (missing, unreachable, or no progress): which one, and why.
 
     Attributes:

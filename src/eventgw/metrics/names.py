@@ -26,9 +26,10 @@ MetricName = Literal[
     # gauge, events; taken by the door and not yet answered. Near ingest.max_in_flight_events
     # x the P10 share: P10 is being deferred — the publisher or Kafka is slow, or scale out.
     "eventgw_ingest_in_flight_events",
-    # counter, records; flow-control records that are not signals (not JSON, too large, a
-    # number out of range, a wrong type), skipped. Any rise: something other than the
-    # orchestrators writes to the flow-control topic — read flow_control.invalid in the logs.
+    # counter, records; flow-control records that are not signals (not a FlowControlSignal,
+    # too large, a field missing or out of range), skipped. Any rise: something other than
+    # the orchestrators (or an orchestrator older than the protobuf record) writes to the
+    # flow-control topic — read flow_control.invalid in the logs.
     "eventgw_ingest_flow_control_invalid_total",
     # counter, requests; labels code. 5xx rising: the publisher or Kafka is failing (a 503
     # also counts requests refused past ingest.max_http_connections). 408/431 rising: clients

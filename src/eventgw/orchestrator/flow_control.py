@@ -20,13 +20,19 @@ buffer statistics and returns signals; the service publishes them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
-from eventgw.core.envelope import LANE_OF_PRIORITY, SLO_SECONDS, Priority
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.core.envelope import (
+    LANE_OF_PRIORITY,
+    SLO_SECONDS,
+    Priority,
+    to_pb_lane,
+    to_pb_priority,
+)
 from eventgw.core.lifecycle import sleep_or_stop
 
 if TYPE_CHECKING:
@@ -97,20 +103,29 @@ def evaluate(
 
 
 def encode(signal: Signal, emitted_at_ms: int) -> bytes:
-    """The flow-control record value: a small JSON object (readable with any Kafka tool)."""
-    return json.dumps(
-        {
-            "orchestrator_index": signal.orchestrator_index,
-            "class": signal.priority.name,
-            "action": signal.action,
-            "queue_depth": signal.queue_depth,
-            "oldest_ready_age_s": round(signal.oldest_ready_age_s, 3),
-            "paused_lanes": sorted(signal.paused_lanes),
-            "reason": signal.reason,
-            "emitted_at_ms": emitted_at_ms,
-        },
-        separators=(",", ":"),
-    ).encode()
+    """The flow-control record value: a serialized ``eventgw.v1.FlowControlSignal``.
+
+    The message is defined once in proto/eventgw/v1/eventgw.proto; ingest decodes the same
+    message (`eventgw.ingest.flow_control.decode`).
+    """
+    msg = pb.FlowControlSignal(
+        orchestrator_index=signal.orchestrator_index,
+        priority=to_pb_priority(signal.priority),
+        action=_ACTIONS[signal.action],
+        queue_depth=signal.queue_depth,
+        oldest_ready_age_s=signal.oldest_ready_age_s,
+        paused_lanes=[to_pb_lane(lane) for lane in sorted(signal.paused_lanes)],
+        reason=signal.reason,
+        emitted_at_ms=emitted_at_ms,
+    )
+    value: bytes = msg.SerializeToString()
+    return value
+
+
+_ACTIONS: Final[dict[Action, pb.FlowAction]] = {
+    "INCREASE": pb.FLOW_ACTION_INCREASE,
+    "DECREASE": pb.FLOW_ACTION_DECREASE,
+}
 
 
 class Producer(Protocol):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 import grpc
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.errors import RetriableError
+from eventgw.core.errors import OrchestratorUnavailable
 from eventgw.core.lifecycle import wait_any
 from eventgw.core.retry import Backoff
 from eventgw.grpc_options import client_channel_options
@@ -65,22 +65,6 @@ response topic."""
 _METHOD: Final = "/eventgw.v1.Orchestrator/Work"
 # What a stream raises when it fails or was ended by the other side.
 _STREAM_ERRORS: Final = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
-
-
-class OrchestratorUnavailable(RetriableError):
-    """An orchestrator could not be reached, or its stream failed.
-
-    Attributes:
-        target: the orchestrator's ``host:port``.
-        code: the gRPC status name.
-        detail: the server's or transport's explanation.
-    """
-
-    def __init__(self, target: str, code: str, detail: str) -> None:
-        super().__init__(f"orchestrator {target}: {code} {detail}".rstrip())
-        self.target = target
-        self.code = code
-        self.detail = detail
 
 
 class LinkState(enum.Enum):

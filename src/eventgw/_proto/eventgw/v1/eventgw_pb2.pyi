@@ -31,6 +31,21 @@ class ResultKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NACK: _ClassVar[ResultKind]
     RELEASE: _ClassVar[ResultKind]
     REJECT: _ClassVar[ResultKind]
+
+class Lane(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LANE_UNSPECIFIED: _ClassVar[Lane]
+    LANE_P30: _ClassVar[Lane]
+    LANE_P20: _ClassVar[Lane]
+    LANE_P10: _ClassVar[Lane]
+    LANE_OFFLOAD: _ClassVar[Lane]
+    LANE_RETRY: _ClassVar[Lane]
+
+class FlowAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FLOW_ACTION_UNSPECIFIED: _ClassVar[FlowAction]
+    FLOW_ACTION_INCREASE: _ClassVar[FlowAction]
+    FLOW_ACTION_DECREASE: _ClassVar[FlowAction]
 PRIORITY_UNSPECIFIED: Priority
 P10: Priority
 P20: Priority
@@ -47,6 +62,15 @@ ACK: ResultKind
 NACK: ResultKind
 RELEASE: ResultKind
 REJECT: ResultKind
+LANE_UNSPECIFIED: Lane
+LANE_P30: Lane
+LANE_P20: Lane
+LANE_P10: Lane
+LANE_OFFLOAD: Lane
+LANE_RETRY: Lane
+FLOW_ACTION_UNSPECIFIED: FlowAction
+FLOW_ACTION_INCREASE: FlowAction
+FLOW_ACTION_DECREASE: FlowAction
 
 class EventData(_message.Message):
     __slots__ = ("event_id", "company_id", "source_name", "statistic_key", "payload", "priority", "ingested_at_ms", "slo_deadline_ms", "request_id", "attempt", "offloaded", "intended_cluster", "intended_topic")
@@ -311,3 +335,23 @@ class StatsResponse(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerSessionStats]
     serving: bool
     def __init__(self, index: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., buffer_bytes: _Optional[int] = ..., buffer_budget_bytes: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerSessionStats, _Mapping]]] = ..., serving: _Optional[bool] = ...) -> None: ...
+
+class FlowControlSignal(_message.Message):
+    __slots__ = ("orchestrator_index", "priority", "action", "queue_depth", "oldest_ready_age_s", "paused_lanes", "reason", "emitted_at_ms")
+    ORCHESTRATOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_READY_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_LANES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EMITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    orchestrator_index: int
+    priority: Priority
+    action: FlowAction
+    queue_depth: int
+    oldest_ready_age_s: float
+    paused_lanes: _containers.RepeatedScalarFieldContainer[Lane]
+    reason: str
+    emitted_at_ms: int
+    def __init__(self, orchestrator_index: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., action: _Optional[_Union[FlowAction, str]] = ..., queue_depth: _Optional[int] = ..., oldest_ready_age_s: _Optional[float] = ..., paused_lanes: _Optional[_Iterable[_Union[Lane, str]]] = ..., reason: _Optional[str] = ..., emitted_at_ms: _Optional[int] = ...) -> None: ...
