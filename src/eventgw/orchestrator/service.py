@@ -330,8 +330,8 @@ class OrchestratorService:
         )
         add_to_server(OrchestratorServicer(d), server.server)
         try:
-            for consumer in group_consumers:
-                await consumer.start()
+            # Together: members that join at once share one rebalance.
+            await asyncio.gather(*(consumer.start() for consumer in group_consumers))
             await results.start()
             # After a move, the same port again: the workers' addresses do not change.
             port = self.grpc_port if self.grpc_port is not None else o.grpc_port
