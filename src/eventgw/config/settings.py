@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
+import tomllib  # TOMLDecodeError: what TomlConfigSettingsSource raises on a syntax error
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -29,6 +29,7 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
+    TomlConfigSettingsSource,
 )
 
 from eventgw.config.ingest_security import IngestTlsSettings, TenantKey, is_loopback
@@ -779,8 +780,16 @@ def load_settings(path: Path | None = None) -> EventGwSettings:
     file_path = path or (Path(env_file) if env_file else None)
     data: dict[str, Any] = {}
     if file_path is not None:
+        # The file's values go in as init values, which sit below the environment
+        # (settings_customise_sources). The source is built here rather than listed there
+        # because its path is chosen per call (--settings or $EVENTGW_SETTINGS_FILE), and
+        # pydantic-settings takes a run-time path only through the source's constructor.
+        # It skips a file that is not there; a named settings file that is absent is refused.
+        if not file_path.is_file():
+            reason = "not a file" if file_path.exists() else "no such file"
+            raise ConfigError("settings_file", f"{file_path}: {reason}")
         try:
-            data = tomllib.loads(file_path.read_bytes().decode("utf-8"))
+            data = TomlConfigSettingsSource(EventGwSettings, toml_file=file_path)()
         except OSError as exc:
             raise ConfigError("settings_file", f"{file_path}: {exc}") from exc
         except UnicodeDecodeError as exc:

@@ -285,6 +285,12 @@ def test_unreadable_or_malformed_file_is_a_settings_file_error(tmp_path: Path) -
     with pytest.raises(ConfigError) as missing:
         load_settings(tmp_path / "absent.toml")
     assert missing.value.field == "settings_file"
+    assert "absent.toml: no such file" in missing.value.message
+    # pydantic-settings' TOML source skips a path that is not a file; a named one is refused.
+    with pytest.raises(ConfigError) as directory:
+        load_settings(tmp_path)
+    assert directory.value.field == "settings_file"
+    assert "not a file" in directory.value.message
     with pytest.raises(ConfigError) as malformed:
         load_settings(write(tmp_path, "[ingest\nhttp_port = 1\n"))
     assert malformed.value.field == "settings_file"
