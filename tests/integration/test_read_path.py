@@ -286,12 +286,13 @@ async def test_nack_long_delay_walks_retry_topics_then_dlq(
 ) -> None:
     """Retry(delay=90) every time: 60s → 120s → 240s → 480s topics, held until due, then DLQ."""
     bootstrap = kafka_broker.bootstrap
-    scale = 0.02
+    scale = 0.01
     events = [make_event(f"long-{i}", Priority.P20, company=f"c{i}") for i in range(3)]
     ids = {e.event_id for e in events}
     await asyncio.to_thread(produce, bootstrap, topics, events)
+    # The lease is scaled too: 120 s keeps it at 1.2 s, as long as the delays' first step.
     settings = read_settings(
-        bootstrap, topics, orchestrator={"time_scale": scale, "max_attempts": 5}
+        bootstrap, topics, orchestrator={"time_scale": scale, "lease_s": 120, "max_attempts": 5}
     )
 
     def always_fail(event: pb.EventData) -> None:
@@ -302,7 +303,7 @@ async def test_nack_long_delay_walks_retry_topics_then_dlq(
     async with running(orchestrator):
         processor = processor_for(settings, [orchestrator_address(orchestrator)], recorder)
         async with running(processor):
-            # 1.2 + 2.4 + 4.8 + 9.6 s of retry delays, then the DLQ.
+            # 0.6 + 1.2 + 2.4 + 4.8 s of retry delays, then the DLQ.
             await recorder.wait_for(lambda: len(recorder.calls) >= 15, 45, "5 attempts each")
             dlq = await asyncio.to_thread(read_records, bootstrap, topics.dlq, expect=3)
             await wait_lag_zero(bootstrap, settings.orchestrator.group_id, lane_topics(topics))
@@ -534,7 +535,9 @@ async def test_hung_processor_leases_expire_and_are_served_again(
                 await wait_lag_zero(bootstrap, settings.orchestrator.group_id, lane_topics(topics))
             expired = d.counters["p20"].expired
         finally:
-            os.kill(slow.pid, signal.SIGCONT)
+            # Killed while frozen: its handlers never return, so a SIGTERM at teardown would
+            # wait out the drain and the 20 s before the fixture's SIGKILL.
+            await slow.kill9()
     first_call: dict[str, float] = {}
     for event_id, _, mono, _ in recorder.calls:
         first_call.setdefault(event_id, mono)
