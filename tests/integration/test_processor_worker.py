@@ -31,7 +31,7 @@ from eventgw.config.settings import (
 )
 from eventgw.core.retry import Backoff
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from eventgw.processor import Command, ProcessorService, Reject, Retry
+from eventgw.processor import Command, ProcessorService, Reject, Retry, link
 from eventgw.processor.worker import WorkerState
 from tests.fixtures.credentials import with_stack_credentials
 from tests.fixtures.stack import read_topic
@@ -522,7 +522,19 @@ async def test_dry_run_shows_and_releases_without_calling_the_handler():
 # --- (5) results a stream could not take (real Kafka) -----------------------------------
 
 
+@pytest.fixture
+def quick_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results of a lost stream go to the response topic after 1 s, not `FALLBACK_AFTER_S`.
+
+    These tests prove where such results land; how long they first wait for their
+    orchestrator to come back does not change that, and 10 s of it per test was waiting.
+    """
+    assert link.FALLBACK_AFTER_S > 1.0
+    monkeypatch.setattr(link, "FALLBACK_AFTER_S", 1.0)
+
+
 @pytest.mark.kafka
+@pytest.mark.usefixtures("quick_fallback")
 async def test_results_of_a_lost_stream_go_to_the_response_topic(kafka_broker, new_topic):
     """The orchestrator goes away while handlers run: results land on partition = its index."""
     response = new_topic(partitions=2)
@@ -922,6 +934,7 @@ async def test_nothing_is_sent_on_a_new_stream_before_its_welcome_names_the_flee
 
 
 @pytest.mark.kafka
+@pytest.mark.usefixtures("quick_fallback")
 async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
     kafka_broker, kafka_broker_2, new_topic
 ):

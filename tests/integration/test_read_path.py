@@ -289,11 +289,12 @@ async def test_nack_long_delay_walks_retry_topics_then_dlq(
 ) -> None:
     """Retry(delay=90) every time: 60s → 120s → 240s → 480s topics, held until due, then DLQ."""
     bootstrap = kafka_broker.bootstrap
-    scale = 0.02
+    scale = 0.01
     events = [make_event(f"long-{i}", Priority.P20, company=f"c{i}") for i in range(3)]
     ids = {e.event_id for e in events}
     await asyncio.to_thread(produce, bootstrap, topics, events)
-    settings = read_settings(bootstrap, topics, orchestrator={"max_attempts": 5})
+    # The lease is scaled too: 120 s keeps it at 1.2 s, as long as the delays' first step.
+    settings = read_settings(bootstrap, topics, orchestrator={"lease_s": 120, "max_attempts": 5})
 
     def always_fail(event: pb.EventData) -> None:
         raise Retry(delay=90, reason=f"downstream down (attempt {event.attempt})")
@@ -303,7 +304,7 @@ async def test_nack_long_delay_walks_retry_topics_then_dlq(
     async with running(orchestrator):
         processor = processor_for(settings, [orchestrator_address(orchestrator)], recorder)
         async with running(processor):
-            # 1.2 + 2.4 + 4.8 + 9.6 s of retry delays, then the DLQ.
+            # 0.6 + 1.2 + 2.4 + 4.8 s of retry delays, then the DLQ.
             await recorder.wait_for(lambda: len(recorder.calls) >= 15, 45, "5 attempts each")
             dlq = await asyncio.to_thread(read_records, bootstrap, topics.dlq, expect=3)
             await wait_lag_zero(bootstrap, settings.orchestrator.group_id, lane_topics(topics))
@@ -535,7 +536,9 @@ async def test_hung_processor_leases_expire_and_are_served_again(
                 await wait_lag_zero(bootstrap, settings.orchestrator.group_id, lane_topics(topics))
             expired = d.counters["p20"].expired
         finally:
-            os.kill(slow.pid, signal.SIGCONT)
+            # Killed while frozen: its handlers never return, so a SIGTERM at teardown would
+            # wait out the drain and the 20 s before the fixture's SIGKILL.
+            await slow.kill9()
     first_call: dict[str, float] = {}
     for event_id, _, mono, _ in recorder.calls:
         first_call.setdefault(event_id, mono)
@@ -559,7 +562,11 @@ async def test_surviving_orchestrator_takes_over_partitions(
     settings = read_settings(bootstrap, topics, orchestrator={"index": 0, "number_of_replicas": 2})
     group = settings.orchestrator.group_id
     orch1 = subprocess_orchestrator(settings, index=1, replicas=2)
-    other = components("orchestrator", orchestrator_env(bootstrap, topics, orch1))
+    env = orchestrator_env(bootstrap, topics, orch1)
+    # The broker's least session (group.min.session.timeout.ms), not eventgw's 10 s: the
+    # group drops the killed replica 4 s sooner; what happens then is the same.
+    env["EVENTGW_KAFKA__PRIMARY__CLIENT_OVERRIDES"] = json.dumps({"session.timeout.ms": "6000"})
+    other = components("orchestrator", env)
     await other.start()
     await wait_http_ready(f"http://127.0.0.1:{orch1.metrics_port}/readyz", other)
     all_lanes = {(t, p) for t in lane_topics(topics) for p in range(topics.partitions)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
     from eventgw.kafka.local_broker import LocalBroker
 
 pytestmark = pytest.mark.kafka
+
+KILLED_SESSION_MS = 6_000
+"""Replica 3's consumer session: how long after the kill the group drops it."""
+AFTER_TAKEOVER_S = 2.0
+"""The load goes on this long once replica 2 holds replica 3's partitions."""
 
 
 @pytest.fixture
@@ -85,6 +91,11 @@ async def test_two_orchestrators_per_cluster_three_processors_one_killed(
     killed = subprocess_orchestrator(settings, index=3, replicas=4)
     env = orchestrator_env(clusters.primary, clusters.topics, killed)
     env["EVENTGW_KAFKA__ROLLOUT__BOOTSTRAP_SERVERS"] = clusters.rollout
+    # The broker's least session (group.min.session.timeout.ms), not eventgw's 10 s: the
+    # group notices the dead replica 4 s sooner; what happens then is the same.
+    env["EVENTGW_KAFKA__ROLLOUT__CLIENT_OVERRIDES"] = json.dumps(
+        {"session.timeout.ms": str(KILLED_SESSION_MS)}
+    )
     env["EVENTGW_ORCHESTRATOR__DYNAMIC_CONFIG_PATH"] = str(clusters.dynamic_config)
     replica3 = Component("orchestrator", env, tmp_path)
     await replica3.start()
@@ -117,9 +128,11 @@ async def test_two_orchestrators_per_cluster_three_processors_one_killed(
                     await replica3.kill9()
                     killed_at = time.monotonic()
                     at_kill = recorder.distinct
-                    # Load goes on past the session timeout (10 s): replica 3's partitions
-                    # take new events while nobody reads them, until replica 2 does.
-                    await asyncio.sleep(12)  # steady load after the kill
+                    # Load goes on past the session timeout: replica 3's partitions take new
+                    # events while nobody reads them, until replica 2 does, and on after.
+                    await wait_members(clusters.rollout, group, {"orchestrator-2"})
+                    took_over_s = time.monotonic() - killed_at
+                    await asyncio.sleep(AFTER_TAKEOVER_S)  # steady load on the survivor
                     stop_load.set()
                 acked = {a.event_id for a in load.acked}
                 await recorder.wait_for(lambda: acked <= set(recorder.counts), 60, "every event")
@@ -138,7 +151,8 @@ async def test_two_orchestrators_per_cluster_three_processors_one_killed(
     on_rollout = sum(1 for a in load.acked if a.cluster == "rollout")
     print(
         f"\n[scale-out kill -9] {n} acknowledged ({on_rollout} on the rollout cluster), "
-        f"{at_kill} processed at the kill; all processed {all_done_s:.1f}s after it; "
+        f"{at_kill} processed at the kill; replica 2 took over {took_over_s:.1f}s after it, "
+        f"all processed {all_done_s:.1f}s after it; "
         f"duplicates={duplicates}; per worker: "
         f"{[p.tasks_handled for p in processors]}"
     )
