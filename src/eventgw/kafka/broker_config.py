@@ -136,7 +136,7 @@ def default_spec(name: str, home: Path) -> BrokerSpec:
 def server_properties(spec: BrokerSpec, admin_password: str | None = None) -> dict[str, str]:
     """Return the broker configuration of ``spec``, its ``extra_props`` applied last.
 
-    Tuned for a fast single-node test cluster: replication factors and min ISR of 1, no
+    Tuned for a fast single-node test cluster: replication factors and min ISR of 1, a short
     initial rebalance delay, few partitions for the internal topics (so the first consumer
     group does not wait for 50 ``__consumer_offsets`` partitions), a short broker session
     (so a restart after a kill registers within seconds) and no auto-created topics, so
@@ -176,7 +176,11 @@ def server_properties(spec: BrokerSpec, admin_password: str | None = None) -> di
         "transaction.state.log.num.partitions": "5",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
+        # A new group's first rebalance waits 300 ms for more members (Kafka's default 3 s):
+        # an orchestrator's two lane readers join within milliseconds of each other and share
+        # it. With 0 the first reader got every P30 partition alone and the second's join
+        # revoked them a heartbeat later: tasks already served were read and served again.
+        "group.initial.rebalance.delay.ms": "300",
         # After a kill -9 the restarted broker cannot register until the controller expires
         # the dead incarnation's session (DUPLICATE_BROKER_REGISTRATION): 9 s by default.
         # Loopback heartbeats inside one JVM do not need that margin.
