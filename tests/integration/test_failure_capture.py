@@ -12,13 +12,18 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.kafka.admin import TopicSpec, ensure_topics
-from tests.fixtures.stack import make_settings, read_topic, start_stack, unique_topics
+from tests.fixtures.read_path import read_records
+from tests.fixtures.stack import make_settings, start_stack, unique_topics
+
+if TYPE_CHECKING:
+    from eventgw.kafka.local_broker import LocalBroker
 
 pytestmark = pytest.mark.kafka
 
@@ -82,9 +87,11 @@ class Sender:
 
 
 def ids_in(bootstrap: str, topics: list[str]) -> Counter[str]:
+    """Event ids (with their counts) of every record in ``topics`` now: read by offset up to
+    each partition's end, no consumer group and no idle wait."""
     found: Counter[str] = Counter()
     for topic in topics:
-        for rec in read_topic(bootstrap, topic, idle_s=1.0, timeout_s=30):
+        for rec in read_records(bootstrap, topic):
             found[pb.EventData.FromString(rec.value).event_id] += 1
     return found
 
@@ -97,12 +104,18 @@ async def wait_all_replayed(
         found = await asyncio.to_thread(ids_in, bootstrap, topics)
         if want <= set(found) or time.monotonic() > deadline:
             return found
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.5)  # the replay has no event to await from here: look again
+
+
+async def start_at_once(*brokers: LocalBroker) -> None:
+    """Start (or restart) ``brokers`` together: each is seconds of a JVM starting."""
+    await asyncio.gather(*(asyncio.to_thread(b.start) for b in brokers))
 
 
 async def test_kill_primary_then_fallback_then_replay_loses_nothing(private_broker, tmp_path):
-    primary = private_broker("primary")
-    fallback = private_broker("fallback")
+    primary, fallback = await asyncio.gather(
+        asyncio.to_thread(private_broker, "primary"), asyncio.to_thread(private_broker, "fallback")
+    )
     topics = unique_topics()
     specs = [TopicSpec(n, topics.partitions) for n in topics.all_topics()]
     for b in (primary, fallback):
@@ -131,8 +144,7 @@ async def test_kill_primary_then_fallback_then_replay_loses_nothing(private_brok
         spool_files = list((tmp_path / "spool").glob("*.egwbak"))
         assert spool_files, "both clusters down: events must be in the local spool"
 
-        await asyncio.to_thread(primary.start)
-        await asyncio.to_thread(fallback.start)
+        await start_at_once(primary, fallback)
         want = set(sender.acked)
         found = await wait_all_replayed(
             primary.bootstrap, [topics.p30, topics.p20], want, timeout_s=120

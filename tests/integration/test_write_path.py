@@ -54,10 +54,12 @@ async def test_each_class_lands_on_its_topic_with_key_value_and_headers(write_st
     expected_topics = [topics.p30, topics.p20, topics.p10]
     assert [r["topic"] for r in results] == expected_topics
 
-    for sent, result, topic in zip(events, results, expected_topics, strict=True):
-        records = await asyncio.to_thread(
-            read_topic, stack.settings.kafka.primary.bootstrap_servers, topic, expect=1
-        )
+    bootstrap = stack.settings.kafka.primary.bootstrap_servers
+    # The three lanes are read at once: each read waits its own idle time for extras.
+    per_lane = await asyncio.gather(
+        *(asyncio.to_thread(read_topic, bootstrap, topic, expect=1) for topic in expected_topics)
+    )
+    for sent, result, records in zip(events, results, per_lane, strict=True):
         assert len(records) == 1
         rec = records[0]
         assert rec.key == sent["company_id"].encode()
@@ -112,13 +114,13 @@ async def test_rollout_share_routes_exactly_the_companies_under_it_and_hot_reloa
     assert {c for c, cl in got.items() if cl == "rollout"} == under
 
     p20 = stack.settings.topics.p20
-    on_rollout = await asyncio.to_thread(
-        read_topic, kafka_broker_2.bootstrap, p20, expect=len(under)
+    on_rollout, on_primary = await asyncio.gather(  # both clusters read at once
+        asyncio.to_thread(read_topic, kafka_broker_2.bootstrap, p20, expect=len(under)),
+        asyncio.to_thread(
+            read_topic, kafka_broker.bootstrap, p20, expect=len(companies) * 2 - len(under)
+        ),
     )
     assert sorted(r.key.decode() for r in on_rollout) == sorted(under)
-    on_primary = await asyncio.to_thread(
-        read_topic, kafka_broker.bootstrap, p20, expect=len(companies) * 2 - len(under)
-    )
     assert len(on_primary) == len(companies) * 2 - len(under)
 
 
