@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+import confluent_kafka
 import httpx
 import pytest
 
@@ -101,9 +102,16 @@ async def wait_all_replayed(
 ) -> Counter[str]:
     deadline = time.monotonic() + timeout_s
     while True:
-        found = await asyncio.to_thread(ids_in, bootstrap, topics)
-        if want <= set(found) or time.monotonic() > deadline:
-            return found
+        try:
+            found = await asyncio.to_thread(ids_in, bootstrap, topics)
+        except confluent_kafka.KafkaException:
+            # A broker just restarted answers NOT_LEADER_FOR_PARTITION until its partitions
+            # have leaders again: not replayed yet, look again (until the deadline).
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if want <= set(found) or time.monotonic() > deadline:
+                return found
         await asyncio.sleep(0.5)  # the replay has no event to await from here: look again
 
 
