@@ -102,8 +102,8 @@ class ConsumerError(RetriableError):
 class BatchConsumer:
     """Subscribes to topics and yields records in batches; commits explicitly.
 
-    At-least-once: nothing is committed implicitly. ``commit(records)`` commits, per
-    partition, the offset after the highest record given, synchronously.
+    At-least-once: nothing is committed implicitly. ``commit_positions`` commits, per
+    partition, the position given (the next offset to read), synchronously.
     """
 
     def __init__(self, config: dict[str, Any], topics: Sequence[str]) -> None:
@@ -124,18 +124,6 @@ class BatchConsumer:
         return to_records(
             await asyncio.to_thread(consume_available, consumer, max_records, timeout_s)
         )
-
-    async def commit(self, records: Sequence[ConsumedRecord]) -> None:
-        """Commit past the highest offset of each partition in ``records`` (synchronous)."""
-        consumer = self._consumer
-        if consumer is None or not records:
-            return
-        positions: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            if r.offset + 1 > positions.get(key, 0):
-                positions[key] = r.offset + 1
-        await self.commit_positions(positions)
 
     async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
         """Commit ``{(topic, partition): next_offset}`` (synchronous).
