@@ -417,6 +417,22 @@ class IngestSettings(_Frozen):
         "up to 80 %, P30 up to all of it; past its share a class's events are answered "
         "DEFERRED with a retry hint (the door, docs/flow-control.md)",
     )
+    door_queue_target_ms: int = Field(
+        default=100,
+        ge=1,
+        le=60_000,
+        description="how much longer than unloaded the write path (ingest → publisher → "
+        "Kafka and back) may take before the door takes fewer P10 and P20 events, so that "
+        'P30 never waits behind a long queue (docs/flow-control.md, "The door")',
+    )
+    door_hold_ms: int = Field(
+        default=10_000,
+        ge=0,
+        le=600_000,
+        description="how long a request without P30 events waits inside ingest for room "
+        "before the events that do not fit are answered DEFERRED (0: never wait; keep it "
+        "below the clients' timeout, 30 s in the client library)",
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="unbound keys: may write any company, source and class (prefer "

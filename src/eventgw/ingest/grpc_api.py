@@ -61,12 +61,9 @@ class IngestServicer:
         door = self._door
         if door is None:
             return await self._ingest(raw, context)
-        if not door.enter():
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "requests: too many in flight, retry after retry-after-ms",
-                trailing_metadata=((RETRY_AFTER_METADATA, str(door.retry_after_ms())),),
-            )
+        # The request is already read: refusing it whole would free no memory (its bound is
+        # the server's maximum_concurrent_rpcs); past the soft bound only its P30 is taken.
+        door.enter_read()
         try:
             return await self._ingest(raw, context)
         finally:

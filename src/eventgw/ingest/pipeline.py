@@ -194,12 +194,18 @@ class IngestPipeline:
         door = self._door
         taken: dict[int, int] = {}  # static wire priority → events still to take (deferring)
         admitted_total = 0
+        taken_at = 0.0
         takes = counts  # events taken per identity
         if door is not None:
             by_class: dict[Priority, int] = {}
             for p, n in zip(statics, counts, strict=True):
                 by_class[p] = by_class.get(p, 0) + n
-            admitted = door.admit(by_class)
+            # Without P30 a request may wait for room (held) rather than be deferred.
+            if Priority.P30 not in by_class and await door.hold(by_class):
+                admitted = by_class
+            else:
+                admitted = door.admit(by_class)
+            taken_at = door.now()
             admitted_total = sum(admitted.values())
             for p, n in by_class.items():
                 if admitted[p] < n:
@@ -253,7 +259,7 @@ class IngestPipeline:
             )
         finally:
             if door is not None:
-                door.release(admitted_total)
+                door.release(admitted_total, taken_at)
 
     async def _publish_taken(
         self,

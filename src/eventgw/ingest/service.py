@@ -203,11 +203,16 @@ class IngestService:
             max_in_flight_events=s.max_in_flight_events,
             max_in_flight_requests=s.max_in_flight_requests,
             monotonic=self._clock.monotonic,
+            queue_target_s=s.door_queue_target_ms / 1000,
+            hold_s=s.door_hold_ms / 1000,
         )
         self.door = door
         self.metrics.gauge(
             "eventgw_ingest_in_flight_events", "events taken and not yet answered"
         ).set_function(lambda: float(door.in_flight_events))
+        self.metrics.gauge(
+            "eventgw_ingest_door_scale", "share of their limits P10 and P20 have now"
+        ).set_function(door.scale)
         pipeline = IngestPipeline(
             classifier=s.classifier(),
             # The SLO service holds the (hot-reloadable) offload_p30 decision itself.

@@ -96,6 +96,16 @@ class DoorStatus(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     refused_requests: Annotated[
         int, _doc("refused whole since start (past twice max_in_flight_requests)")
     ]
+    scale: Annotated[
+        float,
+        _doc(
+            "share of their limits P10 and P20 have now: below 1 while the write path "
+            "queues past ingest.door_queue_target_ms"
+        ),
+    ]
+    unloaded_ms: Annotated[float, _doc("the write path's latency without a queue (estimate)")]
+    held_events: Annotated[int, _doc("events of requests waiting for room now")]
+    held: Annotated[int, _doc("requests that waited for room since start")]
     classes: DoorClasses
 
 

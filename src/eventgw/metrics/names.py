@@ -26,6 +26,11 @@ MetricName = Literal[
     # gauge, events; taken by the door and not yet answered. Near ingest.max_in_flight_events
     # x the P10 share: P10 is being deferred — the publisher or Kafka is slow, or scale out.
     "eventgw_ingest_in_flight_events",
+    # gauge, ratio 0.05-1; the share of their limits the door gives P10 and P20 now. Below 1:
+    # the write path (publisher, Kafka) answers more than ingest.door_queue_target_ms slower
+    # than unloaded, and the door keeps its queue short for P30 — scale the publisher or
+    # Kafka out if it stays low.
+    "eventgw_ingest_door_scale",
     # counter, records; flow-control records that are not signals (not a FlowControlSignal,
     # too large, a field missing or out of range), skipped. Any rise: something other than
     # the orchestrators (or an orchestrator older than the protobuf record) writes to the

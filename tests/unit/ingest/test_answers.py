@@ -6,6 +6,7 @@ BACKED_UP or REJECTED; one FAILED event makes the whole answer 503 / UNAVAILABLE
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -180,8 +181,16 @@ def echo_publisher():
 
 
 def saturated_door() -> Door:
-    """A door with 10 events in flight already (P10's share of 20): P10 is deferred."""
-    door = Door(max_in_flight_events=20, max_in_flight_requests=8, monotonic=FakeClock().monotonic)
+    """A door with 10 events in flight already (P10's share of 20): P10 is deferred.
+
+    ``hold_s=0``: a request without P30 is deferred at once, not held (test_door.py).
+    """
+    door = Door(
+        max_in_flight_events=20,
+        max_in_flight_requests=8,
+        monotonic=FakeClock().monotonic,
+        hold_s=0,
+    )
     door.admit({Priority.P10: 10})
     return door
 
@@ -229,16 +238,36 @@ async def test_grpc_mixed_batch_defers_p10_in_trailing_metadata() -> None:
     assert door.in_flight_requests == 0
 
 
-async def test_grpc_past_the_hard_request_bound_is_refused_whole_with_a_hint() -> None:
+async def test_grpc_past_the_hard_request_bound_still_takes_p30_and_defers_the_rest() -> None:
+    """A gRPC request arrives read: refusing it whole would free nothing, so its P30 goes."""
     door = Door(max_in_flight_events=20, max_in_flight_requests=1, monotonic=FakeClock().monotonic)
     assert door.enter()
-    assert door.enter()
+    assert door.enter()  # at twice the bound: an HTTP request would be refused whole now
     servicer = IngestServicer(SETTINGS, pipeline(echo_publisher(), door))
+    events = [pb.IngestEvent(company_id="acme", source_name=s) for s in ("bulk", "flow", "api")]
+    raw = pb.IngestRequest(events=events).SerializeToString()
     with pytest.raises(Aborted) as info:
-        await servicer.Ingest(grpc_request(1), Context())  # type: ignore[arg-type]
+        await servicer.Ingest(raw, Context())  # type: ignore[arg-type]
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert RESPONSE_METADATA not in info.value.trailing
+    answer = pb.IngestResponse.FromString(info.value.trailing[RESPONSE_METADATA])
+    assert [r.status for r in answer.results] == [pb.DEFERRED, pb.PUBLISHED, pb.DEFERRED]
     assert int(info.value.trailing[RETRY_AFTER_METADATA]) > 0
+    assert door.statistics().refused_requests == 0
+    assert door.in_flight_requests == 2
+
+
+async def test_a_request_without_p30_waits_for_room_and_is_then_published() -> None:
+    door = Door(max_in_flight_events=20, max_in_flight_requests=8, monotonic=FakeClock().monotonic)
+    door.admit({Priority.P10: 10})  # P10's share is full
+    p = pipeline(echo_publisher(), door)
+    task = asyncio.create_task(p.ingest([ValidEvent("acme", "bulk", "", b"{}", None)] * 5))
+    await asyncio.sleep(0.01)
+    assert not task.done(), "waiting inside ingest, not deferred"
+    door.release(10)
+    outcome = await task
+    assert outcome.deferred == 0
+    assert [r[4] for r in outcome.results] == [pb.PUBLISHED] * 5
+    assert door.in_flight_events == 0
 
 
 async def test_deferred_events_are_not_counted_by_the_hot_tenant_tracker() -> None:
