@@ -162,7 +162,7 @@ class OrchestratorService:
         status = StatusServer(
             o.status_host,
             o.metrics_port,
-            self.metrics.render,
+            self.metrics,
             lambda: self._ready,
             extra={"/stats": self._stats_json},
         )
