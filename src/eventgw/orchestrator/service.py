@@ -32,6 +32,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
+from google.protobuf.json_format import MessageToDict
+
 from eventgw.config.dynamic import DynamicConfigWatcher
 from eventgw.config.fleets import assign_fleet
 from eventgw.config.settings import LaneTuning
@@ -444,48 +446,19 @@ class OrchestratorService:
             await sleep_or_stop(stop, wait)
 
     def _stats_json(self) -> bytes:
+        """``/stats``: the gRPC ``Stats`` answer in protobuf's JSON mapping, and the fleet."""
         if self.dispatcher is None:
             return b"{}"
-        st = self.dispatcher.stats()
-        return json.dumps(
-            {
-                "index": st.index,
-                "serving": st.serving,
-                "fleet": self.fleet.name,
-                "cluster": self.fleet.cluster.bootstrap_servers,
-                "fleet_members": list(self.fleet.members),
-                "fleet_moves": self.fleet_moves,
-                "buffer_bytes": st.buffer_bytes,
-                "buffer_budget_bytes": st.buffer_budget_bytes,
-                "lanes": [
-                    {
-                        "lane": c.lane,
-                        "buffered": c.buffered,
-                        "in_flight": c.in_flight,
-                        "processed": c.processed,
-                        "retried": c.retried,
-                        "dead_lettered": c.dead_lettered,
-                        "oldest_age_s": round(c.oldest_age_s, 3),
-                        "slo_s": c.slo_s,
-                        "paused": c.paused,
-                        "late": c.late,
-                        "slo_met": c.slo_met,
-                        "slo_missed": c.slo_missed,
-                        "offloaded_slo_met": c.offloaded_slo_met,
-                        "offloaded_slo_missed": c.offloaded_slo_missed,
-                    }
-                    for c in st.lanes
-                ],
-                "workers": [
-                    {
-                        "worker_id": w.worker_id,
-                        "session": w.session,
-                        "credit": w.credit,
-                        "leased": w.leased,
-                        "results": w.results,
-                        "connected_s": round(w.connected_s, 1),
-                    }
-                    for w in st.workers
-                ],
-            }
-        ).encode()
+        doc = MessageToDict(
+            self.dispatcher.stats(),
+            always_print_fields_with_no_presence=True,  # a zero is a count, not an absence
+            preserving_proto_field_name=True,
+            unquote_int64_if_possible=True,  # counts as JSON numbers, not strings
+        )
+        doc.update(
+            fleet=self.fleet.name,
+            cluster=self.fleet.cluster.bootstrap_servers,
+            fleet_members=list(self.fleet.members),
+            fleet_moves=self.fleet_moves,
+        )
+        return json.dumps(doc).encode()
