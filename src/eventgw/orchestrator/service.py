@@ -62,6 +62,7 @@ from eventgw.orchestrator.work_api import (
 )
 
 if TYPE_CHECKING:
+    from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
     from eventgw.config.fleets import FleetAssignment
     from eventgw.config.settings import EventGwSettings
     from eventgw.kafka.group_consumer import Committed, TopicPartition
@@ -446,19 +447,28 @@ class OrchestratorService:
             await sleep_or_stop(stop, wait)
 
     def _stats_json(self) -> bytes:
-        """``/stats``: the gRPC ``Stats`` answer in protobuf's JSON mapping, and the fleet."""
         if self.dispatcher is None:
             return b"{}"
-        doc = MessageToDict(
-            self.dispatcher.stats(),
-            always_print_fields_with_no_presence=True,  # a zero is a count, not an absence
-            preserving_proto_field_name=True,
-            unquote_int64_if_possible=True,  # counts as JSON numbers, not strings
-        )
-        doc.update(
-            fleet=self.fleet.name,
-            cluster=self.fleet.cluster.bootstrap_servers,
-            fleet_members=list(self.fleet.members),
-            fleet_moves=self.fleet_moves,
-        )
-        return json.dumps(doc).encode()
+        return stats_json(self.dispatcher.stats(), self.fleet, self.fleet_moves)
+
+
+def stats_json(stats: pb.StatsResponse, fleet: FleetAssignment, fleet_moves: int) -> bytes:
+    """``/stats``: the gRPC ``Stats`` answer in protobuf's JSON mapping, plus the fleet.
+
+    Proto field names, every field (a zero is a count, not an absence), 64-bit counts as JSON
+    numbers (protobuf quotes them by default); then ``fleet``, ``cluster`` (its bootstrap
+    servers), ``fleet_members`` and ``fleet_moves``, which the message does not carry.
+    """
+    doc = MessageToDict(
+        stats,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=True,
+        unquote_int64_if_possible=True,
+    )
+    doc.update(
+        fleet=fleet.name,
+        cluster=fleet.cluster.bootstrap_servers,
+        fleet_members=list(fleet.members),
+        fleet_moves=fleet_moves,
+    )
+    return json.dumps(doc).encode()
