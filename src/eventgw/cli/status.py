@@ -21,6 +21,7 @@ from eventgw.cli.orchestrator_client import fetch_stats
 from eventgw.cli.tools import endpoints, http_json
 from eventgw.core.errors import OrchestratorUnavailable
 from eventgw.grpc_auth import bearer_metadata
+from eventgw.metrics.exposition import sample_values
 
 if TYPE_CHECKING:
     import argparse
@@ -122,19 +123,12 @@ def _print_http_component(name: str, base: str) -> int:
         return 1
     print(f"{name:{_NAME_WIDTH}} {'ready' if code == 200 else 'NOT READY'}  {base}")
     if isinstance(metrics, str):
-        for key, value in _metric_values(metrics).items():
+        try:
+            samples = sample_values(metrics, "eventgw_")
+        except ValueError as exc:
+            print(f"    /metrics is not Prometheus text ({exc})")
+            samples = {}
+        for key, value in samples.items():
             if key.split("{")[0].endswith(_COUNTER_SUFFIXES):
                 print(f"    {key} {value:g}")
     return 0 if code == 200 else 1
-
-
-def _metric_values(text: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("eventgw_"):
-            name_labels, _, value = line.rpartition(" ")
-            try:
-                values[name_labels] = float(value)
-            except ValueError:
-                continue
-    return values

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -15,6 +13,7 @@ from eventgw.core.clock import Clock, SystemClock
 from eventgw.grpc_auth import bearer_metadata
 from eventgw.grpc_options import server_options
 from eventgw.grpc_server import GrpcServer
+from eventgw.http_server import HttpServer, bind_tcp
 from eventgw.ingest.admin_app import AdminHttpApp
 from eventgw.ingest.admission import AdmissionControl
 from eventgw.ingest.door import Door, door_status
@@ -30,36 +29,12 @@ from eventgw.ingest.tls import load_server_tls
 from eventgw.metrics.backend import Metrics
 
 if TYPE_CHECKING:
-    import ssl
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from eventgw.config.settings import EventGwSettings, IngestSettings
     from eventgw.publisher.service import PublisherParts
 
 logger = logging.getLogger(__name__)
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its signal handlers (the CLI owns signals), with a ready event and,
-    optionally, TLS from our own `ssl.SSLContext`."""
-
-    def __init__(self, config: uvicorn.Config, ssl_context: ssl.SSLContext | None = None) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-        self._ssl_context = ssl_context
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if self._ssl_context is not None:
-            # uvicorn builds its context from file names with its own cipher choice; ours
-            # (eventgw.ingest.tls) is set after its config.load(), which serve() runs first,
-            # and before the listening sockets are wrapped, which startup() does.
-            self.config.ssl = self._ssl_context
-        await super().startup(sockets)
-        self.ready.set()
 
 
 def _http_config(
@@ -93,28 +68,6 @@ def _http_config(
         server_header=False,
         date_header=False,
     )
-
-
-def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """Bind a listening TCP socket now, so a busy port fails loudly at start-up.
-
-    ``reuse_port``: share the port with the other ingest workers (SO_REUSEPORT).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    # Accepted sockets inherit this: small responses must not wait for Nagle's algorithm.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 class IngestService:
@@ -241,13 +194,13 @@ class IngestService:
         sock = bind_tcp(s.http_host, s.http_port, reuse_port=self._reuse_port)
         self.http_port = sock.getsockname()[1]
         tls = self._tls
-        http = _Uvicorn(
+        http = HttpServer(
             _http_config(app, s, app.count_refused, shutdown_timeout_s=self._shutdown_timeout_s),
             ssl_context=tls.ssl_context() if tls is not None else None,
         )
         admin_sock = bind_tcp(s.admin_host, s.admin_port, reuse_port=self._reuse_port)
         self.admin_port = admin_sock.getsockname()[1]
-        admin = _Uvicorn(
+        admin = HttpServer(
             _http_config(
                 AdminHttpApp(s, self.metrics, is_ready, admin_status),
                 s,

@@ -32,6 +32,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
+from google.protobuf.json_format import MessageToDict
+
 from eventgw.config.dynamic import DynamicConfigWatcher
 from eventgw.config.fleets import assign_fleet
 from eventgw.config.settings import LaneTuning
@@ -60,6 +62,7 @@ from eventgw.orchestrator.work_api import (
 )
 
 if TYPE_CHECKING:
+    from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
     from eventgw.config.fleets import FleetAssignment
     from eventgw.config.settings import EventGwSettings
     from eventgw.kafka.group_consumer import Committed, TopicPartition
@@ -162,7 +165,7 @@ class OrchestratorService:
         status = StatusServer(
             o.status_host,
             o.metrics_port,
-            self.metrics.render,
+            self.metrics,
             lambda: self._ready,
             extra={"/stats": self._stats_json},
         )
@@ -446,46 +449,26 @@ class OrchestratorService:
     def _stats_json(self) -> bytes:
         if self.dispatcher is None:
             return b"{}"
-        st = self.dispatcher.stats()
-        return json.dumps(
-            {
-                "index": st.index,
-                "serving": st.serving,
-                "fleet": self.fleet.name,
-                "cluster": self.fleet.cluster.bootstrap_servers,
-                "fleet_members": list(self.fleet.members),
-                "fleet_moves": self.fleet_moves,
-                "buffer_bytes": st.buffer_bytes,
-                "buffer_budget_bytes": st.buffer_budget_bytes,
-                "lanes": [
-                    {
-                        "lane": c.lane,
-                        "buffered": c.buffered,
-                        "in_flight": c.in_flight,
-                        "processed": c.processed,
-                        "retried": c.retried,
-                        "dead_lettered": c.dead_lettered,
-                        "oldest_age_s": round(c.oldest_age_s, 3),
-                        "slo_s": c.slo_s,
-                        "paused": c.paused,
-                        "late": c.late,
-                        "slo_met": c.slo_met,
-                        "slo_missed": c.slo_missed,
-                        "offloaded_slo_met": c.offloaded_slo_met,
-                        "offloaded_slo_missed": c.offloaded_slo_missed,
-                    }
-                    for c in st.lanes
-                ],
-                "workers": [
-                    {
-                        "worker_id": w.worker_id,
-                        "session": w.session,
-                        "credit": w.credit,
-                        "leased": w.leased,
-                        "results": w.results,
-                        "connected_s": round(w.connected_s, 1),
-                    }
-                    for w in st.workers
-                ],
-            }
-        ).encode()
+        return stats_json(self.dispatcher.stats(), self.fleet, self.fleet_moves)
+
+
+def stats_json(stats: pb.StatsResponse, fleet: FleetAssignment, fleet_moves: int) -> bytes:
+    """``/stats``: the gRPC ``Stats`` answer in protobuf's JSON mapping, plus the fleet.
+
+    Proto field names, every field (a zero is a count, not an absence), 64-bit counts as JSON
+    numbers (protobuf quotes them by default); then ``fleet``, ``cluster`` (its bootstrap
+    servers), ``fleet_members`` and ``fleet_moves``, which the message does not carry.
+    """
+    doc = MessageToDict(
+        stats,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=True,
+        unquote_int64_if_possible=True,
+    )
+    doc.update(
+        fleet=fleet.name,
+        cluster=fleet.cluster.bootstrap_servers,
+        fleet_members=list(fleet.members),
+        fleet_moves=fleet_moves,
+    )
+    return json.dumps(doc).encode()

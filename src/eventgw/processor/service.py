@@ -152,9 +152,7 @@ class ProcessorService:
         """See `eventgw.core.lifecycle.Service`."""
         s = self.settings
         p = s.processor
-        status = StatusServer(
-            p.status_host, p.metrics_port, self.metrics.render, lambda: self._ready
-        )
+        status = StatusServer(p.status_host, p.metrics_port, self.metrics, lambda: self._ready)
         producer: BatchProducer | None = None
         rollout: OnDemandProducer | None = None
         try:

@@ -133,10 +133,8 @@ class PublisherService:
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """See `eventgw.core.lifecycle.Service`."""
         s = self.settings.publisher
-        liveness = StatusServer(
-            s.grpc_host, s.liveness_port, self.metrics.render, lambda: self._ready
-        )
-        status = StatusServer(s.grpc_host, s.metrics_port, self.metrics.render, lambda: self._ready)
+        liveness = StatusServer(s.grpc_host, s.liveness_port, self.metrics, lambda: self._ready)
+        status = StatusServer(s.grpc_host, s.metrics_port, self.metrics, lambda: self._ready)
         publisher = await self.parts.open()
         server = GrpcServer(
             [SERVICE_NAME],
@@ -175,5 +173,4 @@ class PublisherService:
         finally:
             await server.stop(0)  # no-op when the drain above already stopped it
             await self.parts.close()
-            await liveness.close()
-            await status.close()
+            await asyncio.gather(liveness.close(), status.close())

@@ -130,9 +130,7 @@ class RecoveryService:
         consumer = BatchConsumer(
             consumer_config(fw_cluster, r.group_id, "eventgw-recovery"), [s.topics.failed_writes]
         )
-        status = StatusServer(
-            r.status_host, r.metrics_port, self.metrics.render, lambda: self._ready
-        )
+        status = StatusServer(r.status_host, r.metrics_port, self.metrics, lambda: self._ready)
         backup: BackupStore | None = None
         try:
             await consumer.start()

@@ -6,9 +6,18 @@ and tests/e2e/test_up.py.
 
 from __future__ import annotations
 
+import asyncio
+
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.cli.status import attainment, orchestrator_lines, orchestrator_targets
+from eventgw.cli.status import (
+    _print_http_component,
+    attainment,
+    orchestrator_lines,
+    orchestrator_targets,
+)
 from eventgw.config.settings import EventGwSettings, OrchestratorSettings, ProcessorSettings
+from eventgw.metrics.backend import Metrics
+from eventgw.metrics.http import StatusServer
 
 
 def test_attainment_is_met_over_all_acked():
@@ -71,3 +80,26 @@ def test_orchestrators_are_the_processors_list_then_this_hosts_own():
         processor=ProcessorSettings(orchestrators=["127.0.0.1:50052"]),
     )
     assert orchestrator_targets(same) == ["127.0.0.1:50052"]
+
+
+async def test_a_components_block_is_its_readiness_and_counters(capsys):
+    metrics = Metrics()
+    events = metrics.counter("eventgw_publisher_events_total", "doc", ["priority"])
+    events.labels("P30").inc(3)
+    events.labels("P10").inc()
+    metrics.gauge("eventgw_orchestrator_buffer_bytes", "doc").set(7)  # not a counter
+    metrics.histogram("eventgw_publisher_publish_duration_seconds", "doc").observe(0.02)
+    server = StatusServer("127.0.0.1", 0, metrics, lambda: True)
+    await server.start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        # urllib blocks: in a thread, so this loop keeps serving.
+        code = await asyncio.to_thread(_print_http_component, "publisher", base)
+    finally:
+        await server.close()
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"publisher        ready  {base}",
+        '    eventgw_publisher_events_total{priority="P30"} 3',
+        '    eventgw_publisher_events_total{priority="P10"} 1',
+    ]
