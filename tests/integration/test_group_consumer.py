@@ -1,4 +1,5 @@
-"""The orchestrator's group consumer outlives a fatal error of its librdkafka consumer.
+"""The orchestrator's group consumer against a real broker: a fatal error of its librdkafka
+consumer, a rebalance inside one batched poll, and a close that must not hang.
 
 The fault matrix (tests/faults, scenario ``spool-full``) found an orchestrator that never
 read its lanes again after a broker outage: a commit sent with the member id of before the
@@ -25,8 +26,10 @@ import pytest
 from eventgw.config.settings import KafkaClusterSettings
 from eventgw.kafka.admin import TopicSpec, ensure_topics
 from eventgw.kafka.client_config import consumer_config
+from eventgw.kafka.consumer import BatchConsumer
 from eventgw.kafka.group_consumer import Committed, GroupConsumer, TopicPartition
 from eventgw.orchestrator.ack_tracker import AckTracker
+from eventgw.recovery.settled_prefix import SettledPrefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -137,9 +140,11 @@ async def test_close_returns_within_its_deadline_while_partitions_are_handed_bac
     kafka_broker: LocalBroker, new_topic: TopicFactory
 ) -> None:
     """librdkafka #4884: ``close()`` while the group hands this member partitions back
-    could block forever in the rebalance callback's ``assign`` (seen in test_fleets: 20
-    minutes). Here a second member joins; this one runs the revoke, then stops polling, so
-    its new assignment waits in its queue when it closes."""
+    can block forever in the rebalance callback's ``assign``, holding the GIL (seen in
+    test_fleets: 20 minutes). Here a second member joins; this one runs the revoke, then
+    stops polling, so its new assignment waits in its queue when it closes. On a loaded
+    machine this froze the whole test process (gdb: ``Consumer_rebalance_cb`` →
+    ``rd_kafka_assign`` waiting, inside ``close()``); quiet, it passed 5 of 5 before the fix."""
     topic = new_topic(partitions=2)
     group = f"g-{uuid.uuid4().hex}"
     revoked: list[list[TopicPartition]] = []
@@ -236,10 +241,8 @@ async def test_a_revoke_and_reassign_inside_one_poll_hands_on_only_the_reread(
         async with asyncio.timeout(30):
             while not consumer.assigned:
                 assert await consumer.poll_batch(10, 0.1) == []  # the topic is empty yet
-        producer = confluent_kafka.Producer({"bootstrap.servers": kafka_broker.bootstrap})
         for i in range(10):
-            producer.produce(topic, b"%d" % i)
-        assert await asyncio.to_thread(producer.flush, 10) == 0
+            await asyncio.to_thread(_produce, kafka_broker.bootstrap, topic, b"%d" % i)
         # The member that joins reads another topic: the group rebalances (all partitions
         # are revoked, eager protocol) and this member gets its partition back.
         made[0].armed = lambda: second.append(
@@ -287,10 +290,49 @@ async def test_close_returns_within_its_deadline_when_the_broker_stops_answering
         await _read(consumer, b"one", 60)
         os.kill(pid, signal.SIGSTOP)
         started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="eventgw.kafka.group_consumer"):
+        with caplog.at_level(logging.WARNING, logger="eventgw.kafka.consumer_close"):
             await consumer.close()
         elapsed_s = time.monotonic() - started
     finally:
         os.kill(pid, signal.SIGCONT)
     assert elapsed_s < close_timeout_s + 1.0, f"close took {elapsed_s:.1f} s"
     assert "kafka.consumer_close_overran" in caplog.text
+
+
+async def test_the_failed_writes_consumer_never_hands_on_offsets_that_go_back(
+    kafka_broker: LocalBroker, new_topic: TopicFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rebalance inside one poll, for `BatchConsumer` (the failed-writes processor),
+    whose `SettledPrefix` refuses a batch whose offsets go back."""
+    topic, other_topic = new_topic(partitions=1), new_topic(partitions=1)
+    group = f"g-{uuid.uuid4().hex}"
+    made: list[ConsumerWithSlowRead] = []
+
+    def make(config: dict[str, object]) -> ConsumerWithSlowRead:
+        made.append(ConsumerWithSlowRead(config))
+        return made[-1]
+
+    monkeypatch.setattr(confluent_kafka, "Consumer", make)
+    consumer = BatchConsumer(_member_config(kafka_broker.bootstrap, group, "recovery-0"), [topic])
+    await consumer.start()
+    monkeypatch.undo()
+    second: list[SecondMember] = []
+    try:
+        async with asyncio.timeout(30):
+            while not await asyncio.to_thread(made[0].assignment):
+                assert await consumer.poll_batch(10, 0.1) == []  # the topic is empty yet
+        for i in range(10):
+            await asyncio.to_thread(_produce, kafka_broker.bootstrap, topic, b"%d" % i)
+        made[0].armed = lambda: second.append(
+            SecondMember(_member_config(kafka_broker.bootstrap, group, "recovery-1"), other_topic)
+        )
+        async with asyncio.timeout(20):
+            records = await consumer.poll_batch(11, 5.0)
+    finally:
+        await consumer.close()
+        for member in second:
+            await asyncio.to_thread(member.close)
+    offsets = [r.offset for r in records]
+    assert offsets == sorted(set(offsets)), f"offsets went back: {offsets}"
+    assert offsets[0] == 0, "the partition was read again from its (absent) commit"
+    SettledPrefix([(r.topic, r.partition, r.offset) for r in records])  # it crashed here

@@ -10,31 +10,28 @@ commit itself then happens synchronously in the callback, as Kafka requires.
 Two librdkafka behaviours shape this module:
 
 - A rebalance may run *between* the two reads of one batched poll (``poll()`` then
-  ``consume()``, see `consume_available`): a partition revoked and assigned again there is
-  read again from its committed offset, below the record the first read returned. The
-  consumer counts rebalances (`GroupConsumer.generation`) and hands on only what was read
-  after a revoke of its partition (`drop_stale_reads`).
-- ``close()`` can block for a long time or for good: in the rebalance callback's
-  ``assign`` when a rebalance hands partitions back while it closes (librdkafka issue
-  #4884), or in the revoke's synchronous commit to a broker that does not answer.
-  `GroupConsumer.close` leaves the group in steps that avoid the first, on a thread it can
-  abandon at a deadline for the rest.
+  ``consume()``): a partition revoked and assigned again there is read again from its
+  committed offset, below the record the first read returned. The callbacks report each
+  rebalance to a `RebalanceCounter`, whose reads hand on only what was read after a revoke
+  of its partition (`eventgw.kafka.stale_reads`).
+- ``close()`` can block for good in the rebalance callback's ``assign`` when a rebalance
+  hands partitions back while it closes (librdkafka issue #4884), or for minutes in the
+  revoke's synchronous commit to a broker that does not answer: see
+  `eventgw.kafka.consumer_close`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import confluent_kafka
 
 from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, to_records
-from eventgw.kafka.stale_reads import drop_stale_reads
+from eventgw.kafka.consumer_close import DEFAULT_CLOSE_TIMEOUT_S, close_within, leave_group
+from eventgw.kafka.stale_reads import RebalanceCounter
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +42,6 @@ AssignHook = Callable[[list[TopicPartition], Committed], Coroutine[Any, Any, Non
 RevokeHook = Callable[[list[TopicPartition]], Coroutine[Any, Any, Committed]]
 
 _CALLBACK_TIMEOUT_S = 30.0
-
-DEFAULT_CLOSE_TIMEOUT_S = 10.0
-"""How long `GroupConsumer.close` may take before it gives up on librdkafka and returns."""
 
 
 class GroupConsumer:
@@ -66,8 +60,7 @@ class GroupConsumer:
         ValueError: ``close_timeout_s`` is not above 0.
 
     Rebalance generation: `generation` counts the assign, revoke and lost callbacks run so
-    far; each partition remembers the generation at which it last left. A batched poll
-    compares them before and after its second read (see `drop_stale_reads`).
+    far (`RebalanceCounter`); a batched poll compares it before and after its second read.
     """
 
     def __init__(
@@ -91,10 +84,8 @@ class GroupConsumer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.assigned: set[TopicPartition] = set()
-        # Both written only by the rebalance callbacks, which run on the thread that polls,
-        # and read by that thread (`_consume`) or by the loop while no poll runs.
-        self.generation = 0  # rebalance callbacks run so far (assign, revoke, lost)
-        self._left_at: dict[TopicPartition, int] = {}  # partition → generation it last left
+        # Written only by the rebalance callbacks, which run on the thread that polls.
+        self._rebalances = RebalanceCounter()
 
     async def start(self) -> None:
         """Create the consumer and subscribe (partitions arrive with the first polls)."""
@@ -121,7 +112,7 @@ class GroupConsumer:
 
     def _assign_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        self.generation += 1
+        self._rebalances.assigned()
         if self._closing:
             # A rebalance that ends while close() runs: the partitions leave again at once.
             # Reading their commits would wait for a broker handle being destroyed (seen:
@@ -143,7 +134,7 @@ class GroupConsumer:
     def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         logger.info("kafka.revoked partitions=%s", _fmt(tps))
-        self._leave(tps)
+        self._rebalances.left(tps)
         try:
             offsets: Committed = self._run_on_loop(self._on_revoke(tps))
             if offsets:
@@ -159,17 +150,16 @@ class GroupConsumer:
     def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         logger.warning("kafka.lost partitions=%s", _fmt(tps))
-        self._leave(tps)
+        self._rebalances.left(tps)
         try:
             self._run_on_loop(self._on_revoke(tps))  # nothing may be committed for lost ones
         finally:
             self.assigned.difference_update(tps)
 
-    def _leave(self, tps: list[TopicPartition]) -> None:
-        """Count a revoke (or loss) of ``tps``: reads of them from before it are stale."""
-        self.generation += 1
-        for tp in tps:
-            self._left_at[tp] = self.generation
+    @property
+    def generation(self) -> int:
+        """The rebalance callbacks run so far (assign, revoke, lost)."""
+        return self._rebalances.generation
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         """Up to ``max_records`` records; rebalance callbacks may run inside this call.
@@ -179,42 +169,14 @@ class GroupConsumer:
         """
         consumer = self._require()
         async with self._lock:
-            messages = await asyncio.to_thread(self._consume, consumer, max_records, timeout_s)
+            messages = await asyncio.to_thread(
+                self._rebalances.consume, consumer, max_records, timeout_s
+            )
             fatal = next((m.error() for m in messages if _is_fatal(m.error())), None)
             if fatal is not None:
                 await self._replace(consumer, fatal)
                 return []
         return to_records(messages)
-
-    def _consume(self, consumer: Any, max_records: int, timeout_s: float) -> list[Any]:
-        """`consume_available`, without what was read before a revoke of its partition.
-
-        Runs on the polling thread, where the rebalance callbacks run too. ``poll()`` serves
-        pending rebalance callbacks before it returns a record, so only the record it returns
-        can be older than a rebalance run by the ``consume()`` after it: a revoke and
-        re-assignment there make the consumer read the partition again from its committed
-        offset, and the batch held both (the `AckTracker` then refused the lower offset).
-        A dropped record is not lost: it was not tracked, so not committed, and is read again
-        by whoever owns its partition next.
-        """
-        first = consumer.poll(timeout_s)
-        if first is None:
-            return []
-        if max_records <= 1:
-            return [first]
-        generation = self.generation
-        rest = consumer.consume(max_records - 1, 0)
-        if self.generation == generation:
-            return [first, *rest]
-        left = {tp for tp, at in self._left_at.items() if at > generation}
-        kept = drop_stale_reads([first], rest, left)
-        if len(kept) <= len(rest):
-            logger.info(
-                "kafka.stale_reads_dropped count=%d partitions=%s",
-                len(rest) + 1 - len(kept),
-                _fmt(sorted(left)),
-            )
-        return kept
 
     async def _replace(self, dead: confluent_kafka.Consumer, error: object) -> None:
         """Give up ``dead``'s partitions as lost and join the group with a new consumer.
@@ -234,7 +196,7 @@ class GroupConsumer:
         self.assigned.clear()
         self._consumer = None
         # A fatal consumer does not rebalance any more: just close it (bounded all the same).
-        await self._close_bounded(dead.close)
+        await close_within(dead.close, self._close_timeout_s)
         await self.start()
 
     async def pause(self, partitions: Sequence[TopicPartition]) -> None:
@@ -272,78 +234,23 @@ class GroupConsumer:
                 raise ConsumerError(f"commit failed: {exc}") from exc
 
     async def close(self) -> None:
-        """Leave the group (revoke callbacks run first) and close, within ``close_timeout_s``.
+        """Leave the group and close, within ``close_timeout_s`` (`close_within`).
 
-        The steps, the workaround for librdkafka issue #4884 (``close()`` while a rebalance
-        hands partitions back can block forever in the rebalance callback's ``assign``; seen
-        once in test_fleets, not reproduced with the client pinned here): unsubscribe; poll
-        until nothing is assigned (at most half the deadline; records that arrive are
-        dropped: not tracked, so not committed) — the revoke callback runs in these polls, so
-        the owner drops its partitions and their offsets are committed as on any revoke;
-        then close.
-
-        Bounded: the steps run on a daemon thread of their own (the revoke's commit alone
-        waits minutes for a broker that does not answer, measured with a frozen broker). If
-        they have not ended by the deadline, ``kafka.consumer_close_overran`` is logged at
-        WARNING and close returns, leaving that thread and the librdkafka handle behind, so
-        a service always stops (nothing more is committed: what was not, is read again). Not
-        `asyncio.to_thread`: ``asyncio.run`` waits for the default executor's threads at
-        exit, and the interpreter joins them, so a hung close there would still hang the
-        process.
+        The revoke callback runs first (in `leave_group`'s polls, up to half the deadline),
+        so the owner drops its partitions and their offsets are committed as on any revoke;
+        queued rebalance events are served there, never inside librdkafka's ``close()``
+        (librdkafka issue #4884). Past the deadline the consumer is left behind (logged) and
+        close returns: what was not committed is read again.
         """
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
         self._closing = True
         async with self._lock:
-            await self._close_bounded(lambda: self._leave_and_close(consumer))
-
-    def _leave_and_close(self, consumer: confluent_kafka.Consumer) -> None:
-        """Unsubscribe, poll until nothing is assigned (bounded), close. Blocking."""
-        drain_until = time.monotonic() + self._close_timeout_s / 2
-        try:
-            consumer.unsubscribe()
-            while consumer.assignment() and time.monotonic() < drain_until:
-                consumer.poll(0.05)
-        finally:
-            consumer.close()
-
-    async def _close_bounded(self, close: Callable[[], None]) -> None:
-        """Run ``close`` on a daemon thread; return after it, or at the deadline (logged)."""
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[None] = loop.create_future()
-
-        def settle(exc: Exception | None) -> None:
-            if ended.done():  # cancelled at the deadline: nobody waits any more
-                return
-            if exc is None:
-                ended.set_result(None)
-            else:
-                ended.set_exception(exc)
-
-        def run() -> None:
-            error: Exception | None = None
-            try:
-                close()
-            except Exception as exc:  # noqa: BLE001  (thread boundary: handed to the loop)
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(settle, error)
-
-        started = time.monotonic()
-        threading.Thread(target=run, name="eventgw-consumer-close", daemon=True).start()
-        try:
-            async with asyncio.timeout(self._close_timeout_s):
-                await ended  # cancelled at the deadline: `settle` then does nothing
-        except TimeoutError:
-            logger.warning(
-                "kafka.consumer_close_overran timeout_s=%.1f (the consumer is left behind)",
+            await close_within(
+                lambda: leave_group(consumer, self._rebalances, self._close_timeout_s / 2),
                 self._close_timeout_s,
             )
-        except (confluent_kafka.KafkaException, RuntimeError) as exc:
-            logger.warning("kafka.consumer_close_failed error=%s", exc)
-        else:
-            logger.info("kafka.consumer_closed seconds=%.2f", time.monotonic() - started)
 
     def _require(self) -> confluent_kafka.Consumer:
         if self._consumer is None:
