@@ -15,6 +15,8 @@ import confluent_kafka
 import msgspec
 
 from eventgw.core.errors import RetriableError
+from eventgw.kafka.consumer_close import DEFAULT_CLOSE_TIMEOUT_S, close_within, leave_group
+from eventgw.kafka.stale_reads import RebalanceCounter
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -103,18 +105,36 @@ class BatchConsumer:
     """Subscribes to topics and yields records in batches; commits explicitly.
 
     At-least-once: nothing is committed implicitly. ``commit_positions`` commits, per
-    partition, the position given (the next offset to read), synchronously.
+    partition, the position given (the next offset to read), synchronously. A batch never
+    holds records of a partition from both sides of a rebalance (`RebalanceCounter`): the
+    failed-writes processor's `SettledPrefix` refuses offsets that go back.
     """
 
     def __init__(self, config: dict[str, Any], topics: Sequence[str]) -> None:
         self._config = dict(config)
         self._topics = list(topics)
         self._consumer: confluent_kafka.Consumer | None = None
+        self._rebalances = RebalanceCounter()
 
     async def start(self) -> None:
         """Create the consumer and subscribe."""
         self._consumer = confluent_kafka.Consumer(self._config)
-        await asyncio.to_thread(self._consumer.subscribe, self._topics)
+        rebalances = self._rebalances
+
+        # Called on the polling thread; confluent-kafka then assigns or unassigns itself.
+        def on_assign(consumer: Any, partitions: list[Any]) -> None:
+            rebalances.assigned()
+
+        def on_revoke(consumer: Any, partitions: list[Any]) -> None:
+            rebalances.left([(p.topic, p.partition) for p in partitions])
+
+        await asyncio.to_thread(
+            self._consumer.subscribe,
+            self._topics,
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+            on_lost=on_revoke,
+        )
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         """Return up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
@@ -122,7 +142,7 @@ class BatchConsumer:
         if consumer is None:
             raise RuntimeError("consumer is not started")
         return to_records(
-            await asyncio.to_thread(consume_available, consumer, max_records, timeout_s)
+            await asyncio.to_thread(self._rebalances.consume, consumer, max_records, timeout_s)
         )
 
     async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
@@ -144,10 +164,12 @@ class BatchConsumer:
             raise ConsumerError(f"commit failed: {exc}") from exc
 
     async def close(self) -> None:
-        """Leave the group and close."""
+        """Leave the group and close, within `DEFAULT_CLOSE_TIMEOUT_S` (as
+        `eventgw.kafka.group_consumer.GroupConsumer.close`)."""
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await asyncio.to_thread(consumer.close)
+            rebalances, timeout_s = self._rebalances, DEFAULT_CLOSE_TIMEOUT_S
+            await close_within(lambda: leave_group(consumer, rebalances, timeout_s / 2), timeout_s)
 
 
 class PartitionReader:

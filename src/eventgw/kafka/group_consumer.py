@@ -6,6 +6,18 @@ Rebalance callbacks run *inside* ``poll()``/``consume()`` on that worker thread;
 work to the event loop with ``run_coroutine_threadsafe`` and wait for it (bounded), so the owner can
 drop revoked partitions and return the offsets to commit before the partitions move. The
 commit itself then happens synchronously in the callback, as Kafka requires.
+
+Two librdkafka behaviours shape this module:
+
+- A rebalance may run *between* the two reads of one batched poll (``poll()`` then
+  ``consume()``): a partition revoked and assigned again there is read again from its
+  committed offset, below the record the first read returned. The callbacks report each
+  rebalance to a `RebalanceCounter`, whose reads hand on only what was read after a revoke
+  of its partition (`eventgw.kafka.stale_reads`).
+- ``close()`` can block for good in the rebalance callback's ``assign`` when a rebalance
+  hands partitions back while it closes (librdkafka issue #4884), or for minutes in the
+  revoke's synchronous commit to a broker that does not answer: see
+  `eventgw.kafka.consumer_close`.
 """
 
 from __future__ import annotations
@@ -17,7 +29,9 @@ from typing import Any
 
 import confluent_kafka
 
-from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, consume_available, to_records
+from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, to_records
+from eventgw.kafka.consumer_close import DEFAULT_CLOSE_TIMEOUT_S, close_within, leave_group
+from eventgw.kafka.stale_reads import RebalanceCounter
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +54,13 @@ class GroupConsumer:
             committed for them (offset and metadata; partitions without a commit left out).
         on_revoke: awaited on the loop before partitions leave; returns offsets (and
             metadata) to commit.
+        close_timeout_s: the most `close` takes (default `DEFAULT_CLOSE_TIMEOUT_S`).
+
+    Raises:
+        ValueError: ``close_timeout_s`` is not above 0.
+
+    Rebalance generation: `generation` counts the assign, revoke and lost callbacks run so
+    far (`RebalanceCounter`); a batched poll compares it before and after its second read.
     """
 
     def __init__(
@@ -48,7 +69,12 @@ class GroupConsumer:
         topics: Sequence[str],
         on_assign: AssignHook,
         on_revoke: RevokeHook,
+        *,
+        close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
     ) -> None:
+        if not close_timeout_s > 0:
+            raise ValueError(f"close_timeout_s must be > 0, got {close_timeout_s}")
+        self._close_timeout_s = close_timeout_s
         self._config = dict(config)
         self._topics = list(topics)
         self._on_assign = on_assign
@@ -58,6 +84,8 @@ class GroupConsumer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.assigned: set[TopicPartition] = set()
+        # Written only by the rebalance callbacks, which run on the thread that polls.
+        self._rebalances = RebalanceCounter()
 
     async def start(self) -> None:
         """Create the consumer and subscribe (partitions arrive with the first polls)."""
@@ -73,11 +101,18 @@ class GroupConsumer:
 
     def _run_on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
         if self._loop is None:
+            coro.close()
             raise RuntimeError("consumer is not started")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CALLBACK_TIMEOUT_S)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop closed: a close() that overran its deadline ends late
+            coro.close()
+            raise
+        return future.result(_CALLBACK_TIMEOUT_S)
 
     def _assign_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        self._rebalances.assigned()
         if self._closing:
             # A rebalance that ends while close() runs: the partitions leave again at once.
             # Reading their commits would wait for a broker handle being destroyed (seen:
@@ -99,19 +134,32 @@ class GroupConsumer:
     def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         logger.info("kafka.revoked partitions=%s", _fmt(tps))
-        offsets: Committed = self._run_on_loop(self._on_revoke(tps))
-        if offsets:
-            try:
-                consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
-            except confluent_kafka.KafkaException as exc:
-                logger.warning("kafka.revoke_commit_failed error=%s", exc)
-        self.assigned.difference_update(tps)
+        self._rebalances.left(tps)
+        try:
+            offsets: Committed = self._run_on_loop(self._on_revoke(tps))
+            if offsets:
+                try:
+                    consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
+                except confluent_kafka.KafkaException as exc:
+                    logger.warning("kafka.revoke_commit_failed error=%s", exc)
+        finally:
+            # Even if the owner's hook failed: the partitions leave all the same, and what
+            # this member reads of them afterwards starts from the committed offset.
+            self.assigned.difference_update(tps)
 
     def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         logger.warning("kafka.lost partitions=%s", _fmt(tps))
-        self._run_on_loop(self._on_revoke(tps))  # nothing may be committed for lost ones
-        self.assigned.difference_update(tps)
+        self._rebalances.left(tps)
+        try:
+            self._run_on_loop(self._on_revoke(tps))  # nothing may be committed for lost ones
+        finally:
+            self.assigned.difference_update(tps)
+
+    @property
+    def generation(self) -> int:
+        """The rebalance callbacks run so far (assign, revoke, lost)."""
+        return self._rebalances.generation
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         """Up to ``max_records`` records; rebalance callbacks may run inside this call.
@@ -121,7 +169,9 @@ class GroupConsumer:
         """
         consumer = self._require()
         async with self._lock:
-            messages = await asyncio.to_thread(consume_available, consumer, max_records, timeout_s)
+            messages = await asyncio.to_thread(
+                self._rebalances.consume, consumer, max_records, timeout_s
+            )
             fatal = next((m.error() for m in messages if _is_fatal(m.error())), None)
             if fatal is not None:
                 await self._replace(consumer, fatal)
@@ -145,10 +195,8 @@ class GroupConsumer:
             await self._on_revoke(lost)
         self.assigned.clear()
         self._consumer = None
-        try:
-            await asyncio.to_thread(dead.close)
-        except (confluent_kafka.KafkaException, RuntimeError) as exc:
-            logger.warning("kafka.consumer_close_failed error=%s", exc)
+        # A fatal consumer does not rebalance any more: just close it (bounded all the same).
+        await close_within(dead.close, self._close_timeout_s)
         await self.start()
 
     async def pause(self, partitions: Sequence[TopicPartition]) -> None:
@@ -186,12 +234,23 @@ class GroupConsumer:
                 raise ConsumerError(f"commit failed: {exc}") from exc
 
     async def close(self) -> None:
-        """Leave the group (revoke callbacks run first) and close."""
+        """Leave the group and close, within ``close_timeout_s`` (`close_within`).
+
+        The revoke callback runs first (in `leave_group`'s polls, up to half the deadline),
+        so the owner drops its partitions and their offsets are committed as on any revoke;
+        queued rebalance events are served there, never inside librdkafka's ``close()``
+        (librdkafka issue #4884). Past the deadline the consumer is left behind (logged) and
+        close returns: what was not committed is read again.
+        """
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            self._closing = True
-            async with self._lock:
-                await asyncio.to_thread(consumer.close)
+        if consumer is None:
+            return
+        self._closing = True
+        async with self._lock:
+            await close_within(
+                lambda: leave_group(consumer, self._rebalances, self._close_timeout_s / 2),
+                self._close_timeout_s,
+            )
 
     def _require(self) -> confluent_kafka.Consumer:
         if self._consumer is None:

@@ -53,6 +53,7 @@ from eventgw.orchestrator.committer import Committer
 from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S, Dispatcher
 from eventgw.orchestrator.fetcher import LaneFetcher, ResultsReader, RetryFetcher
 from eventgw.orchestrator.flow_control import FlowControlEmitter
+from eventgw.orchestrator.partition_reset import forget_stale_partitions
 from eventgw.orchestrator.retry_writer import RetryWriter
 from eventgw.orchestrator.work_api import (
     GRPC_OPTIONS,
@@ -388,8 +389,8 @@ class OrchestratorService:
         finally:
             self._ready = False
             await server.stop(_STREAM_CLOSE_GRACE_S)
-            for consumer in group_consumers:
-                await consumer.close()
+            # Each close is bounded (`GroupConsumer.close`); together, not one after another.
+            await asyncio.gather(*(consumer.close() for consumer in group_consumers))
             await results.close()
             await producer.close(10)
             if flow_producer is not producer:
@@ -410,21 +411,22 @@ class OrchestratorService:
     # -- rebalance hooks (run on the loop, called from the consumer thread) ---------------
 
     async def _on_assign(self, partitions: list[TopicPartition], committed: Committed) -> None:
-        self._preset(committed)
+        self._preset(partitions, committed)
         for fetcher in self._lane_fetchers:
             fetcher.on_assign()
 
     async def _on_retry_assign(
         self, partitions: list[TopicPartition], committed: Committed
     ) -> None:
-        self._preset(committed)
+        self._preset(partitions, committed)
         if self._retry_fetcher is not None:
             self._retry_fetcher.on_assign()
 
-    def _preset(self, committed: Committed) -> None:
+    def _preset(self, partitions: list[TopicPartition], committed: Committed) -> None:
         d = self.dispatcher
         if d is None:  # hooks run only after run() built it
             return
+        forget_stale_partitions(d, partitions)  # before the commits' finished runs are read
         for (topic, partition), (offset, metadata) in committed.items():
             d.preset_finished(topic, partition, offset, metadata)
 
