@@ -133,6 +133,10 @@ class Replayer:
     otherwise it stays PENDING. A size refusal is believed only for a record sent alone
     (`Delivery.too_large`).
 
+    Every record written (lane, retry topic or DLQ) carries ``eventgw-recovery-source``
+    (`Captured.source`): the failed-writes processor reads it back on restart to skip
+    the events an earlier run already replayed (docs/delivery-semantics.md).
+
     Transient failures leave an event PENDING, unless the caller passes ``give_up=True``
     (its attempts are spent): then they are parked too. Retrying a PENDING event may
     duplicate one that Kafka had in fact written; event ids are kept (at-least-once).
@@ -221,7 +225,11 @@ class Replayer:
             # refused); the lane copy no longer names it.
             event.ClearField("intended_topic")
             event.ClearField("intended_cluster")
-            record = (event.company_id.encode(), event.SerializeToString(), event_headers(event))
+            headers = event_headers(event)
+            # Where the captured copy is: a restart finds the events already replayed by it
+            # (eventgw.recovery.read_back) instead of sending them again.
+            headers.append((H_RECOVERY_SOURCE, item.source.encode()))
+            record = (event.company_id.encode(), event.SerializeToString(), headers)
             groups[target].append((i, record))
 
         async def send(cluster: str, topic: str, group: list[tuple[int, Record]]) -> None:

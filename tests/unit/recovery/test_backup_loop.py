@@ -8,22 +8,26 @@ are the real ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from eventgw.config.settings import EventGwSettings, RecoverySettings
 from eventgw.core.backup_codec import CorruptBackup
 from eventgw.core.retry import Backoff
 from eventgw.kafka.consumer import ConsumedRecord
+from eventgw.kafka.testing import InMemoryKafka
 from eventgw.recovery import service as recovery_service
 from eventgw.recovery.replayer import Captured, Outcome, ReplayReport
 from eventgw.recovery.service import RecoveryService
+from eventgw.recovery.takeover import Takeover
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 
     import pytest
 
     from eventgw.core.backup_codec import CorruptionKind
+    from eventgw.recovery.read_back import Scanner
 
 
 class FakeStore:
@@ -222,23 +226,49 @@ def test_the_default_backoff_takes_the_recovery_settings() -> None:
 
 
 class FakeConsumer:
-    """Hands out ``batch`` once, then nothing; records every commit (next offsets)."""
+    """Hands out ``batch`` once, then nothing; records every commit (next offsets), and
+    answers `committed` with the last one (and its metadata)."""
 
     def __init__(self, batch: list[ConsumedRecord]) -> None:
         self.batch = batch
         self.commits: list[dict[tuple[str, int], int]] = []
+        self.metadata: list[dict[tuple[str, int], str]] = []
+        self.stored: dict[tuple[str, int], tuple[int, str]] = {}
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         batch, self.batch = self.batch[:max_records], self.batch[max_records:]
         await asyncio.sleep(0 if batch else 0.01)
         return batch
 
-    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+    async def commit_positions(
+        self,
+        positions: Mapping[tuple[str, int], int],
+        metadata: Mapping[tuple[str, int], str] | None = None,
+    ) -> None:
         self.commits.append(dict(positions))
+        self.metadata.append(dict(metadata or {}))
+        for tp, offset in positions.items():
+            self.stored[tp] = (offset, (metadata or {}).get(tp, ""))
+
+    async def committed(
+        self, partitions: Sequence[tuple[str, int]], timeout_s: float
+    ) -> dict[tuple[str, int], tuple[int, str]]:
+        return {tp: self.stored[tp] for tp in partitions if tp in self.stored}
 
 
 def fw_records(values: list[bytes], partition: int = 0) -> list[ConsumedRecord]:
     return [ConsumedRecord("fw", partition, o, b"k", v, []) for o, v in enumerate(values)]
+
+
+def takeover(svc: RecoveryService, kafka: InMemoryKafka) -> Takeover:
+    """The real takeover, reading the lanes back from ``kafka`` (the primary cluster)."""
+
+    @contextlib.asynccontextmanager
+    async def scanners() -> AsyncIterator[Mapping[str, Scanner]]:
+        yield {"primary": kafka}
+
+    s = svc.settings
+    return Takeover(scanners, s.topics, s.recovery, svc.metrics, svc._clock)
 
 
 async def run_topic_loop_until(
@@ -250,7 +280,13 @@ async def run_topic_loop_until(
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.create_task(
-        svc._topic_loop(consumer, replayer, FakeStore({}), stop)  # type: ignore[arg-type]  # fakes
+        svc._topic_loop(
+            consumer,  # type: ignore[arg-type]  # fakes
+            replayer,  # type: ignore[arg-type]
+            FakeStore({}),  # type: ignore[arg-type]
+            takeover(svc, InMemoryKafka()),
+            stop,
+        )
     )
     try:
         async with asyncio.timeout(10):

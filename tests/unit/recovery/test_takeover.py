@@ -1,0 +1,140 @@
+"""A restart skips what the killed run replayed and did not commit; without an intent it
+cannot, and replays it again (the duplicates the read-back exists to avoid).
+
+The real topic loop, replayer, committer and takeover; Kafka is `InMemoryKafka` (the lanes)
+and a fake group consumer. The integration test (tests/integration/test_replay_kill.py) does
+the same with the real processor, ``kill -9`` and the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
+from eventgw.config.settings import EventGwSettings
+from eventgw.core.clock import FakeClock
+from eventgw.core.envelope import H_RECOVERY_SOURCE, event_headers, header_value
+from eventgw.kafka.consumer import ConsumedRecord
+from eventgw.kafka.testing import InMemoryKafka, SimulatedCrash
+from eventgw.recovery import service as recovery_service
+from eventgw.recovery.replayer import Replayer
+from eventgw.recovery.service import RecoveryService
+from eventgw.recovery.takeover import written_topics
+from tests.unit.recovery.test_backup_loop import FakeConsumer, FakeStore, takeover
+
+SETTINGS = EventGwSettings()
+TOPICS = SETTINGS.topics
+BACKLOG = 250  # three chunks: 100, 100, 50
+
+
+def captured(n: int) -> list[ConsumedRecord]:
+    out: list[ConsumedRecord] = []
+    for i in range(n):
+        event = pb.EventData(
+            event_id=f"e-{i}",
+            company_id=f"c-{i % 5}",
+            priority=pb.P20,
+            intended_topic=TOPICS.p20,
+        )
+        out.append(
+            ConsumedRecord(
+                TOPICS.failed_writes, 0, i, b"k", event.SerializeToString(), event_headers(event)
+            )
+        )
+    return out
+
+
+async def run(
+    svc: RecoveryService, consumer: FakeConsumer, kafka: InMemoryKafka, *, until_end: bool
+) -> None:
+    replayer = Replayer({"primary": kafka}, TOPICS, SETTINGS.ingest.classifier())
+    stop = asyncio.Event()
+    loop = asyncio.create_task(
+        svc._topic_loop(
+            consumer,  # type: ignore[arg-type]  # fakes
+            replayer,
+            FakeStore({}),  # type: ignore[arg-type]
+            takeover(svc, kafka),
+            stop,
+        )
+    )
+
+    def finished() -> bool:
+        return consumer.stored.get((TOPICS.failed_writes, 0), (0, ""))[0] == BACKLOG
+
+    try:
+        async with asyncio.timeout(10):
+            while not (until_end and finished()) and not loop.done():  # noqa: ASYNC110  (fakes)
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await loop
+
+
+async def kill_mid_replay(kafka: InMemoryKafka, clock: FakeClock) -> FakeConsumer:
+    """Run 1: the third chunk reaches its lane, then the process dies (before its commit)."""
+    consumer = FakeConsumer(captured(BACKLOG))
+    kafka.crash_on_send = 3
+    kafka.crash_after_write = True
+    svc = RecoveryService(SETTINGS, clock=clock)
+    with pytest.raises(ExceptionGroup) as info:
+        await run(svc, consumer, kafka, until_end=False)
+    assert info.group_contains(SimulatedCrash)
+    kafka.crash_on_send = None
+    return consumer
+
+
+def lane_ids(kafka: InMemoryKafka) -> Counter[str]:
+    return Counter(pb.EventData.FromString(r.value).event_id for r in kafka.records(TOPICS.p20))
+
+
+def setup() -> tuple[InMemoryKafka, FakeClock]:
+    clock = FakeClock(wall_ms=1_733_000_000_000)
+    kafka = InMemoryKafka(clock)
+    for topic in written_topics(TOPICS, "primary"):
+        kafka.create_topic(topic, partitions=3)
+    return kafka, clock
+
+
+async def test_a_restart_skips_what_the_killed_run_replayed_and_did_not_commit() -> None:
+    assert recovery_service.REPLAY_CHUNK == 100
+    kafka, clock = setup()
+    first = await kill_mid_replay(kafka, clock)
+    position, _ = first.stored[TOPICS.failed_writes, 0]
+    assert position < BACKLOG, "the kill left replayed records uncommitted"
+    assert sum(lane_ids(kafka).values()) == BACKLOG, "every record reached its lane once"
+    sources = {header_value(r.headers, H_RECOVERY_SOURCE) for r in kafka.records(TOPICS.p20)}
+    assert sources == {f"{TOPICS.failed_writes}:0:{i}".encode() for i in range(BACKLOG)}
+
+    clock.advance(3.0)
+    second = FakeConsumer(captured(BACKLOG)[position:])  # the group resumes at its commit
+    second.stored = dict(first.stored)
+    svc = RecoveryService(SETTINGS, clock=clock)
+    await run(svc, second, kafka, until_end=True)
+
+    ids = lane_ids(kafka)
+    assert set(ids) == {f"e-{i}" for i in range(BACKLOG)}, "nothing lost"
+    assert max(ids.values()) == 1, "nothing replayed twice"
+    assert second.stored[TOPICS.failed_writes, 0][0] == BACKLOG
+    rendered = svc.metrics.render().decode()
+    assert f"eventgw_recovery_read_back_skipped_total {float(BACKLOG - position)}" in rendered
+    assert "eventgw_recovery_read_back_incomplete_total{" not in rendered
+
+
+async def test_without_an_intent_the_restart_replays_them_again_and_counts_it() -> None:
+    kafka, clock = setup()
+    first = await kill_mid_replay(kafka, clock)
+    position, _ = first.stored[TOPICS.failed_writes, 0]
+    second = FakeConsumer(captured(BACKLOG)[position:])
+    second.stored = {(TOPICS.failed_writes, 0): (position, "")}  # committed by an old version
+    svc = RecoveryService(SETTINGS, clock=clock)
+    await run(svc, second, kafka, until_end=True)
+
+    ids = lane_ids(kafka)
+    assert set(ids) == {f"e-{i}" for i in range(BACKLOG)}
+    assert sum(ids.values()) - len(ids) == BACKLOG - position, "the uncommitted ones, again"
+    rendered = svc.metrics.render().decode()
+    assert 'eventgw_recovery_read_back_incomplete_total{reason="no_intent"} 1.0' in rendered
