@@ -80,10 +80,12 @@ MetricName = Literal[
     # earlier run replayed them and was stopped before committing). Rising after restarts is
     # expected: each one is a duplicate avoided (docs/delivery-semantics.md).
     "eventgw_recovery_read_back_skipped_total",
-    # counter, read-backs; label reason (no_intent|cap|timeout|error). Read-backs that did
-    # not read everything they should have: the events they did not find are replayed again
-    # (duplicates, never loss). no_intent: the partition's last commit carries no replay
-    # intent (first run, or an older version committed it). cap/timeout: the lanes held more
+    # counter, read-backs; label reason (no_commit|no_intent|cap|timeout|error). Read-backs
+    # that did not read everything they should have: the events they did not find are
+    # replayed again (duplicates, never loss). no_commit: the partition was never committed
+    # (a new partition or group — expected once each — or a run killed before its first
+    # commit). no_intent: its last commit carries no replay intent (committed by an earlier
+    # version: expected once per partition after the upgrade). cap/timeout: the lanes held more
     # since the last commit than recovery.read_back_max_records / _timeout_s allow — raise
     # them if duplicates after restarts matter. error: a cluster or topic could not be read —
     # read recovery.read_back_failed (ACL: the failed-writes principal reads the lanes).

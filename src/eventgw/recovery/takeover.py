@@ -180,14 +180,18 @@ class Takeover:
             position, metadata = committed.get(tp, (-1, ""))
             intent = decode_intent(metadata)
             if intent is None:
+                # no_commit: never committed (a new partition or group, or a run killed
+                # before its first commit); no_intent: committed without an intent (an
+                # earlier version). Either way nothing says from when to read back.
+                reason = "no_commit" if position < 0 else "no_intent"
                 logger.info(
-                    "recovery.read_back_skipped topic=%s partition=%d committed=%d "
-                    "reason=no_intent",
+                    "recovery.read_back_skipped topic=%s partition=%d committed=%d reason=%s",
                     tp[0],
                     tp[1],
                     position,
+                    reason,
                 )
-                self._incomplete.labels("no_intent").inc()
+                self._incomplete.labels(reason).inc()
                 continue
             positions[tp[1]] = position
             intents.append(intent)

@@ -83,6 +83,8 @@ async def kill_mid_replay(kafka: InMemoryKafka, clock: FakeClock) -> FakeConsume
     with pytest.raises(ExceptionGroup) as info:
         await run(svc, consumer, kafka, until_end=False)
     assert info.group_contains(SimulatedCrash)
+    rendered = svc.metrics.render().decode()
+    assert 'eventgw_recovery_read_back_incomplete_total{reason="no_commit"} 1.0' in rendered
     kafka.crash_on_send = None
     return consumer
 
