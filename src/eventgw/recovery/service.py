@@ -218,8 +218,8 @@ class RecoveryService:
         indexes of each chunk to ``on_sending`` before handing them to Kafka, and those each
         chunk settled to ``on_settled`` as soon as Kafka confirmed them. After the first
         transient failure the rest of the batch goes in one call (bounded time per round:
-        one delivery timeout). Each round replays only what is still pending, so a retry repeats no
-        event that Kafka already confirmed.
+        one delivery timeout). Each round replays only what is still pending, so a retry
+        repeats no event that Kafka already confirmed.
         """
         skip = set(done)
         pending = [i for i in range(len(batch)) if i not in skip]
