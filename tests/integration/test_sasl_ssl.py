@@ -288,7 +288,7 @@ async def test_the_failed_writes_processor_reads_its_writes_back_under_its_acls(
     finally:
         await producer.close(10)
     targets = {"primary": written_topics(topics, "primary")}
-    async with open_scanners({"primary": cluster}, 10.0) as scanners:
+    async with open_scanners({"primary": cluster}, {"primary"}, 10.0) as scanners:
         read_back = LaneReadBack(
             scanners,
             targets,

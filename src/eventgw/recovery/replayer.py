@@ -158,6 +158,22 @@ class Replayer:
             | {topics.retry_60s, topics.retry_120s, topics.retry_240s, topics.retry_480s}
         )
 
+    def cluster_of(self, value: bytes) -> str:
+        """The cluster a captured record's replay would be written to (its lane, or the DLQ).
+
+        ``primary`` for a record that would be parked (the DLQ is there).
+        """
+        event = pb.EventData()
+        try:
+            event.ParseFromString(value)
+        except Exception:  # noqa: BLE001  (protobuf raises DecodeError/RuntimeError variants)
+            return "primary"
+        if _invalid(event) is not None or event.intended_topic not in self._known_topics:
+            return "primary"  # parked, or a client capture (classified into a primary lane)
+        cluster = event.intended_cluster or "primary"
+        # As `target`, without its warning: an unknown cluster is replayed to the primary one.
+        return cluster if cluster in self._producers else "primary"
+
     def target(self, event: pb.EventData) -> tuple[str, str] | None:
         """(cluster, topic) an event belongs to; None if it names a topic we do not know.
 

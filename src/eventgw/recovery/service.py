@@ -133,7 +133,11 @@ class RecoveryService:
             clusters["rollout"] = s.kafka.rollout
         stall_s = min(10.0, r.read_back_timeout_s)  # one scanner step; the deadline is apart
         takeover = Takeover(
-            lambda: open_scanners(clusters, stall_s), s.topics, r, self.metrics, self._clock
+            lambda names: open_scanners(clusters, names, stall_s),
+            s.topics,
+            r,
+            self.metrics,
+            self._clock,
         )
         fw_cluster = s.kafka.fallback or s.kafka.primary
         consumer = BatchConsumer(
@@ -183,7 +187,7 @@ class RecoveryService:
                 continue
             batch = [Captured(r.value, source_of(r.topic, r.partition, r.offset)) for r in records]
             # Replayed by an earlier owner of the partition, after its last commit: settled.
-            done = await takeover.already_replayed(consumer, records)
+            done = await takeover.already_replayed(consumer, records, replayer.cluster_of)
             committer = PrefixCommitter(
                 consumer,
                 SettledPrefix([(r.topic, r.partition, r.offset) for r in records]),

@@ -28,7 +28,7 @@ from eventgw.recovery.read_back import LaneReadBack
 from eventgw.recovery.replay_intent import decode_intent
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 
     from eventgw.config.settings import KafkaClusterSettings, RecoverySettings, TopicSettings
     from eventgw.core.clock import Clock
@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from eventgw.recovery.settled_prefix import TopicPartition
 
     ScannerOpener: TypeAlias = Callable[
-        [], contextlib.AbstractAsyncContextManager[Mapping[str, Scanner]]
+        [Collection[str]], contextlib.AbstractAsyncContextManager[Mapping[str, Scanner]]
     ]
-    """Opens one scanner per cluster written (``primary``, ``rollout``) for one read-back."""
+    """Opens one scanner per named cluster (``primary``, ``rollout``) for one read-back."""
 
 __all__ = ["CommittedReader", "Takeover", "open_scanners", "written_topics"]
 
@@ -72,9 +72,9 @@ def written_topics(topics: TopicSettings, cluster: str) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def open_scanners(
-    clusters: Mapping[str, KafkaClusterSettings], stall_timeout_s: float
+    clusters: Mapping[str, KafkaClusterSettings], names: Collection[str], stall_timeout_s: float
 ) -> AsyncIterator[Mapping[str, Scanner]]:
-    """One `TopicScanner` per cluster, open for one read-back, closed after it.
+    """One `TopicScanner` per cluster of ``names`` that is configured, closed after it.
 
     Opened per read-back, not kept: a read-back happens only when partitions are taken
     over, and an idle client to a cluster that is down would only log.
@@ -82,6 +82,8 @@ async def open_scanners(
     async with contextlib.AsyncExitStack() as stack:
         scanners: dict[str, Scanner] = {}
         for name, cluster in clusters.items():
+            if name not in names:
+                continue
             config = scanner_config(cluster, f"eventgw-recovery-read-back-{name}")
             scanner = TopicScanner(config, stall_timeout_s=stall_timeout_s)
             scanners[name] = await stack.enter_async_context(scanner)
@@ -129,12 +131,18 @@ class Takeover:
         )
 
     async def already_replayed(
-        self, consumer: CommittedReader, records: Sequence[ConsumedRecord]
+        self,
+        consumer: CommittedReader,
+        records: Sequence[ConsumedRecord],
+        cluster_of: Callable[[bytes], str],
     ) -> list[int]:
         """Indexes of ``records`` whose replay is already in Kafka (do not send them again).
 
-        Reads back first for every partition of ``records`` that was just taken over.
-        Bounded by ``recovery.read_back_timeout_s`` plus one scanner step.
+        Reads back first for every partition of ``records`` that was just taken over: on
+        the primary cluster (lanes, DLQ) and on each other cluster that a record of those
+        partitions in ``records`` is meant for (``cluster_of(value)``) — so a configured
+        cluster nothing goes to, down or not deployed, costs no metadata timeout. Bounded
+        by ``recovery.read_back_timeout_s`` plus one scanner step.
         """
         first: dict[TopicPartition, int] = {}
         for r in records:
@@ -143,7 +151,11 @@ class Takeover:
         if taken:
             for tp in taken:
                 self._found.pop(tp, None)
-            self._found.update(await self._read_back(consumer, taken))
+            taken_set = set(taken)
+            clusters = {"primary"} | {
+                cluster_of(r.value) for r in records if (r.topic, r.partition) in taken_set
+            }
+            self._found.update(await self._read_back(consumer, taken, clusters))
         skip: list[int] = []
         for i, r in enumerate(records):
             tp = (r.topic, r.partition)
@@ -165,7 +177,10 @@ class Takeover:
         return skip
 
     async def _read_back(
-        self, consumer: CommittedReader, taken: Sequence[TopicPartition]
+        self,
+        consumer: CommittedReader,
+        taken: Sequence[TopicPartition],
+        clusters: Collection[str],
     ) -> dict[TopicPartition, set[int]]:
         try:
             committed = await consumer.committed(taken, _COMMITTED_TIMEOUT_S)
@@ -198,7 +213,7 @@ class Takeover:
         if not positions:
             return {}
         started = self._clock.monotonic()
-        result = await self._find(positions, min(intents))
+        result = await self._find(positions, min(intents), clusters)
         found = sum(len(offsets) for offsets in result.found.values())
         logger.info(
             "recovery.read_back partitions=%s found=%d records_read=%d took_s=%.2f incomplete=%s",
@@ -212,9 +227,11 @@ class Takeover:
             self._incomplete.labels(reason).inc()
         return {(topic, p): offsets for p, offsets in result.found.items()}
 
-    async def _find(self, positions: dict[int, int], sent_from_ms: int) -> ReadBackResult:
+    async def _find(
+        self, positions: dict[int, int], sent_from_ms: int, clusters: Collection[str]
+    ) -> ReadBackResult:
         s = self._settings
-        async with self._open_scanners() as scanners:
+        async with self._open_scanners(clusters) as scanners:
             targets = {name: written_topics(self._topics, name) for name in scanners}
             read_back = LaneReadBack(
                 scanners,

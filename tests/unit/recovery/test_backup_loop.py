@@ -22,7 +22,14 @@ from eventgw.recovery.service import RecoveryService
 from eventgw.recovery.takeover import Takeover
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterator,
+        Callable,
+        Collection,
+        Mapping,
+        Sequence,
+    )
 
     import pytest
 
@@ -84,6 +91,9 @@ class FakeReplayer:
         self.fails = fails
         self.calls: list[tuple[list[bytes], bool]] = []
         self.sent: list[bytes] = []  # values that reached a topic (lane or DLQ)
+
+    def cluster_of(self, value: bytes) -> str:
+        return "primary"
 
     async def replay(self, captured: Sequence[Captured], *, give_up: bool = False) -> ReplayReport:
         values = [c.value for c in captured]
@@ -264,7 +274,8 @@ def takeover(svc: RecoveryService, kafka: InMemoryKafka) -> Takeover:
     """The real takeover, reading the lanes back from ``kafka`` (the primary cluster)."""
 
     @contextlib.asynccontextmanager
-    async def scanners() -> AsyncIterator[Mapping[str, Scanner]]:
+    async def scanners(names: Collection[str]) -> AsyncIterator[Mapping[str, Scanner]]:
+        assert names == {"primary"}, "every record here is meant for the primary cluster"
         yield {"primary": kafka}
 
     s = svc.settings

@@ -9,7 +9,9 @@ the same with the real processor, ``kill -9`` and the real broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,10 +22,16 @@ from eventgw.core.envelope import H_RECOVERY_SOURCE, event_headers, header_value
 from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.kafka.testing import InMemoryKafka, SimulatedCrash
 from eventgw.recovery import service as recovery_service
+from eventgw.recovery.replay_intent import encode_intent
 from eventgw.recovery.replayer import Replayer
 from eventgw.recovery.service import RecoveryService
-from eventgw.recovery.takeover import written_topics
+from eventgw.recovery.takeover import Takeover, written_topics
 from tests.unit.recovery.test_backup_loop import FakeConsumer, FakeStore, takeover
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Collection, Mapping
+
+    from eventgw.recovery.read_back import Scanner
 
 SETTINGS = EventGwSettings()
 TOPICS = SETTINGS.topics
@@ -140,3 +148,29 @@ async def test_without_an_intent_the_restart_replays_them_again_and_counts_it() 
     assert sum(ids.values()) - len(ids) == BACKLOG - position, "the uncommitted ones, again"
     rendered = svc.metrics.render().decode()
     assert 'eventgw_recovery_read_back_incomplete_total{reason="no_intent"} 1.0' in rendered
+
+
+async def test_a_read_back_opens_only_the_clusters_the_taken_records_are_meant_for() -> None:
+    """A configured cluster nothing goes to (down, or not deployed) costs no metadata timeout;
+    the primary one is always read (the DLQ is there)."""
+    kafka, clock = setup()
+    opened: list[set[str]] = []
+
+    @contextlib.asynccontextmanager
+    async def scanners(names: Collection[str]) -> AsyncIterator[Mapping[str, Scanner]]:
+        opened.append(set(names))
+        yield {"primary": kafka}
+
+    svc = RecoveryService(SETTINGS, clock=clock)
+    takeover = Takeover(scanners, TOPICS, SETTINGS.recovery, svc.metrics, clock)
+    consumer = FakeConsumer([])
+    consumer.stored = {(TOPICS.failed_writes, 0): (0, encode_intent(clock.wall_ms()))}
+    records = captured(3)
+    replayer = Replayer({"primary": kafka, "rollout": kafka}, TOPICS, SETTINGS.ingest.classifier())
+    assert await takeover.already_replayed(consumer, records, replayer.cluster_of) == []
+    rollout = pb.EventData(
+        event_id="e-r", company_id="c", intended_topic=TOPICS.p10, intended_cluster="rollout"
+    )
+    moved = [ConsumedRecord(TOPICS.failed_writes, 0, 9, b"k", rollout.SerializeToString(), [])]
+    assert await takeover.already_replayed(consumer, moved, replayer.cluster_of) == []
+    assert opened == [{"primary"}, {"primary", "rollout"}]
