@@ -75,6 +75,17 @@ class PrefixCommitter:
             self._prefix.settle(i)
         self._wake.set()
 
+    def replayed_earlier(self, items: Iterable[tuple[int, int]]) -> None:
+        """Settle records an earlier run already replayed: ``(index, sent_from_ms)``.
+
+        ``sent_from_ms`` (no later than their copies) is kept as their send time, so a
+        commit that leaves one of them past its position still lets the next owner find it.
+        """
+        for index, sent_from_ms in items:
+            self._prefix.sent([index], sent_from_ms)
+            self._prefix.settle(index)
+        self._wake.set()
+
     def sending(self, indexes: Iterable[int]) -> None:
         """Record that the records at ``indexes`` are about to be handed to Kafka (now).
 

@@ -195,9 +195,15 @@ class RecoveryService:
             )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(committer.run())
-                committer.settled(done)
+                committer.replayed_earlier(done)
                 settled = await self._settle(
-                    batch, replayer, backup, stop, committer.settled, committer.sending, done
+                    batch,
+                    replayer,
+                    backup,
+                    stop,
+                    committer.settled,
+                    committer.sending,
+                    [i for i, _ in done],
                 )
                 # Batch end, or the drain on stop: what settled is committed once more;
                 # the rest is read again later (duplicates of nothing settled before it).

@@ -25,7 +25,7 @@ from eventgw.kafka.client_config import scanner_config
 from eventgw.kafka.consumer import ConsumerError
 from eventgw.kafka.scanner import TopicScanner
 from eventgw.recovery.read_back import LaneReadBack
-from eventgw.recovery.replay_intent import decode_intent
+from eventgw.recovery.replay_intent import decode_intent, encode_intent
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -55,6 +55,12 @@ class CommittedReader(Protocol):
     async def committed(
         self, partitions: Sequence[tuple[str, int]], timeout_s: float
     ) -> dict[tuple[str, int], tuple[int, str]]: ...
+
+    async def commit_positions(
+        self,
+        positions: Mapping[tuple[str, int], int],
+        metadata: Mapping[tuple[str, int], str] | None = None,
+    ) -> None: ...
 
 
 def written_topics(topics: TopicSettings, cluster: str) -> list[str]:
@@ -120,6 +126,7 @@ class Takeover:
         self._clock = clock
         self._next: dict[TopicPartition, int] = {}
         self._found: dict[TopicPartition, set[int]] = {}
+        self._intent: dict[TopicPartition, int] = {}  # of the last read-back, per partition
         self._skipped = metrics.counter(
             "eventgw_recovery_read_back_skipped_total",
             "failed writes not replayed: the read-back found them in Kafka",
@@ -135,8 +142,16 @@ class Takeover:
         consumer: CommittedReader,
         records: Sequence[ConsumedRecord],
         cluster_of: Callable[[bytes], str],
-    ) -> list[int]:
-        """Indexes of ``records`` whose replay is already in Kafka (do not send them again).
+    ) -> list[tuple[int, int]]:
+        """``(index, sent_from_ms)`` of ``records`` whose replay is already in Kafka.
+
+        Do not send those again. ``sent_from_ms`` is the intent they were found from (their
+        copies are no older): a commit past them must not carry a later one.
+
+        A partition taken over without an intent (never committed, or committed by an
+        earlier version) gets one first — its position committed again, with the intent
+        *now* — before anything of it is sent: the write-ahead that lets the next owner read
+        back even when this one dies before its first commit.
 
         Reads back first for every partition of ``records`` that was just taken over: on
         the primary cluster (lanes, DLQ) and on each other cluster that a record of those
@@ -155,15 +170,15 @@ class Takeover:
             clusters = {"primary"} | {
                 cluster_of(r.value) for r in records if (r.topic, r.partition) in taken_set
             }
-            self._found.update(await self._read_back(consumer, taken, clusters))
-        skip: list[int] = []
+            self._found.update(await self._read_back(consumer, taken, clusters, first))
+        skip: list[tuple[int, int]] = []
         for i, r in enumerate(records):
             tp = (r.topic, r.partition)
             self._next[tp] = r.offset + 1
             found = self._found.get(tp)
             if found is not None and r.offset in found:
                 found.discard(r.offset)
-                skip.append(i)
+                skip.append((i, self._intent[tp]))
         for tp in first:
             found = self._found.get(tp)
             if found is not None:
@@ -181,6 +196,7 @@ class Takeover:
         consumer: CommittedReader,
         taken: Sequence[TopicPartition],
         clusters: Collection[str],
+        first: Mapping[TopicPartition, int],
     ) -> dict[TopicPartition, set[int]]:
         try:
             committed = await consumer.committed(taken, _COMMITTED_TIMEOUT_S)
@@ -190,6 +206,7 @@ class Takeover:
             return {}
         positions: dict[int, int] = {}
         intents: list[int] = []
+        missing: dict[TopicPartition, int] = {}
         topic = self._topics.failed_writes
         for tp in taken:
             position, metadata = committed.get(tp, (-1, ""))
@@ -207,9 +224,13 @@ class Takeover:
                     reason,
                 )
                 self._incomplete.labels(reason).inc()
+                missing[tp] = first[tp]
                 continue
             positions[tp[1]] = position
             intents.append(intent)
+            self._intent[tp] = intent
+        if missing:
+            await self._write_ahead(consumer, missing)
         if not positions:
             return {}
         started = self._clock.monotonic()
@@ -226,6 +247,19 @@ class Takeover:
         for reason in result.shortfalls:
             self._incomplete.labels(reason).inc()
         return {(topic, p): offsets for p, offsets in result.found.items()}
+
+    async def _write_ahead(
+        self, consumer: CommittedReader, positions: Mapping[TopicPartition, int]
+    ) -> None:
+        """Commit ``positions`` (where the group is anyway) with the intent now."""
+        intent = encode_intent(self._clock.wall_ms())
+        try:
+            await consumer.commit_positions(positions, dict.fromkeys(positions, intent))
+        except ConsumerError as exc:
+            # Replayed without an intent: if this run dies before its first commit, the
+            # next one replays what it sent again (duplicates, never loss).
+            logger.warning("recovery.read_back_failed step=write_ahead error=%s", exc)
+            self._incomplete.labels("error").inc()
 
     async def _find(
         self, positions: dict[int, int], sent_from_ms: int, clusters: Collection[str]

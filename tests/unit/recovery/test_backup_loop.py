@@ -321,6 +321,7 @@ async def test_a_topic_batch_is_committed_chunk_by_chunk_never_past_a_pending_ev
         svc, consumer, replayer, lambda: {("fw", 0): len(values)} in consumer.commits
     )
     assert consumer.commits == [
+        {("fw", 0): 0},  # the write-ahead: where the group is, with a replay intent
         {("fw", 0): chunk},  # the first chunk, committed while the second was sent
         {("fw", 0): chunk + 20},  # up to the pending event, before its retries
         {("fw", 0): len(values)},  # once it is in Kafka
@@ -345,7 +346,8 @@ async def test_a_stop_between_chunks_commits_what_settled_and_sends_nothing_more
     replayer = StoppingReplayer()
     await run_topic_loop_until(service(), consumer, replayer, lambda: False, stop)
     assert len(replayer.calls) == 1, "the drain sends no further chunk"
-    assert consumer.commits == [{("fw", 0): chunk}], "what settled is committed on the drain"
+    # After the write-ahead (position 0, with an intent), what settled, on the drain.
+    assert consumer.commits == [{("fw", 0): 0}, {("fw", 0): chunk}]
 
 
 async def test_an_untrusted_object_is_never_replayed_kept_counted_and_logged(

@@ -131,3 +131,20 @@ async def test_each_commit_carries_the_replay_intent_of_its_partition() -> None:
     # Partition 0: offsets 1 (pending, sent first at 1,000,000) and 2, 3 are past position 1.
     # Partition 1: nothing past its position: the commit's own time.
     assert intents == [{(FW, 0): 1_000_000}, {(FW, 1): 1_002_000}]
+
+
+async def test_a_record_replayed_earlier_keeps_its_older_intent_past_the_position() -> None:
+    """Skipped by the read-back and left past the position by a pending record before it:
+    the commit's intent goes back to when its copy was found from, so a second kill still
+    finds it."""
+    clock = FakeClock(wall_ms=2_000_000)
+    consumer = FakeConsumer()
+    committer = PrefixCommitter(consumer, SettledPrefix([(FW, 0, o) for o in range(3)]), clock)
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+        tg.create_task(committer.run())
+        committer.replayed_earlier([(2, 1_500_000)])  # found from the last owner's intent
+        committer.sending([0, 1])  # at 2,000,000
+        await settle_one_by_one(committer, [0])  # 1 pending
+        committer.close()
+    assert consumer.commits == [{(FW, 0): 1}]
+    assert decode_intent(consumer.metadata[0][FW, 0]) == 1_500_000

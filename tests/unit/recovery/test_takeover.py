@@ -22,7 +22,7 @@ from eventgw.core.envelope import H_RECOVERY_SOURCE, event_headers, header_value
 from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.kafka.testing import InMemoryKafka, SimulatedCrash
 from eventgw.recovery import service as recovery_service
-from eventgw.recovery.replay_intent import encode_intent
+from eventgw.recovery.replay_intent import decode_intent, encode_intent
 from eventgw.recovery.replayer import Replayer
 from eventgw.recovery.service import RecoveryService
 from eventgw.recovery.takeover import Takeover, written_topics
@@ -82,10 +82,10 @@ async def run(
         await loop
 
 
-async def kill_mid_replay(kafka: InMemoryKafka, clock: FakeClock) -> FakeConsumer:
-    """Run 1: the third chunk reaches its lane, then the process dies (before its commit)."""
+async def kill_mid_replay(kafka: InMemoryKafka, clock: FakeClock, on_send: int = 3) -> FakeConsumer:
+    """Run 1: chunk ``on_send`` reaches its lane, then the process dies (before its commit)."""
     consumer = FakeConsumer(captured(BACKLOG))
-    kafka.crash_on_send = 3
+    kafka.crash_on_send = on_send
     kafka.crash_after_write = True
     svc = RecoveryService(SETTINGS, clock=clock)
     with pytest.raises(ExceptionGroup) as info:
@@ -174,3 +174,21 @@ async def test_a_read_back_opens_only_the_clusters_the_taken_records_are_meant_f
     moved = [ConsumedRecord(TOPICS.failed_writes, 0, 9, b"k", rollout.SerializeToString(), [])]
     assert await takeover.already_replayed(consumer, moved, replayer.cluster_of) == []
     assert opened == [{"primary"}, {"primary", "rollout"}]
+
+
+async def test_a_run_killed_before_its_first_commit_left_an_intent_ahead() -> None:
+    """The write-ahead: a partition without an intent gets one (its position committed again)
+    before anything of it is sent, so even the first chunk is found after a kill."""
+    kafka, clock = setup()
+    first = await kill_mid_replay(kafka, clock, on_send=1)
+    assert first.commits == [{(TOPICS.failed_writes, 0): 0}], "only the write-ahead"
+    assert decode_intent(first.metadata[0][TOPICS.failed_writes, 0]) == clock.wall_ms()
+    assert sum(lane_ids(kafka).values()) == 100, "the first chunk reached its lane"
+
+    second = FakeConsumer(captured(BACKLOG))
+    second.stored = dict(first.stored)
+    svc = RecoveryService(SETTINGS, clock=clock)
+    await run(svc, second, kafka, until_end=True)
+    ids = lane_ids(kafka)
+    assert set(ids) == {f"e-{i}" for i in range(BACKLOG)}
+    assert max(ids.values()) == 1, "the first chunk was not sent again"
