@@ -83,12 +83,13 @@ MetricName = Literal[
     # counter, read-backs; label reason (no_commit|no_intent|cap|timeout|error). Read-backs
     # that did not read everything they should have: the events they did not find are
     # replayed again (duplicates, never loss). no_commit: the partition was never committed
-    # (a new partition or group — expected once each — or a run killed before its first
-    # commit). no_intent: its last commit carries no replay intent (committed by an earlier
-    # version: expected once per partition after the upgrade). cap/timeout: the lanes held more
+    # (a new partition or group — expected once each, nothing to find). no_intent: its last
+    # commit carries no replay intent (committed by an earlier version: expected once per
+    # partition after the upgrade). cap/timeout: the lanes held more
     # since the last commit than recovery.read_back_max_records / _timeout_s allow — raise
-    # them if duplicates after restarts matter. error: a cluster or topic could not be read —
-    # read recovery.read_back_failed (ACL: the failed-writes principal reads the lanes).
+    # them if duplicates after restarts matter. error: a cluster or topic could not be read,
+    # or the write-ahead commit was refused — read recovery.read_back_failed (ACL: the
+    # failed-writes principal reads the lanes).
     "eventgw_recovery_read_back_incomplete_total",
     # counter, tasks; label result (ack|nack|reject|release) reported by processor workers.
     # nack/reject rising: the handler fails — read processor.handler_failed in the worker logs.
