@@ -1,18 +1,21 @@
-"""``kill -9`` of the failed-writes processor mid-replay repeats what was in flight, not the batch.
+"""``kill -9`` of the failed-writes processor mid-replay repeats at most 1 % of what was in flight.
 
 The fault matrix found a kill mid-replay duplicating 14.4 % of the events in flight: a
 polled batch (up to 500 records) was committed only once every record of it was settled,
-so a kill repeated all of it — and while one record of it waits for a lane that is down
-(retried with backoff for minutes), everything confirmed beside it waits too. Now each
-partition is committed up to its first unsettled record as the batch goes
-(docs/delivery-semantics.md, "Duplicates").
+so a kill repeated all of it. Committing each partition up to its first unsettled record
+as the batch goes (docs/delivery-semantics.md, "Replayed failed writes") still repeated
+what Kafka had confirmed and the commit had not recorded — above all, everything confirmed
+above a record that waits for a lane that is down (retried with backoff for minutes). Now
+the restarted processor reads the lanes back from the last commit's replay intent and
+skips the records it finds there (eventgw.recovery.takeover).
 
-Here: a backlog in one failed-writes partition, every record replayable but one, near the
-end, meant for the rollout cluster, which is down. The real processor (a subprocess, real
-Kafka) replays the rest and retries that one; it is killed while it waits. Restarted with
-the rollout cluster back, it replays what was left. Counted in the lanes: every event is
-there (nothing lost), and the duplicates are only the few records confirmed after the
-pending one — not the ~500 of its batch the old commit repeated.
+Here: a backlog in one failed-writes partition, every record replayable but one, early in
+the last poll batch, meant for the rollout cluster, which is down. The real processor (a
+subprocess, real Kafka) replays the rest — the ~500 records of that batch above it are
+confirmed and cannot be committed — and retries that one; it is killed while it waits.
+Restarted with the rollout cluster back, it replays what was left. Counted in the lanes:
+every event is there (nothing lost), and duplicates are at most 1 % of those in flight
+(494 before the read-back: every record confirmed above the pending one).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import confluent_kafka
+import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
@@ -48,8 +52,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.kafka
 
 BACKLOG = 2000  # captured events in one failed-writes partition: four poll batches of 500
-STUCK = BACKLOG - 5  # the one meant for the rollout cluster (down until the restart)
-AFTER_STUCK = BACKLOG - STUCK - 1  # confirmed above it in its partition: what a kill repeats
+STUCK = BACKLOG - 495  # the one meant for the rollout cluster (down until the restart)
+AFTER_STUCK = BACKLOG - STUCK - 1  # confirmed above it, not committable: what a kill exposes
 
 
 def capture(i: int, topics: TopicSettings) -> Record:
@@ -116,7 +120,20 @@ async def wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> 
         raise AssertionError(f"not within {timeout_s}s: {what}") from None
 
 
-async def test_kill_9_mid_replay_repeats_only_what_was_in_flight(
+def scrape(port: int, name: str) -> float:
+    """The unlabelled metric ``name`` on the processor's status port (0 if absent). Blocking.
+
+    A counter is exported from its creation, so absent means a processor without it; the
+    assertion on its value fails then.
+    """
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_kill_9_mid_replay_repeats_at_most_1_percent_of_what_was_in_flight(
     kafka_broker: LocalBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap
@@ -171,6 +188,7 @@ async def test_kill_9_mid_replay_repeats_only_what_was_in_flight(
             "the failed-writes partition committed to its end",
             60,
         )
+        skipped = await asyncio.to_thread(scrape, port, "eventgw_recovery_read_back_skipped_total")
         ids: Counter[str] = Counter()
         for name in lanes(topics):
             for r in await asyncio.to_thread(read_records, bootstrap, name):
@@ -183,13 +201,16 @@ async def test_kill_9_mid_replay_repeats_only_what_was_in_flight(
     duplicates = sum(ids.values()) - len(ids)
     print(
         f"\nreplay kill: backlog={BACKLOG} committed_at_kill={at_kill} in_flight={in_flight} "
-        f"duplicates={duplicates} lost={len(lost)} took={time.monotonic() - started:.1f}s"
+        f"duplicates={duplicates} lost={len(lost)} read_back_skipped={skipped:.0f} "
+        f"took={time.monotonic() - started:.1f}s"
     )
     assert not lost, f"{len(lost)} captured events never reached their lane: {sorted(lost)[:5]}"
     assert ids[f"e-{STUCK}"] == 1, "the stuck event was replayed once its cluster was back"
-    # What the kill repeated: the events confirmed above the pending one in its partition.
-    # The whole-batch commit repeated its batch: ~500 here (499 measured).
-    assert duplicates <= AFTER_STUCK, (
-        f"{duplicates} duplicates; at most the {AFTER_STUCK} confirmed above the pending event"
-    )
     assert at_kill == STUCK, f"committed {at_kill}, not up to the pending event {STUCK}"
+    # The target (docs/faults.md): duplicates at most 1 % of the events in flight. Without
+    # the read-back, the restart repeated every event confirmed above the pending one
+    # (AFTER_STUCK = 494; the whole-batch commit before that, the batch: 499).
+    assert duplicates <= in_flight // 100, (
+        f"{duplicates} duplicates of {in_flight} in flight (target: at most 1 %)"
+    )
+    assert skipped >= AFTER_STUCK - in_flight // 100, "the restart found them in the lanes"

@@ -27,12 +27,14 @@ from eventgw.config.settings import (
     EventGwSettings,
     IngestSettings,
     KafkaSettings,
+    LaneTuning,
     OrchestratorSettings,
     ProcessorSettings,
     PublisherSettings,
     RecoverySettings,
 )
-from eventgw.core.envelope import Priority
+from eventgw.core.clock import SystemClock
+from eventgw.core.envelope import H_RECOVERY_SOURCE, Priority
 from eventgw.ingest.service import IngestService
 from eventgw.kafka.acl_policy import acl_rules
 from eventgw.kafka.admin import TopicSpec, apply_acls, delete_topics, ensure_topics
@@ -41,12 +43,16 @@ from eventgw.kafka.client_config import (
     SCANNER_GROUP,
     cluster_config,
     consumer_config,
+    producer_config,
 )
 from eventgw.kafka.group_consumer import GroupConsumer
+from eventgw.kafka.producer import BatchProducer
 from eventgw.orchestrator import commit_metadata
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import ProcessorService
 from eventgw.publisher.service import PublisherService
+from eventgw.recovery.read_back import LaneReadBack
+from eventgw.recovery.takeover import open_scanners, written_topics
 from tests.fixtures.kafka import admin_cluster, role_cluster
 from tests.fixtures.read_path import Recorder, lane_topics, running, wait_lag_zero
 from tests.fixtures.stack import fast_lanes, unique_topics
@@ -259,6 +265,41 @@ async def test_the_orchestrators_commit_metadata_is_read_back_under_its_acls(
     assert handed[0] == {}, "a fresh group has nothing committed"
     assert handed[-1] == written
     assert commit_metadata.decode(3, handed[-1][topics.p30, 1][1]) == [(5, 7)]
+
+
+async def test_the_failed_writes_processor_reads_its_writes_back_under_its_acls(
+    secure_broker: LocalBroker, topics: TopicSettings
+) -> None:
+    """The restart read-back (docs/delivery-semantics.md, "Replayed failed writes") as the
+    failed-writes principal: it finds a lane record and a DLQ record it wrote, and reads every
+    topic it writes without an authorization error (a refusal would show as ``error``)."""
+    cluster = role_cluster(secure_broker, "failed-writes")
+    producer = BatchProducer(
+        "test-read-back",
+        producer_config(cluster, LaneTuning(linger_ms=1, batch_size=1 << 16), "test-read-back"),
+    )
+    producer.start()
+    sent_from_ms = int(time.time() * 1000)
+    try:
+        for topic, offset in ((topics.p20, 7), (topics.dlq, 8)):
+            source = f"{topics.failed_writes}:0:{offset}".encode()
+            (d,) = await producer.send(topic, [(b"k", b"v", [(H_RECOVERY_SOURCE, source)])])
+            assert d.ok, d.error
+    finally:
+        await producer.close(10)
+    targets = {"primary": written_topics(topics, "primary")}
+    async with open_scanners({"primary": cluster}, {"primary"}, 10.0) as scanners:
+        read_back = LaneReadBack(
+            scanners,
+            targets,
+            topics.failed_writes,
+            max_records=1000,
+            deadline_s=60.0,
+            clock=SystemClock(),
+        )
+        result = await read_back.find({0: 5}, sent_from_ms)
+    assert result.shortfalls == set(), "every topic it writes, read under its own ACLs"
+    assert result.found == {0: {7, 8}}
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -538,6 +538,19 @@ class RecoverySettings(_Frozen):
         description="replays of an event that fail transiently before it is parked in the DLQ "
         "(permanent failures are parked at once)",
     )
+    read_back_max_records: int = Field(
+        default=200_000,
+        ge=1,
+        description="records read back at most from the lanes, retry topics and DLQ when a "
+        "failed-writes partition is taken over, to find the events already replayed after its "
+        "last commit; past it the rest are replayed again (duplicates)",
+    )
+    read_back_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="no read-back step starts after this; past it the rest are replayed again "
+        "(duplicates)",
+    )
     # Client-captured events are classified with ingest's rules (IngestSettings.classifier).
 
     @model_validator(mode="after")

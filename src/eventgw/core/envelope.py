@@ -97,8 +97,9 @@ H_ORIGINAL_TOPIC: Final = "eventgw-original-topic"
 H_ORIGINAL_CLUSTER: Final = "eventgw-original-cluster"
 H_LAST_ERROR: Final = "eventgw-last-error"
 H_RETRY_AT_MS: Final = "eventgw-retry-at-ms"  # retry topics: not due before this wall-clock ms
-# DLQ records parked by the failed-writes processor: where the captured copy was
-# (``<topic>:<partition>:<offset>`` in the failed-writes topic, or ``<store>:<key>``).
+# Every record the failed-writes processor writes (lane, retry topic, DLQ): where the captured
+# copy was (``<topic>:<partition>:<offset>`` in the failed-writes topic, or ``<store>:<key>``).
+# On restart it reads the lanes back for it (eventgw.recovery.read_back).
 H_RECOVERY_SOURCE: Final = "eventgw-recovery-source"
 # `eventgw dlq redrive` wrote this lane record from a DLQ record: ``<topic>:<partition>:<offset>``
 # of that DLQ record. The orchestrator carries it onto retry records and sends a redriven record

@@ -101,10 +101,13 @@ GRANTS: Final[dict[Role, Grant]] = {
         why="ingest with the embedded publisher (ingest.embedded_publisher): both",
     ),
     "failed-writes": Grant(
-        reads=("failed_writes",),
+        # It reads back what it wrote (lanes, retries, DLQ) on taking over a partition, to
+        # skip what an earlier run replayed and did not commit (eventgw.recovery.read_back).
+        reads=("failed_writes", *LANES, *_RETRIES, "dlq"),
         writes=(*LANES, *_RETRIES, "dlq"),
-        groups=("recovery",),
-        why="replays failed writes to their lane or retry topic; parks the rest in the DLQ",
+        groups=("recovery", "scanner"),
+        why="replays failed writes to their lane or retry topic; parks the rest in the DLQ; "
+        "reads its own writes back on restart",
     ),
     "orchestrator": Grant(
         reads=(*LANES, *_RETRIES, "response"),

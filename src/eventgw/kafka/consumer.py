@@ -145,11 +145,17 @@ class BatchConsumer:
             await asyncio.to_thread(self._rebalances.consume, consumer, max_records, timeout_s)
         )
 
-    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+    async def commit_positions(
+        self,
+        positions: Mapping[tuple[str, int], int],
+        metadata: Mapping[tuple[str, int], str] | None = None,
+    ) -> None:
         """Commit ``{(topic, partition): next_offset}`` (synchronous).
 
         ``next_offset`` is Kafka's committed position: the offset of the next record to read
-        (the last one done + 1).
+        (the last one done + 1). ``metadata`` is stored with a partition's position (Kafka's
+        commit metadata; `committed` reads it back); keep it short (the broker's
+        ``offset.metadata.max.bytes``, 4,096 by default, refuses the commit above it).
 
         Raises:
             ConsumerError: the commit failed (e.g. the partition was revoked meanwhile).
@@ -157,11 +163,39 @@ class BatchConsumer:
         consumer = self._consumer
         if consumer is None or not positions:
             return
-        offsets = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        notes = metadata or {}
+        offsets = [
+            confluent_kafka.TopicPartition(t, p, o, metadata=notes.get((t, p)))
+            for (t, p), o in positions.items()
+        ]
         try:
             await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
         except confluent_kafka.KafkaException as exc:
             raise ConsumerError(f"commit failed: {exc}") from exc
+
+    async def committed(
+        self, partitions: Sequence[tuple[str, int]], timeout_s: float
+    ) -> dict[tuple[str, int], tuple[int, str]]:
+        """The group's committed ``(next_offset, metadata)`` of each of ``partitions``.
+
+        A partition with no committed position is left out.
+
+        Raises:
+            ConsumerError: the request failed or took longer than ``timeout_s``.
+        """
+        consumer = self._consumer
+        if consumer is None or not partitions:
+            return {}
+        query = [confluent_kafka.TopicPartition(t, p) for t, p in partitions]
+        try:
+            found = await asyncio.to_thread(consumer.committed, query, timeout_s)
+        except confluent_kafka.KafkaException as exc:
+            raise ConsumerError(f"committed offsets: {exc}") from exc
+        return {
+            (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+            for tp in found
+            if tp.error is None and tp.offset >= 0
+        }
 
     async def close(self) -> None:
         """Leave the group and close, within `DEFAULT_CLOSE_TIMEOUT_S` (as

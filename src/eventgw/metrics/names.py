@@ -80,6 +80,22 @@ MetricName = Literal[
     # take (e.g. too large for both), moved to the backup store so the topic goes on. Any
     # rise: a human is needed — read recovery.moved_to_backup and recovery.park_failed.
     "eventgw_recovery_moved_to_backup_total",
+    # counter, events; failed-writes records not replayed because the read-back on taking
+    # over their partition found their copy already in a lane, retry topic or the DLQ (an
+    # earlier run replayed them and was stopped before committing). Rising after restarts is
+    # expected: each one is a duplicate avoided (docs/delivery-semantics.md).
+    "eventgw_recovery_read_back_skipped_total",
+    # counter, read-backs; label reason (no_commit|no_intent|cap|timeout|error). Read-backs
+    # that did not read everything they should have: the events they did not find are
+    # replayed again (duplicates, never loss). no_commit: the partition was never committed
+    # (a new partition or group — expected once each, nothing to find). no_intent: its last
+    # commit carries no replay intent (committed by an earlier version: expected once per
+    # partition after the upgrade). cap/timeout: the lanes held more
+    # since the last commit than recovery.read_back_max_records / _timeout_s allow — raise
+    # them if duplicates after restarts matter. error: a cluster or topic could not be read,
+    # or the write-ahead commit was refused — read recovery.read_back_failed (ACL: the
+    # failed-writes principal reads the lanes).
+    "eventgw_recovery_read_back_incomplete_total",
     # counter, tasks; label result (ack|nack|reject|release) reported by processor workers.
     # nack/reject rising: the handler fails — read processor.handler_failed in the worker logs.
     "eventgw_processor_tasks_total",

@@ -133,6 +133,10 @@ class Replayer:
     otherwise it stays PENDING. A size refusal is believed only for a record sent alone
     (`Delivery.too_large`).
 
+    Every record written (lane, retry topic or DLQ) carries ``eventgw-recovery-source``
+    (`Captured.source`): the failed-writes processor reads it back on restart to skip
+    the events an earlier run already replayed (docs/delivery-semantics.md).
+
     Transient failures leave an event PENDING, unless the caller passes ``give_up=True``
     (its attempts are spent): then they are parked too. Retrying a PENDING event may
     duplicate one that Kafka had in fact written; event ids are kept (at-least-once).
@@ -153,6 +157,22 @@ class Replayer:
             {topics.p30, topics.p20, topics.p10, topics.offload}
             | {topics.retry_60s, topics.retry_120s, topics.retry_240s, topics.retry_480s}
         )
+
+    def cluster_of(self, value: bytes) -> str:
+        """The cluster a captured record's replay would be written to (its lane, or the DLQ).
+
+        ``primary`` for a record that would be parked (the DLQ is there).
+        """
+        event = pb.EventData()
+        try:
+            event.ParseFromString(value)
+        except Exception:  # noqa: BLE001  (protobuf raises DecodeError/RuntimeError variants)
+            return "primary"
+        if _invalid(event) is not None or event.intended_topic not in self._known_topics:
+            return "primary"  # parked, or a client capture (classified into a primary lane)
+        cluster = event.intended_cluster or "primary"
+        # As `target`, without its warning: an unknown cluster is replayed to the primary one.
+        return cluster if cluster in self._producers else "primary"
 
     def target(self, event: pb.EventData) -> tuple[str, str] | None:
         """(cluster, topic) an event belongs to; None if it names a topic we do not know.
@@ -221,7 +241,11 @@ class Replayer:
             # refused); the lane copy no longer names it.
             event.ClearField("intended_topic")
             event.ClearField("intended_cluster")
-            record = (event.company_id.encode(), event.SerializeToString(), event_headers(event))
+            headers = event_headers(event)
+            # Where the captured copy is: a restart finds the events already replayed by it
+            # (eventgw.recovery.read_back) instead of sending them again.
+            headers.append((H_RECOVERY_SOURCE, item.source.encode()))
+            record = (event.company_id.encode(), event.SerializeToString(), headers)
             groups[target].append((i, record))
 
         async def send(cluster: str, topic: str, group: list[tuple[int, Record]]) -> None:

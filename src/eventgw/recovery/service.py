@@ -21,11 +21,13 @@ from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
 from eventgw.recovery.prefix_committer import PrefixCommitter
+from eventgw.recovery.replay_intent import source_of
 from eventgw.recovery.replayer import Captured, Replayer
 from eventgw.recovery.settled_prefix import SettledPrefix
+from eventgw.recovery.takeover import Takeover, open_scanners
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from eventgw.backup.store import BackupStore
     from eventgw.config.settings import EventGwSettings
@@ -126,6 +128,17 @@ class RecoveryService:
                 )
                 producers[name].start()
         replayer = Replayer(producers, s.topics, s.ingest.classifier())
+        clusters = {"primary": s.kafka.primary}
+        if s.kafka.rollout is not None:
+            clusters["rollout"] = s.kafka.rollout
+        stall_s = min(10.0, r.read_back_timeout_s)  # one scanner step; the deadline is apart
+        takeover = Takeover(
+            lambda names: open_scanners(clusters, names, stall_s),
+            s.topics,
+            r,
+            self.metrics,
+            self._clock,
+        )
         fw_cluster = s.kafka.fallback or s.kafka.primary
         consumer = BatchConsumer(
             consumer_config(fw_cluster, r.group_id, "eventgw-recovery"), [s.topics.failed_writes]
@@ -146,7 +159,7 @@ class RecoveryService:
                 status.port,
             )
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._topic_loop(consumer, replayer, backup, stop))
+                tg.create_task(self._topic_loop(consumer, replayer, backup, takeover, stop))
                 tg.create_task(self._backup_loop(backup, replayer, stop))
         finally:
             self._ready = False
@@ -159,19 +172,37 @@ class RecoveryService:
     # -- failed-writes topic ------------------------------------------------------------
 
     async def _topic_loop(
-        self, consumer: BatchConsumer, replayer: Replayer, backup: BackupStore, stop: asyncio.Event
+        self,
+        consumer: BatchConsumer,
+        replayer: Replayer,
+        backup: BackupStore,
+        takeover: Takeover,
+        stop: asyncio.Event,
     ) -> None:
         while not stop.is_set():
             records = await consumer.poll_batch(_POLL_RECORDS, 0.5)
             if not records:
                 continue
-            batch = [Captured(r.value, f"{r.topic}:{r.partition}:{r.offset}") for r in records]
+            batch = [Captured(r.value, source_of(r.topic, r.partition, r.offset)) for r in records]
+            # Replayed by an earlier owner of the partition, after its last commit: settled.
+            done = await takeover.already_replayed(consumer, records, replayer.cluster_of)
             committer = PrefixCommitter(
-                consumer, SettledPrefix([(r.topic, r.partition, r.offset) for r in records])
+                consumer,
+                SettledPrefix([(r.topic, r.partition, r.offset) for r in records]),
+                self._clock,
             )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(committer.run())
-                settled = await self._settle(batch, replayer, backup, stop, committer.settled)
+                committer.replayed_earlier(done)
+                settled = await self._settle(
+                    batch,
+                    replayer,
+                    backup,
+                    stop,
+                    committer.settled,
+                    committer.sending,
+                    [i for i, _ in done],
+                )
                 # Batch end, or the drain on stop: what settled is committed once more;
                 # the rest is read again later (duplicates of nothing settled before it).
                 committer.close()
@@ -186,16 +217,20 @@ class RecoveryService:
         backup: BackupStore,
         stop: asyncio.Event,
         on_settled: Callable[[list[int]], None] | None = None,
+        on_sending: Callable[[list[int]], None] | None = None,
+        done: Collection[int] = (),
     ) -> bool:
         """Replay ``batch`` until every event is in Kafka or the backup store; False if stopped.
 
-        Sends `REPLAY_CHUNK` events at a time and reports the indexes each chunk settled to
-        ``on_settled`` as soon as Kafka confirmed them. After the first transient failure
-        the rest of the batch goes in one call (bounded time per round: one delivery
-        timeout). Each round replays only what is still pending, so a retry repeats no
-        event that Kafka already confirmed.
+        Sends `REPLAY_CHUNK` events at a time (all but the indexes in ``done``), reports the
+        indexes of each chunk to ``on_sending`` before handing them to Kafka, and those each
+        chunk settled to ``on_settled`` as soon as Kafka confirmed them. After the first
+        transient failure the rest of the batch goes in one call (bounded time per round:
+        one delivery timeout). Each round replays only what is still pending, so a retry
+        repeats no event that Kafka already confirmed.
         """
-        pending = list(range(len(batch)))
+        skip = set(done)
+        pending = [i for i in range(len(batch)) if i not in skip]
         chunk = REPLAY_CHUNK
         attempt = 0
         while True:
@@ -205,6 +240,8 @@ class RecoveryService:
             while sent < len(pending):
                 part = pending[sent : sent + chunk]
                 sent += len(part)
+                if on_sending is not None:
+                    on_sending(part)
                 still = await self._replay_part(batch, part, replayer, backup, give_up)
                 if on_settled is not None:
                     unsettled = set(still)

@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["SettledPrefix", "TopicPartition"]
 
@@ -42,7 +42,15 @@ class SettledPrefix:
             is not in the batch.
     """
 
-    __slots__ = ("_committed", "_index", "_next", "_queues", "_settled", "_unsettled")
+    __slots__ = (
+        "_committed",
+        "_first_sent",
+        "_index",
+        "_next",
+        "_queues",
+        "_settled",
+        "_unsettled",
+    )
 
     def __init__(self, positions: Sequence[tuple[str, int, int]]) -> None:
         # Per partition, the indexes of its records in batch order, from the first one not
@@ -51,6 +59,9 @@ class SettledPrefix:
         self._next: dict[TopicPartition, int] = {}  # last offset + 1, per partition
         self._index: list[tuple[TopicPartition, int]] = []  # per index: (partition, offset)
         self._settled: list[bool] = [False] * len(positions)
+        # Per index, the wall time (Unix ms) it was first handed to Kafka, or -1: a record
+        # sent once may be in its lane even if that send was reported as failed.
+        self._first_sent: list[int] = [-1] * len(positions)
         self._unsettled = len(positions)
         # Per partition, the last position committed, or the batch's first offset (where the
         # group's committed position already is: a commit there would move nothing).
@@ -81,6 +92,28 @@ class SettledPrefix:
         queue = self._queues[tp]
         while queue and self._settled[queue[0]]:
             queue.popleft()
+
+    def sent(self, indexes: Iterable[int], at_ms: int) -> None:
+        """Record that the records at ``indexes`` are being handed to Kafka at ``at_ms``.
+
+        Call before the send (the records' timestamps are then no earlier); only the first
+        send of a record counts.
+        """
+        for index in indexes:
+            if not 0 <= index < len(self._first_sent):
+                raise ValueError(f"index {index} is not in the batch of {len(self._first_sent)}")
+            if self._first_sent[index] < 0:
+                self._first_sent[index] = at_ms
+
+    def sent_from_ms(self, tp: TopicPartition, now_ms: int) -> int:
+        """The intent of a commit of ``tp`` now: no record past its position was sent earlier.
+
+        The first send of the records of ``tp`` from its first unsettled one on (settled or
+        not: a record confirmed above a pending one is past the position too), or ``now_ms``
+        when none of them was sent yet (a later send is later than now).
+        """
+        sends = [self._first_sent[i] for i in self._queues[tp] if self._first_sent[i] >= 0]
+        return min(sends, default=now_ms)
 
     def position(self, tp: TopicPartition) -> int:
         """The offset ``tp`` may be committed to now (Kafka's next offset to read)."""

@@ -40,10 +40,10 @@ def test_who_writes_what() -> None:
 
 def test_who_reads_what() -> None:
     assert readers("flow_control") == {"ingest", "gateway"}
-    assert readers("p30") == {"orchestrator"}
+    assert readers("p30") == {"orchestrator", "failed-writes"}  # failed-writes: read-back
     assert readers("response") == {"orchestrator"}
     assert readers("failed_writes") == {"failed-writes"}
-    assert readers("dlq") == {"tools"}
+    assert readers("dlq") == {"tools", "failed-writes"}
 
 
 def test_rules_name_the_deployments_topics_and_groups() -> None:
@@ -72,8 +72,15 @@ def test_rules_for_chosen_roles_and_principals() -> None:
     assert rules == [AclRule("User:CN=processor", "WRITE", "topic", TOPICS.response)]
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", [r for r in ROLES if r != "failed-writes"])
 def test_no_role_writes_a_topic_it_also_reads_except_retries(role: str) -> None:
     grant = GRANTS[role]  # type: ignore[index]  # parametrized over ROLES
     both = set(grant.reads) & set(grant.writes)
     assert both <= {"retry_60s", "retry_120s", "retry_240s", "retry_480s", "dlq_redrive_log"}
+
+
+def test_the_failed_writes_processor_reads_back_only_what_it_writes() -> None:
+    """Its read-back (on taking over a partition) needs READ on its own targets, no more."""
+    grant = GRANTS["failed-writes"]
+    assert set(grant.reads) == {"failed_writes"} | set(grant.writes)
+    assert "scanner" in grant.groups, "the read-back's scanner looks up its group coordinator"

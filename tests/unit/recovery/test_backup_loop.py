@@ -8,22 +8,33 @@ are the real ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from eventgw.config.settings import EventGwSettings, RecoverySettings
 from eventgw.core.backup_codec import CorruptBackup
 from eventgw.core.retry import Backoff
 from eventgw.kafka.consumer import ConsumedRecord
+from eventgw.kafka.testing import InMemoryKafka
 from eventgw.recovery import service as recovery_service
 from eventgw.recovery.replayer import Captured, Outcome, ReplayReport
 from eventgw.recovery.service import RecoveryService
+from eventgw.recovery.takeover import Takeover
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterator,
+        Callable,
+        Collection,
+        Mapping,
+        Sequence,
+    )
 
     import pytest
 
     from eventgw.core.backup_codec import CorruptionKind
+    from eventgw.recovery.read_back import Scanner
 
 
 class FakeStore:
@@ -80,6 +91,9 @@ class FakeReplayer:
         self.fails = fails
         self.calls: list[tuple[list[bytes], bool]] = []
         self.sent: list[bytes] = []  # values that reached a topic (lane or DLQ)
+
+    def cluster_of(self, value: bytes) -> str:
+        return "primary"
 
     async def replay(self, captured: Sequence[Captured], *, give_up: bool = False) -> ReplayReport:
         values = [c.value for c in captured]
@@ -222,23 +236,50 @@ def test_the_default_backoff_takes_the_recovery_settings() -> None:
 
 
 class FakeConsumer:
-    """Hands out ``batch`` once, then nothing; records every commit (next offsets)."""
+    """Hands out ``batch`` once, then nothing; records every commit (next offsets), and
+    answers `committed` with the last one (and its metadata)."""
 
     def __init__(self, batch: list[ConsumedRecord]) -> None:
         self.batch = batch
         self.commits: list[dict[tuple[str, int], int]] = []
+        self.metadata: list[dict[tuple[str, int], str]] = []
+        self.stored: dict[tuple[str, int], tuple[int, str]] = {}
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
         batch, self.batch = self.batch[:max_records], self.batch[max_records:]
         await asyncio.sleep(0 if batch else 0.01)
         return batch
 
-    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+    async def commit_positions(
+        self,
+        positions: Mapping[tuple[str, int], int],
+        metadata: Mapping[tuple[str, int], str] | None = None,
+    ) -> None:
         self.commits.append(dict(positions))
+        self.metadata.append(dict(metadata or {}))
+        for tp, offset in positions.items():
+            self.stored[tp] = (offset, (metadata or {}).get(tp, ""))
+
+    async def committed(
+        self, partitions: Sequence[tuple[str, int]], timeout_s: float
+    ) -> dict[tuple[str, int], tuple[int, str]]:
+        return {tp: self.stored[tp] for tp in partitions if tp in self.stored}
 
 
 def fw_records(values: list[bytes], partition: int = 0) -> list[ConsumedRecord]:
     return [ConsumedRecord("fw", partition, o, b"k", v, []) for o, v in enumerate(values)]
+
+
+def takeover(svc: RecoveryService, kafka: InMemoryKafka) -> Takeover:
+    """The real takeover, reading the lanes back from ``kafka`` (the primary cluster)."""
+
+    @contextlib.asynccontextmanager
+    async def scanners(names: Collection[str]) -> AsyncIterator[Mapping[str, Scanner]]:
+        assert names == {"primary"}, "every record here is meant for the primary cluster"
+        yield {"primary": kafka}
+
+    s = svc.settings
+    return Takeover(scanners, s.topics, s.recovery, svc.metrics, svc._clock)
 
 
 async def run_topic_loop_until(
@@ -250,7 +291,13 @@ async def run_topic_loop_until(
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.create_task(
-        svc._topic_loop(consumer, replayer, FakeStore({}), stop)  # type: ignore[arg-type]  # fakes
+        svc._topic_loop(
+            consumer,  # type: ignore[arg-type]  # fakes
+            replayer,  # type: ignore[arg-type]
+            FakeStore({}),  # type: ignore[arg-type]
+            takeover(svc, InMemoryKafka()),
+            stop,
+        )
     )
     try:
         async with asyncio.timeout(10):
@@ -274,6 +321,7 @@ async def test_a_topic_batch_is_committed_chunk_by_chunk_never_past_a_pending_ev
         svc, consumer, replayer, lambda: {("fw", 0): len(values)} in consumer.commits
     )
     assert consumer.commits == [
+        {("fw", 0): 0},  # the write-ahead: where the group is, with a replay intent
         {("fw", 0): chunk},  # the first chunk, committed while the second was sent
         {("fw", 0): chunk + 20},  # up to the pending event, before its retries
         {("fw", 0): len(values)},  # once it is in Kafka
@@ -298,7 +346,8 @@ async def test_a_stop_between_chunks_commits_what_settled_and_sends_nothing_more
     replayer = StoppingReplayer()
     await run_topic_loop_until(service(), consumer, replayer, lambda: False, stop)
     assert len(replayer.calls) == 1, "the drain sends no further chunk"
-    assert consumer.commits == [{("fw", 0): chunk}], "what settled is committed on the drain"
+    # After the write-ahead (position 0, with an intent), what settled, on the drain.
+    assert consumer.commits == [{("fw", 0): 0}, {("fw", 0): chunk}]
 
 
 async def test_an_untrusted_object_is_never_replayed_kept_counted_and_logged(

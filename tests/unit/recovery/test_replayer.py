@@ -328,3 +328,22 @@ def test_any_captured_bytes_are_replayed_or_parked_and_nothing_raises(values: li
         if topic != TOPICS.dlq:
             event = pb.EventData.FromString(value)
             assert 0 <= event.slo_deadline_ms < 10**15
+
+
+def test_the_cluster_of_a_capture_is_where_its_replay_would_be_written() -> None:
+    r = replayer(FakeProducer(), FakeProducer())
+    to_rollout = pb.EventData(
+        event_id="e", company_id="c", intended_topic=TOPICS.p20, intended_cluster="rollout"
+    )
+    assert r.cluster_of(to_rollout.SerializeToString()) == "rollout"
+    to_primary = pb.EventData(event_id="e", company_id="c", intended_topic=TOPICS.p20)
+    assert r.cluster_of(to_primary.SerializeToString()) == "primary"
+    client_capture = pb.EventData(event_id="e", company_id="c", source_name="checkout")
+    assert r.cluster_of(client_capture.SerializeToString()) == "primary"
+    # Parked ones go to the DLQ, on the primary cluster.
+    unknown = pb.EventData(
+        event_id="e", company_id="c", intended_topic="not-ours", intended_cluster="rollout"
+    )
+    assert r.cluster_of(unknown.SerializeToString()) == "primary"
+    assert r.cluster_of(b"") == "primary", "a tombstone: invalid, parked"
+    assert r.cluster_of(b"\xff\xff") == "primary", "undecodable: parked"

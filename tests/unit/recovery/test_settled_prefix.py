@@ -138,3 +138,19 @@ def test_a_position_never_passes_an_unsettled_record_and_stops_only_at_one(
         else:
             assert tp not in committed, "nothing settled at the head: nothing committed"
     assert prefix.unsettled == len(positions) - len(done)
+
+
+def test_the_intent_is_the_first_send_of_a_record_past_the_position() -> None:
+    prefix = SettledPrefix([("fw", 0, 0), ("fw", 0, 1), ("fw", 0, 2), ("fw", 1, 7)])
+    assert prefix.sent_from_ms(("fw", 0), now_ms=50) == 50, "nothing sent: now"
+    prefix.sent([0, 1], at_ms=10)
+    prefix.sent([1, 2], at_ms=20)  # 1 again (a retry): its first send counts
+    prefix.settle(0)
+    assert prefix.sent_from_ms(("fw", 0), now_ms=50) == 10, "offset 1, sent at 10, is past"
+    prefix.settle(2)  # confirmed above the pending offset 1: still past the position
+    assert prefix.sent_from_ms(("fw", 0), now_ms=50) == 10
+    prefix.settle(1)
+    assert prefix.sent_from_ms(("fw", 0), now_ms=50) == 50, "all settled: now"
+    assert prefix.sent_from_ms(("fw", 1), now_ms=60) == 60
+    with pytest.raises(ValueError, match="index 4"):
+        prefix.sent([4], at_ms=1)
