@@ -130,6 +130,7 @@ class GatewayPorts:
     colocated_grpc: int = field(default_factory=free_port)
     workers_http: int = field(default_factory=free_port)
     workers_grpc: int = field(default_factory=free_port)
+    recovery_metrics: int = field(default_factory=free_port)
 
 
 def _eventgw_argv(command: str) -> list[str]:
@@ -164,6 +165,7 @@ class Gateway:
             "EVENTGW_INGEST__ADMIN_PORT": "0",  # picked by the OS: each ingest its own
             "EVENTGW_INGEST__PUBLISHER_TARGET": f"127.0.0.1:{self.ports.publisher_grpc}",
             "EVENTGW_TOPICS__PARTITIONS": str(PARTITIONS),
+            "EVENTGW_RECOVERY__METRICS_PORT": str(self.ports.recovery_metrics),
         }
         for key, name in topics.model_dump().items():
             if key != "partitions":
@@ -173,6 +175,7 @@ class Gateway:
         self.ingest: subprocess.Popen[bytes] | None = None
         self.colocated: subprocess.Popen[bytes] | None = None
         self.workers: subprocess.Popen[bytes] | None = None
+        self.recovery: subprocess.Popen[bytes] | None = None
 
     def _spawn(self, command: str, workers: int = 1) -> subprocess.Popen[bytes]:
         env = self._env
@@ -211,12 +214,19 @@ class Gateway:
             log_tail=lambda: self.log_tail(command),
         )
 
-    def start(self, *, colocated: bool = False, workers: int = 0) -> None:
+    def start(self, *, colocated: bool = False, workers: int = 0, recovery: bool = False) -> None:
         """Start the publisher, then ingest (downstream first); return once both are ready.
 
         With ``colocated``, also a third process: ingest with the publisher embedded. With
-        ``workers``, also a co-located ingest with that many worker processes.
+        ``workers``, also a co-located ingest with that many worker processes. With
+        ``recovery``, first the failed-writes processor (``eventgw failed-writes``), which
+        replays what the publisher captured (FAILED_WRITES, BACKED_UP) into the lanes, as
+        ``eventgw up`` runs it: without it an event acknowledged that way is never processed.
         """
+        if recovery:
+            self.recovery = self._spawn("failed-writes")
+            url = f"http://127.0.0.1:{self.ports.recovery_metrics}/readyz"
+            self._wait_ready(self.recovery, url, "failed-writes")
         self.publisher = self._spawn("publisher")
         self._wait_ready(
             self.publisher, f"http://127.0.0.1:{self.ports.liveness}/readyz", "publisher"
@@ -260,8 +270,8 @@ class Gateway:
         return sum(p.stat().st_size for p in self.spool_dir.rglob("*") if p.is_file())
 
     def stop(self) -> None:
-        """SIGTERM upstream first (ingest, then publisher); SIGKILL what outlives the grace."""
-        for proc in (self.workers, self.colocated, self.ingest, self.publisher):
+        """SIGTERM upstream first (ingest, publisher, failed-writes); SIGKILL past the grace."""
+        for proc in (self.workers, self.colocated, self.ingest, self.publisher, self.recovery):
             if proc is None or proc.poll() is not None:
                 continue
             proc.terminate()

@@ -308,7 +308,7 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path) -> RunData:
         gateway._env["EVENTGW_INGEST__CLASS_RULES"] = json.dumps(
             [{"priority": 30, "source_name": "flow"}, {"priority": 10, "source_name": "bulk"}]
         )
-        gateway.start()
+        gateway.start(recovery=True)
         rp = ReadPath(
             broker.bootstrap,
             topics,
@@ -360,8 +360,11 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path) -> RunData:
                     for r in recs:
                         data.not_accepted[r.prio] = data.not_accepted.get(r.prio, 0) + 1
                     return
+            statuses = data.notes.setdefault("statuses", {})  # "P30 FAILED_WRITES" → events
             for r, res in zip(recs, results, strict=True):
                 r.lane = res.topic
+                key = f"P{r.prio} {res.status}"
+                statuses[key] = statuses.get(key, 0) + 1
             data.sent.extend(recs)
 
         async def send(batch: list[tuple[str, int, str]]) -> None:
@@ -817,6 +820,9 @@ def main() -> None:
                     f"errors {res['send_errors']} {res['first_errors'][:2]}",
                     flush=True,
                 )
+                statuses = res.get("notes", {}).get("statuses")
+                if statuses:  # acknowledged, by class and where durable
+                    print(f"[{system} round {rnd}] acknowledged as {statuses}", flush=True)
     finally:
         remove_tree(workdir)
     print(table(results))

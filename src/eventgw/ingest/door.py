@@ -252,11 +252,17 @@ class Door:
             self._held_requests -= 1
 
     def _fits(self, wanted: Mapping[Priority, int]) -> bool:
-        """True when every event of ``wanted`` (P20, P10) is within its class's share now."""
+        """True when each class of ``wanted`` (P20, P10) has room left under its share now.
+
+        A held request is taken whole once its classes are below their limits, so it may
+        pass them by up to its own size: a request larger than a shrunk share (500 P10
+        events against 5 % of 10,000) would otherwise wait out ``hold_s`` at the head of
+        its queue and hold every request behind it.
+        """
         p20, p10 = wanted.get(Priority.P20, 0), wanted.get(Priority.P10, 0)
-        if p20 and self.in_flight_events + p20 > self._limit[Priority.P20]:
+        if p20 and self.in_flight_events >= self._limit[Priority.P20]:
             return False
-        return not p10 or self.in_flight_events + p20 + p10 <= self._limit[Priority.P10]
+        return not p10 or self.in_flight_events + p20 < self._limit[Priority.P10]
 
     def _take(self, wanted: Mapping[Priority, int]) -> None:
         for p, n in wanted.items():

@@ -134,6 +134,16 @@ async def test_a_request_without_p30_waits_for_room_instead_of_being_deferred() 
     assert st.deferred[P10] == 0, "held, then taken: never deferred"
 
 
+async def test_a_held_request_larger_than_its_share_is_taken_once_the_share_has_room() -> None:
+    d, _ = door(events=100)  # P10's share: 50
+    d.admit({P10: 50})
+    held = asyncio.create_task(d.hold({P10: 80}))
+    await asyncio.sleep(0)
+    d.release(1)
+    assert await held is True, "below the limit: taken whole, past it by at most itself"
+    assert d.in_flight_events == 129
+
+
 async def test_held_p20_requests_are_taken_before_held_p10_ones_each_in_arrival_order() -> None:
     d, _ = door(events=100)
     d.admit({P20: 80})
