@@ -385,6 +385,14 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path) -> RunData:
                     break
             await asyncio.sleep(1.0)
         data.drain_s = time.monotonic() - end
+        with contextlib.suppress(Exception):
+            if rp.processed_total() < n:  # keep the evidence: the workdir goes at the end
+                data.notes["log_tails"] = {
+                    "publisher": gateway.log_tail("publisher"),
+                    "ingest": gateway.log_tail("ingest"),
+                    "failed-writes": gateway.log_tail("failed-writes"),
+                    "orchestrator": rp.log_tail("orch"),
+                }
         await asyncio.sleep(2.0)
         stop_poll.set()
         await poller
