@@ -166,6 +166,12 @@ class BatchProducer:
     Backpressure: when librdkafka's bounded queue is full, ``send`` waits (asyncio.sleep)
     and retries until the queue has room or the delivery timeout passes, then reports the
     remaining records as failed so the caller can capture them elsewhere.
+
+    A fatal error (the idempotent producer can raise one, e.g. when it can no longer keep
+    its sequence numbers) leaves a librdkafka producer that fails every record from then on.
+    The next ``send`` replaces it with a new one; the old one's outstanding records are
+    purged, so their batches report them failed (the caller captures them: at-least-once),
+    and it is closed. ``replacements`` counts this.
     """
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
@@ -177,9 +183,15 @@ class BatchProducer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._last_error_log = 0.0
+        self._fatal: object | None = None  # set (any thread) once the producer turned fatal
+        self.replacements = 0
 
     def _on_error(self, err: Any) -> None:
         # Called on the poll thread; librdkafka repeats transport errors, so rate-limit.
+        if isinstance(err, confluent_kafka.KafkaError) and err.fatal():
+            self._fatal = err
+            logger.error("kafka.producer_fatal producer=%s error=%s", self.name, err)
+            return
         now = time.monotonic()
         if now - self._last_error_log > 5:
             self._last_error_log = now
@@ -189,16 +201,46 @@ class BatchProducer:
         """Create the producer and start its poll thread."""
         if self._producer is not None:
             raise RuntimeError(f"producer {self.name} already started")
-        self._producer = confluent_kafka.Producer(self._config)
-        self._thread = threading.Thread(
-            target=self._poll_loop, name=f"kafka-poll-{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._producer, self._thread, self._stopping = self._open()
 
-    def _poll_loop(self) -> None:
-        producer = self._producer
-        while producer is not None and not self._stopping.is_set():
+    def _open(self) -> tuple[confluent_kafka.Producer, threading.Thread, threading.Event]:
+        producer = confluent_kafka.Producer(self._config)
+        stopping = threading.Event()
+        thread = threading.Thread(
+            target=self._poll_loop,
+            args=(producer, stopping),
+            name=f"kafka-poll-{self.name}",
+            daemon=True,
+        )
+        thread.start()
+        return producer, thread, stopping
+
+    @staticmethod
+    def _poll_loop(producer: confluent_kafka.Producer, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             producer.poll(0.05)
+
+    async def _replace(self) -> None:
+        """Swap a fatal producer for a new one; fail and close the old one's records."""
+        error, self._fatal = self._fatal, None
+        old = (self._producer, self._thread, self._stopping)
+        self._producer, self._thread, self._stopping = self._open()
+        self.replacements += 1
+        logger.error("kafka.producer_replaced producer=%s error=%s", self.name, error)
+        await asyncio.to_thread(self._retire, *old)
+
+    @staticmethod
+    def _retire(
+        producer: confluent_kafka.Producer | None,
+        thread: threading.Thread | None,
+        stopping: threading.Event,
+    ) -> None:
+        if producer is not None:
+            producer.purge(in_queue=True, in_flight=True)  # their batches report them failed
+            producer.flush(1.0)  # serves the purged records' reports
+        stopping.set()
+        if thread is not None:
+            thread.join(5)
 
     async def send(
         self, topic: str, records: Sequence[Record], partition: int | None = None
@@ -213,6 +255,8 @@ class BatchProducer:
             partition: write every record to this partition; None lets the partitioner
                 choose by key. A partition the topic does not have fails the record.
         """
+        if self._fatal is not None and self._producer is not None:
+            await self._replace()
         producer = self._producer
         if producer is None:
             raise RuntimeError(f"producer {self.name} is not started")
@@ -247,8 +291,10 @@ class BatchProducer:
                         break
                     await asyncio.sleep(0.005)
                 except confluent_kafka.KafkaException as exc:
-                    code = _error_code(exc.args[0]) if exc.args else ""
-                    batch.settle(i, Delivery(-1, -1, f"produce failed: {exc}", code))
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, confluent_kafka.KafkaError) and err.fatal():
+                        self._fatal = err  # this record fails (transient); the next send replaces
+                    batch.settle(i, Delivery(-1, -1, f"produce failed: {exc}", _error_code(err)))
                     break
                 except (TypeError, ValueError) as exc:  # a key, value or header of a wrong type
                     batch.settle(i, Delivery(-1, -1, f"produce failed: {exc}", "_INVALID_ARG"))

@@ -128,8 +128,10 @@ class ScriptedProducer:
     """Stands in for confluent_kafka.Producer: produce() fails as scripted, per record."""
 
     def __init__(self, conf: dict) -> None:
-        self.script: list[str] = []  # per call: "ok", "full" (BufferError) or "bad"
+        self.script: list[str] = []  # per call: "ok", "full" (BufferError), "bad", "fatal", "hold"
         self.calls = 0
+        self.held: list = []
+        self.purged = False
 
     def produce(self, topic, value, key, headers=None, partition=-1, on_delivery=None):
         step = self.script[self.calls] if self.calls < len(self.script) else "ok"
@@ -140,7 +142,24 @@ class ScriptedProducer:
             raise confluent_kafka.KafkaException(
                 confluent_kafka.KafkaError(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE)
             )
+        if step == "fatal":
+            raise confluent_kafka.KafkaException(
+                confluent_kafka.KafkaError(
+                    confluent_kafka.KafkaError._FATAL, "idempotence broken", fatal=True
+                )
+            )
+        if step == "hold":  # accepted, reported only when purged
+            self.held.append(on_delivery)
+            return
         on_delivery(None, Msg(0, self.calls))
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True) -> None:
+        self.purged = True
+        for on_delivery in self.held:
+            on_delivery(
+                confluent_kafka.KafkaError(confluent_kafka.KafkaError._PURGE_QUEUE), Msg(-1, -1)
+            )
+        self.held.clear()
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -185,5 +204,62 @@ async def test_a_queue_that_stays_full_fails_the_record_after_the_timeout(monkey
     try:
         [delivery] = await asyncio.wait_for(producer.send("topic", [(b"k", b"v", [])]), 5)
         assert delivery.error == "local queue full"
+    finally:
+        await producer.close(1)
+
+
+async def test_a_fatal_producer_is_replaced_and_its_outstanding_records_fail(monkeypatch) -> None:
+    """A fatal librdkafka producer fails every record for good: the next send uses a new one,
+    and what the old one still held is reported failed (the publisher captures it)."""
+    made: list[ScriptedProducer] = []
+
+    def factory(conf: dict) -> ScriptedProducer:
+        made.append(ScriptedProducer(conf))
+        return made[-1]
+
+    monkeypatch.setattr(confluent_kafka, "Producer", factory)
+    producer = BatchProducer("t", {"message.timeout.ms": 2000})
+    producer.start()
+    try:
+        made[0].script = ["hold", "fatal"]
+        held = asyncio.create_task(producer.send("topic", [(b"k", b"held", [])]))
+        await asyncio.sleep(0)
+        [failed] = await asyncio.wait_for(producer.send("topic", [(b"k", b"v", [])]), 5)
+        assert failed.code == "_FATAL"
+        assert not failed.permanent, "transient: captured, then retried"
+        [ok] = await asyncio.wait_for(producer.send("topic", [(b"k", b"v", [])]), 5)
+        assert ok.ok
+        assert len(made) == 2
+        assert producer.replacements == 1
+        [purged] = await asyncio.wait_for(held, 5)
+        assert made[0].purged
+        assert purged.code == "_PURGE_QUEUE"
+    finally:
+        await producer.close(1)
+
+
+async def test_a_fatal_error_reported_by_librdkafka_replaces_the_producer(monkeypatch) -> None:
+    made: list[ScriptedProducer] = []
+
+    def factory(conf: dict) -> ScriptedProducer:
+        made.append(ScriptedProducer(conf))
+        return made[-1]
+
+    monkeypatch.setattr(confluent_kafka, "Producer", factory)
+    producer = BatchProducer("t", {"message.timeout.ms": 2000})
+    producer.start()
+    try:
+        producer._on_error(  # what librdkafka's error_cb hands over, on the poll thread
+            confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced", fatal=True)
+        )
+        producer._on_error(confluent_kafka.KafkaError(confluent_kafka.KafkaError._TRANSPORT))
+        assert len(made) == 1, "nothing is replaced before the next send"
+        [ok] = await asyncio.wait_for(producer.send("topic", [(b"k", b"v", [])]), 5)
+        assert ok.ok
+        assert len(made) == 2
+        assert made[1].calls == 1
+        [again] = await asyncio.wait_for(producer.send("topic", [(b"k", b"v", [])]), 5)
+        assert again.ok
+        assert len(made) == 2, "a transport error replaces nothing"
     finally:
         await producer.close(1)
