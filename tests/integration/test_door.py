@@ -1,8 +1,10 @@
-"""The class-aware door against the real write path: P30 taken, P10 deferred, then retried.
+"""The class-aware door against the real write path: P30 taken, P10 held or deferred.
 
 Ingest is saturated on purpose: a small events budget (``max_in_flight_events`` 40: P10 may
 have 20 in flight, P30 all 40) and a P10 lane that lingers 300 ms, so P10 requests stay in
-flight while others arrive.
+flight while others arrive. With the product's default a P10 request waits inside ingest
+for room (held); with ``door_hold_ms`` 0 — or once a request has waited that long — it is
+deferred with a retry hint, which the client library honours.
 """
 
 from __future__ import annotations
@@ -27,13 +29,44 @@ pytestmark = pytest.mark.kafka
 CLASS_RULES = [{"priority": 30, "source_name": "flow"}, {"priority": 10, "source_name": "bulk"}]
 
 
-async def saturated_stack(write_stack: StackFactory) -> RunningStack:
+async def saturated_stack(write_stack: StackFactory, *, hold: bool = True) -> RunningStack:
     lanes = fast_lanes()
     lanes["p10"] = LaneTuning(linger_ms=300, batch_size=1 << 20, delivery_timeout_ms=10_000)
-    return await write_stack(
-        ingest={"max_in_flight_events": 40, "class_rules": CLASS_RULES},
-        publisher={"lanes": lanes},
+    ingest: dict[str, Any] = {"max_in_flight_events": 40, "class_rules": CLASS_RULES}
+    if not hold:
+        ingest["door_hold_ms"] = 0
+    return await write_stack(ingest=ingest, publisher={"lanes": lanes})
+
+
+async def test_saturated_ingest_takes_p30_at_once_and_holds_p10_until_there_is_room(
+    write_stack: StackFactory,
+) -> None:
+    stack = await saturated_stack(write_stack)
+    async with httpx.AsyncClient(base_url=stack.http_url, timeout=30) as client:
+
+        async def post(source: str, n: int, tag: str) -> httpx.Response:
+            return await client.post("/v1/events", json=body(source, n, tag))
+
+        p10 = [asyncio.create_task(post("bulk", 20, f"b{k}")) for k in range(5)]
+        await asyncio.sleep(0.1)  # the first P10 request holds the P10 share (300 ms linger)
+        p30 = await post("flow", 5, "f")
+        p10_waiting_then = sum(not t.done() for t in p10)
+        answers = await asyncio.gather(*p10)
+        status = (await client.get("/status")).json()
+    assert p30.status_code == 202, p30.text
+    assert p10_waiting_then >= 3, "P30 went through while P10 requests waited for room"
+    assert [a.status_code for a in answers] == [202] * 5, "held, then taken: none deferred"
+    door = status["door"]
+    assert door["held"] >= 3
+    assert door["held_events"] == 0
+    assert door["classes"]["P10"]["deferred"] == 0
+    records = await asyncio.to_thread(
+        read_topic,
+        stack.settings.kafka.primary.bootstrap_servers,
+        stack.settings.topics.p10,
+        expect=100,
     )
+    assert len(records) == 100, "each held event written once"
 
 
 def body(source: str, n: int, tag: str) -> dict[str, Any]:
@@ -48,7 +81,7 @@ def body(source: str, n: int, tag: str) -> dict[str, Any]:
 async def test_saturated_ingest_takes_p30_and_defers_p10_with_a_hint(
     write_stack: StackFactory,
 ) -> None:
-    stack = await saturated_stack(write_stack)
+    stack = await saturated_stack(write_stack, hold=False)
     async with httpx.AsyncClient(base_url=stack.http_url, timeout=30) as client:
 
         async def post(source: str, n: int, tag: str) -> httpx.Response:
@@ -83,7 +116,7 @@ async def test_saturated_ingest_takes_p30_and_defers_p10_with_a_hint(
 async def test_the_client_library_retries_deferred_events_to_success(
     write_stack: StackFactory,
 ) -> None:
-    stack = await saturated_stack(write_stack)
+    stack = await saturated_stack(write_stack, hold=False)
     publisher = EventIngestPublisher(stack.ingest_grpc, timeout_s=60)
     await publisher.start()
     try:
