@@ -406,16 +406,19 @@ class IngestSettings(_Frozen):
     max_in_flight_requests: int = Field(
         default=256,
         ge=1,
-        description="beyond this many requests at once only their P30 events are taken (the "
-        "rest answered DEFERRED); beyond twice this a request is refused whole (429 / "
-        "RESOURCE_EXHAUSTED)",
+        description="beyond this many requests at once (not counting those waiting for room) "
+        "only their P30 events are taken (the rest answered DEFERRED); beyond twice this an "
+        "HTTP request is refused whole (429) before its body is read; a gRPC request, already "
+        "read, is not refused by the door (the gRPC server takes at most 4x this many calls)",
     )
     max_in_flight_events: int = Field(
         default=20_000,
         ge=1,
         description="events taken and not yet answered; P10 is taken up to half of it, P20 "
-        "up to 80 %, P30 up to all of it; past its share a class's events are answered "
-        "DEFERRED with a retry hint (the door, docs/flow-control.md)",
+        "up to 80 %, P30 up to all of it (the P10 and P20 shares shrink while the write path "
+        "queues: door_queue_target_ms); past its share a request without P30 waits for room "
+        "(door_hold_ms) and a class's other events are answered DEFERRED with a retry hint "
+        "(the door, docs/flow-control.md)",
     )
     door_queue_target_ms: int = Field(
         default=100,
