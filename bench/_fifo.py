@@ -150,8 +150,9 @@ async def fifo(args: argparse.Namespace) -> None:
         while not stop.is_set():
             msgs = await asyncio.to_thread(c.consume, 500, 0.1)
             for m in msgs:
-                if m.error() is None:
-                    await queue.put(m.value())
+                value = m.value()
+                if m.error() is None and value is not None:
+                    await queue.put(value)
 
     async def flusher() -> None:
         while not stop.is_set():

@@ -160,7 +160,8 @@ class ReadPath:
         """The orchestrator's ``GET /stats``."""
         url = f"http://127.0.0.1:{self.metrics_port}/stats"
         with urllib.request.urlopen(url, timeout=2) as resp:
-            return json.loads(resp.read())
+            doc: dict[str, Any] = json.loads(resp.read())
+        return doc
 
     def processed(self) -> dict[str, int]:
         """ACKed tasks per lane so far."""
@@ -279,7 +280,7 @@ def preload(
                         topic,
                         ev.SerializeToString(),
                         ev.company_id.encode(),
-                        headers=event_headers(ev),
+                        headers=_headers(ev),
                         on_delivery=on_delivery,
                     )
                     break
@@ -354,7 +355,7 @@ class SteadyGenerator(threading.Thread):
                                 topic,
                                 ev.SerializeToString(),
                                 b"acme-bench",
-                                headers=event_headers(ev),
+                                headers=_headers(ev),
                                 on_delivery=self._cb(prio, ev.event_id),
                             )
                             break
@@ -367,3 +368,8 @@ class SteadyGenerator(threading.Thread):
             time.sleep(max(0.0, self._tick_s - behind))
         prod.flush(60)
         self.elapsed_s = time.monotonic() - started
+
+
+def _headers(ev: pb.EventData) -> list[tuple[str, str | bytes | None]]:
+    """`event_headers` typed as confluent-kafka's stubs want (lists are invariant)."""
+    return list(event_headers(ev))

@@ -141,8 +141,8 @@ class StepLoad:
     def level(self, t: float) -> float:
         """Offered load as a multiple of C."""
         if self.a.normal_s <= t < self.a.normal_s + self.a.overload_s:
-            return self.a.overload_x
-        return self.a.normal_x
+            return float(self.a.overload_x)
+        return float(self.a.normal_x)
 
     def rates(self, t: float) -> dict[tuple[int, str], float]:
         """events/s per (class, 'hot' | 'other')."""
@@ -206,7 +206,8 @@ async def drive(load: StepLoad, prefix: str, send: Any, data: RunData) -> None:
 
 def _get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=2) as resp:
-        return json.loads(resp.read())
+        doc: dict[str, Any] = json.loads(resp.read())
+    return doc
 
 
 def _get_text(url: str) -> str:
@@ -336,7 +337,7 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path) -> RunData:
             while not stop_poll.is_set():
                 with contextlib.suppress(Exception):
                     st = await asyncio.to_thread(_get_json, status_url)
-                    orch = await asyncio.to_thread(rp.stats)  # type: ignore[union-attr]
+                    orch = await asyncio.to_thread(rp.stats)
                     data.status.append(
                         {"t_ms": time.time_ns() // 1_000_000, "ingest": st, "orch": orch}
                     )
@@ -354,7 +355,7 @@ async def run_eventgw(args: argparse.Namespace, workdir: Path) -> RunData:
                 for r in recs:
                     r.slot_ms = slot_ms
                 try:
-                    results = await publisher.publish(events)  # type: ignore[union-attr]
+                    results = await publisher.publish(events)
                 except EventGwError as exc:  # not taken within the client's timeout
                     data.errors.append(f"{type(exc).__name__}: {exc}")
                     for r in recs:
@@ -628,7 +629,8 @@ def analyse(data: RunData, load_s: float) -> dict[str, Any]:
                 round(100.0 * o / s, 2) if s else None for o, s in zip(b_ok, b_sent, strict=True)
             ],
         }
-    cap_t, caps = [], {p: [] for p in CLASSES}
+    cap_t: list[float] = []
+    caps: dict[int, list[float | None]] = {p: [] for p in CLASSES}
     for sample in data.status:
         c = _capacity(sample)
         if not c:

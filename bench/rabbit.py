@@ -143,7 +143,7 @@ async def queue_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
     aio-pika ``declare_queue`` object caches its first answer)."""
     raw = await channel.get_underlay_channel()
     ok = await raw.queue_declare(name, passive=True)
-    return int(ok.message_count)
+    return int(ok.message_count or 0)
 
 
 async def consume(url: str, queue_name: str, concurrency: int) -> None:
@@ -162,7 +162,11 @@ async def consume(url: str, queue_name: str, concurrency: int) -> None:
 
     async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         event_id, prio, _company, ingested = message.body.decode().split(",")
-        ev = pb.EventData(event_id=event_id, priority=int(prio), ingested_at_ms=int(ingested))
+        ev = pb.EventData(
+            event_id=event_id,
+            priority=pb.Priority.ValueType(int(prio)),
+            ingested_at_ms=int(ingested),
+        )
         await handlers.record_fixed_cost(ev)
         await message.ack()
 

@@ -60,7 +60,7 @@ _PRIOS = (Priority.P30, Priority.P20, Priority.P10)
 ISOLATION_GOAL_PCT = 99.9
 
 
-def _fmt(v: float, d: int = 1) -> str:
+def _fmt(v: float | None, d: int = 1) -> str:
     return "-" if v is None or v != v else f"{v:,.{d}f}"
 
 
@@ -207,7 +207,7 @@ def dispatch_eventgw(b: Bench, topics: Any, *, profile: bool = False) -> dict[st
         # Start: the first record the orchestrator consumed (buffered, served or ACKed).
         def started() -> bool:
             lns = rp.stats().get("lanes", [])
-            return sum(ln["buffered"] + ln["in_flight"] + ln["processed"] for ln in lns) > 0
+            return bool(sum(ln["buffered"] + ln["in_flight"] + ln["processed"] for ln in lns) > 0)
 
         t0 = _wait_until(started, 60, 0.005)
         cpu0 = meter.sample()

@@ -363,13 +363,11 @@ def _run(
         profile = bench.profile(pw, outdir)
     print()
     print(_report.table(summary))
-    for layout, scenarios in (
+    for layout, names in (
         ("two processes (ingest → gRPC → publisher)", ("gateway-http", "gateway-grpc")),
         ("co-located (ingest.embedded_publisher)", ("colocated-http", "workers-http")),
     ):
-        ratios = ", ".join(
-            f"{s} {summary[s]['ratio_vs_raw']:.2f}x" for s in scenarios if s in summary
-        )
+        ratios = ", ".join(f"{s} {summary[s]['ratio_vs_raw']:.2f}x" for s in names if s in summary)
         if ratios:
             print(f"goal: gateway >= {GOAL_RATIO}x raw producer; {layout}: {ratios}")
     valid = all(not r["problems"] for r in rounds) and not any(
