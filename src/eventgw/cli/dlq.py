@@ -44,11 +44,11 @@ if TYPE_CHECKING:
     import argparse
 
     from eventgw.config.settings import EventGwSettings
-    from eventgw.dlq.reader import Scanner
     from eventgw.dlq.record import DlqRecord
     from eventgw.dlq.redrive_log import LogEntry, Producer
     from eventgw.dlq.report import RedriveReport
     from eventgw.dlq.selection import Coordinate, Selection
+    from eventgw.kafka.scanner import Scanner
 
 _DEFAULT_PAYLOAD_BYTES = "2048"
 

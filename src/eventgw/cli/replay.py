@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     import argparse
 
     from eventgw.config.settings import EventGwSettings, TopicSettings
-    from eventgw.dlq.reader import Scanner
     from eventgw.dlq.record import DlqRecord
     from eventgw.dlq.redrive_log import Producer
     from eventgw.dlq.report import ReplayReport
     from eventgw.dlq.selection import Selection
+    from eventgw.kafka.scanner import Scanner
 
 
 def retry_topics(topics: TopicSettings) -> dict[int, str]:

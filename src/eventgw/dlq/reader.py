@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from eventgw.dlq.record import DlqRecord
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
+    from collections.abc import AsyncIterator
 
     from eventgw.dlq.selection import Coordinate, Selection
-    from eventgw.kafka.scanner import ScannedRecord
-
-
-class Scanner(Protocol):
-    """What the tools need to read topics by offset (`TopicScanner`)."""
-
-    async def watermarks(self, topic: str) -> dict[int, tuple[int, int]]: ...
-
-    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]: ...
-
-    def read(
-        self, topic: str, partition: int, start: int, end: int
-    ) -> AsyncGenerator[list[ScannedRecord], None]: ...
+    from eventgw.kafka.scanner import Scanner
 
 
 @dataclass(frozen=True, slots=True)

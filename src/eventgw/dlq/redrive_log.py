@@ -28,8 +28,8 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from eventgw.dlq.reader import Scanner
     from eventgw.kafka.producer import Delivery, Record
+    from eventgw.kafka.scanner import Scanner
 
 logger = logging.getLogger(__name__)
 

@@ -44,10 +44,10 @@ if TYPE_CHECKING:
     from eventgw.config.settings import TopicSettings
     from eventgw.core.clock import Clock
     from eventgw.dlq.rate import RateLimiter
-    from eventgw.dlq.reader import Scanner
     from eventgw.dlq.record import DlqRecord
     from eventgw.dlq.redrive_log import Producer, RedriveLog
     from eventgw.dlq.selection import Selection
+    from eventgw.kafka.scanner import Scanner
 
 logger = logging.getLogger(__name__)
 

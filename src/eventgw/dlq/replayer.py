@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from eventgw.dlq.rate import RateLimiter
-    from eventgw.dlq.reader import Scanner
     from eventgw.dlq.record import DlqRecord
     from eventgw.dlq.redrive_log import Producer
     from eventgw.dlq.selection import Selection
     from eventgw.kafka.producer import Record
+    from eventgw.kafka.scanner import Scanner
 
 logger = logging.getLogger(__name__)
 

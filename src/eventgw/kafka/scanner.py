@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import confluent_kafka
 import msgspec
@@ -57,6 +57,20 @@ class ScanError(EventGwError):
         super().__init__(f"{where}: {message}")
         self.topic = topic
         self.partition = partition
+
+
+class Scanner(Protocol):
+    """Reading topics by explicit offsets: `TopicScanner` in production,
+    `eventgw.kafka.testing.InMemoryKafka` in unit tests (the DLQ tools, the failed-writes
+    read-back)."""
+
+    async def watermarks(self, topic: str) -> dict[int, tuple[int, int]]: ...
+
+    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]: ...
+
+    def read(
+        self, topic: str, partition: int, start: int, end: int
+    ) -> AsyncGenerator[list[ScannedRecord], None]: ...
 
 
 class TopicScanner:

@@ -19,19 +19,19 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from eventgw.core.envelope import H_RECOVERY_SOURCE, header_value
-from eventgw.kafka.scanner import ScanError
+from eventgw.kafka.scanner import ScanError, Scanner
 from eventgw.recovery.replay_intent import parse_source
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from eventgw.core.clock import Clock
     from eventgw.kafka.scanner import ScannedRecord
 
-__all__ = ["CLOCK_MARGIN_MS", "LaneReadBack", "ReadBackResult", "Scanner", "Shortfall"]
+__all__ = ["CLOCK_MARGIN_MS", "LaneReadBack", "ReadBackResult", "Shortfall"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,18 +42,6 @@ CLOCK_MARGIN_MS = 5_000
 Shortfall = Literal["cap", "timeout", "error"]
 """Why a read-back did not read everything it should have: ``cap`` (``max_records`` read),
 ``timeout`` (``deadline_s`` passed), ``error`` (a cluster or topic could not be read)."""
-
-
-class Scanner(Protocol):
-    """What the read-back needs from a reader by offset (`TopicScanner`)."""
-
-    async def watermarks(self, topic: str) -> dict[int, tuple[int, int]]: ...
-
-    async def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]: ...
-
-    def read(
-        self, topic: str, partition: int, start: int, end: int
-    ) -> AsyncGenerator[list[ScannedRecord], None]: ...
 
 
 @dataclass(slots=True)

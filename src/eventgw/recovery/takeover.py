@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from eventgw.config.settings import KafkaClusterSettings, RecoverySettings, TopicSettings
     from eventgw.core.clock import Clock
     from eventgw.kafka.consumer import ConsumedRecord
+    from eventgw.kafka.scanner import Scanner
     from eventgw.metrics.backend import Metrics
-    from eventgw.recovery.read_back import ReadBackResult, Scanner
+    from eventgw.recovery.read_back import ReadBackResult
     from eventgw.recovery.settled_prefix import TopicPartition
 
     ScannerOpener: TypeAlias = Callable[

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pytest
 
     from eventgw.core.backup_codec import CorruptionKind
-    from eventgw.recovery.read_back import Scanner
+    from eventgw.kafka.scanner import Scanner
 
 
 class FakeStore:

@@ -31,7 +31,7 @@ from tests.unit.recovery.test_backup_loop import FakeConsumer, FakeStore, takeov
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping
 
-    from eventgw.recovery.read_back import Scanner
+    from eventgw.kafka.scanner import Scanner
 
 SETTINGS = EventGwSettings()
 TOPICS = SETTINGS.topics
