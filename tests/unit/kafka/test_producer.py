@@ -171,16 +171,24 @@ class ScriptedProducer:
         return 0
 
 
-async def test_produce_failures_become_failed_deliveries_in_order(monkeypatch) -> None:
-    """A full queue is waited out; a record produce() refuses is a failed Delivery, not an
-    exception: the publisher then captures it (docs/failure-handling.md, "Capture order")."""
-    made: list[ScriptedProducer] = []
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedProducer]:
+    """Every ScriptedProducer that BatchProducer creates, in order (it stands in for Producer)."""
+    created: list[ScriptedProducer] = []
 
     def factory(conf: dict) -> ScriptedProducer:
-        made.append(ScriptedProducer(conf))
-        return made[-1]
+        created.append(ScriptedProducer(conf))
+        return created[-1]
 
     monkeypatch.setattr(confluent_kafka, "Producer", factory)
+    return created
+
+
+async def test_produce_failures_become_failed_deliveries_in_order(
+    made: list[ScriptedProducer],
+) -> None:
+    """A full queue is waited out; a record produce() refuses is a failed Delivery, not an
+    exception: the publisher then captures it (docs/failure-handling.md, "Capture order")."""
     producer = BatchProducer("t", {"message.timeout.ms": 2000})
     producer.start()
     try:
@@ -208,16 +216,11 @@ async def test_a_queue_that_stays_full_fails_the_record_after_the_timeout(monkey
         await producer.close(1)
 
 
-async def test_a_fatal_producer_is_replaced_and_its_outstanding_records_fail(monkeypatch) -> None:
+async def test_a_fatal_producer_is_replaced_and_its_outstanding_records_fail(
+    made: list[ScriptedProducer],
+) -> None:
     """A fatal librdkafka producer fails every record for good: the next send uses a new one,
     and what the old one still held is reported failed (the publisher captures it)."""
-    made: list[ScriptedProducer] = []
-
-    def factory(conf: dict) -> ScriptedProducer:
-        made.append(ScriptedProducer(conf))
-        return made[-1]
-
-    monkeypatch.setattr(confluent_kafka, "Producer", factory)
     producer = BatchProducer("t", {"message.timeout.ms": 2000})
     producer.start()
     try:
@@ -238,14 +241,9 @@ async def test_a_fatal_producer_is_replaced_and_its_outstanding_records_fail(mon
         await producer.close(1)
 
 
-async def test_a_fatal_error_reported_by_librdkafka_replaces_the_producer(monkeypatch) -> None:
-    made: list[ScriptedProducer] = []
-
-    def factory(conf: dict) -> ScriptedProducer:
-        made.append(ScriptedProducer(conf))
-        return made[-1]
-
-    monkeypatch.setattr(confluent_kafka, "Producer", factory)
+async def test_a_fatal_error_reported_by_librdkafka_replaces_the_producer(
+    made: list[ScriptedProducer],
+) -> None:
     producer = BatchProducer("t", {"message.timeout.ms": 2000})
     producer.start()
     try:
