@@ -426,6 +426,11 @@ class Dispatcher:
         now_wall, now_mono = self._wall(), self._mono()
         while credited:
             session = next(iter(credited))
+            if session.closed:
+                # Its stream ended and the writer is finishing: `close_session` comes next.
+                # Leasing to it would strand the tasks until then (and push() refuses).
+                del credited[session]
+                continue
             tasks = buffer.pop_batch(session.credit, lease_s, session)
             if not tasks:
                 break

@@ -287,6 +287,23 @@ async def test_a_stream_that_ends_returns_its_leases_at_once() -> None:
     assert gone not in f.d.sessions
 
 
+async def test_work_arriving_while_a_stream_closes_goes_to_the_sessions_still_open() -> None:
+    """The stream's EOF closes its session; `close_session` runs only once its writer has
+    sent what was left. Work read in between went to the closed session: push() raised and
+    the orchestrator crashed (the fault matrix's chaos run, a processor killed)."""
+    f = Fixture()
+    closing, other = f.d.open_session("closing"), f.d.open_session("other")
+    f.d.grant(closing, 5)
+    f.d.grant(other, 5)
+    await sent(closing)
+    await sent(other)
+    closing.close()  # EOF read; the writer still drains
+    ids = f.add(Priority.P30, Priority.P20)
+    assert sorted(t.task_id for t in await sent_tasks(other)) == sorted(ids)
+    assert closing.held() == []
+    assert f.d.close_session(closing) == 0
+
+
 async def test_an_expired_lease_is_served_again_and_leaves_its_session() -> None:
     f = Fixture(lease_s=2.0)
     [tid] = f.add(Priority.P20)
