@@ -9,8 +9,8 @@ processes, and then runs the scenarios interleaved over R rounds (the order rota
 round) so that machine noise hits all of them alike:
 
 - ``raw-producer``: a confluent_kafka.Producer with the configuration of the gateway's p20
-  lane (``producer_config``: acks=all, idempotent, linger.ms=5, batch.size=512 KiB) writing
-  records of the same key, value size and headers as the gateway's;
+  lane (``producer_config``: acks=all, one request in flight, linger.ms=5,
+  batch.size=512 KiB) writing records of the same key, value size and headers as the gateway's;
 - ``gateway-http``: ``POST /v1/events`` with B events per request, C keep-alive connections;
 - ``gateway-grpc``: ``eventgw.v1.IngestService/Ingest`` with B events per call, C callers;
 - ``publisher-grpc``: ``eventgw.v1.PrepPublisher/Publish`` directly, to separate the costs;

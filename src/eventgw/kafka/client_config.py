@@ -63,13 +63,23 @@ def cluster_config(cluster: KafkaClusterSettings) -> dict[str, Any]:
 def producer_config(
     cluster: KafkaClusterSettings, tuning: LaneTuning, client_id: str
 ) -> dict[str, Any]:
-    """Durable producer properties: idempotent, ``acks=all``, tuned per lane."""
+    """Durable producer properties: ``acks=all``, one request in flight, tuned per lane.
+
+    Not librdkafka's idempotent producer: its broker thread spins (polls with a zero
+    timeout) for as long as a partition has a request in flight and records waiting past
+    ``linger.ms`` — 0.7-0.85 of a core per producer while the broker is slow to answer,
+    which on a busy machine slows the broker further (docs/design.md, "Producers").
+    One request in flight per connection keeps each partition's records in the order they
+    were produced, retries included; what idempotence added on top — no duplicate when a
+    request is retried after the broker wrote it — is within at-least-once.
+    """
     conf = cluster_config(cluster)
     conf.update(
         {
             "client.id": client_id,
             "acks": "all",
-            "enable.idempotence": True,
+            "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
             "linger.ms": tuning.linger_ms,
             "batch.size": tuning.batch_size,
             "compression.type": tuning.compression,
