@@ -1,5 +1,6 @@
-"""The orchestrator's group consumer against a real broker: a fatal error of its librdkafka
-consumer, a rebalance inside one batched poll, and a close that must not hang.
+"""The group consumer (the orchestrator's and the failed-writes processor's) against a real
+broker: a fatal error of its librdkafka consumer, a rebalance inside one batched poll, a
+close that must not hang, and commits with metadata read back.
 
 The fault matrix (tests/faults, scenario ``spool-full``) found an orchestrator that never
 read its lanes again after a broker outage: a commit sent with the member id of before the
@@ -26,9 +27,9 @@ import pytest
 from eventgw.config.settings import KafkaClusterSettings
 from eventgw.kafka.admin import TopicSpec, ensure_topics
 from eventgw.kafka.client_config import consumer_config
-from eventgw.kafka.consumer import BatchConsumer
 from eventgw.kafka.group_consumer import Committed, GroupConsumer, TopicPartition
 from eventgw.orchestrator.ack_tracker import AckTracker
+from eventgw.recovery.replay_intent import decode_intent, encode_intent
 from eventgw.recovery.settled_prefix import SettledPrefix
 
 if TYPE_CHECKING:
@@ -262,6 +263,8 @@ async def test_a_revoke_and_reassign_inside_one_poll_hands_on_only_the_reread(
     tracker = AckTracker()
     for r in records:  # what the orchestrator does with a batch: it crashed here
         tracker.track(r.topic, r.partition, r.offset)
+    # The failed-writes processor reads through a GroupConsumer too: it crashed here.
+    SettledPrefix([(r.topic, r.partition, r.offset) for r in records])
 
 
 async def test_close_returns_within_its_deadline_when_the_broker_stops_answering(
@@ -299,40 +302,48 @@ async def test_close_returns_within_its_deadline_when_the_broker_stops_answering
     assert "kafka.consumer_close_overran" in caplog.text
 
 
-async def test_the_failed_writes_consumer_never_hands_on_offsets_that_go_back(
-    kafka_broker: LocalBroker, new_topic: TopicFactory, monkeypatch: pytest.MonkeyPatch
+async def test_commits_carry_metadata_read_back_on_request_and_on_assignment(
+    kafka_broker: LocalBroker, new_topic: TopicFactory
 ) -> None:
-    """The same rebalance inside one poll, for `BatchConsumer` (the failed-writes processor),
-    whose `SettledPrefix` refuses a batch whose offsets go back."""
-    topic, other_topic = new_topic(partitions=1), new_topic(partitions=1)
+    """What the failed-writes processor needs from the one group member: its replay intent
+    goes in the commit's metadata, and comes back both from `committed` (the takeover's
+    read-back) and in the next member's ``on_assign`` (the orchestrator's finished runs)."""
+    topic = new_topic(partitions=2)
     group = f"g-{uuid.uuid4().hex}"
-    made: list[ConsumerWithSlowRead] = []
+    intent = encode_intent(1_700_000_000_000)
+    seen: list[Committed] = []
 
-    def make(config: dict[str, object]) -> ConsumerWithSlowRead:
-        made.append(ConsumerWithSlowRead(config))
-        return made[-1]
+    async def on_assign(partitions: list[TopicPartition], committed: Committed) -> None:
+        seen.append(committed)
 
-    monkeypatch.setattr(confluent_kafka, "Consumer", make)
-    consumer = BatchConsumer(_member_config(kafka_broker.bootstrap, group, "recovery-0"), [topic])
-    await consumer.start()
-    monkeypatch.undo()
-    second: list[SecondMember] = []
+    async def on_revoke(partitions: list[TopicPartition]) -> Committed:
+        return {}
+
+    config = _member_config(kafka_broker.bootstrap, group, "recovery-0")
+    del config["group.instance.id"]  # as the failed-writes processor: a dynamic member
+    first = GroupConsumer(config, [topic], on_assign, on_revoke)
+    await first.start()
     try:
         async with asyncio.timeout(30):
-            while not await asyncio.to_thread(made[0].assignment):
-                assert await consumer.poll_batch(10, 0.1) == []  # the topic is empty yet
-        for i in range(10):
-            await asyncio.to_thread(_produce, kafka_broker.bootstrap, topic, b"%d" % i)
-        made[0].armed = lambda: second.append(
-            SecondMember(_member_config(kafka_broker.bootstrap, group, "recovery-1"), other_topic)
-        )
-        async with asyncio.timeout(20):
-            records = await consumer.poll_batch(11, 5.0)
+            while not first.assigned:
+                await first.poll_batch(10, 0.1)
+        assert seen == [{}], "a new group has committed nothing"
+        assert await first.committed([(topic, 0), (topic, 1)], 10) == {}
+        await first.commit({(topic, 0): (5, intent), (topic, 1): (3, "")})
+        with pytest.raises(ValueError, match=rf"offsets: {topic}\[1\] offset -1 is below 0"):
+            await first.commit({(topic, 0): (9, ""), (topic, 1): (-1, "")})
+        committed = await first.committed([(topic, 0), (topic, 1)], 10)
     finally:
-        await consumer.close()
-        for member in second:
-            await asyncio.to_thread(member.close)
-    offsets = [r.offset for r in records]
-    assert offsets == sorted(set(offsets)), f"offsets went back: {offsets}"
-    assert offsets[0] == 0, "the partition was read again from its (absent) commit"
-    SettledPrefix([(r.topic, r.partition, r.offset) for r in records])  # it crashed here
+        await first.close()
+    assert committed == {(topic, 0): (5, intent), (topic, 1): (3, "")}, "the bad commit: none"
+    assert decode_intent(committed[topic, 0][1]) == 1_700_000_000_000
+
+    second = GroupConsumer(config, [topic], on_assign, on_revoke)
+    await second.start()
+    try:
+        async with asyncio.timeout(30):
+            while not second.assigned:
+                await second.poll_batch(10, 0.1)
+    finally:
+        await second.close()
+    assert seen[1:] == [{(topic, 0): (5, intent), (topic, 1): (3, "")}]

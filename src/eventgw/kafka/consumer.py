@@ -1,7 +1,10 @@
-"""An asyncio front for confluent-kafka's Consumer: batch polls and explicit commits.
+"""What every consumer of eventgw shares: consumed records, the batched read, the error;
+and `PartitionReader`, the assigned (group-less) reader.
 
-Blocking client calls run in a worker thread (``asyncio.to_thread``), one at a time: the
-owner awaits each call before the next, so the consumer is never used concurrently.
+The one group member, with commits, is `eventgw.kafka.group_consumer.GroupConsumer`; both
+read through `consume_available` and hand on `to_records`. Blocking client calls run in a
+worker thread (``asyncio.to_thread``), one at a time: the owner awaits each call before the
+next, so the consumer is never used concurrently.
 """
 
 from __future__ import annotations
@@ -15,13 +18,10 @@ import confluent_kafka
 import msgspec
 
 from eventgw.core.errors import RetriableError
-from eventgw.kafka.consumer_close import DEFAULT_CLOSE_TIMEOUT_S, close_within, leave_group
-from eventgw.kafka.stale_reads import RebalanceCounter
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
     from eventgw.core.envelope import Headers
+    from eventgw.kafka.stale_reads import RebalanceCounter
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def to_record(m: Any) -> ConsumedRecord | None:
     )
 
 
-def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list[Any]:
+def consume_available(
+    consumer: Any, max_records: int, timeout_s: float, rebalances: RebalanceCounter | None = None
+) -> list[Any]:
     """Up to ``max_records`` messages: wait at most ``timeout_s`` for the first, then take
     only what is already there. Blocking: call it in a worker thread.
 
@@ -83,13 +85,21 @@ def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list
     ``timeout_s`` (100 ms on the orchestrator's lanes: a P30 event's p50 latency was 100 ms
     at 1,000 events/s). ``poll`` returns with the first record; ``consume(n, 0)`` adds what
     has arrived with it.
+
+    Args:
+        rebalances: a group member's rebalance count (its callbacks run inside both reads):
+            what was read before a revoke of its partition is left out
+            (`RebalanceCounter.hand_on`). None for an assigned reader (no rebalances).
     """
     first = consumer.poll(timeout_s)
     if first is None:
         return []
     if max_records <= 1:
         return [first]
-    return [first, *consumer.consume(max_records - 1, 0)]
+    if rebalances is None:
+        return [first, *consumer.consume(max_records - 1, 0)]
+    generation = rebalances.generation
+    return rebalances.hand_on(generation, first, consumer.consume(max_records - 1, 0))
 
 
 def to_records(messages: list[Any]) -> list[ConsumedRecord]:
@@ -99,111 +109,6 @@ def to_records(messages: list[Any]) -> list[ConsumedRecord]:
 
 class ConsumerError(RetriableError):
     """A consumer call failed (translated from KafkaException); the caller tries again later."""
-
-
-class BatchConsumer:
-    """Subscribes to topics and yields records in batches; commits explicitly.
-
-    At-least-once: nothing is committed implicitly. ``commit_positions`` commits, per
-    partition, the position given (the next offset to read), synchronously. A batch never
-    holds records of a partition from both sides of a rebalance (`RebalanceCounter`): the
-    failed-writes processor's `SettledPrefix` refuses offsets that go back.
-    """
-
-    def __init__(self, config: dict[str, Any], topics: Sequence[str]) -> None:
-        self._config = dict(config)
-        self._topics = list(topics)
-        self._consumer: confluent_kafka.Consumer | None = None
-        self._rebalances = RebalanceCounter()
-
-    async def start(self) -> None:
-        """Create the consumer and subscribe."""
-        self._consumer = confluent_kafka.Consumer(self._config)
-        rebalances = self._rebalances
-
-        # Called on the polling thread; confluent-kafka then assigns or unassigns itself.
-        def on_assign(consumer: Any, partitions: list[Any]) -> None:
-            rebalances.assigned()
-
-        def on_revoke(consumer: Any, partitions: list[Any]) -> None:
-            rebalances.left([(p.topic, p.partition) for p in partitions])
-
-        await asyncio.to_thread(
-            self._consumer.subscribe,
-            self._topics,
-            on_assign=on_assign,
-            on_revoke=on_revoke,
-            on_lost=on_revoke,
-        )
-
-    async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
-        """Return up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
-        consumer = self._consumer
-        if consumer is None:
-            raise RuntimeError("consumer is not started")
-        return to_records(
-            await asyncio.to_thread(self._rebalances.consume, consumer, max_records, timeout_s)
-        )
-
-    async def commit_positions(
-        self,
-        positions: Mapping[tuple[str, int], int],
-        metadata: Mapping[tuple[str, int], str] | None = None,
-    ) -> None:
-        """Commit ``{(topic, partition): next_offset}`` (synchronous).
-
-        ``next_offset`` is Kafka's committed position: the offset of the next record to read
-        (the last one done + 1). ``metadata`` is stored with a partition's position (Kafka's
-        commit metadata; `committed` reads it back); keep it short (the broker's
-        ``offset.metadata.max.bytes``, 4,096 by default, refuses the commit above it).
-
-        Raises:
-            ConsumerError: the commit failed (e.g. the partition was revoked meanwhile).
-        """
-        consumer = self._consumer
-        if consumer is None or not positions:
-            return
-        notes = metadata or {}
-        offsets = [
-            confluent_kafka.TopicPartition(t, p, o, metadata=notes.get((t, p)))
-            for (t, p), o in positions.items()
-        ]
-        try:
-            await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
-        except confluent_kafka.KafkaException as exc:
-            raise ConsumerError(f"commit failed: {exc}") from exc
-
-    async def committed(
-        self, partitions: Sequence[tuple[str, int]], timeout_s: float
-    ) -> dict[tuple[str, int], tuple[int, str]]:
-        """The group's committed ``(next_offset, metadata)`` of each of ``partitions``.
-
-        A partition with no committed position is left out.
-
-        Raises:
-            ConsumerError: the request failed or took longer than ``timeout_s``.
-        """
-        consumer = self._consumer
-        if consumer is None or not partitions:
-            return {}
-        query = [confluent_kafka.TopicPartition(t, p) for t, p in partitions]
-        try:
-            found = await asyncio.to_thread(consumer.committed, query, timeout_s)
-        except confluent_kafka.KafkaException as exc:
-            raise ConsumerError(f"committed offsets: {exc}") from exc
-        return {
-            (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
-            for tp in found
-            if tp.error is None and tp.offset >= 0
-        }
-
-    async def close(self) -> None:
-        """Leave the group and close, within `DEFAULT_CLOSE_TIMEOUT_S` (as
-        `eventgw.kafka.group_consumer.GroupConsumer.close`)."""
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            rebalances, timeout_s = self._rebalances, DEFAULT_CLOSE_TIMEOUT_S
-            await close_within(lambda: leave_group(consumer, rebalances, timeout_s / 2), timeout_s)
 
 
 class PartitionReader:

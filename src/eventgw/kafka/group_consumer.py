@@ -1,4 +1,10 @@
-"""A consumer-group member for the orchestrator: rebalance hooks, pause/resume, seek, commit.
+"""The one consumer-group member: rebalance hooks, pause/resume, seek, commit with metadata.
+
+The orchestrator's lane and retry readers and the failed-writes processor's reader are each
+a `GroupConsumer` (the assigned, group-less reader is `eventgw.kafka.consumer.PartitionReader`).
+Commits carry Kafka's commit metadata (the orchestrator's finished runs, the failed-writes
+replay intent); what the group committed is read back with it, on assignment (`on_assign`)
+and on request (`GroupConsumer.committed`).
 
 confluent-kafka's Consumer is synchronous. Every call into it runs in a worker thread and
 is serialised by one asyncio lock, so the consumer is never used from two threads at once.
@@ -29,7 +35,7 @@ from typing import Any
 
 import confluent_kafka
 
-from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, to_records
+from eventgw.kafka.consumer import ConsumedRecord, ConsumerError, consume_available, to_records
 from eventgw.kafka.consumer_close import DEFAULT_CLOSE_TIMEOUT_S, close_within, leave_group
 from eventgw.kafka.stale_reads import RebalanceCounter
 
@@ -45,7 +51,12 @@ _CALLBACK_TIMEOUT_S = 30.0
 
 
 class GroupConsumer:
-    """Subscribe with static membership; batch polls; explicit commits; pause/resume/seek.
+    """Subscribe; batch polls; explicit commits with metadata; pause/resume/seek.
+
+    Static membership when the config sets ``group.instance.id`` (the orchestrator). What
+    every member gets: reads that never mix both sides of a rebalance (`RebalanceCounter`),
+    a close bounded by ``close_timeout_s`` that runs the revoke first (`leave_group`), and
+    a librdkafka consumer that hits a fatal error replaced by a new one (`_replace`).
 
     Args:
         config: librdkafka consumer config (group.id, group.instance.id, ...).
@@ -123,9 +134,7 @@ class GroupConsumer:
         logger.info("kafka.assigned partitions=%s", _fmt(tps))
         committed: Committed = {}
         try:
-            for tp in consumer.committed(partitions, timeout=_CALLBACK_TIMEOUT_S):
-                if tp.error is None and tp.offset >= 0:
-                    committed[tp.topic, tp.partition] = (tp.offset, tp.metadata or "")
+            committed = _read_committed(consumer, partitions, _CALLBACK_TIMEOUT_S)
         except confluent_kafka.KafkaException as exc:
             # Only the finished runs are missing then: some records are served twice.
             logger.warning("kafka.committed_unreadable error=%s", exc)
@@ -170,7 +179,7 @@ class GroupConsumer:
         consumer = self._require()
         async with self._lock:
             messages = await asyncio.to_thread(
-                self._rebalances.consume, consumer, max_records, timeout_s
+                consume_available, consumer, max_records, timeout_s, self._rebalances
             )
             fatal = next((m.error() for m in messages if _is_fatal(m.error())), None)
             if fatal is not None:
@@ -222,9 +231,22 @@ class GroupConsumer:
             )
 
     async def commit(self, offsets: Committed) -> None:
-        """Commit ``offsets`` (next offset to read and metadata, per partition) synchronously."""
+        """Commit ``offsets`` synchronously: per partition, the next offset to read (the
+        last one done + 1) and the metadata to store with it ("" for none).
+
+        The metadata is read back by `committed` and by the next owner's `on_assign`; keep
+        it short (the broker's ``offset.metadata.max.bytes``, 4,096 by default, refuses the
+        commit above it).
+
+        Raises:
+            ConsumerError: the commit failed (e.g. the partition was revoked meanwhile).
+            ValueError: an offset below 0 (nothing is committed).
+        """
         if not offsets:
             return
+        for (topic, partition), (offset, _) in offsets.items():
+            if offset < 0:
+                raise ValueError(f"offsets: {topic}[{partition}] offset {offset} is below 0")
         consumer = self._require()
         tps = _topic_partitions(offsets)
         async with self._lock:
@@ -232,6 +254,28 @@ class GroupConsumer:
                 await asyncio.to_thread(consumer.commit, offsets=tps, asynchronous=False)
             except confluent_kafka.KafkaException as exc:
                 raise ConsumerError(f"commit failed: {exc}") from exc
+
+    async def committed(self, partitions: Sequence[TopicPartition], timeout_s: float) -> Committed:
+        """What the group has committed for ``partitions``: next offset and metadata each.
+
+        A partition with no committed position is left out. Blocks the consumer's other
+        calls (one lock) for up to ``timeout_s``.
+
+        Raises:
+            ConsumerError: the request failed or took longer than ``timeout_s``.
+            ValueError: ``timeout_s`` is not above 0.
+        """
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if not partitions:
+            return {}
+        consumer = self._require()
+        query = [confluent_kafka.TopicPartition(t, p) for t, p in partitions]
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(_read_committed, consumer, query, timeout_s)
+            except confluent_kafka.KafkaException as exc:
+                raise ConsumerError(f"committed offsets: {exc}") from exc
 
     async def close(self) -> None:
         """Leave the group and close, within ``close_timeout_s`` (`close_within`).
@@ -263,6 +307,19 @@ def _is_fatal(error: confluent_kafka.KafkaError | None) -> bool:
     return error is not None and (
         error.code() == confluent_kafka.KafkaError._FATAL or error.fatal()
     )
+
+
+def _read_committed(consumer: Any, partitions: list[Any], timeout_s: float) -> Committed:
+    """The group's committed position and metadata of ``partitions`` (those it has).
+
+    Blocking: on the polling thread (in a rebalance callback) or a worker thread. Raises
+    ``KafkaException``: the caller translates it.
+    """
+    return {
+        (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+        for tp in consumer.committed(partitions, timeout=timeout_s)
+        if tp.error is None and tp.offset >= 0
+    }
 
 
 def _topic_partitions(offsets: Committed) -> list[confluent_kafka.TopicPartition]:

@@ -28,12 +28,12 @@ TopicPartition = tuple[str, int]
 
 
 class RebalanceCounter:
-    """Counts a consumer's rebalances; reads batches across them (`consume`).
+    """Counts a consumer's rebalances; filters batched reads across them (`hand_on`).
 
     ``generation`` counts the assignments and revocations (or losses) reported so far; each
     partition remembers the generation at which it last left. Not thread-safe: written by
     the rebalance callbacks, which librdkafka runs on the thread that polls, and read by
-    `consume` on that same thread.
+    `hand_on` on that same thread.
     """
 
     __slots__ = ("_left_at", "generation")
@@ -52,21 +52,21 @@ class RebalanceCounter:
         for tp in partitions:
             self._left_at[tp] = self.generation
 
-    def consume(self, consumer: Any, max_records: int, timeout_s: float) -> list[Any]:
-        """`consume_available`, without what was read before a revoke of its partition.
+    def hand_on(self, generation: int, first: Any, rest: Sequence[Any]) -> list[Any]:
+        """The messages of one batched read (`consume_available`) its caller may see.
 
-        Blocking: call it on the polling thread. ``poll()`` serves pending rebalance callbacks
-        before it returns a record, so only that record can be older than a rebalance run by
-        the ``consume()`` after it. A dropped record is not lost: it was not handed on, so not
-        committed, and is read again by whoever owns its partition next.
+        Args:
+            generation: `generation` after ``first`` was read, before ``rest``.
+            first: the message ``poll()`` returned.
+            rest: the messages the ``consume()`` after it returned.
+
+        Returns:
+            ``[first, *rest]``, without what was read before a revoke of its partition.
+            ``poll()`` serves pending rebalance callbacks before it returns a record, so only
+            ``first`` can be older than a rebalance run by the ``consume()`` after it. A
+            dropped record is not lost: it was not handed on, so not committed, and is read
+            again by whoever owns its partition next.
         """
-        first = consumer.poll(timeout_s)
-        if first is None:
-            return []
-        if max_records <= 1:
-            return [first]
-        generation = self.generation
-        rest = consumer.consume(max_records - 1, 0)
         if self.generation == generation:
             return [first, *rest]
         left = {tp for tp, at in self._left_at.items() if at > generation}

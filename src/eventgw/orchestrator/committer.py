@@ -5,64 +5,50 @@ rebalance callback, before partitions move: `Dispatcher.revoke_partitions`). Onl
 `AckTracker` says is finished is committed, so a crash re-delivers, never loses
 (docs/delivery-semantics.md). Each commit's metadata records the runs of offsets finished
 above it (`eventgw.orchestrator.commit_metadata`): the next owner does not serve them again.
+The committing itself (one member per partition, failures retried with the next round) is
+the one `eventgw.kafka.offset_committer.OffsetCommitter`, shared with the failed-writes
+processor.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
-from eventgw.core.lifecycle import sleep_or_stop
-from eventgw.kafka.consumer import ConsumerError
+from eventgw.kafka.offset_committer import OffsetCommitter
 
 if TYPE_CHECKING:
-    import asyncio
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
-    from eventgw.kafka.group_consumer import GroupConsumer
+    from eventgw.kafka.group_consumer import Committed, GroupConsumer, TopicPartition
     from eventgw.orchestrator.dispatcher import Dispatcher
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["Committer"]
+__all__ = ["Committer", "DispatcherCommits"]
 
 
-class Committer:
+class DispatcherCommits:
+    """The dispatcher's finished offsets as a `CommitSource`: each position with the runs
+    finished above it (`Dispatcher.commit_metadata`)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._d = dispatcher
+
+    def committable(self) -> Committed:
+        """Offsets that advanced since the last commit, with their metadata."""
+        d = self._d
+        return {tp: (o, d.commit_metadata(tp[0], tp[1], o)) for tp, o in d.committable().items()}
+
+    def mark_committed(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Record a successful commit."""
+        self._d.mark_committed(dict(positions))
+
+
+class Committer(OffsetCommitter):
     """Commits each partition's offset through the group member it is assigned to (the
-    urgent and bulk lane readers, the retry reader)."""
+    urgent and bulk lane readers, the retry reader), every ``interval_s``."""
 
     def __init__(
         self, dispatcher: Dispatcher, consumers: Sequence[GroupConsumer], interval_s: float
     ) -> None:
-        self._d = dispatcher
-        self._consumers = list(consumers)
-        self._interval_s = interval_s
-        self.commits = 0
-        self.failures = 0
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Commit every ``interval_s`` until ``stop`` (the drain commits once more)."""
-        while not stop.is_set():
-            await sleep_or_stop(stop, self._interval_s)
-            await self.commit()
-
-    async def commit(self) -> None:
-        """Commit what advanced since the last commit; a failure is logged and retried later."""
-        pending = self._d.committable()
-        if not pending:
-            return
-        for consumer in self._consumers:
-            owned = {tp: o for tp, o in pending.items() if tp in consumer.assigned}
-            if not owned:
-                continue
-            with_metadata = {
-                tp: (o, self._d.commit_metadata(tp[0], tp[1], o)) for tp, o in owned.items()
-            }
-            try:
-                await consumer.commit(with_metadata)
-            except ConsumerError as exc:
-                self.failures += 1
-                logger.warning("orchestrator.commit_failed error=%s", exc)
-                continue
-            self._d.mark_committed(owned)
-            self.commits += 1
+        super().__init__(
+            DispatcherCommits(dispatcher), consumers, name="orchestrator", interval_s=interval_s
+        )

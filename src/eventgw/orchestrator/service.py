@@ -366,7 +366,7 @@ class OrchestratorService:
                     tg.create_task(self._retry_fetcher.run(fetch_stop))
                 tg.create_task(ResultsReader(results, d, self.metrics).run(fetch_stop))
                 tg.create_task(self._timer_loop(d, fetch_stop))
-                tg.create_task(committer.run(fetch_stop))
+                tg.create_task(committer.run())
                 writing = tg.create_task(writer.run(writer_stop))
                 emitter = FlowControlEmitter(
                     flow_producer,
@@ -382,6 +382,7 @@ class OrchestratorService:
                 server.set_not_serving()
                 await self._drain(d, writer)
                 fetch_stop.set()
+                committer.close()  # the drain commits once more, below
                 writer_stop.set()
                 if writer.pending():  # past the drain deadline: terminate, do not hang
                     writing.cancel()

@@ -11,32 +11,20 @@ same partition (docs/delivery-semantics.md, "Duplicates").
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from eventgw.kafka.consumer import ConsumerError
+from eventgw.kafka.offset_committer import OffsetCommitter
 from eventgw.recovery.replay_intent import encode_intent
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from eventgw.core.clock import Clock
+    from eventgw.kafka.group_consumer import Committed
+    from eventgw.kafka.offset_committer import CommitTarget
     from eventgw.recovery.settled_prefix import SettledPrefix, TopicPartition
 
-__all__ = ["PositionCommitter", "PrefixCommitter"]
-
-logger = logging.getLogger(__name__)
-
-
-class PositionCommitter(Protocol):
-    """What the committer needs from a consumer (`BatchConsumer`)."""
-
-    async def commit_positions(
-        self,
-        positions: Mapping[TopicPartition, int],
-        metadata: Mapping[TopicPartition, str] | None = None,
-    ) -> None: ...
+__all__ = ["PrefixCommitter"]
 
 
 class PrefixCommitter:
@@ -46,34 +34,44 @@ class PrefixCommitter:
     since the last commit; progress that arrives while a commit is in flight is taken by
     the next one, so commits follow progress without piling up (at most one in flight, and
     no more commits than settled chunks). ``close()`` makes ``run()`` commit once more and
-    return: the batch end, or the drain on stop.
+    return: the batch end, or the drain on stop. The committing is the one
+    `eventgw.kafka.offset_committer.OffsetCommitter` (as the orchestrator's), woken by
+    progress instead of a timer; this class is the `CommitSource` it commits.
 
     Each commit carries the replay intent of its partitions (`SettledPrefix.sent_from_ms`
     in Kafka's commit metadata), so a restart can find what was replayed after it.
 
     At-least-once: only positions `SettledPrefix` hands out are committed, and a record is
     settled only once Kafka confirmed its replay or the DLQ write, or the backup store holds
-    it. A failed commit is logged and retried with the next progress (or left for the next
-    owner of the partition: duplicates, never loss).
+    it. A failed commit is logged (``recovery.commit_failed``) and retried with the next
+    progress (or left for the next owner of the partition: duplicates, never loss). A
+    partition the consumer no longer owns (revoked while the batch replays) is not
+    committed from here: its next owner reads it back from the last commit.
 
     Cancellation: ``run()`` may be cancelled at any await; a commit cut short may or may
     not have reached Kafka (either is safe).
     """
 
-    def __init__(self, consumer: PositionCommitter, prefix: SettledPrefix, clock: Clock) -> None:
-        self._consumer = consumer
+    def __init__(self, consumer: CommitTarget, prefix: SettledPrefix, clock: Clock) -> None:
         self._prefix = prefix
         self._clock = clock
-        self._wake = asyncio.Event()
-        self._closed = False
-        self.commits = 0  # commits Kafka accepted
-        self.failures = 0  # commits that failed (retried with the next progress)
+        self._committer = OffsetCommitter(self, [consumer], name="recovery")
+
+    @property
+    def commits(self) -> int:
+        """Commits Kafka accepted."""
+        return self._committer.commits
+
+    @property
+    def failures(self) -> int:
+        """Commits that failed (retried with the next progress)."""
+        return self._committer.failures
 
     def settled(self, indexes: Iterable[int]) -> None:
         """Record that the records at ``indexes`` of the batch are settled; commit soon."""
         for i in indexes:
             self._prefix.settle(i)
-        self._wake.set()
+        self._committer.wake()
 
     def replayed_earlier(self, items: Iterable[tuple[int, int]]) -> None:
         """Settle records an earlier run already replayed: ``(index, sent_from_ms)``.
@@ -84,7 +82,7 @@ class PrefixCommitter:
         for index, sent_from_ms in items:
             self._prefix.sent([index], sent_from_ms)
             self._prefix.settle(index)
-        self._wake.set()
+        self._committer.wake()
 
     def sending(self, indexes: Iterable[int]) -> None:
         """Record that the records at ``indexes`` are about to be handed to Kafka (now).
@@ -96,36 +94,28 @@ class PrefixCommitter:
 
     def close(self) -> None:
         """Commit what is settled once more, then let ``run()`` return."""
-        self._closed = True
-        self._wake.set()
+        self._committer.close()
 
     async def run(self) -> None:
         """Commit each advance of the prefix until ``close()`` (then once more)."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # Read before the commit: a close() during it wakes the loop for one more
-            # commit, which takes the progress that arrived meanwhile.
-            closing = self._closed
-            await self._commit()
-            if closing:
-                return
+        # A close() during a commit lets that commit end; the last one then takes the
+        # progress that arrived meanwhile.
+        await self._committer.run()
+        await self._committer.commit()
 
-    async def _commit(self) -> None:
+    # -- CommitSource -----------------------------------------------------------------
+
+    def committable(self) -> Committed:
+        """The positions that advanced, each with its replay intent (now)."""
         positions = self._prefix.advanced()
-        if not positions:
-            return
         # The intent goes with each position, so the next owner knows from when to read
         # the lanes back (eventgw.recovery.replay_intent).
         now_ms = self._clock.wall_ms()
-        intents = {tp: encode_intent(self._prefix.sent_from_ms(tp, now_ms)) for tp in positions}
-        try:
-            await self._consumer.commit_positions(positions, intents)
-        except ConsumerError as exc:
-            # Retried with the next progress; if none comes (batch end, stop), the next
-            # reader replays from the last commit: duplicates, never loss.
-            self.failures += 1
-            logger.warning("recovery.commit_failed error=%s", exc)
-            return
+        return {
+            tp: (offset, encode_intent(self._prefix.sent_from_ms(tp, now_ms)))
+            for tp, offset in positions.items()
+        }
+
+    def mark_committed(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Record that Kafka accepted ``positions``."""
         self._prefix.mark_committed(positions)
-        self.commits += 1

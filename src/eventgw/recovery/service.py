@@ -16,7 +16,7 @@ from eventgw.core.clock import Clock, SystemClock
 from eventgw.core.lifecycle import sleep_or_stop
 from eventgw.core.retry import Backoff
 from eventgw.kafka.client_config import consumer_config, producer_config
-from eventgw.kafka.consumer import BatchConsumer
+from eventgw.kafka.group_consumer import GroupConsumer
 from eventgw.kafka.producer import BatchProducer
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from eventgw.backup.store import BackupStore
     from eventgw.config.settings import EventGwSettings
+    from eventgw.kafka.group_consumer import Committed, TopicPartition
     from eventgw.recovery.replayer import ReplayReport
 
 logger = logging.getLogger(__name__)
@@ -140,8 +141,11 @@ class RecoveryService:
             self._clock,
         )
         fw_cluster = s.kafka.fallback or s.kafka.primary
-        consumer = BatchConsumer(
-            consumer_config(fw_cluster, r.group_id, "eventgw-recovery"), [s.topics.failed_writes]
+        consumer = GroupConsumer(
+            consumer_config(fw_cluster, r.group_id, "eventgw-recovery"),
+            [s.topics.failed_writes],
+            _on_assign,
+            _on_revoke,
         )
         status = StatusServer(r.status_host, r.metrics_port, self.metrics, lambda: self._ready)
         backup: BackupStore | None = None
@@ -173,7 +177,7 @@ class RecoveryService:
 
     async def _topic_loop(
         self,
-        consumer: BatchConsumer,
+        consumer: GroupConsumer,
         replayer: Replayer,
         backup: BackupStore,
         takeover: Takeover,
@@ -422,6 +426,18 @@ class RecoveryService:
             delay_s,
             why,
         )
+
+
+async def _on_assign(partitions: list[TopicPartition], committed: Committed) -> None:
+    """Nothing to do on assignment: `Takeover` reads the commits (and their replay intent)
+    when the first batch of a partition shows it was taken over."""
+
+
+async def _on_revoke(partitions: list[TopicPartition]) -> Committed:
+    """Nothing extra to commit on a revoke: each batch commits as it settles
+    (`PrefixCommitter`), and stops committing a partition once it is revoked; the next
+    owner reads back what was replayed after the last commit (`Takeover`)."""
+    return {}
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from eventgw.config.settings import KafkaClusterSettings, RecoverySettings, TopicSettings
     from eventgw.core.clock import Clock
     from eventgw.kafka.consumer import ConsumedRecord
+    from eventgw.kafka.group_consumer import Committed
     from eventgw.kafka.scanner import Scanner
     from eventgw.metrics.backend import Metrics
     from eventgw.recovery.read_back import ReadBackResult
@@ -51,17 +52,13 @@ _COMMITTED_TIMEOUT_S = 10.0
 
 
 class CommittedReader(Protocol):
-    """What the takeover needs from the group consumer (`BatchConsumer`)."""
+    """What the takeover needs from the group consumer (`GroupConsumer`)."""
 
     async def committed(
-        self, partitions: Sequence[tuple[str, int]], timeout_s: float
-    ) -> dict[tuple[str, int], tuple[int, str]]: ...
+        self, partitions: Sequence[TopicPartition], timeout_s: float
+    ) -> Committed: ...
 
-    async def commit_positions(
-        self,
-        positions: Mapping[tuple[str, int], int],
-        metadata: Mapping[tuple[str, int], str] | None = None,
-    ) -> None: ...
+    async def commit(self, offsets: Committed) -> None: ...
 
 
 def written_topics(topics: TopicSettings, cluster: str) -> list[str]:
@@ -255,7 +252,7 @@ class Takeover:
         """Commit ``positions`` (where the group is anyway) with the intent now."""
         intent = encode_intent(self._clock.wall_ms())
         try:
-            await consumer.commit_positions(positions, dict.fromkeys(positions, intent))
+            await consumer.commit({tp: (offset, intent) for tp, offset in positions.items()})
         except ConsumerError as exc:
             # Replayed without an intent: if this run dies before its first commit, the
             # next one replays what it sent again (duplicates, never loss).

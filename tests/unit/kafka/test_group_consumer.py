@@ -148,3 +148,17 @@ def test_close_timeout_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="close_timeout_s"):
         GroupConsumer({}, ["t"], on_assign, on_revoke, close_timeout_s=0)
+
+
+async def test_a_commit_below_offset_0_is_refused_naming_the_partition() -> None:
+    async def on_assign(tps: list[TopicPartition], committed: Committed) -> None:
+        pass
+
+    async def on_revoke(tps: list[TopicPartition]) -> Committed:
+        return {}
+
+    group = GroupConsumer({}, ["t"], on_assign, on_revoke)
+    with pytest.raises(ValueError, match=r"offsets: t\[3\] offset -2 is below 0"):
+        await group.commit({("t", 0): (5, ""), ("t", 3): (-2, "")})
+    with pytest.raises(ValueError, match="timeout_s must be > 0, got 0"):
+        await group.committed([("t", 0)], 0)

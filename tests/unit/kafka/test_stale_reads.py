@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventgw.kafka.consumer import consume_available
 from eventgw.kafka.stale_reads import RebalanceCounter, drop_stale_reads
 from tests.unit.kafka.test_group_consumer import Message
 
@@ -66,14 +67,14 @@ class ConsumerRebalancingInConsume:
 def test_a_read_across_a_revoke_and_reassign_hands_on_only_the_reread() -> None:
     counter = RebalanceCounter()
     consumer = ConsumerRebalancingInConsume(counter, reassign=True)
-    assert _offsets(counter.consume(consumer, 10, 0.1)) == [("t", 3), ("t", 4), ("t", 5)]
+    assert _offsets(consume_available(consumer, 10, 0.1, counter)) == [("t", 3), ("t", 4), ("t", 5)]
     assert counter.generation == 2
 
 
 def test_a_read_of_a_partition_revoked_for_good_is_dropped() -> None:
     counter = RebalanceCounter()
     consumer = ConsumerRebalancingInConsume(counter, reassign=False)
-    assert counter.consume(consumer, 10, 0.1) == []
+    assert consume_available(consumer, 10, 0.1, counter) == []
 
 
 def test_without_a_rebalance_the_read_is_handed_on_as_it_is() -> None:
@@ -86,5 +87,6 @@ def test_without_a_rebalance_the_read_is_handed_on_as_it_is() -> None:
 
     counter = RebalanceCounter()
     counter.left([("t", 0)])  # an earlier rebalance, before this read
-    assert _offsets(counter.consume(Steady(), 10, 0.1)) == [("t", 5), ("t", 6)]
-    assert _offsets(counter.consume(Steady(), 1, 0.1)) == [("t", 5)]
+    assert _offsets(consume_available(Steady(), 10, 0.1, counter)) == [("t", 5), ("t", 6)]
+    assert _offsets(consume_available(Steady(), 1, 0.1, counter)) == [("t", 5)]
+    assert _offsets(consume_available(Steady(), 10, 0.1)) == [("t", 5), ("t", 6)], "no group"

@@ -236,11 +236,13 @@ def test_the_default_backoff_takes_the_recovery_settings() -> None:
 
 
 class FakeConsumer:
-    """Hands out ``batch`` once, then nothing; records every commit (next offsets), and
-    answers `committed` with the last one (and its metadata)."""
+    """Hands out ``batch`` once, then nothing; owns the partitions of ``batch``; records
+    every commit (next offsets, and metadata apart), and answers `committed` with the last
+    one (and its metadata)."""
 
     def __init__(self, batch: list[ConsumedRecord]) -> None:
         self.batch = batch
+        self.assigned = {(r.topic, r.partition) for r in batch}
         self.commits: list[dict[tuple[str, int], int]] = []
         self.metadata: list[dict[tuple[str, int], str]] = []
         self.stored: dict[tuple[str, int], tuple[int, str]] = {}
@@ -250,15 +252,10 @@ class FakeConsumer:
         await asyncio.sleep(0 if batch else 0.01)
         return batch
 
-    async def commit_positions(
-        self,
-        positions: Mapping[tuple[str, int], int],
-        metadata: Mapping[tuple[str, int], str] | None = None,
-    ) -> None:
-        self.commits.append(dict(positions))
-        self.metadata.append(dict(metadata or {}))
-        for tp, offset in positions.items():
-            self.stored[tp] = (offset, (metadata or {}).get(tp, ""))
+    async def commit(self, offsets: dict[tuple[str, int], tuple[int, str]]) -> None:
+        self.commits.append({tp: offset for tp, (offset, _) in offsets.items()})
+        self.metadata.append({tp: metadata for tp, (_, metadata) in offsets.items()})
+        self.stored.update(offsets)
 
     async def committed(
         self, partitions: Sequence[tuple[str, int]], timeout_s: float

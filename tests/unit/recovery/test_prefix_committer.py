@@ -5,7 +5,6 @@ commit at a time, once more at the end; a failed commit is retried with the next
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from eventgw.core.clock import FakeClock
 from eventgw.kafka.consumer import ConsumerError
@@ -13,35 +12,31 @@ from eventgw.recovery.prefix_committer import PrefixCommitter
 from eventgw.recovery.replay_intent import decode_intent
 from eventgw.recovery.settled_prefix import SettledPrefix
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
 FW = "failed-writes"
 
 
 class FakeConsumer:
-    """Records commits; ``fail`` makes the next ones raise; ``gate`` holds a commit open."""
+    """Records commits; ``fail`` makes the next ones raise; ``gate`` holds a commit open.
+
+    Owns partitions 0 and 1 of ``FW`` (`assigned`)."""
 
     def __init__(self) -> None:
+        self.assigned = {(FW, 0), (FW, 1)}
         self.commits: list[dict[tuple[str, int], int]] = []
         self.metadata: list[dict[tuple[str, int], str]] = []
         self.fail = 0
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
 
-    async def commit_positions(
-        self,
-        positions: Mapping[tuple[str, int], int],
-        metadata: Mapping[tuple[str, int], str] | None = None,
-    ) -> None:
+    async def commit(self, offsets: dict[tuple[str, int], tuple[int, str]]) -> None:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
             self.fail -= 1
             raise ConsumerError("commit failed: REBALANCE_IN_PROGRESS")
-        self.commits.append(dict(positions))
-        self.metadata.append(dict(metadata or {}))
+        self.commits.append({tp: offset for tp, (offset, _) in offsets.items()})
+        self.metadata.append({tp: metadata for tp, (_, metadata) in offsets.items()})
 
 
 async def settle_one_by_one(committer: PrefixCommitter, indexes: list[int]) -> None:
