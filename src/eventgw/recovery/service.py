@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from eventgw.backup.factory import open_backup_store
 from eventgw.backup.store import BackupFull, BackupNotFound, BackupUnavailable
@@ -35,6 +35,19 @@ if TYPE_CHECKING:
     from eventgw.recovery.replayer import ReplayReport
 
 logger = logging.getLogger(__name__)
+
+
+class CapturedReplayer(Protocol):
+    """What the two loops need of a `Replayer` (the unit tests script it)."""
+
+    def cluster_of(self, value: bytes) -> str:
+        """The cluster a captured record's replay would be written to."""
+        ...
+
+    async def replay(self, captured: Sequence[Captured], *, give_up: bool = False) -> ReplayReport:
+        """Republish ``captured``; park what cannot be replayed; report each outcome."""
+        ...
+
 
 _REWRITE_MAX_BYTES = 16 << 20
 """The pending records of a backup object kept in memory to rewrite them as a new object;
@@ -178,7 +191,7 @@ class RecoveryService:
     async def _topic_loop(
         self,
         consumer: GroupConsumer,
-        replayer: Replayer,
+        replayer: CapturedReplayer,
         backup: BackupStore,
         takeover: Takeover,
         stop: asyncio.Event,
@@ -217,7 +230,7 @@ class RecoveryService:
     async def _settle(
         self,
         batch: Sequence[Captured],
-        replayer: Replayer,
+        replayer: CapturedReplayer,
         backup: BackupStore,
         stop: asyncio.Event,
         on_settled: Callable[[list[int]], None] | None = None,
@@ -268,7 +281,7 @@ class RecoveryService:
         self,
         batch: Sequence[Captured],
         part: list[int],
-        replayer: Replayer,
+        replayer: CapturedReplayer,
         backup: BackupStore,
         give_up: bool,
     ) -> list[int]:
@@ -308,7 +321,7 @@ class RecoveryService:
     # -- backup store -------------------------------------------------------------------
 
     async def _backup_loop(
-        self, backup: BackupStore, replayer: Replayer, stop: asyncio.Event
+        self, backup: BackupStore, replayer: CapturedReplayer, stop: asyncio.Event
     ) -> None:
         interval = self.settings.recovery.backup_scan_interval_s
         deferred: dict[str, _Deferral] = {}  # objects whose last replay left events behind
@@ -341,7 +354,11 @@ class RecoveryService:
             await sleep_or_stop(stop, interval)
 
     async def _replay_object(
-        self, key: str, backup: BackupStore, replayer: Replayer, deferred: dict[str, _Deferral]
+        self,
+        key: str,
+        backup: BackupStore,
+        replayer: CapturedReplayer,
+        deferred: dict[str, _Deferral],
     ) -> None:
         """Replay one object; delete it when done, else keep only what is left, deferred.
 
