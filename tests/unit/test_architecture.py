@@ -51,7 +51,7 @@ def _packages() -> list[Path]:
 
 
 @pytest.mark.parametrize("init", _packages(), ids=lambda p: _module_name(p))
-def test_a_package_exports_exactly_what_it_reexports(init: Path):
+def test_a_package_exports_exactly_what_it_reexports(init: Path) -> None:
     tree = ast.parse(init.read_text())
     declared = _declared_all(tree)
     reexported = sorted(
@@ -83,13 +83,13 @@ def _is_version(node: ast.Assign) -> bool:
 
 
 @pytest.mark.parametrize("name", USER_FACING)
-def test_user_facing_packages_reexport_their_api(name: str):
+def test_user_facing_packages_reexport_their_api(name: str) -> None:
     module = importlib.import_module(name)
     assert getattr(module, "__all__", None), f"{name} has no __all__"
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: _module_name(p))
-def test_every_name_in_all_exists(path: Path):
+def test_every_name_in_all_exists(path: Path) -> None:
     declared = _declared_all(ast.parse(path.read_text()))
     if declared is None:
         return
@@ -99,7 +99,7 @@ def test_every_name_in_all_exists(path: Path):
     assert not missing, f"{_module_name(path)}.__all__ names what it does not have: {missing}"
 
 
-def test_all_check_sees_the_exports():
+def test_all_check_sees_the_exports() -> None:
     """The checks above read the real declarations (they could pass on an empty scan)."""
     declared = _declared_all(ast.parse((PACKAGE / "processor" / "__init__.py").read_text()))
     assert declared is not None
@@ -111,7 +111,7 @@ def test_all_check_sees_the_exports():
 # --- the handler contract ---------------------------------------------------------------
 
 
-def test_handlers_receive_the_public_event_type():
+def test_handlers_receive_the_public_event_type() -> None:
     """A handler's event is typed with `eventgw.processor.EventData`, the public name of the
     event message; nothing a user writes needs ``eventgw._proto``."""
     import eventgw.processor as processor
@@ -158,11 +158,13 @@ def _type_checking_only(importer: str, imported: str) -> list[int]:
             guarded |= {id(n) for child in node.body for n in ast.walk(child)}
     lines = []
     for node in ast.walk(tree):
-        names: list[str] = []
+        names: list[str]
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
         if any(n == imported or imported.startswith(n + ".") for n in names) and (
             id(node) not in guarded
         ):
@@ -170,7 +172,7 @@ def _type_checking_only(importer: str, imported: str) -> list[int]:
     return lines
 
 
-def test_ignored_imports_are_for_type_checking_only():
+def test_ignored_imports_are_for_type_checking_only() -> None:
     """Each ``ignore_imports`` of the import-linter contracts is an annotation, not a
     dependency at run time: an exception may never carry code across a boundary."""
     ignored = _ignored_imports()
@@ -181,7 +183,7 @@ def test_ignored_imports_are_for_type_checking_only():
         )
 
 
-def test_a_run_time_import_is_found():
+def test_a_run_time_import_is_found() -> None:
     """The check above sees an import outside TYPE_CHECKING (it can fail)."""
     assert _type_checking_only("eventgw.orchestrator.service", "eventgw.kafka.producer") != []
     assert _type_checking_only("eventgw.ingest.service", "eventgw.publisher.service") == []

@@ -133,7 +133,7 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(REPO))
 
 
-def test_no_file_names_the_outside_specification():
+def test_no_file_names_the_outside_specification() -> None:
     found = {}
     for path in _repo_files():
         count = path.read_bytes().count(_OUTSIDE_SPEC.encode())
@@ -145,7 +145,7 @@ def test_no_file_names_the_outside_specification():
     )
 
 
-def test_every_cited_doc_section_exists():
+def test_every_cited_doc_section_exists() -> None:
     checked = 0
     problems = []
     for path in _text_files("src", "tests", "bench", "scripts", "docs", "deploy", "README.md"):
@@ -164,7 +164,7 @@ def test_every_cited_doc_section_exists():
     assert checked > 20, "the citation pattern no longer finds the citations in the code"
 
 
-def test_citations_use_the_one_form():
+def test_citations_use_the_one_form() -> None:
     loose = []
     for path in _text_files("src", "tests", "bench", "scripts", "deploy"):
         text = path.read_text()
@@ -176,7 +176,7 @@ def test_citations_use_the_one_form():
     )
 
 
-def test_every_named_doc_page_exists():
+def test_every_named_doc_page_exists() -> None:
     missing = []
     for path in _text_files("src", "tests", "bench", "scripts", "docs", "deploy", "README.md"):
         missing += [
@@ -187,7 +187,7 @@ def test_every_named_doc_page_exists():
     assert not missing, "\n".join(missing)
 
 
-def test_every_link_anchor_names_a_heading():
+def test_every_link_anchor_names_a_heading() -> None:
     broken = []
     for path in [*DOCS.glob("*.md"), REPO / "README.md"]:
         for m in _ANCHOR_LINK.finditer(path.read_text()):
@@ -226,7 +226,7 @@ _PACKAGES = {p.name for p in (REPO / "src" / "eventgw").iterdir() if p.is_dir()}
 @pytest.mark.parametrize(
     "page", sorted(p.name for p in DOCS.glob("*.md") if p.name not in _HISTORICAL)
 )
-def test_every_module_the_docs_name_exists(page: str):
+def test_every_module_the_docs_name_exists(page: str) -> None:
     missing = []
     package = None
     for n, line in enumerate((DOCS / page).read_text().splitlines(), 1):
@@ -244,7 +244,7 @@ def test_every_module_the_docs_name_exists(page: str):
     assert not missing, "modules named in the docs that do not exist:\n" + "\n".join(missing)
 
 
-def test_the_module_check_can_fail():
+def test_the_module_check_can_fail() -> None:
     """The path pattern still sees the modules the architecture page lists."""
     text = (DOCS / "architecture.md").read_text()
     named = {p for m in _MODULE_PATH.finditer(text) for p in _expand(m.group(1))}

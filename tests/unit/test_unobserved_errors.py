@@ -60,7 +60,7 @@ def test_observed_task():
 
 def test_a_task_that_died_unseen_fails_its_test(
     pytester: pytest.Pytester, no_unobserved_task_errors: UnobservedErrors
-):
+) -> None:
     pytester.makeconftest(_CONFTEST)
     pytester.makepyfile(_TESTS)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio")

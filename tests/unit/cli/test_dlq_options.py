@@ -14,7 +14,7 @@ NO_BROKER = "127.0.0.1:1"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, restore_logging):
+def _isolated(monkeypatch: pytest.MonkeyPatch, restore_logging: None) -> None:
     """No settings from the environment; the logging main() sets up undone afterwards."""
     for name in list(__import__("os").environ):
         if name.startswith("EVENTGW_"):
@@ -46,7 +46,9 @@ def _isolated(monkeypatch, restore_logging):
         (["replay", "--retry", "2m", "--since", "1h", "--rate", "fast"], "--rate"),
     ],
 )
-def test_bad_values_exit_2_with_one_line_naming_the_option(argv, option, capsys):
+def test_bad_values_exit_2_with_one_line_naming_the_option(
+    argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == ""

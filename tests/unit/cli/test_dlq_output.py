@@ -14,7 +14,7 @@ from eventgw.cli.dlq_output import (
     table_row,
 )
 from eventgw.config.settings import TopicSettings
-from eventgw.core.envelope import Priority
+from eventgw.core.envelope import Headers, Priority
 from eventgw.dlq.lanes import lane_topics
 from eventgw.dlq.record import DlqRecord
 from eventgw.dlq.redrive_log import LogEntry
@@ -27,7 +27,7 @@ DONE = LogEntry("done", "ev-1", T.p20, 1_700_000_000_000, target_partition=1, ta
 INTENT = LogEntry("intent", "ev-1", T.p20, 1_700_000_000_000, target_from={0: 3})
 
 
-def _record(key: bytes, value: bytes, headers) -> DlqRecord:
+def _record(key: bytes, value: bytes, headers: Headers) -> DlqRecord:
     return DlqRecord.from_scanned(
         ScannedRecord(T.dlq, 1, 42, 1_700_000_000_123, key, value, headers)
     )
@@ -42,7 +42,7 @@ def undecodable() -> DlqRecord:
     return _record(*undecodable_dead_letter(b"\xff\x00binary", origin_topic=T.p30))
 
 
-def test_table_rows_line_up_under_the_header():
+def test_table_rows_line_up_under_the_header() -> None:
     row = table_row(decodable(), DONE, LANES)
     assert row.index("0194b1e2") == TABLE_HEADER.index("EVENT ID")
     assert row.index("offload") == TABLE_HEADER.index("ORIGIN")
@@ -56,7 +56,7 @@ def test_table_rows_line_up_under_the_header():
     assert long.endswith("x" * 59 + "…")
 
 
-def test_clip_and_entry_docs():
+def test_clip_and_entry_docs() -> None:
     assert clip("abcdef", 4) == "abc…"
     assert clip("abc", 4) == "abc"
     assert entry_doc(None) is None
@@ -74,13 +74,13 @@ def test_clip_and_entry_docs():
     }
 
 
-def test_payload_previews():
+def test_payload_previews() -> None:
     assert payload_preview(b'{"a":[1,2]}', 100) == ("JSON", '{\n  "a": [\n    1,\n    2\n  ]\n}')
     assert payload_preview(b"plain words", 5) == ("text", "plain\n… (6 more characters)")
     assert payload_preview(b"\xff\x00\x01", 2) == ("binary", "ff 00 … (1 more bytes)")
 
 
-def test_show_text_of_an_event():
+def test_show_text_of_an_event() -> None:
     text = show_text(decodable(), INTENT, 100)
     assert f"record     {T.dlq} 1:42" in text
     assert "written    2023-11-14T22:13:20.123Z" in text
@@ -93,7 +93,7 @@ def test_show_text_of_an_event():
     assert '"order": 42' in text
 
 
-def test_show_text_and_doc_of_an_undecodable_record():
+def test_show_text_and_doc_of_an_undecodable_record() -> None:
     text = show_text(undecodable(), None, 100)
     assert "redrive    not redriven" in text
     assert "(undecodable: the value is not an eventgw EventData)" in text

@@ -21,7 +21,7 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_render():
+def test_render() -> None:
     clock = Clock()
     bar = ProgressBar(io.StringIO(), "redrive", monotonic=clock, width=10)
     clock.now = 2.0
@@ -30,7 +30,7 @@ def test_render():
     assert "100%" in bar.render(Progress(0, 0, 0, 0), 1.0)  # an empty plan is done
 
 
-def test_a_terminal_gets_one_redrawn_line_at_most_ten_times_a_second():
+def test_a_terminal_gets_one_redrawn_line_at_most_ten_times_a_second() -> None:
     clock = Clock()
     stream = Terminal()
     bar = ProgressBar(stream, "replay", monotonic=clock)
@@ -44,7 +44,7 @@ def test_a_terminal_gets_one_redrawn_line_at_most_ten_times_a_second():
     assert " 99/100 " in drawings[-1]
 
 
-def test_a_log_gets_a_plain_line_every_ten_seconds():
+def test_a_log_gets_a_plain_line_every_ten_seconds() -> None:
     clock = Clock()
     stream = io.StringIO()
     bar = ProgressBar(stream, "redrive", monotonic=clock)
@@ -57,7 +57,7 @@ def test_a_log_gets_a_plain_line_every_ten_seconds():
     assert "\r" not in stream.getvalue()
 
 
-def test_finish_without_updates_prints_nothing():
+def test_finish_without_updates_prints_nothing() -> None:
     stream = Terminal()
     ProgressBar(stream, "redrive").finish()
     assert stream.getvalue() == ""

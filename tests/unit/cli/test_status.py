@@ -7,6 +7,7 @@ and tests/e2e/test_up.py.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.cli.status import (
@@ -19,14 +20,17 @@ from eventgw.config.settings import EventGwSettings, OrchestratorSettings, Proce
 from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
 
+if TYPE_CHECKING:
+    import pytest
 
-def test_attainment_is_met_over_all_acked():
+
+def test_attainment_is_met_over_all_acked() -> None:
     assert attainment(0, 0) == "-"
     assert attainment(199, 1) == "99.5% of 200"
     assert attainment(0, 3) == "0.0% of 3"
 
 
-def test_orchestrator_block_shows_classes_attainment_and_workers():
+def test_orchestrator_block_shows_classes_attainment_and_workers() -> None:
     stats = pb.StatsResponse(
         index=2,
         serving=True,
@@ -63,13 +67,13 @@ def test_orchestrator_block_shows_classes_attainment_and_workers():
     assert lines[-1] == "      h-1  session 3  credit 5  leased 2  results 9  connected 61s"
 
 
-def test_a_draining_orchestrator_says_so():
+def test_a_draining_orchestrator_says_so() -> None:
     lines = orchestrator_lines("a:1", pb.StatsResponse(serving=False))
     assert "DRAINING" in lines[0]
     assert lines[-1] == "    worker sessions: 0"
 
 
-def test_orchestrators_are_the_processors_list_then_this_hosts_own():
+def test_orchestrators_are_the_processors_list_then_this_hosts_own() -> None:
     settings = EventGwSettings(
         orchestrator=OrchestratorSettings(grpc_port=50052),
         processor=ProcessorSettings(orchestrators=["o-0:50052", "o-1:50052"]),
@@ -82,7 +86,9 @@ def test_orchestrators_are_the_processors_list_then_this_hosts_own():
     assert orchestrator_targets(same) == ["127.0.0.1:50052"]
 
 
-async def test_a_components_block_is_its_readiness_and_counters(capsys):
+async def test_a_components_block_is_its_readiness_and_counters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     metrics = Metrics()
     events = metrics.counter("eventgw_publisher_events_total", "doc", ["priority"])
     events.labels("P30").inc(3)

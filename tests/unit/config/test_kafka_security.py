@@ -62,13 +62,15 @@ def pem(tmp_path: Path) -> Path:
 def test_tls_files_are_accepted_with_sasl_ssl(tmp_path: Path, pem: Path) -> None:
     key = tmp_path / "client.key"
     key.write_text("key")
-    cluster = KafkaClusterSettings(
-        bootstrap_servers="b:9093",
-        ssl_ca_location=pem,
-        ssl_certificate_location=pem,
-        ssl_key_location=key,
-        ssl_key_password="kp",
-        **SASL,
+    cluster = KafkaClusterSettings.model_validate(
+        {
+            "bootstrap_servers": "b:9093",
+            "ssl_ca_location": pem,
+            "ssl_certificate_location": pem,
+            "ssl_key_location": key,
+            "ssl_key_password": "kp",
+            **SASL,
+        }
     )
     assert (cluster.ssl_ca_location, cluster.ssl_key_location) == (pem, key)
     assert "kp" not in repr(cluster)
@@ -105,7 +107,7 @@ def test_mutual_tls_needs_certificate_and_key_together(
 ) -> None:
     fields: dict[str, Any] = {k: (pem if v in ("cert", "key") else v) for k, v in given.items()}
     with pytest.raises(pydantic.ValidationError, match=f"{field}: "):
-        KafkaClusterSettings(bootstrap_servers="b:9093", **SASL, **fields)
+        KafkaClusterSettings.model_validate({"bootstrap_servers": "b:9093", **SASL, **fields})
 
 
 # --- client_overrides cannot weaken security ---------------------------------------------------
@@ -129,7 +131,9 @@ def test_mutual_tls_needs_certificate_and_key_together(
 )
 def test_security_overrides_are_refused(key: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=f"'{key}' is"):
-        KafkaClusterSettings(bootstrap_servers="b:9093", client_overrides={key: "x"}, **SASL)
+        KafkaClusterSettings.model_validate(
+            {"bootstrap_servers": "b:9093", "client_overrides": {key: "x"}, **SASL}
+        )
 
 
 def test_an_override_of_verification_names_the_field_and_key(tmp_path: Path) -> None:

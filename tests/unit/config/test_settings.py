@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
+from pydantic import SecretStr
 
 from eventgw.config.settings import (
+    BackupSettings,
     EventGwSettings,
     IngestSettings,
     KafkaClusterSettings,
@@ -300,7 +302,7 @@ def test_unreadable_or_malformed_file_is_a_settings_file_error(tmp_path: Path) -
 def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(pydantic.ValidationError):
-        s.ingest.http_port = 1  # type: ignore[misc]
+        s.ingest.http_port = 1
 
 
 # --- staging --------------------------------------------------------------------------------
@@ -317,28 +319,30 @@ def test_staging_refuses_names_without_staging(tmp_path: Path) -> None:
 def test_staging_refuses_a_single_topic_without_staging() -> None:
     topics = {**staging_topics(), "dlq": "events.public.events-express-v1-dlq"}
     with pytest.raises(pydantic.ValidationError, match=r"topics\.dlq") as info:
-        EventGwSettings(environment="staging", topics=topics)
+        EventGwSettings(environment="staging", topics=TopicSettings.model_validate(topics))
     assert "topics.p30" not in str(info.value)
 
 
 def test_staging_accepts_when_every_name_contains_staging() -> None:
     s = EventGwSettings(
         environment="staging",
-        topics=staging_topics(),
-        backup={"s3_bucket": "eventgw-staging-backup"},
+        topics=TopicSettings.model_validate(staging_topics()),
+        backup=BackupSettings(s3_bucket="eventgw-staging-backup"),
     )
     assert s.environment == "staging"
     assert EventGwSettings(
         environment="staging",
-        topics=staging_topics(),
-        backup={"s3_bucket": "eventgw-backup", "s3_prefix": "staging/backup/"},
+        topics=TopicSettings.model_validate(staging_topics()),
+        backup=BackupSettings(s3_bucket="eventgw-backup", s3_prefix="staging/backup/"),
     )
 
 
 def test_staging_refuses_an_s3_location_without_staging() -> None:
     with pytest.raises(pydantic.ValidationError, match=r"backup\.s3_prefix"):
         EventGwSettings(
-            environment="staging", topics=staging_topics(), backup={"s3_bucket": "eventgw-prod"}
+            environment="staging",
+            topics=TopicSettings.model_validate(staging_topics()),
+            backup=BackupSettings(s3_bucket="eventgw-prod"),
         )
 
 
@@ -358,10 +362,10 @@ def test_other_environments_do_not_check_names() -> None:
         security_protocol="SASL_SSL",
         sasl_mechanism="SCRAM-SHA-512",
         sasl_username="u",
-        sasl_password="p",
+        sasl_password=SecretStr("p"),
     )
     kafka = KafkaSettings(primary=secure, rollout=None)
-    keyed = IngestSettings(api_keys=["key"])  # production needs ingest keys
+    keyed = IngestSettings(api_keys=[SecretStr("key")])  # production needs ingest keys
     for env in ("development", "production"):
         settings = EventGwSettings(environment=env, kafka=kafka, ingest=keyed)
         assert settings.topics.p30 == TopicSettings().p30
@@ -377,8 +381,8 @@ def test_staging_s3_check_does_not_match_across_bucket_and_prefix() -> None:
     with pytest.raises(pydantic.ValidationError):
         EventGwSettings(
             environment="staging",
-            topics=staging_topics(),
-            backup={"s3_bucket": "acme-stag", "s3_prefix": "ing/"},
+            topics=TopicSettings.model_validate(staging_topics()),
+            backup=BackupSettings(s3_bucket="acme-stag", s3_prefix="ing/"),
         )
 
 
@@ -397,16 +401,20 @@ def test_staging_s3_check_does_not_match_across_bucket_and_prefix() -> None:
 )
 def test_sasl_ssl_without_complete_credentials_is_refused(given: dict[str, str]) -> None:
     with pytest.raises(pydantic.ValidationError, match="SASL_SSL needs"):
-        KafkaClusterSettings(bootstrap_servers="b:9093", security_protocol="SASL_SSL", **given)
+        KafkaClusterSettings.model_validate(
+            {"bootstrap_servers": "b:9093", "security_protocol": "SASL_SSL", **given}
+        )
 
 
 def test_sasl_ssl_with_credentials_is_accepted_and_the_password_stays_secret() -> None:
-    c = KafkaClusterSettings(
-        bootstrap_servers="b:9093",
-        security_protocol="SASL_SSL",
-        sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="svc",
-        sasl_password="hunter2",
+    c = KafkaClusterSettings.model_validate(
+        {
+            "bootstrap_servers": "b:9093",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "svc",
+            "sasl_password": "hunter2",
+        }
     )
     assert c.sasl_password is not None
     assert c.sasl_password.get_secret_value() == "hunter2"

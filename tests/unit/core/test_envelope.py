@@ -77,7 +77,9 @@ def test_the_lane_tuples_are_the_lane_types_and_every_buffer_lane_has_a_share() 
 
 
 def test_event_headers() -> None:
-    event = pb.EventData(event_id="e-1", priority=30, slo_deadline_ms=1_700_000_005_000, attempt=2)
+    event = pb.EventData(
+        event_id="e-1", priority=pb.P30, slo_deadline_ms=1_700_000_005_000, attempt=2
+    )
     assert event_headers(event) == [
         (H_EVENT_ID, b"e-1"),
         (H_CLASS, b"P30"),

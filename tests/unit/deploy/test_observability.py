@@ -55,7 +55,7 @@ def dashboard() -> dict[str, Any]:
     return data
 
 
-def test_every_alert_names_a_runbook_entry_that_names_it_back():
+def test_every_alert_names_a_runbook_entry_that_names_it_back() -> None:
     entries = runbook_entries()
     for rule in alerts():
         entry = rule["annotations"]["runbook"]
@@ -63,12 +63,12 @@ def test_every_alert_names_a_runbook_entry_that_names_it_back():
         assert f"`{rule['alert']}`" in entries[entry], f"entry {entry!r} does not name it"
 
 
-def test_every_runbook_entry_has_an_alert():
+def test_every_runbook_entry_has_an_alert() -> None:
     named = {rule["annotations"]["runbook"] for rule in alerts()}
     assert set(runbook_entries()) - named == MANUAL_ENTRIES
 
 
-def test_every_alert_has_a_severity_and_a_summary():
+def test_every_alert_has_a_severity_and_a_summary() -> None:
     names = [rule["alert"] for rule in alerts()]
     assert len(names) == len(set(names))
     for rule in alerts():
@@ -77,7 +77,7 @@ def test_every_alert_has_a_severity_and_a_summary():
         assert rule["annotations"]["summary"], rule["alert"]
 
 
-def test_the_dashboard_is_a_well_formed_grafana_model():
+def test_the_dashboard_is_a_well_formed_grafana_model() -> None:
     d = dashboard()
     assert d["uid"] == "eventgw-mission-control"
     [variable] = d["templating"]["list"]
@@ -107,7 +107,7 @@ def test_the_dashboard_is_a_well_formed_grafana_model():
         assert p["description"], p["title"]
 
 
-def test_the_dashboard_shows_the_mission_control_view():
+def test_the_dashboard_shows_the_mission_control_view() -> None:
     exprs = " ".join(t["expr"] for p in dashboard()["panels"] for t in p.get("targets", []))
     for needed in (
         'eventgw_orchestrator_processed_total{slo="met"}',  # attainment per class
@@ -134,7 +134,7 @@ def test_the_dashboard_shows_the_mission_control_view():
     assert 10 in thresholds  # the serious-congestion threshold is drawn
 
 
-def test_grafana_provisioning_loads_the_dashboard_from_files():
+def test_grafana_provisioning_loads_the_dashboard_from_files() -> None:
     providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/eventgw.yaml").read_text())
     [provider] = providers["providers"]
     assert provider["type"] == "file"
@@ -145,7 +145,7 @@ def test_grafana_provisioning_loads_the_dashboard_from_files():
     assert source["type"] == "prometheus"
 
 
-def test_the_prometheus_config_loads_the_alerts_and_scrapes_every_component():
+def test_the_prometheus_config_loads_the_alerts_and_scrapes_every_component() -> None:
     config = yaml.safe_load(PROMETHEUS.read_text())
     assert [PROMETHEUS.parent / f for f in config["rule_files"]] == [ALERTS]
     ports = {  # the defaults (not EventGwSettings(): it would read EVENTGW_* variables)

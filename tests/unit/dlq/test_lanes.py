@@ -12,6 +12,8 @@ from eventgw.core.envelope import (
     H_DEADLINE_MS,
     H_EVENT_ID,
     H_REDRIVEN,
+    Headers,
+    Lane,
     Priority,
     header_value,
 )
@@ -29,18 +31,20 @@ from tests.fixtures.dlq import dead_letter, make_event, undecodable_dead_letter
 TOPICS = TopicSettings()
 
 
-def _dlq_record(key: bytes, value: bytes, headers, *, offset: int = 7) -> DlqRecord:
+def _dlq_record(key: bytes, value: bytes, headers: Headers, *, offset: int = 7) -> DlqRecord:
     return DlqRecord.from_scanned(
         ScannedRecord(TOPICS.dlq, 2, offset, 1_700_000_000_000, key, value, headers)
     )
 
 
-def _dead(priority=Priority.P20, origin=TOPICS.p20, attempt=4, **kw) -> DlqRecord:
-    event = make_event("ev-1", priority, attempt=attempt, ingested_at_ms=1_000, **kw)
+def _dead(
+    priority: Priority = Priority.P20, origin: str = TOPICS.p20, attempt: int = 4
+) -> DlqRecord:
+    event = make_event("ev-1", priority, attempt=attempt, ingested_at_ms=1_000)
     return _dlq_record(*dead_letter(event, origin_topic=origin, error="boom\nline 2"))
 
 
-def test_a_dead_letter_decodes_with_every_listing_field():
+def test_a_dead_letter_decodes_with_every_listing_field() -> None:
     record = _dead()
     assert record.decodable
     assert (record.event_id, record.company, record.priority) == ("ev-1", "acme", Priority.P20)
@@ -56,7 +60,7 @@ def test_a_dead_letter_decodes_with_every_listing_field():
     assert doc["decodable"] is True
 
 
-def test_an_undecodable_record_is_listed_from_its_headers_and_key():
+def test_an_undecodable_record_is_listed_from_its_headers_and_key() -> None:
     record = _dlq_record(*undecodable_dead_letter(b"\xff\xfenot protobuf", origin_topic=TOPICS.p30))
     assert not record.decodable
     assert record.event_id is None
@@ -67,7 +71,7 @@ def test_an_undecodable_record_is_listed_from_its_headers_and_key():
     assert record.summary()["class"] is None
 
 
-def test_header_fallbacks_when_the_value_is_not_an_event():
+def test_header_fallbacks_when_the_value_is_not_an_event() -> None:
     headers = [(H_EVENT_ID, b"ev-9"), (H_CLASS, b"P30"), (H_ATTEMPT, b"3")]
     record = _dlq_record(b"", b"{json}", headers)
     assert (record.event_id, record.priority, record.attempt) == ("ev-9", Priority.P30, 3)
@@ -76,13 +80,13 @@ def test_header_fallbacks_when_the_value_is_not_an_event():
     assert (odd.priority, odd.attempt) == (None, None)
 
 
-def test_an_empty_or_idless_value_is_not_an_event():
+def test_an_empty_or_idless_value_is_not_an_event() -> None:
     assert decode_event(b"") is None
     assert decode_event(pb.EventData(company_id="acme").SerializeToString()) is None
     assert iso_utc(-1) == "-"
 
 
-def test_target_is_the_original_lane_topic():
+def test_target_is_the_original_lane_topic() -> None:
     assert redrive_target(_dead(Priority.P20, origin=TOPICS.offload), TOPICS) == TOPICS.offload
     assert redrive_target(_dead(Priority.P10, origin=TOPICS.p30), TOPICS) == TOPICS.p30
 
@@ -91,19 +95,21 @@ def test_target_is_the_original_lane_topic():
     ("priority", "lane"),
     [(Priority.P30, "p30"), (Priority.P20, "p20"), (Priority.P10, "p10")],
 )
-def test_target_is_the_class_lane_when_the_origin_is_not_a_lane(priority, lane):
+def test_target_is_the_class_lane_when_the_origin_is_not_a_lane(
+    priority: Priority, lane: Lane
+) -> None:
     for origin in (TOPICS.retry_60s, "some.other.topic"):
         assert redrive_target(_dead(priority, origin=origin), TOPICS) == TOPICS.lane_topic(lane)
 
 
-def test_target_of_an_unknown_class_is_p10_as_the_orchestrator_serves_it():
+def test_target_of_an_unknown_class_is_p10_as_the_orchestrator_serves_it() -> None:
     event = make_event("ev-1", Priority.P20)
     event.priority = 0  # type: ignore[assignment]  # PRIORITY_UNSPECIFIED
     record = _dlq_record(*dead_letter(event, origin_topic="gone"))
     assert redrive_target(record, TOPICS) == TOPICS.p10
 
 
-def test_an_undecodable_record_cannot_be_redriven():
+def test_an_undecodable_record_cannot_be_redriven() -> None:
     record = _dlq_record(*undecodable_dead_letter(b"\xff", origin_topic=TOPICS.p30))
     with pytest.raises(NotRedrivable, match="2:7: not an EventData"):
         redrive_target(record, TOPICS)
@@ -111,7 +117,7 @@ def test_an_undecodable_record_cannot_be_redriven():
         redrive_record(record)
 
 
-def test_the_lane_record_resets_attempt_keeps_class_and_deadline_and_is_marked():
+def test_the_lane_record_resets_attempt_keeps_class_and_deadline_and_is_marked() -> None:
     record = _dead(Priority.P30, origin=TOPICS.p30, attempt=9)
     assert record.event is not None
     key, value, headers = redrive_record(record)
@@ -131,13 +137,13 @@ def test_the_lane_record_resets_attempt_keeps_class_and_deadline_and_is_marked()
     assert [name for name, _ in headers].count(H_REDRIVEN) == 1
 
 
-def test_a_record_without_key_is_keyed_by_its_company():
+def test_a_record_without_key_is_keyed_by_its_company() -> None:
     event = make_event("ev-1", company="globex")
     _, value, headers = dead_letter(event, origin_topic=TOPICS.p20)
     assert redrive_record(_dlq_record(b"", value, headers))[0] == b"globex"
 
 
-def test_source_markers_round_trip():
+def test_source_markers_round_trip() -> None:
     marker = source_marker("events.public.events-express-v1-dlq", 3, 12)
     assert parse_source_marker(marker) == ("events.public.events-express-v1-dlq", 3, 12)
     for bad in (b"", b"topic", b"topic:1", b"topic:x:1", b":1:2"):

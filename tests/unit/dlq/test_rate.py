@@ -20,7 +20,7 @@ class Sleeper:
         self.clock.advance(seconds)
 
 
-async def test_first_batch_goes_at_once_then_each_waits_for_the_previous_ones_time():
+async def test_first_batch_goes_at_once_then_each_waits_for_the_previous_ones_time() -> None:
     clock = FakeClock()
     sleep = Sleeper(clock)
     limiter = RateLimiter(10, clock, sleep)
@@ -30,7 +30,7 @@ async def test_first_batch_goes_at_once_then_each_waits_for_the_previous_ones_ti
     assert clock.monotonic() == pytest.approx(1.5)
 
 
-async def test_over_any_run_the_rate_holds():
+async def test_over_any_run_the_rate_holds() -> None:
     clock = FakeClock()
     limiter = RateLimiter(100, clock, Sleeper(clock))
     sent = 0
@@ -41,7 +41,7 @@ async def test_over_any_run_the_rate_holds():
     assert sent - 42 <= 100 * clock.monotonic() + 1e-9
 
 
-async def test_time_spent_elsewhere_counts_but_is_not_saved_up():
+async def test_time_spent_elsewhere_counts_but_is_not_saved_up() -> None:
     clock = FakeClock()
     sleep = Sleeper(clock)
     limiter = RateLimiter(1, clock, sleep)
@@ -55,7 +55,7 @@ async def test_time_spent_elsewhere_counts_but_is_not_saved_up():
     assert sleep.waits == [0.5, 1.0]
 
 
-async def test_fractional_rates():
+async def test_fractional_rates() -> None:
     clock = FakeClock()
     sleep = Sleeper(clock)
     limiter = RateLimiter(0.5, clock, sleep)
@@ -64,13 +64,13 @@ async def test_fractional_rates():
     assert sleep.waits == [2.0]
 
 
-def test_bad_arguments():
+def test_bad_arguments() -> None:
     clock = FakeClock()
     for rate in (0, -1.0):
         with pytest.raises(ValueError, match="rate_per_s must be > 0"):
             RateLimiter(rate, clock)
 
 
-async def test_a_batch_needs_at_least_one_record():
+async def test_a_batch_needs_at_least_one_record() -> None:
     with pytest.raises(ValueError, match="n must be >= 1"):
         await RateLimiter(1, FakeClock()).wait_turn(0)

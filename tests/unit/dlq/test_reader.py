@@ -36,7 +36,7 @@ async def collect(reader: TopicReader, selection: Selection) -> tuple[list[str],
     return found, progress, plan.total
 
 
-async def test_scan_is_partition_then_offset_order_with_monotonic_progress():
+async def test_scan_is_partition_then_offset_order_with_monotonic_progress() -> None:
     found, progress, total = await collect(TopicReader(make_kafka()), Selection())
     assert found == [f"0:{i}" for i in range(7)] + [f"1:{i}" for i in range(3)]
     assert total == 10
@@ -44,7 +44,7 @@ async def test_scan_is_partition_then_offset_order_with_monotonic_progress():
     assert progress[-1] == 10
 
 
-async def test_filters_limit_and_time_index():
+async def test_filters_limit_and_time_index() -> None:
     reader = TopicReader(make_kafka())
     assert (await collect(reader, Selection(companies=frozenset({"acme"}))))[0] == [
         "0:1",
@@ -58,7 +58,7 @@ async def test_filters_limit_and_time_index():
     assert total == 2 + 3  # partition 0 starts at the time index, not at 0
 
 
-async def test_retention_gaps_and_coordinates():
+async def test_retention_gaps_and_coordinates() -> None:
     kafka = make_kafka()
     kafka.delete_before(TOPIC, 0, 4)
     reader = TopicReader(kafka)
@@ -67,7 +67,7 @@ async def test_retention_gaps_and_coordinates():
     assert (await collect(reader, picked))[0] == ["0:5", "1:2"]
 
 
-async def test_get_one_record():
+async def test_get_one_record() -> None:
     kafka = make_kafka()
     reader = TopicReader(kafka)
     record = await reader.get(TOPIC, Coordinate(1, 2))
@@ -79,6 +79,6 @@ async def test_get_one_record():
     assert await reader.get(TOPIC, Coordinate(0, 1)) is None  # deleted
 
 
-async def test_a_missing_topic_is_a_scan_error():
+async def test_a_missing_topic_is_a_scan_error() -> None:
     with pytest.raises(ScanError, match="missing: topic does not exist"):
         await TopicReader(make_kafka()).plan("missing", Selection())

@@ -16,7 +16,7 @@ import pytest
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.settings import TopicSettings
 from eventgw.core.clock import FakeClock
-from eventgw.core.envelope import H_REDRIVEN, Priority, header_value
+from eventgw.core.envelope import H_REDRIVEN, LANE_OF_PRIORITY, Priority, header_value
 from eventgw.dlq.rate import RateLimiter
 from eventgw.dlq.redrive_log import RedriveLog
 from eventgw.dlq.redriver import Redriver
@@ -25,6 +25,7 @@ from eventgw.kafka.testing import InMemoryKafka, SimulatedCrash
 from tests.fixtures.dlq import dead_letter, make_event, undecodable_dead_letter
 
 if TYPE_CHECKING:
+    from eventgw.dlq.record import DlqRecord
     from eventgw.dlq.report import Progress
 
 TOPICS = TopicSettings()
@@ -53,7 +54,7 @@ def make_kafka(n: int = 12, undecodable: int = 0) -> InMemoryKafka:
     for i in range(n):
         priority = CLASSES[i % 3]
         event = make_event(f"ev-{i}", priority, company=f"c{i % 4}", ingested_at_ms=1000 + i)
-        origin = TOPICS.offload if i == 0 else TOPICS.lane_topic(f"p{priority.value}")
+        origin = TOPICS.offload if i == 0 else TOPICS.lane_topic(LANE_OF_PRIORITY[priority])
         kafka.append(TOPICS.dlq, i % 2, *dead_letter(event, origin_topic=origin, error=f"err {i}"))
     for j in range(undecodable):
         kafka.append(
@@ -89,7 +90,7 @@ def dlq_keys(kafka: InMemoryKafka) -> set[str]:
     return {f"{TOPICS.dlq}:{r.partition}:{r.offset}" for r in kafka.records(TOPICS.dlq)}
 
 
-async def test_every_selected_record_goes_to_its_lane_once_and_is_logged():
+async def test_every_selected_record_goes_to_its_lane_once_and_is_logged() -> None:
     kafka = make_kafka(12)
     seen: list[tuple[str, str]] = []
     report = await redriver(kafka).run(
@@ -121,7 +122,7 @@ async def test_every_selected_record_goes_to_its_lane_once_and_is_logged():
     assert kafka.records(TOPICS.dlq)  # the DLQ is left as it was
 
 
-async def test_a_second_run_redrives_nothing():
+async def test_a_second_run_redrives_nothing() -> None:
     kafka = make_kafka(6)
     await redriver(kafka).run(TOPICS.dlq, Selection())
     before = kafka.sends
@@ -131,7 +132,7 @@ async def test_a_second_run_redrives_nothing():
     assert set(lane_copies(kafka).values()) == {1}
 
 
-async def test_a_dry_run_writes_nothing_and_says_what_it_would_do():
+async def test_a_dry_run_writes_nothing_and_says_what_it_would_do() -> None:
     kafka = make_kafka(5, undecodable=1)
     seen: list[str] = []
     report = await redriver(kafka).run(
@@ -145,7 +146,7 @@ async def test_a_dry_run_writes_nothing_and_says_what_it_would_do():
     assert not kafka.records(TOPICS.dlq_redrive_log)
 
 
-async def test_filters_select_and_a_later_run_takes_the_rest():
+async def test_filters_select_and_a_later_run_takes_the_rest() -> None:
     kafka = make_kafka(12)
     only = Selection(companies=frozenset({"c1"}), classes=frozenset({Priority.P20}))
     report = await redriver(kafka).run(TOPICS.dlq, only)
@@ -155,7 +156,7 @@ async def test_filters_select_and_a_later_run_takes_the_rest():
     assert (rest.redriven, rest.already_redriven) == (11, 1)
 
 
-async def test_explicit_records_and_limit():
+async def test_explicit_records_and_limit() -> None:
     kafka = make_kafka(12)
     picked = Selection(coordinates=frozenset({Coordinate(0, 2), Coordinate(1, 0)}))
     assert (await redriver(kafka).run(TOPICS.dlq, picked)).redriven == 2
@@ -164,14 +165,14 @@ async def test_explicit_records_and_limit():
     assert (limited.selected, limited.redriven, limited.already_redriven) == (3, 2, 1)
 
 
-async def test_undecodable_records_are_skipped_and_stay_in_the_dlq():
+async def test_undecodable_records_are_skipped_and_stay_in_the_dlq() -> None:
     kafka = make_kafka(3, undecodable=2)
     report = await redriver(kafka).run(TOPICS.dlq, Selection())
     assert (report.selected, report.redriven, report.undecodable) == (5, 3, 2)
     assert len(kafka.records(TOPICS.dlq)) == 5
 
 
-async def test_the_parking_lot_is_redriven_under_its_own_keys():
+async def test_the_parking_lot_is_redriven_under_its_own_keys() -> None:
     kafka = make_kafka(0)
     event = make_event("ev-p", Priority.P30)
     marker = f"{TOPICS.dlq}:0:0".encode()
@@ -187,7 +188,7 @@ async def test_the_parking_lot_is_redriven_under_its_own_keys():
 # Writes per batch: 1 = intents to the log, 2.. = one per target lane, last = done entries.
 
 
-async def test_crash_before_the_intents_are_confirmed_loses_and_duplicates_nothing():
+async def test_crash_before_the_intents_are_confirmed_loses_and_duplicates_nothing() -> None:
     kafka = make_kafka(12)
     kafka.crash_on_send = 1
     with pytest.raises(SimulatedCrash):
@@ -199,7 +200,7 @@ async def test_crash_before_the_intents_are_confirmed_loses_and_duplicates_nothi
     assert lane_copies(kafka) == Counter(dict.fromkeys(dlq_keys(kafka), 1))
 
 
-async def test_crash_between_the_lane_write_and_the_log_is_recovered_by_header():
+async def test_crash_between_the_lane_write_and_the_log_is_recovered_by_header() -> None:
     kafka = make_kafka(12)
     kafka.crash_on_send = 2  # batch 1: the first lane write lands, then the process dies
     kafka.crash_after_write = True
@@ -216,7 +217,7 @@ async def test_crash_between_the_lane_write_and_the_log_is_recovered_by_header()
     assert {e.state for e in log.values()} == {"done"}
 
 
-async def test_crash_then_retention_duplicates_at_most_one_batch_and_loses_nothing():
+async def test_crash_then_retention_duplicates_at_most_one_batch_and_loses_nothing() -> None:
     kafka = make_kafka(12)
     # Batch 1 (ev-0, 2, 4, 6: four lanes) is sends 1-6; batch 2 (ev-8, 10, 1, 3: three
     # lanes) starts with its intents (7), then its first lane write (8): crash after it.
@@ -239,7 +240,7 @@ async def test_crash_then_retention_duplicates_at_most_one_batch_and_loses_nothi
     assert {k for k, e in log.items() if e.state == "done"} == dlq_keys(kafka)  # none lost
 
 
-async def test_a_refused_intent_stops_before_any_lane_write():
+async def test_a_refused_intent_stops_before_any_lane_write() -> None:
     kafka = make_kafka(4)
     kafka.failing_topics.add(TOPICS.dlq_redrive_log)
     report = await redriver(kafka).run(TOPICS.dlq, Selection())
@@ -249,7 +250,7 @@ async def test_a_refused_intent_stops_before_any_lane_write():
     assert not any(kafka.records(lane) for lane in LANES)
 
 
-async def test_a_failed_lane_write_stops_the_run_and_leaves_the_record_to_the_next():
+async def test_a_failed_lane_write_stops_the_run_and_leaves_the_record_to_the_next() -> None:
     kafka = make_kafka(6)
     kafka.failing_topics.add(TOPICS.p10)
     report = await redriver(kafka, batch_size=6).run(TOPICS.dlq, Selection())
@@ -263,12 +264,12 @@ async def test_a_failed_lane_write_stops_the_run_and_leaves_the_record_to_the_ne
     assert lane_copies(kafka) == Counter(dict.fromkeys(dlq_keys(kafka), 1))
 
 
-async def test_stop_ends_the_run_between_batches():
+async def test_stop_ends_the_run_between_batches() -> None:
     kafka = make_kafka(12)
     stop = asyncio.Event()
     done: list[str] = []
 
-    def on_record(record, target):
+    def on_record(record: DlqRecord, target: str) -> None:
         done.append(record.coordinate)
         stop.set()
 
@@ -281,7 +282,7 @@ async def test_stop_ends_the_run_between_batches():
     assert sum(lane_copies(kafka).values()) == 4
 
 
-async def test_progress_and_rate():
+async def test_progress_and_rate() -> None:
     kafka = make_kafka(12)
     clock = FakeClock()
     sleeper = Sleeper(clock)
@@ -302,7 +303,7 @@ async def test_progress_and_rate():
     assert updates[-1].written == 12
 
 
-async def test_stop_also_ends_a_scan_that_selects_nothing():
+async def test_stop_also_ends_a_scan_that_selects_nothing() -> None:
     kafka = make_kafka(12)
     stop = asyncio.Event()
     stop.set()

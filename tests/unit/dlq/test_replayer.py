@@ -51,7 +51,7 @@ def replayer(kafka: InMemoryKafka, batch_size: int = 2) -> RetryReplayer:
     )
 
 
-async def test_a_range_is_copied_to_the_end_with_everything_kept():
+async def test_a_range_is_copied_to_the_end_with_everything_kept() -> None:
     kafka = make_kafka()
     selection = Selection(offset_ranges=(OffsetRange(0, 2, 4),))
     report = await replayer(kafka).run(RETRY, selection)
@@ -69,7 +69,7 @@ async def test_a_range_is_copied_to_the_end_with_everything_kept():
         assert header_value(copy.headers, H_REPLAYED) == f"{RETRY}:0:{original.offset}".encode()
 
 
-async def test_a_replayed_copy_is_marked_once_with_its_own_source():
+async def test_a_replayed_copy_is_marked_once_with_its_own_source() -> None:
     kafka = make_kafka()
     await replayer(kafka).run(RETRY, Selection(offset_ranges=(OffsetRange(0, 0, 0),)))
     await replayer(kafka).run(RETRY, Selection(offset_ranges=(OffsetRange(0, 7, 7),)))
@@ -77,14 +77,14 @@ async def test_a_replayed_copy_is_marked_once_with_its_own_source():
     assert [v for k, v in twice.headers if k == H_REPLAYED] == [f"{RETRY}:0:7".encode()]
 
 
-async def test_time_range_undecodable_and_the_run_never_reads_its_own_copies():
+async def test_time_range_undecodable_and_the_run_never_reads_its_own_copies() -> None:
     kafka = make_kafka()
     report = await replayer(kafka).run(RETRY, Selection(since_ms=103))
     assert (report.selected, report.replayed, report.undecodable) == (4, 3, 1)
     assert len(kafka.records(RETRY)) == 7 + 3
 
 
-async def test_dry_run_writes_nothing():
+async def test_dry_run_writes_nothing() -> None:
     kafka = make_kafka()
     shown: list[DlqRecord] = []
     report = await replayer(kafka).run(
@@ -95,7 +95,7 @@ async def test_dry_run_writes_nothing():
     assert kafka.sends == 0
 
 
-async def test_failures_stop_the_run():
+async def test_failures_stop_the_run() -> None:
     kafka = make_kafka()
     kafka.failing_topics.add(RETRY)
     report = await replayer(kafka).run(RETRY, Selection(since_ms=0))
@@ -104,7 +104,7 @@ async def test_failures_stop_the_run():
     assert "not confirmed" in report.error
 
 
-async def test_stop_between_batches():
+async def test_stop_between_batches() -> None:
     kafka = make_kafka()
     stop = asyncio.Event()
     report = await replayer(kafka).run(
@@ -115,7 +115,7 @@ async def test_stop_between_batches():
     assert "stopped" in report.error
 
 
-def test_replay_record_without_key():
+def test_replay_record_without_key() -> None:
     event = make_event("x")
     record = DlqRecord(RETRY, 0, 3, 0, None, event.SerializeToString(), [], event)
     assert replay_record(record)[0] == b""

@@ -31,17 +31,17 @@ NOW_MS = int(datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp() * 1000)
     ("text", "seconds"),
     [("90", 90), ("90s", 90), ("15m", 900), ("1h30m", 5400), ("2d", 172_800), ("1w", 604_800)],
 )
-def test_durations(text, seconds):
+def test_durations(text: str, seconds: int) -> None:
     assert parse_duration_s(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "h", "1x", "-5m", "1.5h", "1h 30m"])
-def test_bad_durations(text):
+def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration_s(text)
 
 
-def test_instants_iso_relative_and_now():
+def test_instants_iso_relative_and_now() -> None:
     assert parse_instant("2025-01-31T11:00:00Z", NOW_MS) == NOW_MS - 3_600_000
     assert parse_instant("2025-01-31T13:00:00+02:00", NOW_MS) == NOW_MS - 3_600_000
     assert parse_instant("2025-01-31T11:00:00", NOW_MS) == NOW_MS - 3_600_000  # no zone: UTC
@@ -52,19 +52,19 @@ def test_instants_iso_relative_and_now():
 
 
 @pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "1 hour", "", "ago"])
-def test_bad_instants_name_the_formats(text):
+def test_bad_instants_name_the_formats(text: str) -> None:
     with pytest.raises(ValueError, match="ISO-8601"):
         parse_instant(text, NOW_MS)
 
 
-def test_time_range():
+def test_time_range() -> None:
     assert parse_time_range("2h", "1h", NOW_MS) == (NOW_MS - 7_200_000, NOW_MS - 3_600_000)
     assert parse_time_range(None, None, NOW_MS) == (None, None)
     with pytest.raises(ValueError, match="range is empty"):
         parse_time_range("1h", "2h", NOW_MS)
 
 
-def test_coordinates():
+def test_coordinates() -> None:
     assert parse_coordinate(" 2:1500 ") == Coordinate(2, 1500)
     assert parse_coordinates(["0:5,1:7", "0:5", "3:0"]) == {
         Coordinate(0, 5),
@@ -75,12 +75,12 @@ def test_coordinates():
 
 
 @pytest.mark.parametrize("text", ["1500", "2:", ":5", "a:1", "1:-2", "1:2:3", "-1:2"])
-def test_bad_coordinates(text):
+def test_bad_coordinates(text: str) -> None:
     with pytest.raises(ValueError, match="<partition>:<offset>"):
         parse_coordinate(text)
 
 
-def test_offset_ranges():
+def test_offset_ranges() -> None:
     assert parse_offset_range("0:100-200") == OffsetRange(0, 100, 200)
     assert parse_offset_range("0:100-") == OffsetRange(0, 100, None)
     assert parse_offset_range("1:7") == OffsetRange(1, 7, 7)
@@ -92,7 +92,7 @@ def test_offset_ranges():
             parse_offset_range(bad)
 
 
-def test_classes_limits_and_rates():
+def test_classes_limits_and_rates() -> None:
     assert parse_classes(["P30,p20", "10"]) == {Priority.P30, Priority.P20, Priority.P10}
     with pytest.raises(ValueError, match="unknown SLO class 'P40'"):
         parse_classes(["P40"])
@@ -120,14 +120,14 @@ def _record(
     return DlqRecord("dlq", partition, offset, ts, company.encode(), b"", headers, event)
 
 
-def test_empty_selection_matches_everything():
+def test_empty_selection_matches_everything() -> None:
     selection = Selection()
     assert selection.is_everything
     assert selection.matches(_record())
     assert Selection(limit=5).is_everything
 
 
-def test_filters_and_combine():
+def test_filters_and_combine() -> None:
     s = Selection(
         companies=frozenset({"acme", "globex"}),
         classes=frozenset({Priority.P20}),
@@ -145,14 +145,14 @@ def test_filters_and_combine():
     assert not s.matches(_record(ts=NOW_MS + 1))
 
 
-def test_an_undecodable_record_matches_no_class_filter_but_its_company_key():
+def test_an_undecodable_record_matches_no_class_filter_but_its_company_key() -> None:
     undecodable = DlqRecord("dlq", 0, 0, NOW_MS, b"acme", b"\xff", [(H_CLASS, b"")], None)
     assert not Selection(classes=frozenset({Priority.P10})).matches(undecodable)
     assert Selection(companies=frozenset({"acme"})).matches(undecodable)
     assert not Selection(error_contains="x").matches(undecodable)  # no last error
 
 
-def test_coordinates_and_ranges_restrict():
+def test_coordinates_and_ranges_restrict() -> None:
     s = Selection(coordinates=frozenset({Coordinate(0, 3), Coordinate(1, 9)}))
     assert s.matches(_record(0, 3))
     assert not s.matches(_record(0, 4))
@@ -162,7 +162,7 @@ def test_coordinates_and_ranges_restrict():
     assert not r.matches(_record(2, 11))
 
 
-def test_invalid_selections_are_refused():
+def test_invalid_selections_are_refused() -> None:
     with pytest.raises(ValueError, match="after"):
         Selection(since_ms=2, until_ms=1)
     with pytest.raises(ValueError, match="limit"):
@@ -172,22 +172,22 @@ def test_invalid_selections_are_refused():
 MARKS = {0: (0, 100), 1: (50, 60), 2: (7, 7)}
 
 
-def test_ranges_cover_to_the_high_watermarks_and_skip_empty_partitions():
+def test_ranges_cover_to_the_high_watermarks_and_skip_empty_partitions() -> None:
     assert Selection().partition_ranges(MARKS) == {0: (0, 100), 1: (50, 60)}
 
 
-def test_ranges_start_at_the_time_index():
+def test_ranges_start_at_the_time_index() -> None:
     assert Selection(since_ms=1).partition_ranges(MARKS, {0: 40, 1: 60, 2: 7}) == {0: (40, 100)}
 
 
-def test_ranges_of_coordinates_span_only_them():
+def test_ranges_of_coordinates_span_only_them() -> None:
     s = Selection(coordinates=frozenset({Coordinate(0, 5), Coordinate(0, 20), Coordinate(3, 1)}))
     assert s.partition_ranges(MARKS) == {0: (5, 21)}
     beyond = Selection(coordinates=frozenset({Coordinate(0, 500)}))
     assert beyond.partition_ranges(MARKS) == {}
 
 
-def test_ranges_of_offset_ranges_are_clipped_to_what_exists():
+def test_ranges_of_offset_ranges_are_clipped_to_what_exists() -> None:
     s = Selection(offset_ranges=(OffsetRange(0, 90, 200), OffsetRange(1, 0, None)))
     assert s.partition_ranges(MARKS) == {0: (90, 100), 1: (50, 60)}
     both = Selection(offset_ranges=(OffsetRange(0, 10, 12), OffsetRange(0, 30, 31)))

@@ -7,7 +7,7 @@ port's (`AdminStatusDocument`) adds ``hot_companies``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -27,6 +27,9 @@ from eventgw.ingest.status_doc import (
 )
 from eventgw.ingest.status_page import STATUS_PAGE_HTML
 from eventgw.metrics.backend import Metrics
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
 
 
 def document() -> AdminStatusDocument:
@@ -59,12 +62,12 @@ def document() -> AdminStatusDocument:
 
 async def call(method: str, path: str, ready: bool = True) -> tuple[int, dict[bytes, bytes], bytes]:
     app = AdminHttpApp(IngestSettings(), Metrics(), lambda: ready, document)
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app({"type": "http", "method": method, "path": path, "headers": []}, receive, send)

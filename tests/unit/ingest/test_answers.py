@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -24,16 +24,19 @@ from eventgw.ingest.door import Door
 from eventgw.ingest.grpc_api import RESPONSE_METADATA, RETRY_AFTER_METADATA, IngestServicer
 from eventgw.ingest.hot_tenants import DynamicClassifier
 from eventgw.ingest.http_app import IngestHttpApp
-from eventgw.ingest.pipeline import IngestPipeline
+from eventgw.ingest.pipeline import IngestPipeline, PublishFn
 from eventgw.ingest.publisher_client import PublisherUnavailable
 from eventgw.ingest.scheduler import AdmitAll, Scheduler
 from eventgw.ingest.validation import ValidEvent
 from eventgw.metrics.backend import Metrics
 
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
 SETTINGS = IngestSettings()
 
 
-def publisher(*statuses: int, raises: Exception | None = None):
+def publisher(*statuses: int, raises: Exception | None = None) -> PublishFn:
     """A publish function answering each event of a request with the next status."""
 
     async def publish(raw: bytes) -> pb.PublishResponse:
@@ -42,13 +45,13 @@ def publisher(*statuses: int, raises: Exception | None = None):
         request = pb.PublishRequest.FromString(raw)
         response = pb.PublishResponse()
         for event, status in zip(request.events, statuses, strict=True):
-            response.results.add(event_id=event.event_id, status=status, reason="r")  # type: ignore[arg-type]
+            response.results.add(event_id=event.event_id, status=status, reason="r")
         return response
 
     return publish
 
 
-def pipeline(publish, door: Door | None = None) -> IngestPipeline:
+def pipeline(publish: PublishFn, door: Door | None = None) -> IngestPipeline:
     return IngestPipeline(
         # source "flow" is P30, "bulk" P10, anything else P20
         classifier=StaticClassifier(
@@ -66,7 +69,7 @@ def pipeline(publish, door: Door | None = None) -> IngestPipeline:
 
 async def post(
     app: IngestHttpApp, n: int, sources: list[str] | None = None
-) -> tuple[int, dict[str, bytes], Any]:
+) -> tuple[int, dict[bytes, bytes], Any]:
     sources = sources or ["api"] * n
     body = json.dumps(
         {"events": [{"company_id": "acme", "source_name": src} for src in sources]}
@@ -77,12 +80,12 @@ async def post(
         "method": "POST",
         "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
@@ -90,7 +93,7 @@ async def post(
     return start["status"], dict(start["headers"]), json.loads(body_msg["body"])
 
 
-def app(publish) -> IngestHttpApp:
+def app(publish: PublishFn) -> IngestHttpApp:
     return IngestHttpApp(SETTINGS, pipeline(publish), Metrics(), lambda: True)
 
 
@@ -103,7 +106,9 @@ def app(publish) -> IngestHttpApp:
         ((pb.PUBLISHED, pb.FAILED, pb.PUBLISHED), 503),
     ],
 )
-async def test_http_status_follows_the_least_durable_event(statuses, code) -> None:
+async def test_http_status_follows_the_least_durable_event(
+    statuses: tuple[int, ...], code: int
+) -> None:
     status, headers, body = await post(app(publisher(*statuses)), len(statuses))
     assert status == code
     assert [e["status"] for e in body["events"]] == [pb.DurabilityStatus.Name(s) for s in statuses]
@@ -136,7 +141,8 @@ class Context:
 
 def grpc_request(n: int) -> bytes:
     events = [pb.IngestEvent(company_id="acme", source_name="api") for _ in range(n)]
-    return pb.IngestRequest(events=events).SerializeToString()
+    raw: bytes = pb.IngestRequest(events=events).SerializeToString()
+    return raw
 
 
 @pytest.mark.parametrize(
@@ -150,16 +156,18 @@ def grpc_request(n: int) -> bytes:
         ),
     ],
 )
-async def test_grpc_not_all_durable_or_refused_is_not_ok(publish, code) -> None:
+async def test_grpc_not_all_durable_or_refused_is_not_ok(
+    publish: PublishFn, code: grpc.StatusCode
+) -> None:
     servicer = IngestServicer(SETTINGS, pipeline(publish))
     with pytest.raises(Aborted) as info:
-        await servicer.Ingest(grpc_request(2), Context())  # type: ignore[arg-type]
+        await servicer.Ingest(grpc_request(2), Context())
     assert info.value.code == code
 
 
 async def test_grpc_all_durable_is_ok() -> None:
     servicer = IngestServicer(SETTINGS, pipeline(publisher(pb.PUBLISHED, pb.BACKED_UP)))
-    raw = await servicer.Ingest(grpc_request(2), Context())  # type: ignore[arg-type]
+    raw = await servicer.Ingest(grpc_request(2), Context())
     answer = pb.IngestResponse.FromString(raw)
     assert [r.status for r in answer.results] == [pb.PUBLISHED, pb.BACKED_UP]
 
@@ -167,7 +175,7 @@ async def test_grpc_all_durable_is_ok() -> None:
 # -- the door: deferred events ------------------------------------------------------------------
 
 
-def echo_publisher():
+def echo_publisher() -> PublishFn:
     """Publishes whatever it is sent."""
 
     async def publish(raw: bytes) -> pb.PublishResponse:
@@ -230,7 +238,7 @@ async def test_grpc_mixed_batch_defers_p10_in_trailing_metadata() -> None:
     events = [pb.IngestEvent(company_id="acme", source_name=s) for s in ("bulk", "flow", "api")]
     raw = pb.IngestRequest(events=events).SerializeToString()
     with pytest.raises(Aborted) as info:
-        await servicer.Ingest(raw, Context())  # type: ignore[arg-type]
+        await servicer.Ingest(raw, Context())
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     answer = pb.IngestResponse.FromString(info.value.trailing[RESPONSE_METADATA])
     assert [r.status for r in answer.results] == [pb.DEFERRED, pb.PUBLISHED, pb.PUBLISHED]
@@ -247,7 +255,7 @@ async def test_grpc_past_the_hard_request_bound_still_takes_p30_and_defers_the_r
     events = [pb.IngestEvent(company_id="acme", source_name=s) for s in ("bulk", "flow", "api")]
     raw = pb.IngestRequest(events=events).SerializeToString()
     with pytest.raises(Aborted) as info:
-        await servicer.Ingest(raw, Context())  # type: ignore[arg-type]
+        await servicer.Ingest(raw, Context())
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     answer = pb.IngestResponse.FromString(info.value.trailing[RESPONSE_METADATA])
     assert [r.status for r in answer.results] == [pb.DEFERRED, pb.PUBLISHED, pb.DEFERRED]

@@ -6,6 +6,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import SecretStr
 
 from eventgw.config.ingest_security import TenantKey, key_digest, load_tenant_keys_file
 from eventgw.config.settings import IngestSettings
@@ -117,7 +118,7 @@ def test_the_check_classifies_once_per_distinct_identity() -> None:
 
 def test_the_key_ring_finds_a_key_by_its_digest_only() -> None:
     ring = KeyRing.from_settings(
-        IngestSettings(tenant_keys=[acme()], api_keys=["an-unbound-key-0123456789"])
+        IngestSettings(tenant_keys=[acme()], api_keys=[SecretStr("an-unbound-key-0123456789")])
     )
     assert ring.required
     grant = ring.grant_of(ACME_KEY.encode())
@@ -143,7 +144,7 @@ def test_the_same_key_twice_is_a_configuration_error() -> None:
     assert info.value.field == "ingest.tenant_keys"
     assert "'other'" in info.value.message
     with pytest.raises(ConfigError):
-        KeyRing.from_settings(IngestSettings(tenant_keys=[acme()], api_keys=[ACME_KEY]))
+        KeyRing.from_settings(IngestSettings(tenant_keys=[acme()], api_keys=[SecretStr(ACME_KEY)]))
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -25,6 +25,8 @@ from eventgw.ingest.status_page import STATUS_PAGE_HTML
 from eventgw.metrics.backend import Metrics
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
     from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 
 SETTINGS = IngestSettings(max_events_per_request=7)
@@ -49,12 +51,12 @@ def _app() -> IngestHttpApp:
 async def call(method: str, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
     """One request through the ASGI app: (status, headers, body)."""
     scope = {"type": "http", "method": method, "path": path, "headers": []}
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await _app()(scope, receive, send)

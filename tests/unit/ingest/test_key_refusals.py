@@ -5,10 +5,11 @@ counted or admitted for a refused request — a mixed request is refused whole."
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from pydantic import SecretStr
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.config.ingest_security import TenantKey, key_digest
@@ -23,12 +24,15 @@ from eventgw.ingest.pipeline import IngestPipeline
 from eventgw.ingest.scheduler import AdmitAll, Scheduler
 from eventgw.metrics.backend import Metrics
 
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
 KEY = "acme-key-0123456789abcdef"
 SETTINGS = IngestSettings(
     tenant_keys=[
         TenantKey(
             tenant="acme",
-            key_sha256=key_digest(KEY),
+            key_sha256=SecretStr(key_digest(KEY)),
             company_ids=["acme"],
             source_names=["api", "flow"],
             classes=["P20"],
@@ -77,12 +81,12 @@ async def post(app: IngestHttpApp, events: list[dict[str, str]], **headers: str)
         "headers": [(b"content-type", b"application/json")]
         + [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()],
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
@@ -152,20 +156,21 @@ class Context:
 
 
 def grpc_request(*events: dict[str, str]) -> bytes:
-    return pb.IngestRequest(events=[pb.IngestEvent(**e) for e in events]).SerializeToString()
+    raw: bytes = pb.IngestRequest(events=events).SerializeToString()
+    return raw
 
 
 async def test_grpc_refuses_the_same_as_http() -> None:
     pipeline, recorder, door, _ = parts()
     servicer = IngestServicer(SETTINGS, pipeline)
     with pytest.raises(Aborted) as info:
-        await servicer.Ingest(grpc_request(ev(), ev("globex")), Context(KEY))  # type: ignore[arg-type]
+        await servicer.Ingest(grpc_request(ev(), ev("globex")), Context(KEY))
     assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert info.value.details.startswith("events[1].company_id: company 'globex' is not granted")
     with pytest.raises(Aborted) as info:
-        await servicer.Ingest(grpc_request(ev()), Context(None))  # type: ignore[arg-type]
+        await servicer.Ingest(grpc_request(ev()), Context(None))
     assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert recorder.events == []
     assert door.in_flight_events == 0
-    raw = await servicer.Ingest(grpc_request(ev()), Context(KEY))  # type: ignore[arg-type]
+    raw = await servicer.Ingest(grpc_request(ev()), Context(KEY))
     assert [r.status for r in pb.IngestResponse.FromString(raw).results] == [pb.PUBLISHED]

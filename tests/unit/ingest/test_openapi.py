@@ -130,7 +130,7 @@ _rest = {k: v for k, v in _values.items() if k not in ("company_id", "source_nam
 _event = st.fixed_dictionaries({}, optional=_values) | st.fixed_dictionaries(
     {"company_id": st.just("acme"), "source_name": st.just("api")}, optional=_rest
 )
-_batch = st.fixed_dictionaries(
+_batch: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
     {"events": st.lists(_event, max_size=MAX_EVENTS + 1) | st.none() | st.just({})},
     optional=_values,  # event fields beside "events"
 )

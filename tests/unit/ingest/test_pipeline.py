@@ -4,28 +4,32 @@ answers, with either form of the publisher's answer (real Kafka: tests/integrati
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.config.admission import HotTenantConfig
+from eventgw.config.admission import HotAction, HotTenantConfig
 from eventgw.config.dynamic import DynamicConfig
 from eventgw.config.settings import TopicSettings
 from eventgw.core.classify import ClassRule, StaticClassifier
 from eventgw.core.clock import FakeClock
-from eventgw.core.envelope import Priority
+from eventgw.core.envelope import Lane, Priority
 from eventgw.ingest.hot_tenants import DynamicClassifier
 from eventgw.ingest.pipeline import IngestPipeline
-from eventgw.ingest.scheduler import AdmitAll, Scheduler
+from eventgw.ingest.scheduler import Admission, AdmitAll, Scheduler
 from eventgw.ingest.validation import ValidEvent
-from eventgw.kafka.producer import Delivery
+from eventgw.kafka.producer import Delivery, Record
 from eventgw.metrics.backend import Metrics
 from eventgw.publisher.prep import PrepPublisher
-from eventgw.publisher.router import Router
+from eventgw.publisher.router import ClusterName, Router
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 NOW_MS = 1_700_000_000_000
 TOPICS = TopicSettings()
-LANES = ("p30", "p20", "p10", "offload")
+LANES: tuple[Lane, ...] = ("p30", "p20", "p10", "offload")
 
 
 class FakeProducer:
@@ -33,8 +37,8 @@ class FakeProducer:
         self.name = name
         self.sent: list[pb.EventData] = []
 
-    async def send(self, topic, records):
-        out = []
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
+        out: list[Delivery] = []
         for _key, value, _headers in records:
             self.sent.append(pb.EventData.FromString(value))
             out.append(Delivery(1, len(self.sent) - 1))
@@ -49,7 +53,7 @@ class DenyP20:
     """An admission policy that offloads every P20 event and records each question."""
 
     def __init__(self) -> None:
-        self.asked: list[tuple[Priority, str]] = []
+        self.asked: list[tuple[Priority, int]] = []
 
     def admit(self, priority: Priority, company_id: str) -> bool:
         raise AssertionError("the pipeline asks once per class and batch (admit_many)")
@@ -62,8 +66,10 @@ class DenyP20:
 class Stack:
     """Pipeline → (bytes) → PrepPublisher, answering as a new or an old publisher would."""
 
-    def __init__(self, admission=None, *, old_publisher: bool = False) -> None:
-        self.producers = {("primary", lane): FakeProducer(lane) for lane in LANES}
+    def __init__(self, admission: Admission | None = None, *, old_publisher: bool = False) -> None:
+        self.producers: dict[tuple[ClusterName, Lane], FakeProducer] = {
+            ("primary", lane): FakeProducer(lane) for lane in LANES
+        }
         self.publisher = _publisher(self.producers)
         self.old_publisher = old_publisher
         self.requests: list[pb.PublishRequest] = []
@@ -195,12 +201,12 @@ class RecordingProducer(FakeProducer):
         super().__init__(name)
         self.records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
 
-    async def send(self, topic, records):
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
         self.records.extend(records)
         return await super().send(topic, records)
 
 
-def _publisher(producers) -> PrepPublisher:
+def _publisher(producers: Mapping[tuple[ClusterName, Lane], FakeProducer]) -> PrepPublisher:
     return PrepPublisher(
         producers=producers,
         failed_writes=FakeProducer("fw"),
@@ -224,10 +230,12 @@ async def test_colocated_records_equal_the_records_of_the_grpc_path() -> None:
     written = {}
     answers = {}
     for mode in ("grpc", "colocated"):
-        producers = {("primary", lane): RecordingProducer(lane) for lane in LANES}
+        producers: dict[tuple[ClusterName, Lane], RecordingProducer] = {
+            ("primary", lane): RecordingProducer(lane) for lane in LANES
+        }
         publisher = _publisher(producers)
 
-        async def over_grpc(raw: bytes, publisher=publisher) -> pb.PublishResponse:
+        async def over_grpc(raw: bytes, publisher: PrepPublisher = publisher) -> pb.PublishResponse:
             request = pb.PublishRequest.FromString(raw)
             return await publisher.publish_response(
                 request.events, accept_published_batch=request.accept_published_batch
@@ -280,7 +288,7 @@ def test_pipeline_needs_exactly_one_publisher() -> None:
 
 
 @pytest.mark.parametrize("action", ["demote", "offload"])
-async def test_a_hot_tenant_keeps_its_original_deadline(action: str) -> None:
+async def test_a_hot_tenant_keeps_its_original_deadline(action: HotAction) -> None:
     """Demoted or offloaded for its rate, an event keeps the promise of its static class."""
     config = HotTenantConfig(max_rate_per_company=1.0, window_s=1.0, action=action)
     stack = Stack()

@@ -366,6 +366,8 @@ def test_http_and_grpc_accept_exactly_the_same_events(
         "event_id": event_id,
     }
     payload_json = json.dumps(payload).encode()
+    via_http: ValidEvent | InvalidEvent
+    via_grpc: ValidEvent | InvalidEvent
     try:
         via_http = decode(js({**fields, "payload": payload}))[0]
     except InvalidEvent as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +26,9 @@ _event = st.fixed_dictionaries(
 )
 
 
-def _write(events: list[dict], request_id: str, ingested_at_ms: int, accept: bool) -> bytes:
+def _write(
+    events: list[dict[str, Any]], request_id: str, ingested_at_ms: int, accept: bool
+) -> bytes:
     writer = RequestWriter()
     for e in events:
         writer.add(
@@ -46,7 +50,7 @@ def _write(events: list[dict], request_id: str, ingested_at_ms: int, accept: boo
     accept=st.booleans(),
 )
 def test_spliced_request_equals_protobufs_own_serialization(
-    events: list[dict], request_id: str, ingested_at_ms: int, accept: bool
+    events: list[dict[str, Any]], request_id: str, ingested_at_ms: int, accept: bool
 ) -> None:
     expected = pb.PublishRequest(accept_published_batch=accept)
     for e in events:

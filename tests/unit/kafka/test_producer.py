@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import confluent_kafka
 import msgspec
 import pytest
 
-from eventgw.kafka.producer import PERMANENT_ERROR_CODES, BatchProducer, Delivery, _Batch
+from eventgw.kafka.producer import PERMANENT_ERROR_CODES, BatchProducer, Delivery, Record, _Batch
+
+DeliveryCallback = Callable[[confluent_kafka.KafkaError | None, "Msg"], None]
 
 
 class Msg:
@@ -105,7 +109,7 @@ async def test_reports_on_another_thread_race_with_failures_on_the_loop() -> Non
     loop = asyncio.get_running_loop()
     for _ in range(5):
         batch = _Batch(loop, n)
-        resolved = []
+        resolved: list[asyncio.Future[list[Delivery]]] = []
         batch.future.add_done_callback(resolved.append)
         # Odd indexes are "delivered" by a poll thread while the loop settles the even
         # ones as produce() failures, as BatchProducer.send does.
@@ -127,13 +131,22 @@ async def test_reports_on_another_thread_race_with_failures_on_the_loop() -> Non
 class ScriptedProducer:
     """Stands in for confluent_kafka.Producer: produce() fails as scripted, per record."""
 
-    def __init__(self, conf: dict) -> None:
+    def __init__(self, conf: dict[str, Any]) -> None:
         self.script: list[str] = []  # per call: "ok", "full" (BufferError), "bad", "fatal", "hold"
         self.calls = 0
-        self.held: list = []
+        self.held: list[DeliveryCallback] = []
         self.purged = False
 
-    def produce(self, topic, value, key, headers=None, partition=-1, on_delivery=None):
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int = -1,
+        on_delivery: DeliveryCallback,  # optional in confluent-kafka; BatchProducer always asks
+    ) -> None:
         step = self.script[self.calls] if self.calls < len(self.script) else "ok"
         self.calls += 1
         if step == "full":
@@ -176,7 +189,7 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedProducer]:
     """Every ScriptedProducer that BatchProducer creates, in order (it stands in for Producer)."""
     created: list[ScriptedProducer] = []
 
-    def factory(conf: dict) -> ScriptedProducer:
+    def factory(conf: dict[str, Any]) -> ScriptedProducer:
         created.append(ScriptedProducer(conf))
         return created[-1]
 
@@ -193,7 +206,7 @@ async def test_produce_failures_become_failed_deliveries_in_order(
     producer.start()
     try:
         made[0].script = ["ok", "full", "full", "ok", "bad", "ok"]
-        records = [(b"k", b"v%d" % i, []) for i in range(4)]
+        records: list[Record] = [(b"k", b"v%d" % i, []) for i in range(4)]
         deliveries = await asyncio.wait_for(producer.send("topic", records), 5)
         assert [d.ok for d in deliveries] == [True, True, False, True]
         assert "produce failed" in deliveries[2].error
@@ -203,7 +216,9 @@ async def test_produce_failures_become_failed_deliveries_in_order(
         await producer.close(1)
 
 
-async def test_a_queue_that_stays_full_fails_the_record_after_the_timeout(monkeypatch) -> None:
+async def test_a_queue_that_stays_full_fails_the_record_after_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     stuck = ScriptedProducer({})
     stuck.script = ["full"] * 10_000
     monkeypatch.setattr(confluent_kafka, "Producer", lambda conf: stuck)

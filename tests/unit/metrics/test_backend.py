@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventgw.metrics.backend import (
@@ -23,7 +23,7 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     return out
 
 
-def test_bulk_histogram_exposes_cumulative_buckets_count_and_sum():
+def test_bulk_histogram_exposes_cumulative_buckets_count_and_sum() -> None:
     m = Metrics()
     h = m.bulk_histogram("eventgw_orchestrator_ack_latency_seconds", "doc", ["class", "tier"])
     series = h.labels("P30", "normal")
@@ -46,7 +46,7 @@ def test_bulk_histogram_exposes_cumulative_buckets_count_and_sum():
     assert series.count == 6
 
 
-def test_bulk_histogram_family_is_created_once_and_checks_its_arguments():
+def test_bulk_histogram_family_is_created_once_and_checks_its_arguments() -> None:
     m = Metrics()
     first = m.bulk_histogram("eventgw_processor_start_latency_seconds", "doc", ["class"])
     assert m.bulk_histogram("eventgw_processor_start_latency_seconds", "doc", ["class"]) is first
@@ -63,7 +63,7 @@ def test_bulk_histogram_family_is_created_once_and_checks_its_arguments():
         BulkHistogramFamily("eventgw_processor_start_latency_seconds", "d", [], [float("inf")])
 
 
-def test_slo_buckets_have_an_edge_at_each_slo():
+def test_slo_buckets_have_an_edge_at_each_slo() -> None:
     assert {5.0, 60.0, 1200.0} <= set(SLO_LATENCY_BUCKETS)
 
 
@@ -76,16 +76,16 @@ class _Collector:
         cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         return cls(self.name, "doc")
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return [self._family()]
 
-    def collect(self):
+    def collect(self) -> list[Metric]:
         family = self._family()
         family.add_metric([], self.value)
         return [family]
 
 
-def test_a_registered_collector_is_read_at_each_render():
+def test_a_registered_collector_is_read_at_each_render() -> None:
     m = Metrics()
     c = _Collector("eventgw_orchestrator_buffer_bytes")
     m.register(c)
@@ -95,7 +95,7 @@ def test_a_registered_collector_is_read_at_each_render():
     assert samples(m)["eventgw_orchestrator_buffer_bytes", ()] == 7
 
 
-def test_register_refuses_a_name_missing_from_names_py():
+def test_register_refuses_a_name_missing_from_names_py() -> None:
     with pytest.raises(ValueError, match="eventgw_orchestrator_bufer_bytes is not in"):
         Metrics().register(_Collector("eventgw_orchestrator_bufer_bytes"))
     # Counters are known by their _total name.
@@ -104,14 +104,14 @@ def test_register_refuses_a_name_missing_from_names_py():
         Metrics().register(_Collector("eventgw_orchestrator_buffer_bytes", "counter"))
 
 
-def test_register_refuses_a_name_taken_already():
+def test_register_refuses_a_name_taken_already() -> None:
     m = Metrics()
     m.gauge("eventgw_orchestrator_buffer_bytes", "doc")
     with pytest.raises(ValueError, match="Duplicated"):
         m.register(_Collector("eventgw_orchestrator_buffer_bytes"))
 
 
-def test_a_collector_of_the_same_families_replaces_the_one_before():
+def test_a_collector_of_the_same_families_replaces_the_one_before() -> None:
     """An orchestrator moving to another fleet rebuilds its parts and registers them again."""
     m = Metrics()
     old, new = (
@@ -124,7 +124,7 @@ def test_a_collector_of_the_same_families_replaces_the_one_before():
     assert samples(m)["eventgw_orchestrator_buffer_bytes", ()] == 7
 
 
-def test_a_label_less_family_exposes_its_one_series_from_the_start():
+def test_a_label_less_family_exposes_its_one_series_from_the_start() -> None:
     m = Metrics()
     series = m.bulk_histogram(
         "eventgw_processor_handler_duration_seconds", "doc", buckets=LATENCY_BUCKETS
@@ -141,7 +141,7 @@ def test_a_label_less_family_exposes_its_one_series_from_the_start():
     assert got[f"{name}_sum", ()] == pytest.approx(120.003)
 
 
-def test_counter_from_reads_the_owners_counters_at_each_render():
+def test_counter_from_reads_the_owners_counters_at_each_render() -> None:
     m = Metrics()
     counts = {"ack": 0, "nack": 0}
     m.counter_from(
@@ -158,7 +158,7 @@ def test_counter_from_reads_the_owners_counters_at_each_render():
     assert samples(m)["eventgw_processor_tasks_total", (("result", "nack"),)] == 1
 
 
-def test_counter_from_is_checked_as_register_is():
+def test_counter_from_is_checked_as_register_is() -> None:
     m = Metrics()
     m.counter("eventgw_processor_tasks_total", "doc")
     with pytest.raises(ValueError, match="Duplicated"):

@@ -18,7 +18,7 @@ def line_values(text: str) -> dict[str, float]:
     return values
 
 
-def test_samples_are_keyed_as_the_text_format_writes_them():
+def test_samples_are_keyed_as_the_text_format_writes_them() -> None:
     m = Metrics()
     events = m.counter("eventgw_publisher_events_total", "doc", ["priority", "topic"])
     events.labels("P30", "lane-p30").inc(3)
@@ -36,11 +36,11 @@ def test_samples_are_keyed_as_the_text_format_writes_them():
     assert got == line_values(text)
 
 
-def test_only_samples_with_the_prefix():
+def test_only_samples_with_the_prefix() -> None:
     text = "# TYPE other_total counter\nother_total 1.0\n# TYPE eventgw_x gauge\neventgw_x 2.0\n"
     assert sample_values(text, "eventgw_") == {"eventgw_x": 2.0}
 
 
-def test_text_that_is_not_the_format_is_an_error():
+def test_text_that_is_not_the_format_is_an_error() -> None:
     with pytest.raises(ValueError, match="one"):
         sample_values("eventgw_x one two three\n", "eventgw_")

@@ -22,7 +22,9 @@ from eventgw.metrics.backend import Metrics
 from eventgw.metrics.http import StatusServer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable
+
+    from prometheus_client.metrics_core import Metric
 
 
 def populated_metrics() -> Metrics:
@@ -43,8 +45,11 @@ class Ready:
     value = False
 
 
+Served = tuple[StatusServer, Metrics, Ready]
+
+
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[StatusServer, Metrics, Ready]]:
+async def served() -> AsyncIterator[Served]:
     metrics, ready = populated_metrics(), Ready()
     server = StatusServer(
         "127.0.0.1", 0, metrics, lambda: ready.value, extra={"/stats": lambda: b'{"n":1}'}
@@ -56,11 +61,11 @@ async def served() -> AsyncIterator[tuple[StatusServer, Metrics, Ready]]:
         await server.close()
 
 
-def sample_names(families: object) -> set[str]:
-    return {s.name for f in families for s in f.samples}  # type: ignore[attr-defined]
+def sample_names(families: Iterable[Metric]) -> set[str]:
+    return {s.name for f in families for s in f.samples}
 
 
-async def test_port_zero_is_read_back_and_the_routes_answer(served):
+async def test_port_zero_is_read_back_and_the_routes_answer(served: Served) -> None:
     server, _, ready = served
     assert server.port != 0
     base = f"http://127.0.0.1:{server.port}"
@@ -79,7 +84,7 @@ async def test_port_zero_is_read_back_and_the_routes_answer(served):
         assert (head.status_code, head.content) == (200, b"")
 
 
-async def test_a_scrape_has_every_family_of_the_registry(served):
+async def test_a_scrape_has_every_family_of_the_registry(served: Served) -> None:
     server, metrics, _ = served
     rendered = sample_names(text_string_to_metric_families(metrics.render().decode()))
     assert "eventgw_orchestrator_ack_latency_seconds_bucket" in rendered
@@ -101,13 +106,15 @@ async def test_a_scrape_has_every_family_of_the_registry(served):
         assert scraped.headers["content-type"].startswith("application/openmetrics-text")
         assert scraped.headers["content-encoding"] == "gzip"
         # httpx decodes gzip itself.
-        names = sample_names(openmetrics_families(scraped.text))
+        names = sample_names(
+            openmetrics_families(scraped.text)  # type: ignore[no-untyped-call]  # untyped parser
+        )
         assert names - {n for n in names if n.endswith("_created")} == {
             n for n in rendered if not n.endswith("_created")
         }
 
 
-async def test_healthz_stops_answering_while_the_loop_is_blocked(served):
+async def test_healthz_stops_answering_while_the_loop_is_blocked(served: Served) -> None:
     server, _, _ = served
     url = f"http://127.0.0.1:{server.port}/healthz"
     probed = threading.Event()
@@ -130,7 +137,7 @@ async def test_healthz_stops_answering_while_the_loop_is_blocked(served):
     assert await loop.run_in_executor(None, probe) == "200"
 
 
-async def test_a_busy_port_fails_at_start():
+async def test_a_busy_port_fails_at_start() -> None:
     metrics = Metrics()
     first = StatusServer("127.0.0.1", 0, metrics, lambda: True)
     await first.start()
@@ -143,7 +150,7 @@ async def test_a_busy_port_fails_at_start():
         await first.close()
 
 
-async def test_close_stops_listening():
+async def test_close_stops_listening() -> None:
     server = StatusServer("127.0.0.1", 0, Metrics(), lambda: True)
     await server.start()
     await server.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from eventgw.metrics.backend import Metrics
 from eventgw.metrics.statsd import StatsdExporter, export_statsd
 from eventgw.metrics.statsd_lines import pack_datagrams
 from tests.unit.metrics.test_statsd_lines import sample_metrics
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 # --- the exporter over a real UDP socket ------------------------------------------------
 
@@ -46,7 +50,7 @@ class Agent(asyncio.DatagramProtocol):
 
 
 @pytest.fixture
-async def agent():
+async def agent() -> AsyncIterator[Agent]:
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
         Agent, local_addr=("127.0.0.1", 0), family=socket.AF_INET
@@ -75,7 +79,7 @@ EXPECTED_FIRST_FLUSH = [
 ]
 
 
-async def test_the_last_flush_on_exit_reaches_the_agent(agent):
+async def test_the_last_flush_on_exit_reaches_the_agent(agent: Agent) -> None:
     async with export_statsd(settings_for(agent.port), sample_metrics()) as exporter:
         pass  # the interval is an hour: only the flush on stop sends
     assert await agent.lines(len(EXPECTED_FIRST_FLUSH)) == EXPECTED_FIRST_FLUSH
@@ -84,7 +88,7 @@ async def test_the_last_flush_on_exit_reaches_the_agent(agent):
     assert exporter.statistics().datagrams_sent == 1
 
 
-async def test_periodic_flushes_send_deltas_over_udp(agent):
+async def test_periodic_flushes_send_deltas_over_udp(agent: Agent) -> None:
     m = sample_metrics()
     events = m.counter("eventgw_ingest_events_total", "events", ["status"]).labels("accepted")
     key = "eventgw.ingest.eventgw_ingest_events_total.accepted:"
@@ -98,7 +102,7 @@ async def test_periodic_flushes_send_deltas_over_udp(agent):
         )
 
 
-async def test_many_series_are_split_into_datagrams_within_the_limit(agent):
+async def test_many_series_are_split_into_datagrams_within_the_limit(agent: Agent) -> None:
     m = Metrics()
     tasks = m.counter("eventgw_processor_tasks_total", "tasks", ["result"])
     for i in range(200):
@@ -117,14 +121,14 @@ async def test_many_series_are_split_into_datagrams_within_the_limit(agent):
     assert stats.datagrams_sent == len(pack_datagrams(lines))
 
 
-async def test_the_body_error_propagates_unwrapped_after_the_last_flush(agent):
+async def test_the_body_error_propagates_unwrapped_after_the_last_flush(agent: Agent) -> None:
     with pytest.raises(OSError, match="port in use"):
         async with export_statsd(settings_for(agent.port), sample_metrics()):
             raise OSError("port in use")
     assert await agent.lines(len(EXPECTED_FIRST_FLUSH)) == EXPECTED_FIRST_FLUSH
 
 
-async def test_no_listening_agent_never_raises_into_the_caller():
+async def test_no_listening_agent_never_raises_into_the_caller() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -139,18 +143,20 @@ async def test_no_listening_agent_never_raises_into_the_caller():
     assert exporter.statistics().flushes == 3
 
 
-async def test_without_statsd_host_nothing_is_exported():
+async def test_without_statsd_host_nothing_is_exported() -> None:
     async with export_statsd(ObservabilitySettings(), Metrics()) as exporter:
         assert exporter is None
 
 
-def test_flush_before_open_sends_nothing_and_keeps_the_deltas():
+def test_flush_before_open_sends_nothing_and_keeps_the_deltas() -> None:
     exporter = StatsdExporter(sample_metrics(), "127.0.0.1", 9, "eventgw", interval_s=1)
     exporter.flush()
     assert exporter.statistics().flushes == 0
 
 
-async def test_oversized_lines_are_dropped_with_a_rate_limited_warning(agent, caplog):
+async def test_oversized_lines_are_dropped_with_a_rate_limited_warning(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
     m = Metrics()
     long_series = m.counter("eventgw_processor_tasks_total", "tasks", ["result"]).labels("x" * 100)
     m.gauge("eventgw_recovery_backup_objects", "objects").set(1)
@@ -178,6 +184,6 @@ async def test_oversized_lines_are_dropped_with_a_rate_limited_warning(agent, ca
 
 
 @pytest.mark.parametrize("interval_s", [0, -1])
-def test_the_interval_must_be_positive(interval_s):
+def test_the_interval_must_be_positive(interval_s: float) -> None:
     with pytest.raises(ValueError, match="interval_s"):
         StatsdExporter(Metrics(), "127.0.0.1", 8125, "eventgw", interval_s=interval_s)

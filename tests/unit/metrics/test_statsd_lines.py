@@ -46,7 +46,7 @@ def sample_metrics() -> Metrics:
         ("", "_"),
     ],
 )
-def test_sanitize_replaces_everything_outside_the_safe_set(text, expected):
+def test_sanitize_replaces_everything_outside_the_safe_set(text: str, expected: str) -> None:
     assert sanitize(text) == expected
 
 
@@ -59,11 +59,11 @@ def test_sanitize_replaces_everything_outside_the_safe_set(text, expected):
         ("", ""),
     ],
 )
-def test_root_keeps_dots_as_separators_and_sanitizes_each_part(root, expected):
+def test_root_keeps_dots_as_separators_and_sanitizes_each_part(root: str, expected: str) -> None:
     assert root_prefix(root) == expected
 
 
-def test_registry_reading_keeps_total_gauges_count_and_sum_but_no_buckets_or_created():
+def test_registry_reading_keeps_total_gauges_count_and_sum_but_no_buckets_or_created() -> None:
     readings = read_registry(sample_metrics().registry.collect())
     assert readings == [
         Reading("eventgw_ingest_events_total.accepted", C, 3.0),
@@ -74,7 +74,7 @@ def test_registry_reading_keeps_total_gauges_count_and_sum_but_no_buckets_or_cre
     ]
 
 
-def test_label_values_follow_declaration_order_and_histogram_labels_follow_the_suffix():
+def test_label_values_follow_declaration_order_and_histogram_labels_follow_the_suffix() -> None:
     m = Metrics()
     m.counter("eventgw_publisher_events_total", "x", ["lane", "status"]).labels(
         "p30", "failed writes"
@@ -90,7 +90,7 @@ def test_label_values_follow_declaration_order_and_histogram_labels_follow_the_s
     ]
 
 
-def test_non_finite_values_are_not_sent():
+def test_non_finite_values_are_not_sent() -> None:
     m = Metrics()
     m.gauge("eventgw_recovery_backup_objects", "x").set(float("nan"))
     assert read_registry(m.registry.collect()) == []
@@ -113,11 +113,11 @@ def test_non_finite_values_are_not_sent():
         (1.23456789, "1.234568"),
     ],
 )
-def test_numbers_are_plain_decimals(value, expected):
+def test_numbers_are_plain_decimals(value: float, expected: str) -> None:
     assert format_number(value) == expected
 
 
-def test_first_flush_sends_full_counter_values_and_gauges():
+def test_first_flush_sends_full_counter_values_and_gauges() -> None:
     readings = read_registry(sample_metrics().registry.collect())
     lines, sent = render_lines("eventgw.ingest.", readings, {})
     assert lines == [
@@ -136,7 +136,7 @@ def test_first_flush_sends_full_counter_values_and_gauges():
     }
 
 
-def test_later_flushes_send_counter_deltas_skip_zero_deltas_and_always_send_gauges():
+def test_later_flushes_send_counter_deltas_skip_zero_deltas_and_always_send_gauges() -> None:
     m = sample_metrics()
     _, sent = render_lines("r.", read_registry(m.registry.collect()), {})
     m.counter("eventgw_ingest_events_total", "events", ["status"]).labels("accepted").inc(2)
@@ -150,7 +150,7 @@ def test_later_flushes_send_counter_deltas_skip_zero_deltas_and_always_send_gaug
     assert [line for line in lines if line.endswith("|c")] == []
 
 
-def test_rounding_remainders_are_carried_not_lost():
+def test_rounding_remainders_are_carried_not_lost() -> None:
     sent: dict[str, float] = {}
     total_sent = 0.0
     for value in (0.1234564, 0.2469128, 0.3703692):  # 0.1234564 per flush
@@ -159,7 +159,7 @@ def test_rounding_remainders_are_carried_not_lost():
     assert abs(total_sent - 0.3703692) < 1e-6
 
 
-def test_a_tiny_delta_waits_until_it_is_visible():
+def test_a_tiny_delta_waits_until_it_is_visible() -> None:
     lines, sent = render_lines("", [Reading("s", C, 5.0)], {})
     lines, sent = render_lines("", [Reading("s", C, 5.0000004)], sent)
     assert lines == []
@@ -168,14 +168,14 @@ def test_a_tiny_delta_waits_until_it_is_visible():
     assert lines == ["s:0.000001|c"]
 
 
-def test_a_counter_that_went_down_is_taken_as_reset_and_sent_whole():
+def test_a_counter_that_went_down_is_taken_as_reset_and_sent_whole() -> None:
     _, sent = render_lines("", [Reading("s", C, 10.0)], {})
     lines, sent = render_lines("", [Reading("s", C, 4.0)], sent)
     assert lines == ["s:4|c"]
     assert sent == {"s": 4.0}
 
 
-def test_series_that_disappear_leave_the_baseline():
+def test_series_that_disappear_leave_the_baseline() -> None:
     _, sent = render_lines("", [Reading("a", C, 1.0), Reading("b", C, 1.0)], {})
     _, sent = render_lines("", [Reading("a", C, 1.0)], sent)
     assert sent == {"a": 1.0}
@@ -184,7 +184,7 @@ def test_series_that_disappear_leave_the_baseline():
 # --- datagrams --------------------------------------------------------------------------
 
 
-def test_entries_are_packed_in_order_up_to_the_limit():
+def test_entries_are_packed_in_order_up_to_the_limit() -> None:
     entries = [f"k{i:02d}:1|c" for i in range(10)]  # 8 bytes each
     datagrams = pack_datagrams(entries, max_bytes=26)  # 3 entries + 2 newlines = 26
     assert datagrams == [
@@ -196,7 +196,7 @@ def test_entries_are_packed_in_order_up_to_the_limit():
     assert all(len(d) <= 26 for d in datagrams)
 
 
-def test_default_limit_is_1432_bytes_and_nothing_is_lost():
+def test_default_limit_is_1432_bytes_and_nothing_is_lost() -> None:
     entries = [f"eventgw.some_metric_name.label{i}:{i}|c" for i in range(500)]
     datagrams = pack_datagrams(entries)
     assert MAX_DATAGRAM_BYTES == 1432
@@ -204,15 +204,15 @@ def test_default_limit_is_1432_bytes_and_nothing_is_lost():
     assert b"\n".join(datagrams).decode().split("\n") == entries
 
 
-def test_an_entry_of_two_lines_is_never_split_and_an_entry_may_fill_a_datagram():
+def test_an_entry_of_two_lines_is_never_split_and_an_entry_may_fill_a_datagram() -> None:
     pair = "g:0|g\ng:-2|g"  # 12 bytes
     assert pack_datagrams(["a:1|c", pair], max_bytes=12) == [b"a:1|c", pair.encode()]
 
 
-def test_an_entry_longer_than_a_datagram_is_refused():
+def test_an_entry_longer_than_a_datagram_is_refused() -> None:
     with pytest.raises(ValueError, match="exceeds 8"):
         pack_datagrams(["a_long_key:1|c"], max_bytes=8)
 
 
-def test_nothing_to_send_gives_no_datagram():
+def test_nothing_to_send_gives_no_datagram() -> None:
     assert pack_datagrams([]) == []

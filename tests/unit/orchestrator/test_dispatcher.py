@@ -26,6 +26,7 @@ from eventgw.core.envelope import (
     H_ORIGINAL_TOPIC,
     H_REDRIVEN,
     H_RETRY_AT_MS,
+    LANE_OF_PRIORITY,
     SLO_SECONDS,
     Priority,
     event_headers,
@@ -100,7 +101,7 @@ class Fixture:
             slo_deadline_ms=ingested + int(SLO_SECONDS[priority] * 1000),
         )
         return ConsumedRecord(
-            topic or TOPICS.lane_topic(priority.name.lower()),
+            topic or TOPICS.lane_topic(LANE_OF_PRIORITY[priority]),
             0,
             offset,
             b"acme",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from eventgw.core.envelope import Priority
 from eventgw.orchestrator.flow_control import evaluate
 from eventgw.orchestrator.priority_buffer import BufferedTask, PriorityBuffer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from eventgw.core.envelope import BufferLane
+    from eventgw.orchestrator.flow_control import Action, Signal
 
 
 class Clock:
@@ -19,7 +27,9 @@ def buffer_with(clock: Clock, budget: int = 10_000_000) -> PriorityBuffer:
     return PriorityBuffer(budget, now_ms=lambda: clock.ms, monotonic=lambda: clock.mono)
 
 
-def task(i: int, priority: Priority, ingested_ms: int, slo_s: float, lane: str) -> BufferedTask:
+def task(
+    i: int, priority: Priority, ingested_ms: int, slo_s: float, lane: BufferLane
+) -> BufferedTask:
     return BufferedTask(
         task_id=f"t/0/{i}",
         topic="t",
@@ -33,17 +43,17 @@ def task(i: int, priority: Priority, ingested_ms: int, slo_s: float, lane: str) 
     )
 
 
-def actions(signals):
+def actions(signals: Iterable[Signal]) -> dict[Priority, Action]:
     return {s.priority: s.action for s in signals}
 
 
-def test_empty_buffer_says_increase_for_every_class():
+def test_empty_buffer_says_increase_for_every_class() -> None:
     clock = Clock()
     got = actions(evaluate(buffer_with(clock).statistics(), 0))
     assert got == {Priority.P30: "INCREASE", Priority.P20: "INCREASE", Priority.P10: "INCREASE"}
 
 
-def test_queueing_past_half_the_slo_says_decrease_for_that_class_only():
+def test_queueing_past_half_the_slo_says_decrease_for_that_class_only() -> None:
     clock = Clock()
     buf = buffer_with(clock)
     buf.push(task(1, Priority.P10, clock.ms, 1200, "p10"))
@@ -58,7 +68,7 @@ def test_queueing_past_half_the_slo_says_decrease_for_that_class_only():
     assert p10.oldest_ready_age_s == pytest.approx(700, abs=1)
 
 
-def test_between_thresholds_holds():
+def test_between_thresholds_holds() -> None:
     clock = Clock()
     buf = buffer_with(clock)
     buf.push(task(1, Priority.P20, clock.ms, 60, "p20"))
@@ -66,7 +76,7 @@ def test_between_thresholds_holds():
     assert Priority.P20 not in actions(evaluate(buf.statistics(), 0))
 
 
-def test_late_tasks_or_a_paused_lane_say_decrease():
+def test_late_tasks_or_a_paused_lane_say_decrease() -> None:
     clock = Clock()
     buf = buffer_with(clock, budget=1000)  # P10 pauses at 200 bytes
     buf.push(task(1, Priority.P10, clock.ms, 1200, "p10"))
@@ -78,13 +88,13 @@ def test_late_tasks_or_a_paused_lane_say_decrease():
     assert "p10" in p10.paused_lanes
 
 
-def test_thresholds_are_validated():
+def test_thresholds_are_validated() -> None:
     clock = Clock()
     with pytest.raises(ValueError, match="increase_below"):
         evaluate(buffer_with(clock).statistics(), 0, decrease_at=0.2, increase_below=0.5)
 
 
-def test_encoded_signal_round_trips_through_ingest_decoder():
+def test_encoded_signal_round_trips_through_ingest_decoder() -> None:
     from eventgw.ingest.flow_control import decode
     from eventgw.orchestrator.flow_control import encode
 
@@ -99,7 +109,7 @@ def test_encoded_signal_round_trips_through_ingest_decoder():
     assert got.emitted_at_ms == 123
 
 
-def test_decoder_rejects_foreign_records():
+def test_decoder_rejects_foreign_records() -> None:
     from eventgw.ingest.flow_control import decode
 
     for bad in (b"not json", b"{}", b'{"class":"P10","action":"DECREASE"}'):
@@ -107,7 +117,7 @@ def test_decoder_rejects_foreign_records():
             decode(bad)
 
 
-def test_an_offload_backlog_does_not_make_its_class_decrease():
+def test_an_offload_backlog_does_not_make_its_class_decrease() -> None:
     # Offloaded events wait behind everything by design; counting them as the class's queue
     # would cut the capacity of a class that was already shed (a feedback loop).
     clock = Clock()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from eventgw.core.clock import FakeClock
-from eventgw.core.envelope import SLO_SECONDS, Priority
+from eventgw.core.envelope import SLO_SECONDS, BufferLane, Priority
 from eventgw.orchestrator import task_heaps
 from eventgw.orchestrator.priority_buffer import (
     BUFFER_LANES,
@@ -22,7 +22,7 @@ from eventgw.orchestrator.priority_buffer import (
 )
 
 P10, P20, P30 = Priority.P10, Priority.P20, Priority.P30
-LANE = {P10: "p10", P20: "p20", P30: "p30"}
+LANE: dict[Priority, BufferLane] = {P10: "p10", P20: "p20", P30: "p30"}
 
 
 class Fixture:
@@ -43,7 +43,7 @@ class Fixture:
         priority: Priority,
         *,
         age_s: float = 0.0,
-        lane: str | None = None,
+        lane: BufferLane | None = None,
         partition: int = 0,
         value: bytes = b"v",
     ) -> BufferedTask:
@@ -641,7 +641,7 @@ class BufferMachine(RuleBasedStateMachine):
         size=st.integers(0, 400),
     )
     def push(
-        self, priority: Priority, lane: str, partition: int, due_in_ms: int, size: int
+        self, priority: Priority, lane: BufferLane, partition: int, due_in_ms: int, size: int
     ) -> None:
         offset = next(self.offsets)
         ingested = self.clock.wall_ms() + due_in_ms - int(SLO_SECONDS[priority] * 1000)
@@ -844,7 +844,7 @@ class BufferMachine(RuleBasedStateMachine):
             )
             if where[0] == "ready":
                 assert where[1] is task.priority
-                assert where[2].startswith("offload") == (task.lane == "offload")
+                assert str(where[2]).startswith("offload") == (task.lane == "offload")
             elif where[0] == "leased":
                 assert buffer.lease_of(task_id) is task
                 assert task.lease_expires == self.lease[task_id]
@@ -857,7 +857,13 @@ class BufferMachine(RuleBasedStateMachine):
         assert self.buffer.next_timer() == min(timers, default=None)
 
 
-_SHARES = {"p10": 0.2, "p20": 0.5, "p30": 0.8, "offload": 0.3, "retry": 0.7}
+_SHARES: dict[BufferLane, float] = {
+    "p10": 0.2,
+    "p20": 0.5,
+    "p30": 0.8,
+    "offload": 0.3,
+    "retry": 0.7,
+}
 
 BufferMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=40, deadline=None)
 test_buffer_state_machine = BufferMachine.TestCase

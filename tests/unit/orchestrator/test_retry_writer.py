@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from eventgw.core.retry import Backoff
+from eventgw.kafka.producer import Delivery
 from eventgw.metrics.backend import Metrics
 from eventgw.orchestrator.retry_writer import RetryWriter
 
@@ -16,15 +17,6 @@ if TYPE_CHECKING:
     from eventgw.kafka.producer import Record
 
 
-@dataclass(frozen=True)
-class Report:
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-
 @dataclass
 class FakeProducer:
     """Answers each send with the next scripted errors (per record); then success."""
@@ -32,11 +24,11 @@ class FakeProducer:
     script: list[list[str]] = field(default_factory=list)
     sends: list[tuple[str, int]] = field(default_factory=list)
 
-    async def send(self, topic: str, records: Sequence[Record]) -> list[Report]:
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
         self.sends.append((topic, len(records)))
         errors = self.script.pop(0) if self.script else []
         errors += [""] * (len(records) - len(errors))
-        return [Report(e) for e in errors]
+        return [Delivery(partition=0, offset=0, error=e) for e in errors]
 
 
 def writer(producer: FakeProducer, attempts: int = 3) -> RetryWriter:
@@ -92,11 +84,11 @@ async def test_a_forever_record_is_retried_until_kafka_takes_it() -> None:
 
 async def test_a_send_that_raises_counts_as_failed_for_every_record() -> None:
     class Raising(FakeProducer):
-        async def send(self, topic: str, records: Sequence[Record]) -> list[Report]:
+        async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
             self.sends.append((topic, len(records)))
             if len(self.sends) == 1:
                 raise RuntimeError("producer closed")
-            return [Report() for _ in records]
+            return [Delivery(partition=0, offset=0) for _ in records]
 
     producer = Raising()
     w = writer(producer)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import SLO_SECONDS, Priority, event_headers
+from eventgw.core.envelope import SLO_SECONDS, Lane, Priority, event_headers
 from eventgw.kafka.consumer import ConsumedRecord
 from eventgw.orchestrator.collector import OrchestratorCollector
 from tests.unit.orchestrator.test_dispatcher import TOPICS, Fixture, result, sent_tasks
@@ -24,12 +24,14 @@ def scrape(f: Fixture) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
-def value(got: dict, name: str, **labels: str) -> float:
+def value(
+    got: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
     return got[name, frozenset(labels.items())]
 
 
 def record(
-    f: Fixture, priority: Priority, offset: int, *, age_s: float, lane: str, offloaded: bool
+    f: Fixture, priority: Priority, offset: int, *, age_s: float, lane: Lane, offloaded: bool
 ) -> ConsumedRecord:
     ingested = f.clock.wall_ms() - int(age_s * 1000)
     event = pb.EventData(
@@ -45,7 +47,7 @@ def record(
     )
 
 
-async def test_acks_count_as_met_or_missed_per_class_and_tier_with_their_latency():
+async def test_acks_count_as_met_or_missed_per_class_and_tier_with_their_latency() -> None:
     f = Fixture()
     f.d.add_records(
         [
@@ -97,7 +99,7 @@ async def test_acks_count_as_met_or_missed_per_class_and_tier_with_their_latency
     assert (stats["P10"].offloaded_slo_met, stats["P10"].offloaded_slo_missed) == (1, 0)
 
 
-async def test_stage_latency_splits_ingest_to_intake_and_to_the_first_lease():
+async def test_stage_latency_splits_ingest_to_intake_and_to_the_first_lease() -> None:
     """intake = ingest → taken into the buffer; leased = ingest → first handed to a worker
     (intake plus the wait for credit). A delivery after a returned lease is not counted."""
     f = Fixture()
@@ -124,7 +126,7 @@ async def test_stage_latency_splits_ingest_to_intake_and_to_the_first_lease():
     assert (cumulative("leased", "2.5"), cumulative("leased", "1.0")) == (1, 0)  # 2.3 s
 
 
-async def test_compact_acks_count_like_full_results_and_stale_ones_not_at_all():
+async def test_compact_acks_count_like_full_results_and_stale_ones_not_at_all() -> None:
     # Workers send their ACKs as bare task ids (WorkRequest.acked); those count the same.
     f = Fixture()
     f.d.add_records(
@@ -153,7 +155,7 @@ async def test_compact_acks_count_like_full_results_and_stale_ones_not_at_all():
     assert value(got, f"{latency}_sum", **{"class": "P30", "tier": "normal"}) == 10.0
 
 
-async def test_the_tier_follows_an_offloaded_event_through_the_retry_topics():
+async def test_the_tier_follows_an_offloaded_event_through_the_retry_topics() -> None:
     # The lane says "offload" only on the first try; a retried event says it itself.
     f = Fixture()
     retried = [
@@ -179,7 +181,7 @@ async def test_the_tier_follows_an_offloaded_event_through_the_retry_topics():
         assert value(got, processed, **{"class": cls, "tier": tier, "slo": "met"}) == want
 
 
-async def test_stats_lists_worker_sessions_with_credit_leases_and_results():
+async def test_stats_lists_worker_sessions_with_credit_leases_and_results() -> None:
     f = Fixture()
     f.add(Priority.P20, Priority.P20, Priority.P20)
     a = f.d.open_session("worker-a")
@@ -207,7 +209,7 @@ class _Committer:
     failures = 2
 
 
-async def test_collector_exposes_buffer_lanes_classes_lateness_and_commit_lag():
+async def test_collector_exposes_buffer_lanes_classes_lateness_and_commit_lag() -> None:
     f = Fixture(
         buffer_budget_bytes=1 << 16,
         lane_shares={"p30": 0.8, "p20": 0.5, "p10": 0.01, "offload": 0.3, "retry": 0.7},

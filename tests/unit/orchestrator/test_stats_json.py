@@ -11,7 +11,7 @@ from eventgw.config.settings import KafkaClusterSettings
 from eventgw.orchestrator.service import stats_json
 
 
-def test_stats_are_numbers_with_their_proto_names_and_zeros_shown():
+def test_stats_are_numbers_with_their_proto_names_and_zeros_shown() -> None:
     stats = pb.StatsResponse(
         index=1,
         serving=True,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.core.envelope import Priority
+from eventgw.core.envelope import BufferLane, Priority
 from eventgw.orchestrator import wire
 from eventgw.orchestrator.task_heaps import BufferedTask
+
+if TYPE_CHECKING:
+    import pytest
 
 NOW_WALL = 1_700_000_000.123
 NOW_MONO = 5_000.0
@@ -30,7 +35,7 @@ def _reference(index: int, backlog: int, tasks: list[BufferedTask]) -> pb.TaskBa
 
 
 def _task(
-    n: int, value: bytes, attempt: int, count: int, lease: float, lane: str, rank: int
+    n: int, value: bytes, attempt: int, count: int, lease: float, lane: BufferLane, rank: int
 ) -> BufferedTask:
     task = BufferedTask(
         task_id=f"events.public.{lane}/{n % 12}/{n}",
@@ -91,7 +96,9 @@ def test_the_buffer_attempt_wins_over_the_record_attempt() -> None:
     assert parsed.tasks[0].rank == 7
 
 
-def test_a_large_dispatch_is_cut_into_messages_under_the_size_cap(monkeypatch) -> None:
+def test_a_large_dispatch_is_cut_into_messages_under_the_size_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(wire, "MAX_MESSAGE_BYTES", 10_000)
     value = pb.EventData(event_id="e", payload=b"x" * 3000).SerializeToString()
     tasks = [_task(i, value, 0, 1, NOW_MONO + 60, "p10", 5) for i in range(7)]

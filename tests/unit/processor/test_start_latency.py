@@ -32,26 +32,26 @@ def event(priority: int, waited_ms: int, *, offloaded: bool = False) -> pb.Event
     )
 
 
-def test_each_start_counts_in_its_class_and_tier():
+def test_each_start_counts_in_its_class_and_tier() -> None:
     m = Metrics()
     latency = StartLatency(m)
     latency.record(event(30, 1500), NOW_MS)
     latency.record(event(20, 250, offloaded=True), NOW_MS)
     latency.record(event(20, 750, offloaded=True), NOW_MS)
     got = series(m)
-    assert got["P30", "normal"] == (1, 1.5)
-    assert got["P20", "offloaded"] == (2, pytest.approx(1.0))
-    assert got["P20", "normal"] == (0, 0)
-    assert got["P10", "offloaded"] == (0, 0)
+    assert got["P30", "normal"] == (1.0, 1.5)
+    assert got["P20", "offloaded"] == pytest.approx((2.0, 1.0))
+    assert got["P20", "normal"] == (0.0, 0.0)
+    assert got["P10", "offloaded"] == (0.0, 0.0)
 
 
-def test_an_unknown_class_counts_as_p10_and_a_clock_skew_as_zero():
+def test_an_unknown_class_counts_as_p10_and_a_clock_skew_as_zero() -> None:
     m = Metrics()
     latency = StartLatency(m)
     latency.record(event(21, 2000), NOW_MS)  # not P20 offloaded: unknown, so P10
     latency.record(event(0, 1000, offloaded=True), NOW_MS)
     latency.record(event(10, -5000), NOW_MS)  # ingested "after" now: another host's clock
     got = series(m)
-    assert got["P10", "normal"] == (2, 2.0)
-    assert got["P10", "offloaded"] == (1, 1.0)
-    assert got["P20", "offloaded"] == (0, 0)
+    assert got["P10", "normal"] == (2.0, 2.0)
+    assert got["P10", "offloaded"] == (1.0, 1.0)
+    assert got["P20", "offloaded"] == (0.0, 0.0)

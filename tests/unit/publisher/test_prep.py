@@ -3,17 +3,23 @@ the real-Kafka proof is tests/integration/test_failure_capture.py)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
-from eventgw.backup.store import BackupUnavailable
+from eventgw.backup.store import DEFAULT_BATCH_BYTES, BackupUnavailable
 from eventgw.config.dynamic import DynamicConfig, GateRule
 from eventgw.config.settings import TopicSettings
+from eventgw.core.envelope import LANES, Lane
 from eventgw.core.errors import InvalidEvent
-from eventgw.kafka.producer import Delivery
+from eventgw.kafka.producer import Delivery, Record
 from eventgw.metrics.backend import Metrics
-from eventgw.publisher.prep import PrepPublisher
-from eventgw.publisher.router import Router
+from eventgw.publisher.prep import PreparedEvent, PrepPublisher
+from eventgw.publisher.router import ClusterName, Router
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Sequence
 
 
 class FakeProducer:
@@ -22,10 +28,10 @@ class FakeProducer:
         self.fail = fail
         self.sent: list[tuple[str, bytes, bytes, dict[str, bytes]]] = []
 
-    async def send(self, topic, records):
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
         if self.fail:
             return [Delivery(-1, -1, "broker down") for _ in records]
-        out = []
+        out: list[Delivery] = []
         for key, value, headers in records:
             self.sent.append((topic, key, value, dict(headers)))
             out.append(Delivery(0, len(self.sent) - 1))
@@ -39,12 +45,28 @@ class FakeStore:
         self.fail = fail
         self.objects: dict[str, list[bytes]] = {}
 
-    async def put(self, records):
+    async def put(self, records: Sequence[bytes]) -> str:
         if self.fail:
             raise BackupUnavailable(store="spool", operation="put", key=None, reason="disk gone")
         key = f"k{len(self.objects)}"
         self.objects[key] = list(records)
         return key
+
+    # The rest of BackupStore: the publisher only writes, so a call here is a bug in it.
+
+    async def list_keys(self) -> list[str]:
+        raise AssertionError("the publisher never lists the backup store")
+
+    def read(
+        self, key: str, *, batch_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> AsyncGenerator[list[bytes], None]:
+        raise AssertionError("the publisher never reads the backup store")
+
+    async def delete(self, key: str) -> None:
+        raise AssertionError("the publisher never deletes from the backup store")
+
+    async def close(self) -> None:
+        raise AssertionError("the publisher does not own the backup store")
 
 
 class Config:
@@ -52,11 +74,24 @@ class Config:
         self.current = current
 
 
-def make(lane_fail=False, fw_fail=False, store_fail=False, config=None):
+class Setup(TypedDict, total=False):
+    """What ``make`` takes: which writes fail, and the dynamic config."""
+
+    lane_fail: bool
+    fw_fail: bool
+    store_fail: bool
+    config: DynamicConfig
+
+
+def make(
+    lane_fail: bool = False,
+    fw_fail: bool = False,
+    store_fail: bool = False,
+    config: DynamicConfig | None = None,
+) -> tuple[PrepPublisher, dict[tuple[ClusterName, Lane], FakeProducer], FakeProducer, FakeStore]:
     topics = TopicSettings()
-    producers = {
-        ("primary", lane): FakeProducer(lane, fail=lane_fail)
-        for lane in ("p30", "p20", "p10", "offload")
+    producers: dict[tuple[ClusterName, Lane], FakeProducer] = {
+        ("primary", lane): FakeProducer(lane, fail=lane_fail) for lane in LANES
     }
     fw = FakeProducer("fw", fail=fw_fail)
     store = FakeStore(fail=store_fail)
@@ -73,13 +108,26 @@ def make(lane_fail=False, fw_fail=False, store_fail=False, config=None):
     return pub, producers, fw, store
 
 
-def ev(i: int, priority: int = 20, **kw) -> pb.EventData:
+def ev(
+    i: int,
+    priority: int = 20,
+    *,
+    offloaded: bool = False,
+    payload: bytes = b"",
+    slo_deadline_ms: int = 0,
+) -> pb.EventData:
     return pb.EventData(
-        event_id=f"e{i}", company_id=f"c{i}", source_name="api", priority=priority, **kw
+        event_id=f"e{i}",
+        company_id=f"c{i}",
+        source_name="api",
+        priority=priority,  # type: ignore[arg-type]  # pb.Priority values are ints
+        offloaded=offloaded,
+        payload=payload,
+        slo_deadline_ms=slo_deadline_ms,
     )
 
 
-async def test_published_events_report_topic_partition_offset():
+async def test_published_events_report_topic_partition_offset() -> None:
     pub, producers, _, _ = make()
     results = await pub.publish_with_result([ev(1, 30), ev(2, 10), ev(3, 20, offloaded=True)])
     assert [r.status for r in results] == [pb.PUBLISHED] * 3
@@ -91,7 +139,7 @@ async def test_published_events_report_topic_partition_offset():
     assert producers["primary", "p30"].sent[0][1] == b"c1"
 
 
-async def test_lane_failure_goes_to_failed_writes_with_intended_topic():
+async def test_lane_failure_goes_to_failed_writes_with_intended_topic() -> None:
     pub, _, fw, store = make(lane_fail=True)
     results = await pub.publish_with_result([ev(1), ev(2)])
     assert [r.status for r in results] == [pb.FAILED_WRITES] * 2
@@ -105,7 +153,7 @@ async def test_lane_failure_goes_to_failed_writes_with_intended_topic():
     assert not store.objects
 
 
-async def test_both_topics_failing_goes_to_backup_store():
+async def test_both_topics_failing_goes_to_backup_store() -> None:
     pub, _, _, store = make(lane_fail=True, fw_fail=True)
     results = await pub.publish_with_result([ev(1), ev(2)])
     assert [r.status for r in results] == [pb.BACKED_UP] * 2
@@ -113,14 +161,14 @@ async def test_both_topics_failing_goes_to_backup_store():
     assert [pb.EventData.FromString(v).intended_topic for v in values] == [TopicSettings().p20] * 2
 
 
-async def test_all_three_failing_reports_failed_never_success():
+async def test_all_three_failing_reports_failed_never_success() -> None:
     pub, _, _, _ = make(lane_fail=True, fw_fail=True, store_fail=True)
     results = await pub.publish_with_result([ev(1)])
     assert results[0].status == pb.FAILED
     assert "not durable" in results[0].reason
 
 
-async def test_gating_rejects_only_matching_events_and_writes_nothing_for_them():
+async def test_gating_rejects_only_matching_events_and_writes_nothing_for_them() -> None:
     config = DynamicConfig(gating=(GateRule(action="block", company_id="c1", reason="banned"),))
     pub, producers, _, _ = make(config=config)
     results = await pub.publish_with_result([ev(1), ev(2)])
@@ -133,12 +181,21 @@ async def test_gating_rejects_only_matching_events_and_writes_nothing_for_them()
 @pytest.mark.parametrize(
     ("event", "field"),
     [
-        (pb.EventData(company_id="c", priority=20), "events[1].event_id"),
-        (pb.EventData(event_id="x", priority=20), "events[1].company_id"),
-        (pb.EventData(event_id="x", company_id="c", priority=7), "events[1].priority"),
+        (pb.EventData(company_id="c", priority=pb.P20), "events[1].event_id"),
+        (pb.EventData(event_id="x", priority=pb.P20), "events[1].company_id"),
+        (
+            pb.EventData(
+                event_id="x",
+                company_id="c",
+                priority=7,  # type: ignore[arg-type]  # not a class: the refusal under test
+            ),
+            "events[1].priority",
+        ),
     ],
 )
-async def test_invalid_event_rejects_whole_request_before_writing(event, field):
+async def test_invalid_event_rejects_whole_request_before_writing(
+    event: pb.EventData, field: str
+) -> None:
     pub, producers, _, _ = make()
     with pytest.raises(InvalidEvent) as info:
         await pub.publish_with_result([ev(0), event])
@@ -146,7 +203,7 @@ async def test_invalid_event_rejects_whole_request_before_writing(event, field):
     assert not any(p.sent for p in producers.values())
 
 
-async def test_missing_priority_takes_the_default_class():
+async def test_missing_priority_takes_the_default_class() -> None:
     pub, _, _, _ = make()
     results = await pub.publish_with_result([pb.EventData(event_id="x", company_id="c")])
     assert results[0].topic == TopicSettings().p20
@@ -155,7 +212,7 @@ async def test_missing_priority_takes_the_default_class():
 # --- published_batch: the compact answer (PublishRequest.accept_published_batch) -------------
 
 
-async def test_accepted_published_batch_answers_partitions_and_offsets_per_event():
+async def test_accepted_published_batch_answers_partitions_and_offsets_per_event() -> None:
     pub, producers, _, _ = make()
     response = await pub.publish_response([ev(1), ev(2), ev(3)], accept_published_batch=True)
     assert response.HasField("published_batch")
@@ -167,7 +224,7 @@ async def test_accepted_published_batch_answers_partitions_and_offsets_per_event
     assert [s[1] for s in producers["primary", "p20"].sent] == [b"c1", b"c2", b"c3"]
 
 
-async def test_published_batch_says_the_same_as_the_results_it_replaces():
+async def test_published_batch_says_the_same_as_the_results_it_replaces() -> None:
     events = [ev(1), ev(2), ev(3)]
     pub, _, _, _ = make()
     batch = (await pub.publish_response(events, accept_published_batch=True)).published_batch
@@ -181,7 +238,7 @@ async def test_published_batch_says_the_same_as_the_results_it_replaces():
     ]
 
 
-async def test_without_accept_published_batch_every_event_gets_a_result():
+async def test_without_accept_published_batch_every_event_gets_a_result() -> None:
     pub, _, _, _ = make()
     response = await pub.publish_response([ev(1), ev(2)])
     assert not response.HasField("published_batch")
@@ -203,8 +260,8 @@ async def test_without_accept_published_batch_every_event_gets_a_result():
     ids=["two-classes", "offloaded", "capture", "gating"],
 )
 async def test_anything_but_one_fully_published_group_is_answered_per_event(
-    events, setup, statuses
-):
+    events: list[pb.EventData], setup: Setup, statuses: list[int]
+) -> None:
     pub, _, _, _ = make(**setup)
     response = await pub.publish_response(events, accept_published_batch=True)
     assert not response.HasField("published_batch")
@@ -212,10 +269,10 @@ async def test_anything_but_one_fully_published_group_is_answered_per_event(
     assert [r.event_id for r in response.results] == [e.event_id for e in events]
 
 
-def prepared(i: int, lane: str = "p20") -> tuple[str, str, str, str, tuple]:
+def prepared(i: int, lane: Lane = "p20") -> PreparedEvent:
     """What a co-located ingest hands over: the record it built for event ``i``."""
     event = ev(i, payload=b'{"n":%d}' % i, slo_deadline_ms=1_000 + i)
-    record = (event.company_id.encode(), event.SerializeToString(), [("h", b"v")])
+    record: Record = (event.company_id.encode(), event.SerializeToString(), [("h", b"v")])
     return event.event_id, event.company_id, event.source_name, lane, record
 
 
@@ -227,7 +284,9 @@ def prepared(i: int, lane: str = "p20") -> tuple[str, str, str, str, tuple]:
         ({"lane_fail": True, "fw_fail": True, "store_fail": True}, pb.FAILED),
     ],
 )
-async def test_co_located_records_take_the_same_dual_failure_capture(fails, status):
+async def test_co_located_records_take_the_same_dual_failure_capture(
+    fails: Setup, status: int
+) -> None:
     """publish_prepared: a failed write is captured as the event it was, with its intent."""
     pub, _, fw, store = make(**fails)
     response = await pub.publish_prepared([prepared(1), prepared(2)])
@@ -248,7 +307,7 @@ async def test_co_located_records_take_the_same_dual_failure_capture(fails, stat
     }
 
 
-async def test_co_located_records_are_published_as_given():
+async def test_co_located_records_are_published_as_given() -> None:
     pub, producers, _, _ = make()
     response = await pub.publish_prepared([prepared(1), prepared(2, lane="p30")])
     assert [r.status for r in response.results] == [pb.PUBLISHED] * 2

@@ -33,7 +33,12 @@ COMPANIES = [f"company-{i}" for i in range(500)]
 )
 def test_lane_and_topic(priority: Priority, offloaded: bool, lane: str, topic: str) -> None:
     router = Router(TOPICS, rollout_enabled=False)
-    got = router.lane(pb.EventData(priority=priority.value, offloaded=offloaded))
+    got = router.lane(
+        pb.EventData(
+            priority=priority.value,  # type: ignore[arg-type]  # pb.Priority values are ints
+            offloaded=offloaded,
+        )
+    )
     assert got == lane
     assert router.topic(got) == topic
 
@@ -41,7 +46,7 @@ def test_lane_and_topic(priority: Priority, offloaded: bool, lane: str, topic: s
 def test_unknown_priority_is_an_error_not_a_silent_lane() -> None:
     router = Router(TOPICS, rollout_enabled=False)
     with pytest.raises(ValueError, match="Priority"):
-        router.lane(pb.EventData(priority=0))
+        router.lane(pb.EventData(priority=pb.PRIORITY_UNSPECIFIED))
 
 
 # --- rollout --------------------------------------------------------------------------------

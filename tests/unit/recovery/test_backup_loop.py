@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         Mapping,
         Sequence,
     )
+    from collections.abc import Set as AbstractSet
 
     import pytest
 
@@ -45,7 +46,7 @@ class FakeStore:
     def __init__(
         self,
         objects: dict[str, list[bytes]],
-        corrupt: set[str] | dict[str, CorruptionKind] = frozenset(),
+        corrupt: AbstractSet[str] | dict[str, CorruptionKind] = frozenset(),
         batch: int = 1000,
     ) -> None:
         self.objects = dict(objects)
@@ -81,6 +82,9 @@ class FakeStore:
     async def delete(self, key: str) -> None:
         self.deleted.append(key)
         del self.objects[key]
+
+    async def close(self) -> None:
+        pass  # nothing to release: the objects are a dict
 
 
 class FakeReplayer:
@@ -130,7 +134,9 @@ def service(max_attempts: int = 5, backoff: Backoff | None = None) -> RecoverySe
     return RecoveryService(settings, backoff=backoff)
 
 
-async def run_backup_loop_until(svc, store, replayer, done) -> None:
+async def run_backup_loop_until(
+    svc: RecoveryService, store: FakeStore, replayer: FakeReplayer, done: Callable[[], bool]
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.create_task(svc._backup_loop(store, replayer, stop))
     try:
@@ -290,8 +296,8 @@ async def run_topic_loop_until(
     loop = asyncio.create_task(
         svc._topic_loop(
             consumer,  # type: ignore[arg-type]  # fakes
-            replayer,  # type: ignore[arg-type]
-            FakeStore({}),  # type: ignore[arg-type]
+            replayer,
+            FakeStore({}),
             takeover(svc, InMemoryKafka()),
             stop,
         )

@@ -16,8 +16,7 @@ from eventgw.recovery.read_back import CLOCK_MARGIN_MS, LaneReadBack
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
-    from eventgw.kafka.scanner import ScannedRecord
-    from eventgw.recovery.read_back import Scanner
+    from eventgw.kafka.scanner import ScannedRecord, Scanner
 
 FW = "fw"
 T0 = 1_700_000_000_000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,8 +20,11 @@ from eventgw.core.envelope import (
     H_RECOVERY_SOURCE,
     Priority,
 )
-from eventgw.kafka.producer import Delivery
+from eventgw.kafka.producer import Delivery, Record
 from eventgw.recovery.replayer import Captured, Outcome, Replayer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 TOPICS = TopicSettings()
 TIMED_OUT = Delivery(-1, -1, "Local: Message timed out", "_MSG_TIMED_OUT")
@@ -36,7 +39,7 @@ class FakeProducer:
         self.fail = fail or {}
         self.sent: list[tuple[str, bytes, bytes, dict[str, bytes]]] = []
 
-    async def send(self, topic, records):
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
         if topic in self.fail:
             return [self.fail[topic] for _ in records]
         self.sent += [(topic, key, value, dict(headers)) for key, value, headers in records]
@@ -64,7 +67,8 @@ def publisher_capture(event_id: str, topic: str, cluster: str = "primary") -> by
         intended_topic=topic,
         intended_cluster=cluster,
     )
-    return event.SerializeToString()
+    raw: bytes = event.SerializeToString()
+    return raw
 
 
 async def test_publisher_captures_go_back_to_their_intended_topic_and_cluster() -> None:
@@ -177,7 +181,7 @@ class SizeLimitedProducer(FakeProducer):
         self.limits = limits
         self.batches: list[tuple[str, int]] = []
 
-    async def send(self, topic, records):
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
         self.batches.append((topic, len(records)))
         limit = self.limits.get(topic)
         if limit is not None and any(len(value) > limit for _, value, _ in records):
@@ -206,7 +210,7 @@ class CoBatchingProducer(SizeLimitedProducer):
         super().__init__(limits)
         self.open: dict[str, list[bytes]] = {}
 
-    async def send(self, topic, records):
+    async def send(self, topic: str, records: Sequence[Record]) -> list[Delivery]:
         batch = self.open.setdefault(topic, [])
         batch += [value for _, value, _ in records]
         await asyncio.sleep(0.01)  # linger: a concurrent send joins this batch

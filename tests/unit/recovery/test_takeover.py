@@ -64,7 +64,7 @@ async def run(
         svc._topic_loop(
             consumer,  # type: ignore[arg-type]  # fakes
             replayer,
-            FakeStore({}),  # type: ignore[arg-type]
+            FakeStore({}),
             takeover(svc, kafka),
             stop,
         )
