@@ -72,7 +72,9 @@ def security_from(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
 
 @pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "secure"])
-async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, monkeypatch, secure):
+async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secure: bool
+) -> None:
     # Each local broker's controller listens on its port + 1.
     kafka_primary, kafka_rollout = free_port(also_free=[1]), free_port(also_free=[1])
     http_port, admin_port = free_port(), free_port()
@@ -233,8 +235,8 @@ async def test_eventgw_up_serves_the_quick_start_and_stops_cleanly(tmp_path, mon
 
 
 async def test_eventgw_up_runs_a_fleet_per_cluster_and_a_migration_by_the_dynamic_config(
-    tmp_path,
-):
+    tmp_path: Path,
+) -> None:
     """``eventgw up --rollout-fleet --publishers 2 --processors 2``: one orchestrator per
     cluster; raising the share in the file it wrote moves new events to the rollout cluster,
     where the rollout fleet's replica processes them."""

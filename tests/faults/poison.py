@@ -61,12 +61,12 @@ def poison_records(stack: FaultStack) -> tuple[list[RawRecord], list[str]]:
     for key in LANE_KEYS:
         lane = t.lane_topic(key)
         records += [(lane, 0, NOT_PROTOBUF, []), (lane, 1, None, [])]
-    for key in RETRY_KEYS:
-        retry = getattr(t, key)
+    for retry_key in RETRY_KEYS:
+        retry = getattr(t, retry_key)
         origin = [(H_ORIGINAL_TOPIC, t.p20.encode())]
         records.append((retry, 0, NOT_PROTOBUF, [(H_RETRY_AT_MS, b"1"), *origin]))
         for partition, retry_at in ((1, b"not-a-time"), (2, b"9" * 5000)):
-            event = _event(f"poison-{tag}-{key}-{partition}", attempt=1)
+            event = _event(f"poison-{tag}-{retry_key}-{partition}", attempt=1)
             headers = [*event_headers(event), (H_RETRY_AT_MS, retry_at), *origin]
             records.append((retry, partition, event.SerializeToString(), headers))
             served.append(event.event_id)

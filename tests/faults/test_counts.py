@@ -29,7 +29,7 @@ def count(
     )
 
 
-def test_started_but_never_completed_is_lost():
+def test_started_but_never_completed_is_lost() -> None:
     # A handler cut short by the kill and never run again: it started, it did not finish.
     result = count(
         acked={"a": "PUBLISHED", "b": "PUBLISHED"},
@@ -40,7 +40,7 @@ def test_started_but_never_completed_is_lost():
     assert result.outcome == "LOST"
 
 
-def test_rerun_counts_as_a_duplicate_and_processed_once():
+def test_rerun_counts_as_a_duplicate_and_processed_once() -> None:
     result = count(
         acked={"a": "PUBLISHED", "b": "client:FAILED_WRITES"},
         handled=Counter(["a", "a", "b"]),
@@ -54,7 +54,7 @@ def test_rerun_counts_as_a_duplicate_and_processed_once():
     assert result.outcome == "ok"
 
 
-def test_bounds_set_the_outcome():
+def test_bounds_set_the_outcome() -> None:
     acked = {str(i): "PUBLISHED" for i in range(100)}
     handled = Counter(acked.keys()) + Counter(["0", "1"])
     completed = Counter(acked.keys())
@@ -78,7 +78,7 @@ def test_bounds_set_the_outcome():
     assert within.outcome == "ok"
 
 
-def test_failure_note_wins_and_table_shows_the_row():
+def test_failure_note_wins_and_table_shows_the_row() -> None:
     result = count(
         acked={"a": "PUBLISHED"},
         handled=Counter(),
