@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from eventgw.config.settings import EventGwSettings, TopicSettings
+    from eventgw.kafka.local_broker import LocalBroker
 
 KEY = "k3y-for-the-integration-test-0123456789"
 OTHER_KEY = b"someone else's key, 32 chars ok!"
@@ -38,7 +39,7 @@ OTHER_KEY = b"someone else's key, 32 chars ok!"
 
 def capture(event_id: str, topics: TopicSettings) -> bytes:
     """A publisher capture of an event meant for the p20 lane."""
-    return pb.EventData(
+    raw: bytes = pb.EventData(
         event_id=event_id,
         company_id="acme",
         source_name="api",
@@ -46,6 +47,7 @@ def capture(event_id: str, topics: TopicSettings) -> bytes:
         intended_topic=topics.p20,
         intended_cluster="primary",
     ).SerializeToString()
+    return raw
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +86,7 @@ def rejected(recovery: RecoveryService, reason: str) -> float:
 
 @pytest.mark.kafka
 async def test_only_signed_objects_are_replayed_forged_and_unsigned_ones_are_kept(
-    kafka_broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    kafka_broker: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     bootstrap = kafka_broker.bootstrap
     spool_dir = tmp_path / "spool"

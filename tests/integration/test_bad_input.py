@@ -10,10 +10,11 @@ the positive controls (valid events do land, so "empty" is not an artefact of re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
@@ -30,6 +31,7 @@ from tests.fixtures.stack import make_settings, read_topic, start_stack, unique_
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
+    from eventgw.core.envelope import Lane
     from eventgw.kafka.local_broker import LocalBroker
     from tests.fixtures.stack import RunningStack
 
@@ -128,7 +130,7 @@ def _high_watermark(consumer: confluent_kafka.Consumer, topic: str, partition: i
     raise AssertionError(f"{topic}[{partition}] has no leader after 20 tries")
 
 
-async def lane_keys(stack: RunningStack, lane: str = "p20") -> list[bytes | None]:
+async def lane_keys(stack: RunningStack, lane: Lane = "p20") -> list[bytes | None]:
     """Keys of every record on a lane topic of ``stack`` (reads exactly what was written)."""
     bootstrap = stack.settings.kafka.primary.bootstrap_servers
     topic = stack.settings.topics.lane_topic(lane)
@@ -178,7 +180,8 @@ class HttpCase:
     method: str = "POST"
     path: str = "/v1/events"
     chunked_bytes: int = 0  # >0: send that many bytes with Transfer-Encoding: chunked
-    headers: dict[str, str] = field(default_factory=dict)
+    # dataclasses.field: the name ``field`` is taken by the attribute above in this body
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 DEEP = b"[" * 10_000 + b"]" * 10_000
@@ -360,7 +363,7 @@ async def grpc_error(
     target: str, request: pb.IngestRequest, metadata: Iterable[tuple[str, str]] = ()
 ) -> grpc.aio.AioRpcError:
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.IngestServiceStub(channel)
+        stub = pb_grpc.IngestServiceStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Ingest(request, metadata=tuple(metadata), timeout=30)
     return info.value
@@ -513,7 +516,7 @@ async def test_grpc_api_key(auth_stack: RunningStack) -> None:
     assert (err.details() or "").startswith("events[0].company_id: ")
 
     async with grpc.aio.insecure_channel(auth_stack.ingest_grpc) as channel:
-        stub = pb_grpc.IngestServiceStub(channel)
+        stub = pb_grpc.IngestServiceStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
         resp = await stub.Ingest(request, metadata=(("x-api-key", API_KEY),), timeout=30)
     assert [r.status for r in resp.results] == [pb.PUBLISHED]
     keys = await lane_keys(auth_stack)

@@ -29,6 +29,7 @@ from eventgw.core.envelope import (
     H_REDRIVEN,
     H_REPLAYED,
     H_RETRY_AT_MS,
+    LANE_OF_PRIORITY,
     Priority,
     event_headers,
 )
@@ -94,7 +95,7 @@ def seed_dlq(bootstrap: str, topics: TopicSettings, n: int, now_ms: int) -> list
     for i in range(n):
         priority = CLASSES[i % 3]
         event = make_event(f"ev-{i:04d}", priority, company=COMPANIES[i % 3], attempt=4)
-        origin = topics.offload if i % 10 == 9 else topics.lane_topic(f"p{priority.value}")
+        origin = topics.offload if i % 10 == 9 else topics.lane_topic(LANE_OF_PRIORITY[priority])
         events.append(event)
         records.append(dead_letter(event, origin_topic=origin, error=ERRORS[i % 3]))
         stamps.append(now_ms - (3 - i % 3) * HOUR_MS)

@@ -24,7 +24,12 @@ from tests.fixtures.read_path import read_records
 from tests.fixtures.stack import make_settings, start_stack, unique_topics
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from eventgw.kafka.local_broker import LocalBroker
+    from tests.fixtures.kafka import BrokerFactory
+    from tests.fixtures.s3 import S3Server
 
 pytestmark = pytest.mark.kafka
 
@@ -82,7 +87,7 @@ class Sender:
                 self._progress.notify_all()
             await asyncio.sleep(0.05)  # pacing, not polling
 
-    async def until(self, predicate, timeout_s: float) -> None:
+    async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
         async with asyncio.timeout(timeout_s), self._progress:
             await self._progress.wait_for(predicate)
 
@@ -120,7 +125,9 @@ async def start_at_once(*brokers: LocalBroker) -> None:
     await asyncio.gather(*(asyncio.to_thread(b.start) for b in brokers))
 
 
-async def test_kill_primary_then_fallback_then_replay_loses_nothing(private_broker, tmp_path):
+async def test_kill_primary_then_fallback_then_replay_loses_nothing(
+    private_broker: BrokerFactory, tmp_path: Path
+) -> None:
     primary, fallback = await asyncio.gather(
         asyncio.to_thread(private_broker, "primary"), asyncio.to_thread(private_broker, "fallback")
     )
@@ -180,8 +187,8 @@ async def test_kill_primary_then_fallback_then_replay_loses_nothing(private_brok
 
 @pytest.mark.s3
 async def test_cluster_down_backs_up_to_s3_then_replays_and_deletes_objects(
-    private_broker, tmp_path, s3_server, s3_bucket
-):
+    private_broker: BrokerFactory, tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
     primary = private_broker("primary")
     topics = unique_topics()
     await asyncio.to_thread(

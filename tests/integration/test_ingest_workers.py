@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
@@ -22,12 +23,20 @@ from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from tests.fixtures.procs import component_env, spawn, wait_http_ready
 from tests.fixtures.stack import read_topic, unique_topics
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from eventgw.config.settings import TopicSettings
+    from eventgw.kafka.local_broker import LocalBroker
+
 pytestmark = pytest.mark.kafka
 
 WORKERS = 2
 
 
-async def _start(kafka_broker, tmp_path):
+async def _start(
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> tuple[TopicSettings, int, asyncio.subprocess.Process]:
     topics = unique_topics()
     await asyncio.to_thread(
         ensure_topics, kafka_broker.bootstrap, [TopicSpec(n, 3) for n in topics.all_topics()]
@@ -77,8 +86,8 @@ async def _post(http: int, ids: list[str]) -> tuple[int, set[str]]:
 
 
 async def test_workers_share_the_port_and_every_acknowledged_event_is_in_kafka(
-    kafka_broker, tmp_path
-):
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
     topics, http, proc = await _start(kafka_broker, tmp_path)
     try:
         pids = set()
@@ -115,8 +124,8 @@ async def test_workers_share_the_port_and_every_acknowledged_event_is_in_kafka(
 
 
 async def test_a_worker_killed_stops_the_service_and_loses_no_acknowledged_event(
-    kafka_broker, tmp_path
-):
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
     topics, http, proc = await _start(kafka_broker, tmp_path)
     acked: set[str] = set()
     stop = asyncio.Event()

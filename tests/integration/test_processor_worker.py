@@ -37,9 +37,11 @@ from tests.fixtures.credentials import with_stack_credentials
 from tests.fixtures.stack import read_topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
+    from eventgw.kafka.local_broker import LocalBroker
     from eventgw.processor.handlers import Handler
+    from tests.fixtures.kafka import TopicFactory
 
 WORKER_ID = "test-worker"
 LEASE_MS = 60_000
@@ -68,10 +70,10 @@ class FakeOrchestrator:
 
     def __init__(
         self,
-        events: list[pb.EventData] = (),
+        events: Sequence[pb.EventData] = (),
         *,
         index: int = 0,
-        rank: int = P10_RANK,  # type: ignore[assignment]  # an empty default
+        rank: int = P10_RANK,
         fleet: str = "",
     ) -> None:
         self.index = index
@@ -92,7 +94,7 @@ class FakeOrchestrator:
         self._n = 0
         self.add(events, rank=rank)
 
-    def add(self, events: list[pb.EventData], *, rank: int = P10_RANK) -> None:
+    def add(self, events: Sequence[pb.EventData], *, rank: int = P10_RANK) -> None:
         for e in events:
             self.queue.append(pb.Task(task_id=f"p/0/{self._n}", event=e, lane="p20", rank=rank))
             self._n += 1
@@ -295,7 +297,7 @@ class GatedHandler:
 # --- (1) results over the stream --------------------------------------------------------
 
 
-async def test_every_task_is_handled_once_and_acked_over_the_stream():
+async def test_every_task_is_handled_once_and_acked_over_the_stream() -> None:
     fake = FakeOrchestrator(make_events(20), index=2)
     handler = Recorder()
     async with serving(fake) as addr:
@@ -327,7 +329,7 @@ async def test_every_task_is_handled_once_and_acked_over_the_stream():
 # --- (2) outcome mapping ----------------------------------------------------------------
 
 
-async def test_retry_reject_and_crash_map_to_their_results():
+async def test_retry_reject_and_crash_map_to_their_results() -> None:
     fake = FakeOrchestrator(make_events(4))
     handler = Recorder(
         {
@@ -357,7 +359,7 @@ async def test_retry_reject_and_crash_map_to_their_results():
 # --- (3) bounded concurrency and credit -------------------------------------------------
 
 
-async def test_concurrent_handler_calls_never_exceed_concurrency():
+async def test_concurrent_handler_calls_never_exceed_concurrency() -> None:
     concurrency = 3
     running = 0
     peak = 0
@@ -386,7 +388,7 @@ async def test_concurrent_handler_calls_never_exceed_concurrency():
     assert fake.kinds() == {"ACK": 12}
 
 
-async def test_worker_holds_at_most_concurrency_plus_prefetch():
+async def test_worker_holds_at_most_concurrency_plus_prefetch() -> None:
     """While every handler blocks, the credit given equals concurrency + prefetch, no more."""
     handler = GatedHandler(running=4)
     fake = FakeOrchestrator(make_events(50))
@@ -410,7 +412,7 @@ async def test_worker_holds_at_most_concurrency_plus_prefetch():
     assert fake.kinds() == {"ACK": 4, "RELEASE": 4}
 
 
-async def test_prefetch_follows_the_handlers_speed():
+async def test_prefetch_follows_the_handlers_speed() -> None:
     """50 ms handlers, window 10 ms, concurrency 10: prefetch becomes ceil(10 x 10/50) = 2."""
 
     async def slow(event: pb.EventData) -> None:
@@ -462,7 +464,7 @@ class PerEventGates:
                 await self.changed.wait()
 
 
-async def test_an_urgent_task_overtakes_prefetched_work_at_the_next_free_slot():
+async def test_an_urgent_task_overtakes_prefetched_work_at_the_next_free_slot() -> None:
     """Slots full of P10, P10 prefetched: a P30 that arrives starts at the next free slot."""
     handler = PerEventGates()
     fake = FakeOrchestrator(make_events(2, prefix="p10-"), rank=P10_RANK)
@@ -492,7 +494,7 @@ async def test_an_urgent_task_overtakes_prefetched_work_at_the_next_free_slot():
 # --- (4) dry run ------------------------------------------------------------------------
 
 
-async def test_dry_run_shows_and_releases_without_calling_the_handler():
+async def test_dry_run_shows_and_releases_without_calling_the_handler() -> None:
     async def must_not_run(event: pb.EventData) -> None:
         raise AssertionError("the handler ran in a dry run")
 
@@ -535,7 +537,9 @@ def quick_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.kafka
 @pytest.mark.usefixtures("quick_fallback")
-async def test_results_of_a_lost_stream_go_to_the_response_topic(kafka_broker, new_topic):
+async def test_results_of_a_lost_stream_go_to_the_response_topic(
+    kafka_broker: LocalBroker, new_topic: TopicFactory
+) -> None:
     """The orchestrator goes away while handlers run: results land on partition = its index."""
     response = new_topic(partitions=2)
     handler = GatedHandler(running=3)
@@ -569,7 +573,7 @@ async def test_results_of_a_lost_stream_go_to_the_response_topic(kafka_broker, n
     assert stats.results_lost == 0
 
 
-async def test_unstarted_tasks_of_an_ended_stream_are_dropped_not_run():
+async def test_unstarted_tasks_of_an_ended_stream_are_dropped_not_run() -> None:
     """The orchestrator returned those leases when the stream ended: running them is waste."""
     handler = GatedHandler(running=2)
     fake = FakeOrchestrator(make_events(10))
@@ -602,7 +606,7 @@ async def test_unstarted_tasks_of_an_ended_stream_are_dropped_not_run():
 # --- (6) shutdown -----------------------------------------------------------------------
 
 
-async def test_stop_drains_running_and_releases_unstarted():
+async def test_stop_drains_running_and_releases_unstarted() -> None:
     handler = GatedHandler(running=2)
     fake = FakeOrchestrator(make_events(6))
     stop = asyncio.Event()
@@ -628,7 +632,7 @@ async def test_stop_drains_running_and_releases_unstarted():
     assert service.tasks_handled == 2
 
 
-async def test_handlers_past_the_shutdown_timeout_are_cancelled_and_released():
+async def test_handlers_past_the_shutdown_timeout_are_cancelled_and_released() -> None:
     cancelled: list[str] = []
     running = asyncio.Event()
 
@@ -675,7 +679,7 @@ class RecordingBackoff(Backoff):
         return super().delay_s(attempt)
 
 
-async def test_worker_backs_off_while_the_orchestrator_is_down_and_recovers():
+async def test_worker_backs_off_while_the_orchestrator_is_down_and_recovers() -> None:
     port = free_port()
     backoff = RecordingBackoff(signal_after=3)
     fake = FakeOrchestrator(make_events(5))
@@ -698,7 +702,7 @@ async def test_worker_backs_off_while_the_orchestrator_is_down_and_recovers():
     assert stats.connect_failures >= 3
 
 
-async def test_credit_moves_to_the_orchestrator_with_a_backlog():
+async def test_credit_moves_to_the_orchestrator_with_a_backlog() -> None:
     """Two orchestrators: credit parked at the idle one is revoked for the one with work."""
     first = FakeOrchestrator(index=0)
     second = FakeOrchestrator(index=1)
@@ -728,7 +732,7 @@ async def test_credit_moves_to_the_orchestrator_with_a_backlog():
     )
 
 
-def test_backoff_is_exponential_jittered_and_capped():
+def test_backoff_is_exponential_jittered_and_capped() -> None:
     backoff = Backoff(initial_s=0.1, max_s=1.0)
     for attempt, base in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (50, 1.0)]:
         delays = [backoff.delay_s(attempt) for _ in range(50)]
@@ -775,7 +779,7 @@ class ThreadedOrchestrator:
             self._thread.join(10)
 
 
-def test_command_dry_run_returns_after_max_tasks(capsys):
+def test_command_dry_run_returns_after_max_tasks(capsys: pytest.CaptureFixture[str]) -> None:
     orchestrator = ThreadedOrchestrator(make_events(8))
     base = make_settings("unused:1")
     command = Command(base)
@@ -801,7 +805,7 @@ def test_command_dry_run_returns_after_max_tasks(capsys):
     assert sorted(line.split()[1] for line in out) == [f"event_id=e{i}" for i in range(5)]
 
 
-def test_command_leaves_settings_alone_unless_an_argument_is_given():
+def test_command_leaves_settings_alone_unless_an_argument_is_given() -> None:
     """Arguments left out keep the settings (env, TOML); given ones replace them."""
     orchestrator = ThreadedOrchestrator(make_events(3))
     with orchestrator.running() as addr:
@@ -814,7 +818,7 @@ def test_command_leaves_settings_alone_unless_an_argument_is_given():
     assert command.service.settings.kafka == base.kafka
 
 
-def test_command_refuses_bad_arguments():
+def test_command_refuses_bad_arguments() -> None:
     from eventgw.core.errors import ConfigError
 
     command = Command(make_settings("unused:1"))
@@ -826,7 +830,7 @@ def test_command_refuses_bad_arguments():
         command.run(handler="eventgw.processor.handlers:nope")
 
 
-async def test_the_handler_receives_the_public_event_type():
+async def test_the_handler_receives_the_public_event_type() -> None:
     """What a handler gets is an `eventgw.processor.EventData` (the public name; README)."""
     from eventgw.processor import EventData
 
@@ -845,7 +849,7 @@ async def test_the_handler_receives_the_public_event_type():
 # --- (8) fleets: orchestrators of two Kafka clusters -------------------------------------
 
 
-async def test_acks_of_an_ended_stream_are_sent_again_only_within_its_fleet():
+async def test_acks_of_an_ended_stream_are_sent_again_only_within_its_fleet() -> None:
     """Task ids repeat across clusters: a rollout-fleet replica must never be told that a
     primary task id is finished (it would finish its own, unprocessed record)."""
     a = FakeOrchestrator(make_events(20), index=0, fleet="primary")
@@ -873,7 +877,7 @@ async def test_acks_of_an_ended_stream_are_sent_again_only_within_its_fleet():
     assert c.results[0].delivery_count == 1
 
 
-async def test_a_replica_that_moved_to_another_fleet_gets_nothing_of_the_old_one():
+async def test_a_replica_that_moved_to_another_fleet_gets_nothing_of_the_old_one() -> None:
     """Same address, new fleet (the replica drained and serves the other cluster): results
     of tasks from before the move are dropped, not sent to the new cluster."""
     handler = GatedHandler(running=2)
@@ -900,7 +904,7 @@ async def test_a_replica_that_moved_to_another_fleet_gets_nothing_of_the_old_one
     assert stats.dropped == 2
 
 
-async def test_nothing_is_sent_on_a_new_stream_before_its_welcome_names_the_fleet():
+async def test_nothing_is_sent_on_a_new_stream_before_its_welcome_names_the_fleet() -> None:
     """Results of the old fleet's tasks, finished after the stream ended but before the new
     stream's welcome, are not written ahead of it: they would reach the other cluster's
     fleet, which remembers an ACK for a task id it does not hold and would skip its own
@@ -936,8 +940,8 @@ async def test_nothing_is_sent_on_a_new_stream_before_its_welcome_names_the_flee
 @pytest.mark.kafka
 @pytest.mark.usefixtures("quick_fallback")
 async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
-    kafka_broker, kafka_broker_2, new_topic
-):
+    kafka_broker: LocalBroker, kafka_broker_2: LocalBroker, new_topic: TopicFactory
+) -> None:
     """Its stream lost while handlers run: the results land on the rollout cluster's
     response topic (partition = its index), and nothing on the primary's."""
     response = new_topic(partitions=2)
@@ -983,7 +987,7 @@ async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
     assert {(r.kind, r.orchestrator_index) for r in results} == {(pb.ACK, 1)}
 
 
-async def test_the_address_template_finds_every_replica():
+async def test_the_address_template_finds_every_replica() -> None:
     """processor.orchestrator_address_template: one address per index, whatever the list says
     (loopback 127.0.0.10 and 127.0.0.11 stand for two StatefulSet pods' names)."""
     port = free_port()

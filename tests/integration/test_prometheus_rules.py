@@ -99,13 +99,13 @@ def unknown_metrics(rules_file: Path) -> dict[str, list[str]]:
 # -- validity --------------------------------------------------------------------------------
 
 
-def test_the_alert_rules_are_valid():
+def test_the_alert_rules_are_valid() -> None:
     result = promcheck("rules", ALERTS)
     assert result.returncode == 0, result.stderr
     assert "SUCCESS" in result.stdout
 
 
-def test_every_dashboard_query_is_valid_promql(tmp_path):
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     exprs = dashboard_exprs()
     assert len(exprs) >= 25
     rules = tmp_path / "dashboard.yml"
@@ -114,7 +114,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_checker_rejects_a_bad_query_and_a_bad_template(tmp_path):
+def test_the_checker_rejects_a_bad_query_and_a_bad_template(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(
         yaml.safe_dump(
@@ -145,18 +145,18 @@ def test_the_checker_rejects_a_bad_query_and_a_bad_template(tmp_path):
 # -- names ------------------------------------------------------------------------------------
 
 
-def test_every_metric_the_alerts_use_is_in_names_py():
+def test_every_metric_the_alerts_use_is_in_names_py() -> None:
     assert unknown_metrics(ALERTS) == {}
 
 
-def test_every_metric_the_dashboard_uses_is_in_names_py(tmp_path):
+def test_every_metric_the_dashboard_uses_is_in_names_py(tmp_path: Path) -> None:
     rules = tmp_path / "dashboard.yml"
     titles = as_recording_rules(dashboard_exprs(), rules)
     bad = {titles[rule]: names for rule, names in unknown_metrics(rules).items()}
     assert bad == {}
 
 
-def test_a_misspelt_metric_is_caught(tmp_path):
+def test_a_misspelt_metric_is_caught(tmp_path: Path) -> None:
     rules = tmp_path / "typo.yml"
     as_recording_rules(
         [
@@ -201,7 +201,7 @@ def counter(name: str, labels: str, per_min: float, minutes: int = 90) -> dict[s
     return {"series": f"{name}{{{labels}}}", "values": f"0+{per_min}x{minutes}"}
 
 
-def test_slo_attainment_low_fires_per_class_for_the_normal_tier_only(tmp_path):
+def test_slo_attainment_low_fires_per_class_for_the_normal_tier_only(tmp_path: Path) -> None:
     name = "eventgw_orchestrator_processed_total"
     series = [
         # P30: 95 % within SLO. P20: 100 %. P10 offloaded: 50 % (by design, no page).
@@ -217,7 +217,7 @@ def test_slo_attainment_low_fires_per_class_for_the_normal_tier_only(tmp_path):
     assert got["45m"] == {"EventgwSloAttainmentLow": [{"class": "P30"}]}
 
 
-def test_serious_congestion_fires_at_once_and_no_workers_after_two_minutes(tmp_path):
+def test_serious_congestion_fires_at_once_and_no_workers_after_two_minutes(tmp_path: Path) -> None:
     series = [
         {"series": 'eventgw_ingest_serious_congestion{instance="i1"}', "values": "0 0 1x10"},
         {"series": 'eventgw_ingest_slo_decrements_per_minute{class="P10"}', "values": "0x12"},
@@ -243,7 +243,7 @@ def test_serious_congestion_fires_at_once_and_no_workers_after_two_minutes(tmp_p
     }
 
 
-def test_queue_age_dlq_and_component_down(tmp_path):
+def test_queue_age_dlq_and_component_down(tmp_path: Path) -> None:
     series = [
         # P10 waited 11 min of 20 (past half): fires after 5 min; P30 at 1 s of 5 does not.
         {
@@ -275,7 +275,7 @@ def test_queue_age_dlq_and_component_down(tmp_path):
     }
 
 
-def test_hostile_input_alerts_fire_per_reason_on_their_counters_only(tmp_path):
+def test_hostile_input_alerts_fire_per_reason_on_their_counters_only(tmp_path: Path) -> None:
     series = [
         counter("eventgw_recovery_backup_rejected_total", 'reason="bad_signature"', 1, 10),
         counter("eventgw_recovery_backup_rejected_total", 'reason="record_crc"', 0, 10),

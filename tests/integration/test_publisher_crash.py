@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,7 +20,7 @@ from eventgw.client.ingest_client import (
     EventIngestPublisher,
     FallbackSettings,
 )
-from eventgw.config.settings import BackupSettings, KafkaClusterSettings
+from eventgw.config.settings import BackupSettings, EventGwSettings, KafkaClusterSettings
 from eventgw.core.errors import NotDurable
 from eventgw.core.lifecycle import run_services
 from eventgw.ingest.service import IngestService
@@ -29,10 +30,16 @@ from tests.fixtures.procs import component_env, spawn, wait_http_ready
 from tests.fixtures.read_path import read_records
 from tests.fixtures.stack import make_settings, unique_topics
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from eventgw.kafka.local_broker import LocalBroker
+
 pytestmark = pytest.mark.kafka
 
 
-def publisher_env(settings, grpc_port: int, liveness_port: int) -> dict[str, str]:
+def publisher_env(settings: EventGwSettings, grpc_port: int, liveness_port: int) -> dict[str, str]:
     return component_env(
         settings.kafka.primary.bootstrap_servers,
         settings.topics,
@@ -43,7 +50,9 @@ def publisher_env(settings, grpc_port: int, liveness_port: int) -> dict[str, str
     )
 
 
-async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_broker, tmp_path):
+async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
     topics = unique_topics()
     await asyncio.to_thread(
         ensure_topics, kafka_broker.bootstrap, [TopicSpec(n, 3) for n in topics.all_topics()]
@@ -108,7 +117,7 @@ async def test_publisher_sigkill_mid_stream_client_fallback_loses_nothing(kafka_
                     progress.notify_all()
                 await asyncio.sleep(0.02)  # pacing, not polling
 
-        async def until(pred, timeout_s: float) -> None:
+        async def until(pred: Callable[[], bool], timeout_s: float) -> None:
             async with asyncio.timeout(timeout_s), progress:
                 await progress.wait_for(pred)
 

@@ -36,10 +36,9 @@ from eventgw.kafka.admin import delete_topics
 from eventgw.orchestrator.dispatcher import RETRY_DELAYS_S
 from eventgw.orchestrator.service import OrchestratorService
 from eventgw.processor import Command, ProcessorService, Retry
-from tests.fixtures.procs import Component, component_env, wait_http_ready
+from tests.fixtures.procs import REPO_ROOT, Component, component_env, wait_http_ready
 from tests.fixtures.read_path import (
     RECORD_FILE_ENV,
-    REPO_ROOT,
     Recorder,
     create_topics,
     get_stats,

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from eventgw.config.settings import TopicSettings
+    from eventgw.kafka.local_broker import LocalBroker
 
 pytestmark = pytest.mark.kafka
 
@@ -266,8 +267,8 @@ async def the_client_library_after_an_ingest_outage(bootstrap: str, tmp_path: Pa
 
 
 async def test_ingest_and_the_client_library_reach_a_restarted_peer_within_a_second(
-    kafka_broker, tmp_path
-):
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
     async def staggered() -> Outage:
         await asyncio.sleep(STAGGER_S)
         return await the_client_library_after_an_ingest_outage(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from eventgw.config.settings import EventGwSettings, TopicSettings
+    from eventgw.kafka.local_broker import LocalBroker
     from eventgw.kafka.producer import Record
     from tests.fixtures.stack import ReadRecord
 
@@ -126,7 +127,7 @@ def parked(recovery: RecoveryService, source: str, reason: str) -> float:
 
 
 async def test_a_capture_whose_topic_is_gone_is_parked_and_later_captures_replay(
-    kafka_broker, tmp_path: Path
+    kafka_broker: LocalBroker, tmp_path: Path
 ) -> None:
     """Failed-writes topic: an intended lane missing from Kafka, and a topic we do not know."""
     bootstrap = kafka_broker.bootstrap
@@ -158,7 +159,7 @@ async def test_a_capture_whose_topic_is_gone_is_parked_and_later_captures_replay
 
 
 async def test_a_spool_object_with_such_an_event_does_not_block_newer_objects(
-    kafka_broker, tmp_path: Path
+    kafka_broker: LocalBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap
     spool_dir = tmp_path / "spool"
@@ -194,7 +195,7 @@ async def test_a_spool_object_with_such_an_event_does_not_block_newer_objects(
 
 
 async def test_a_record_too_large_for_its_lane_is_parked_and_one_too_large_for_the_dlq_is_kept(
-    kafka_broker, tmp_path: Path
+    kafka_broker: LocalBroker, tmp_path: Path
 ) -> None:
     """Kafka refuses the record for good: parked at once. If the DLQ refuses it as well, it
     moves to the backup store (never dropped, never blocking the topic)."""

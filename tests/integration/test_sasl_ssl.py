@@ -317,7 +317,9 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str)
 # -- what a principal may not do --------------------------------------------------------------
 
 
-def _client_conf(cluster: KafkaClusterSettings, errors: list[confluent_kafka.KafkaError]) -> dict:
+def _client_conf(
+    cluster: KafkaClusterSettings, errors: list[confluent_kafka.KafkaError]
+) -> dict[str, Any]:
     conf = cluster_config(cluster)
     conf["error_cb"] = errors.append
     return conf
@@ -352,8 +354,9 @@ def read_one(
         # Without DESCRIBE (no READ or WRITE ACL at all) the topic's metadata is refused, and
         # an assigned partition would just wait; with DESCRIBE only, the fetch is refused.
         described = consumer.list_topics(topic, timeout=10).topics[topic]
-        if described.error is not None:
-            return described.error
+        refused: confluent_kafka.KafkaError | None = described.error
+        if refused is not None:
+            return refused
         consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -444,7 +447,7 @@ def test_the_secured_broker_has_no_plaintext_listener(secure_broker: LocalBroker
     admin = AdminClient(
         {
             "bootstrap.servers": secure_broker.bootstrap,
-            "error_cb": errors.append,
+            "error_cb": errors.append,  # type: ignore[dict-item]  # stubs omit callbacks
             "log_level": 0,
             "socket.connection.setup.timeout.ms": 3000,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -19,12 +20,20 @@ from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from tests.fixtures.procs import component_env, spawn, wait_http_ready
 from tests.fixtures.stack import read_topic, unique_topics
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from eventgw.config.settings import TopicSettings
+    from eventgw.kafka.local_broker import LocalBroker
+
 pytestmark = pytest.mark.kafka
 
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
-def env_for(bootstrap: str, topics, spool: str, ports: dict[str, int]) -> dict[str, str]:
+def env_for(
+    bootstrap: str, topics: TopicSettings, spool: str, ports: dict[str, int]
+) -> dict[str, str]:
     return component_env(
         bootstrap,
         topics,
@@ -40,7 +49,9 @@ def env_for(bootstrap: str, topics, spool: str, ports: dict[str, int]) -> dict[s
 
 
 @pytest.mark.parametrize("victim", ["ingest", "publisher"])
-async def test_sigterm_under_load_drains_in_time_and_loses_nothing(victim, kafka_broker, tmp_path):
+async def test_sigterm_under_load_drains_in_time_and_loses_nothing(
+    victim: str, kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
     topics = unique_topics()
     await asyncio.to_thread(
         ensure_topics, kafka_broker.bootstrap, [TopicSpec(n, 3) for n in topics.all_topics()]

@@ -125,8 +125,8 @@ async def test_http_writes_inside_the_grant_and_refuses_outside_it(stack: Runnin
             error = resp.json()["error"]
             assert (error["code"], error["field"]) == ("permission_denied", field)
             assert "nothing of the request was written" in error["message"]
-        for key in (None, "wrong", ACME_KEY[:-1]):
-            resp = await post(client, {"events": [ev()]}, key)
+        for bad_key in (None, "wrong", ACME_KEY[:-1]):
+            resp = await post(client, {"events": [ev()]}, bad_key)
             assert resp.status_code == 401, resp.text
             assert resp.json()["error"]["field"] == "authorization"
         metrics = (await client.get("/metrics")).text
@@ -145,7 +145,7 @@ async def test_grpc_and_the_client_library_refuse_the_same(stack: RunningStack) 
         ]
     )
     async with grpc.aio.insecure_channel(stack.ingest_grpc) as channel:
-        stub = pb_grpc.IngestServiceStub(channel)
+        stub = pb_grpc.IngestServiceStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Ingest(outside, metadata=(("x-api-key", ACME_KEY),), timeout=30)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

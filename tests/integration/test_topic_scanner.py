@@ -50,7 +50,7 @@ async def _read_all(scanner: TopicScanner, topic: str) -> list[tuple[int, bytes]
 
 async def test_reads_a_range_in_order_with_timestamps(
     kafka_broker: LocalBroker, new_topic: TopicFactory
-):
+) -> None:
     topic = new_topic(partitions=1)
     base = 1_700_000_000_000
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_broker.bootstrap})
@@ -79,7 +79,7 @@ async def test_reads_a_range_in_order_with_timestamps(
 
 async def test_transaction_markers_and_aborted_records_do_not_hang_a_read(
     kafka_broker: LocalBroker, new_topic: TopicFactory
-):
+) -> None:
     topic = new_topic(partitions=1)
     producer = confluent_kafka.Producer(
         {"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": uuid.uuid4().hex}
@@ -104,7 +104,7 @@ async def test_transaction_markers_and_aborted_records_do_not_hang_a_read(
 
 async def test_a_growing_topic_is_read_up_to_the_end_planned(
     kafka_broker: LocalBroker, new_topic: TopicFactory
-):
+) -> None:
     topic = new_topic(partitions=1)
     _produce(kafka_broker.bootstrap, topic, [b"old"] * 5)
     async with _scanner(kafka_broker.bootstrap) as scanner:
@@ -118,7 +118,7 @@ async def test_a_growing_topic_is_read_up_to_the_end_planned(
         assert not [r async for r in scanner.read(topic, 0, high, high)]  # empty range
 
 
-async def test_a_missing_topic_and_a_closed_scanner_are_errors(kafka_broker: LocalBroker):
+async def test_a_missing_topic_and_a_closed_scanner_are_errors(kafka_broker: LocalBroker) -> None:
     async with _scanner(kafka_broker.bootstrap) as scanner:
         with pytest.raises(ScanError, match="does not exist"):
             await scanner.watermarks(f"missing-{uuid.uuid4().hex}")
@@ -128,7 +128,7 @@ async def test_a_missing_topic_and_a_closed_scanner_are_errors(kafka_broker: Loc
 
 async def test_a_range_past_the_end_ends_at_the_end_of_the_partition(
     kafka_broker: LocalBroker, new_topic: TopicFactory
-):
+) -> None:
     """Offsets that will never come (deleted, compacted) end the read at the partition's end."""
     topic = new_topic(partitions=1)
     _produce(kafka_broker.bootstrap, topic, [b"v"] * 3)
@@ -136,7 +136,7 @@ async def test_a_range_past_the_end_ends_at_the_end_of_the_partition(
         assert [r.offset async for batch in scanner.read(topic, 0, 1, 50) for r in batch] == [1, 2]
 
 
-async def test_an_unreachable_broker_is_an_error_not_a_hang():
+async def test_an_unreachable_broker_is_an_error_not_a_hang() -> None:
     config = scanner_config(KafkaClusterSettings(bootstrap_servers="127.0.0.1:1"), "t")
     async with TopicScanner(config, stall_timeout_s=1.0) as scanner:
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.envelope import SLO_SECONDS, Priority
-from tests.fixtures.stack import read_topic
+from tests.fixtures.stack import RunningStack, StackFactory, read_topic
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from eventgw.kafka.local_broker import LocalBroker
 
 pytestmark = pytest.mark.kafka
 
@@ -21,14 +27,16 @@ RULES = [
 ]
 
 
-async def post(stack, body: object) -> httpx.Response:
+async def post(stack: RunningStack, body: object) -> httpx.Response:
     async with httpx.AsyncClient(base_url=stack.http_url, timeout=30) as client:
         return await client.post("/v1/events", json=body)
 
 
-async def test_each_class_lands_on_its_topic_with_key_value_and_headers(write_stack):
+async def test_each_class_lands_on_its_topic_with_key_value_and_headers(
+    write_stack: StackFactory,
+) -> None:
     stack = await write_stack(ingest={"class_rules": RULES, "default_class": 20})
-    events = [
+    events: list[dict[str, Any]] = [
         {"company_id": "acme", "source_name": "flow", "payload": {"n": 1}},
         {
             "company_id": "globex",
@@ -81,8 +89,11 @@ async def test_each_class_lands_on_its_topic_with_key_value_and_headers(write_st
 
 
 async def test_rollout_share_routes_exactly_the_companies_under_it_and_hot_reloads(
-    write_stack, kafka_broker, kafka_broker_2, tmp_path
-):
+    write_stack: StackFactory,
+    kafka_broker: LocalBroker,
+    kafka_broker_2: LocalBroker,
+    tmp_path: Path,
+) -> None:
     dyn = tmp_path / "dynamic.json"
     dyn.write_text(json.dumps({"event_gateway_cluster_rollout": 0}))
     stack = await write_stack(
@@ -120,11 +131,13 @@ async def test_rollout_share_routes_exactly_the_companies_under_it_and_hot_reloa
             read_topic, kafka_broker.bootstrap, p20, expect=len(companies) * 2 - len(under)
         ),
     )
-    assert sorted(r.key.decode() for r in on_rollout) == sorted(under)
+    assert sorted((r.key or b"").decode() for r in on_rollout) == sorted(under)
     assert len(on_primary) == len(companies) * 2 - len(under)
 
 
-async def test_invalid_dynamic_config_is_refused_and_last_good_kept(write_stack, tmp_path):
+async def test_invalid_dynamic_config_is_refused_and_last_good_kept(
+    write_stack: StackFactory, tmp_path: Path
+) -> None:
     dyn = tmp_path / "dynamic.json"
     dyn.write_text(
         json.dumps({"gating": [{"action": "block", "source_name": "spam", "reason": "r1"}]})
@@ -142,7 +155,9 @@ async def test_invalid_dynamic_config_is_refused_and_last_good_kept(write_stack,
     assert resp.json()["events"][0]["reason"] == "r1"
 
 
-async def test_gating_rejects_with_reason_and_writes_nothing(write_stack, tmp_path):
+async def test_gating_rejects_with_reason_and_writes_nothing(
+    write_stack: StackFactory, tmp_path: Path
+) -> None:
     dyn = tmp_path / "dynamic.json"
     dyn.write_text(
         json.dumps(
@@ -181,7 +196,9 @@ async def test_gating_rejects_with_reason_and_writes_nothing(write_stack, tmp_pa
     assert [r.key for r in records] == [b"vip"]
 
 
-async def test_embedded_publisher_publishes_with_default_priority(kafka_broker, tmp_path):
+async def test_embedded_publisher_publishes_with_default_priority(
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
     from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
     from eventgw.publisher.embedded import EmbeddedPrepPublisher
     from tests.fixtures.stack import make_settings, unique_topics
