@@ -937,7 +937,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--processors", type=int, default=2, help="no-op worker processes")
     g.add_argument("--concurrency", type=int, default=64)
     g.add_argument("--profile", action="store_true", help="py-spy the orchestrator (extra run)")
-    g.add_argument("--loop-events", type=int, default=100_000)
+    g.add_argument(
+        "--loop-events",
+        type=int,
+        default=500_000,
+        # 100k events made a ~2 s round in which the raw loop spent much of its time starting
+        # up: it flattered eventgw's ratio (docs/benchmarks.md, "Fourth session").
+        help="events per full-loop round",
+    )
     g.add_argument("--loop-batch", type=int, default=500)
     g.add_argument("--loop-concurrency", type=int, default=8)
     g.add_argument(
