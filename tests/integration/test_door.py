@@ -42,17 +42,7 @@ async def test_saturated_ingest_takes_p30_at_once_and_holds_p10_until_there_is_r
     write_stack: StackFactory,
 ) -> None:
     stack = await saturated_stack(write_stack)
-    async with httpx.AsyncClient(base_url=stack.http_url, timeout=30) as client:
-
-        async def post(source: str, n: int, tag: str) -> httpx.Response:
-            return await client.post("/v1/events", json=body(source, n, tag))
-
-        p10 = [asyncio.create_task(post("bulk", 20, f"b{k}")) for k in range(5)]
-        await asyncio.sleep(0.1)  # the first P10 request holds the P10 share (300 ms linger)
-        p30 = await post("flow", 5, "f")
-        p10_waiting_then = sum(not t.done() for t in p10)
-        answers = await asyncio.gather(*p10)
-        status = (await client.get("/status")).json()
+    p30, p10_waiting_then, answers, status = await p30_amid_p10(stack)
     assert p30.status_code == 202, p30.text
     assert p10_waiting_then >= 3, "P30 went through while P10 requests waited for room"
     assert [a.status_code for a in answers] == [202] * 5, "held, then taken: none deferred"
@@ -78,10 +68,12 @@ def body(source: str, n: int, tag: str) -> dict[str, Any]:
     }
 
 
-async def test_saturated_ingest_takes_p30_and_defers_p10_with_a_hint(
-    write_stack: StackFactory,
-) -> None:
-    stack = await saturated_stack(write_stack, hold=False)
+async def p30_amid_p10(
+    stack: RunningStack,
+) -> tuple[httpx.Response, int, list[httpx.Response], dict[str, Any]]:
+    """Post five P10 requests of 20 events, then one P30 request of 5 while they are in
+    flight. Returns the P30 answer, how many P10 requests were still waiting when it came,
+    the P10 answers and ingest's ``/status`` after all of them."""
     async with httpx.AsyncClient(base_url=stack.http_url, timeout=30) as client:
 
         async def post(source: str, n: int, tag: str) -> httpx.Response:
@@ -90,8 +82,17 @@ async def test_saturated_ingest_takes_p30_and_defers_p10_with_a_hint(
         p10 = [asyncio.create_task(post("bulk", 20, f"b{k}")) for k in range(5)]
         await asyncio.sleep(0.1)  # the first P10 request holds the P10 share (300 ms linger)
         p30 = await post("flow", 5, "f")
+        waiting = sum(not t.done() for t in p10)
         answers = await asyncio.gather(*p10)
-        status = (await client.get("/status")).json()
+        status: dict[str, Any] = (await client.get("/status")).json()
+    return p30, waiting, answers, status
+
+
+async def test_saturated_ingest_takes_p30_and_defers_p10_with_a_hint(
+    write_stack: StackFactory,
+) -> None:
+    stack = await saturated_stack(write_stack, hold=False)
+    p30, _, answers, status = await p30_amid_p10(stack)
     assert p30.status_code == 202, p30.text
     assert {e["status"] for e in p30.json()["events"]} == {"PUBLISHED"}
     deferred = [a for a in answers if a.status_code == 429]

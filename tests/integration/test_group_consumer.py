@@ -61,6 +61,13 @@ def _fence(config: dict[str, object], topic: str) -> None:
         intruder.close()  # a static member does not leave: the group keeps its id
 
 
+async def _until_assigned(consumer: GroupConsumer) -> None:
+    """Poll until the group gave ``consumer`` its partitions (30 s at most)."""
+    async with asyncio.timeout(30):
+        while not consumer.assigned:
+            await consumer.poll_batch(10, 0.1)
+
+
 async def _read(consumer: GroupConsumer, want: bytes, timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
         while True:
@@ -168,9 +175,7 @@ async def test_close_returns_within_its_deadline_while_partitions_are_handed_bac
     await consumer.start()
     second: SecondMember | None = None
     try:
-        async with asyncio.timeout(30):
-            while not consumer.assigned:
-                await consumer.poll_batch(10, 0.1)
+        await _until_assigned(consumer)
         assert consumer.assigned == {(topic, 0), (topic, 1)}
         second = SecondMember(_member_config(kafka_broker.bootstrap, group, "orch-1"), topic)
         async with asyncio.timeout(30):
@@ -324,9 +329,7 @@ async def test_commits_carry_metadata_read_back_on_request_and_on_assignment(
     first = GroupConsumer(config, [topic], on_assign, on_revoke)
     await first.start()
     try:
-        async with asyncio.timeout(30):
-            while not first.assigned:
-                await first.poll_batch(10, 0.1)
+        await _until_assigned(first)
         assert seen == [{}], "a new group has committed nothing"
         assert await first.committed([(topic, 0), (topic, 1)], 10) == {}
         await first.commit({(topic, 0): (5, intent), (topic, 1): (3, "")})
@@ -341,9 +344,7 @@ async def test_commits_carry_metadata_read_back_on_request_and_on_assignment(
     second = GroupConsumer(config, [topic], on_assign, on_revoke)
     await second.start()
     try:
-        async with asyncio.timeout(30):
-            while not second.assigned:
-                await second.poll_batch(10, 0.1)
+        await _until_assigned(second)
     finally:
         await second.close()
     assert seen[1:] == [{(topic, 0): (5, intent), (topic, 1): (3, "")}]
