@@ -32,7 +32,7 @@ from eventgw.config.settings import (
 from eventgw.core.retry import Backoff
 from eventgw.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from eventgw.processor import Command, ProcessorService, Reject, Retry, link
-from eventgw.processor.worker import WorkerState
+from eventgw.processor.worker import FALLBACK_TIMEOUT_S, WorkerState
 from tests.fixtures.credentials import with_stack_credentials
 from tests.fixtures.stack import read_topic
 
@@ -952,7 +952,10 @@ async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
     fake = FakeOrchestrator(make_events(3), index=1, fleet="rollout")
     stop = asyncio.Event()
     try:
-        async with asyncio.timeout(40), asyncio.TaskGroup() as tg:
+        # One fallback write may take up to FALLBACK_TIMEOUT_S before it is tried again:
+        # the read waits that long and more, so a slow first write on a busy machine is not
+        # taken for a lost one.
+        async with asyncio.timeout(FALLBACK_TIMEOUT_S + 30), asyncio.TaskGroup() as tg:
             async with serving(fake) as addr:
                 settings = make_settings(
                     addr, bootstrap=kafka_broker.bootstrap, response=response, concurrency=3
@@ -972,8 +975,13 @@ async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
                 await handler.running.wait()
             handler.gate.set()
             records = await asyncio.to_thread(
-                read_topic, kafka_broker_2.bootstrap, response, expect=1
+                read_topic,
+                kafka_broker_2.bootstrap,
+                response,
+                expect=1,
+                timeout_s=FALLBACK_TIMEOUT_S + 15,
             )
+            stats = service.statistics()
             on_primary = await asyncio.to_thread(
                 read_topic, kafka_broker.bootstrap, response, idle_s=1.0
             )
@@ -981,7 +989,7 @@ async def test_fallback_results_of_a_rollout_replica_go_to_the_rollout_cluster(
     finally:
         await asyncio.to_thread(delete_topics, kafka_broker_2.bootstrap, [response])
     assert on_primary == []
-    assert {r.partition for r in records} == {1}
+    assert {r.partition for r in records} == {1}, f"nothing on the rollout cluster: {stats}"
     results = [r for record in records for r in pb.TaskResults.FromString(record.value).results]
     assert sorted(r.task_id for r in results) == ["p/0/0", "p/0/1", "p/0/2"]
     assert {(r.kind, r.orchestrator_index) for r in results} == {(pb.ACK, 1)}
