@@ -232,9 +232,11 @@ class LaneConsumer:
         self.assigned = [(TOPICS.p10, 0), (TOPICS.p30, 0)]
         self.batches = batches
         self.paused: set[str] = set()
+        self.asked: list[int] = []  # max_records of each poll
         self._stop = stop
 
     async def poll_batch(self, max_records: int, timeout_s: float) -> list[ConsumedRecord]:
+        self.asked.append(max_records)
         batch = self.batches.pop(0) if self.batches else []
         if not self.batches:
             self._stop.set()
@@ -284,6 +286,30 @@ async def test_a_flooding_lane_pauses_past_its_working_set_and_resumes_at_half()
     await fetcher.run(stop)
     assert f.d.buffer.lane_ready("p10") < 50
     assert consumer.paused == set(), "below half of the working set: P10 is read again"
+
+
+async def test_a_poll_asks_for_what_fits_below_the_lowest_open_threshold() -> None:
+    """The records of one poll may carry the buffer only about up to the lowest threshold
+    of a lane still read, by the mean size of the tasks buffered so far."""
+    f = DispatcherFixture()
+    stop = asyncio.Event()
+    consumer = LaneConsumer([[f.record(Priority.P30) for _ in range(10)], []], stop)
+    fetcher = LaneFetcher(
+        consumer,  # type: ignore[arg-type]  # a fake of the consumer group
+        f.d,
+        {"p10": TOPICS.p10, "p30": TOPICS.p30},
+        {"p10": 0.2, "p30": 0.8},
+        1 << 20,
+        10_000,
+        min_ready=100,
+        monotonic=f.clock.monotonic,
+    )
+    await fetcher.run(stop)
+    size = f.d.buffer.bytes / 10  # each task's accounted bytes
+    estimate = max(size, 0.8 * 1024 + 0.2 * size)  # the estimate moves a fifth of the way
+    headroom = 0.2 * (1 << 20) - f.d.buffer.bytes  # P10's threshold is the lowest
+    assert consumer.asked[0] == int(0.2 * (1 << 20) / 1024) + 1, "before any task: 1 KiB each"
+    assert consumer.asked[1] == int(headroom / estimate) + 1
 
 
 def test_the_working_set_follows_the_rate_workers_take_tasks_at() -> None:
