@@ -861,6 +861,16 @@ def run_loop(b: Bench) -> dict[str, Any]:
     """Rounds of the full loop, each layout and the raw loop once per round, order rotated."""
     print("\n== full loop ==", flush=True)
     systems = ["raw", *b.args.loop_layouts.split(",")]
+    warmup = b.args.loop_warmup_events
+    if warmup:
+        # The broker is a fresh JVM: its JIT compiled the paths a system first used during
+        # that system's first round (C2 threads: 2 CPU-s of a 500k-event eventgw round),
+        # charged to whichever ran first. One unmeasured round of each system first.
+        measured, b.args.loop_events = b.args.loop_events, warmup
+        for system in systems:
+            run = _loop_raw(b) if system == "raw" else _loop_eventgw(b, system)
+            print(f"  warm-up {run['system']}: {run['events_per_s']:,.0f} ev/s", flush=True)
+        b.args.loop_events = measured
     runs: list[dict[str, Any]] = []
     for r in range(b.args.rounds):
         order = systems[r % len(systems) :] + systems[: r % len(systems)]
@@ -944,6 +954,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         # 100k events made a ~2 s round in which the raw loop spent much of its time starting
         # up: it flattered eventgw's ratio (docs/benchmarks.md, "Fourth session").
         help="events per full-loop round",
+    )
+    g.add_argument(
+        "--loop-warmup-events",
+        type=int,
+        default=100_000,
+        help="events of one unmeasured round of each system before the rounds (0: none)",
     )
     g.add_argument("--loop-batch", type=int, default=500)
     g.add_argument("--loop-concurrency", type=int, default=8)
