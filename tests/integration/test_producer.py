@@ -1,4 +1,5 @@
-"""eventgw's producers against a real broker that stops answering (SIGSTOP).
+"""eventgw's producers against a real broker: what a record carries, and a broker that stops
+answering (SIGSTOP).
 
 librdkafka's idempotent producer polls with a zero timeout for as long as a partition has a
 request in flight and records waiting past ``linger.ms``: 0.7-0.85 of a core per producer
@@ -15,6 +16,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+import confluent_kafka
 import pytest
 
 from eventgw.config.settings import KafkaClusterSettings, LaneTuning
@@ -23,8 +25,9 @@ from eventgw.kafka.client_config import producer_config
 from eventgw.kafka.producer import BatchProducer
 
 if TYPE_CHECKING:
+    from eventgw.kafka.local_broker import LocalBroker
     from eventgw.kafka.producer import Delivery, Record
-    from tests.fixtures.kafka import BrokerFactory
+    from tests.fixtures.kafka import BrokerFactory, TopicFactory
 
 pytestmark = pytest.mark.kafka
 
@@ -91,3 +94,46 @@ async def test_a_producer_waits_for_a_stopped_broker_without_spinning_and_keeps_
     offsets = [d.offset for d in deliveries]
     assert offsets == sorted(offsets)
     assert len(set(offsets)) == len(offsets) == 2000
+
+
+async def test_a_record_carries_its_key_value_headers_and_partition(
+    kafka_broker: LocalBroker, new_topic: TopicFactory
+) -> None:
+    """`BatchProducer.send` passes produce() its arguments by position (cheaper than keywords):
+    each one must land where it belongs, with the partition and offset its Delivery reports."""
+    topic = new_topic(partitions=3)
+    config = producer_config(
+        KafkaClusterSettings(bootstrap_servers=kafka_broker.bootstrap),
+        LaneTuning(linger_ms=1, batch_size=128 << 10),
+        "test-producer",
+    )
+    producer = BatchProducer("test", config)
+    producer.start()
+    records: list[Record] = [
+        (b"key-%d" % i, b"value-%d" % i, [("h-one", b"%d" % i), ("h-two", b"x")]) for i in range(5)
+    ]
+    try:
+        deliveries = await asyncio.wait_for(producer.send(topic, records, partition=2), 30)
+    finally:
+        await producer.close(10)
+    assert all(d.ok for d in deliveries), [d.error for d in deliveries]
+    assert [d.partition for d in deliveries] == [2] * 5
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": kafka_broker.bootstrap,
+            "group.id": topic,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(topic, 2, 0)])
+        got: list[confluent_kafka.Message] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 5 and time.monotonic() < deadline:
+            got += consumer.consume(5 - len(got), timeout=1.0)
+    finally:
+        consumer.close()
+    assert [(m.key(), m.value(), m.headers(), m.partition(), m.offset()) for m in got] == [
+        (key, value, headers, 2, d.offset)
+        for (key, value, headers), d in zip(records, deliveries, strict=True)
+    ]

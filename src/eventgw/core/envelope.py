@@ -130,12 +130,22 @@ def lane_headers(event_id: str, priority: int, slo_deadline_ms: int, attempt: in
     Reading a protobuf field costs about 0.1 µs; the publisher reads each one once and
     builds the headers from the values.
     """
-    return [
-        (H_EVENT_ID, event_id.encode()),
+    return [(H_EVENT_ID, event_id.encode()), *class_headers(priority, slo_deadline_ms, attempt)]
+
+
+def class_headers(
+    priority: int, slo_deadline_ms: int, attempt: int
+) -> tuple[tuple[str, bytes], tuple[str, bytes], tuple[str, bytes]]:
+    """The standard headers after the event id, in `lane_headers` order.
+
+    The events of one class in one batch share them, so a caller building many records
+    makes them once per distinct value and adds each event's id header in front.
+    """
+    return (
         _CLASS_HEADERS.get(priority, _NO_CLASS_HEADER),
         (H_DEADLINE_MS, b"%d" % slo_deadline_ms),
         (H_ATTEMPT, b"%d" % attempt) if attempt else _FIRST_ATTEMPT_HEADER,
-    ]
+    )
 
 
 def header_value(headers: Headers | None, name: str) -> bytes | None:

@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.errors import EventGwError, InvalidEvent, PermissionDenied
 from eventgw.ingest.grants import KeyRing
-from eventgw.ingest.validation import validate_grpc_event
+from eventgw.ingest.validation import validate_grpc_events
 from eventgw.ingest.wire import ingest_response
 
 if TYPE_CHECKING:
@@ -95,18 +95,9 @@ class IngestServicer:
                 f"events: at most {self._s.max_events_per_request} per request, got {n}",
             )
         try:
-            events = [
-                validate_grpc_event(
-                    i,
-                    e.company_id,
-                    e.source_name,
-                    e.statistic_key,
-                    e.payload_json,
-                    e.event_id,
-                    max_payload_bytes=self._s.max_payload_bytes,
-                )
-                for i, e in enumerate(request.events)
-            ]
+            events = validate_grpc_events(
+                request.events, max_payload_bytes=self._s.max_payload_bytes
+            )
         except InvalidEvent as exc:
             self._pipeline.count_invalid()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -274,16 +274,13 @@ class BatchProducer:
         for i, (key, value, headers) in enumerate(rows):
             while True:
                 try:
-                    produce(
-                        topic,
-                        value,
-                        key,
-                        headers=headers,
-                        partition=target,
-                        # confluent-kafka's produce() has no per-record opaque: the index
-                        # travels in a partial (0.15 µs; a closure costs more).
-                        on_delivery=partial(on_delivery, i),
-                    )
+                    # Positional: produce(topic, value, key, partition, callback,
+                    # on_delivery, timestamp, headers). confluent-kafka parses keywords
+                    # with PyArg_ParseTupleAndKeywords, 0.35-0.45 µs more per record
+                    # (measured, 2.16.1); 0 is its default timestamp (now). It has no
+                    # per-record opaque: the index travels in a partial (0.15 µs; a
+                    # closure costs more).
+                    produce(topic, value, key, target, partial(on_delivery, i), None, 0, headers)
                     break
                 except BufferError:
                     if time.monotonic() > deadline:

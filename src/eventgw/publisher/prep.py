@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Protocol
 from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.backup.store import BackupFull, BackupStore, BackupUnavailable
 from eventgw.core.envelope import (
+    H_EVENT_ID,
     H_LAST_ERROR,
     H_ORIGINAL_CLUSTER,
     H_ORIGINAL_TOPIC,
     LANES,
     Lane,
     Priority,
+    class_headers,
     event_headers,
-    lane_headers,
     to_pb_priority,
 )
 from eventgw.core.errors import InvalidEvent
@@ -156,30 +157,49 @@ class PrepPublisher:
         ``results``. See ``PublishRequest.accept_published_batch`` in the proto.
 
         This is the publisher's hot path, so it reads each protobuf field once (a read costs
-        about 0.1 µs), validates and encodes every event into its record, then routes them
-        as `publish_prepared` does (nothing is produced before every event has passed
-        validation): gating and the rollout bucket are skipped when neither is configured,
-        and results are added to the response in place instead of building a PublishResult
-        per event and copying it.
+        about 0.1 µs), and only the fields it needs: ``source_name`` only when gating or the
+        rollout routes events one by one. It validates and encodes every event into its
+        record (the headers after the event id are built once per class, `class_headers`),
+        then routes them as `publish_prepared` does (nothing is produced before every event
+        has passed validation): gating and the rollout bucket are skipped when neither is
+        configured, and results are added to the response in place instead of building a
+        PublishResult per event and copying it.
         """
         default_priority = to_pb_priority(self._default_priority)
+        config = self._config.current
+        per_event_route = bool(config.gating) or self._router.rollout_enabled
+        valid_priorities = _VALID_PRIORITIES
         prepared: list[PreparedEvent] = []
+        append = prepared.append
+        # (priority, deadline, attempt) → the headers after the event id
+        shared_headers: dict[tuple[int, int, int], tuple[tuple[str, bytes], ...]] = {}
         for i, event in enumerate(events):
             event_id = event.event_id
             company_id = event.company_id
             priority = event.priority
             if priority == 0:
                 event.priority = priority = default_priority
-            check_event_fields(i, event_id, company_id, priority)
+            if not (
+                0 < len(event_id) <= MAX_ID_LEN
+                and 0 < len(company_id) <= MAX_ID_LEN
+                and priority in valid_priorities
+            ):  # the same rules, checked inline: a call per event costs more than the checks
+                check_event_fields(i, event_id, company_id, priority)  # raises naming the field
             lane: Lane = "offload" if event.offloaded else LANE_OF_WIRE_PRIORITY[priority]
+            per_class = (priority, event.slo_deadline_ms, event.attempt)
+            rest = shared_headers.get(per_class)
+            if rest is None:
+                rest = shared_headers[per_class] = class_headers(*per_class)
             record = (
                 company_id.encode(),
                 event.SerializeToString(),
-                lane_headers(event_id, priority, event.slo_deadline_ms, event.attempt),
+                [(H_EVENT_ID, event_id.encode()), *rest],
             )
-            prepared.append((event_id, company_id, event.source_name, lane, record))
+            append(
+                (event_id, company_id, event.source_name if per_event_route else "", lane, record)
+            )
         # Nothing is produced before every event has passed validation.
-        return await self.publish_prepared(prepared, accept_published_batch=accept_published_batch)
+        return await self._route(prepared, config, accept_published_batch)
 
     async def publish_prepared(
         self, events: Sequence[PreparedEvent], *, accept_published_batch: bool = True
@@ -192,8 +212,16 @@ class PrepPublisher:
         request needs because the publisher cannot trust bytes it did not build. Gating,
         rollout routing, dual failure capture and the answer are the same.
         """
+        return await self._route(events, self._config.current, accept_published_batch)
+
+    async def _route(
+        self, events: Sequence[PreparedEvent], config: DynamicConfig, accept_published_batch: bool
+    ) -> pb.PublishResponse:
+        """Group ``events`` by (cluster, lane) under ``config``, then `_send` them.
+
+        ``source_name`` of an event is read only when gating or the rollout is on.
+        """
         started = time.perf_counter()
-        config = self._config.current
         router = self._router
         gating = config.gating
         per_event_route = bool(gating) or router.rollout_enabled

@@ -10,8 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.core.errors import InvalidEvent, PayloadTooLarge
-from eventgw.ingest.validation import ValidEvent, decode_http_body, validate_grpc_event
+from eventgw.ingest.validation import (
+    ValidEvent,
+    decode_http_body,
+    validate_grpc_event,
+    validate_grpc_events,
+)
 
 MAX_EVENTS = 10
 MAX_PAYLOAD = 1024
@@ -385,3 +391,57 @@ def test_http_and_grpc_accept_exactly_the_same_events(
         assert type(via_http) is type(via_grpc)
     else:
         assert via_http == via_grpc
+
+
+_good_id = st.sampled_from(["acme", "globex", "api"])
+_grpc_event = st.builds(  # mostly valid identities, so that the inline path is taken often
+    pb.IngestEvent,
+    company_id=st.one_of(_good_id, _good_id, _id_like),
+    source_name=st.one_of(_good_id, _good_id, _id_like),
+    statistic_key=st.one_of(st.just("opened"), st.just(""), st.text(max_size=260)),
+    payload_json=st.one_of(
+        _json.map(lambda v: json.dumps(v).encode()),
+        st.just(b""),
+        st.binary(max_size=20),
+        st.just(b"1" * (MAX_PAYLOAD + 1)),
+        st.just(b"[" * 5000 + b"]" * 5000),
+    ),
+    event_id=st.one_of(st.just(""), st.just("id-1"), _id_like),
+)
+
+
+@settings(max_examples=100)
+@given(st.lists(_grpc_event, max_size=6))
+def test_grpc_requests_validate_as_their_events_one_by_one(events: list[pb.IngestEvent]) -> None:
+    """`validate_grpc_events` (the checks inline for known-good values) answers exactly what
+    `validate_grpc_event` answers per event: the same ValidEvents, or the first event's
+    error, the same type and field."""
+    expected: list[ValidEvent] | InvalidEvent
+    try:
+        expected = [
+            validate_grpc_event(
+                i,
+                e.company_id,
+                e.source_name,
+                e.statistic_key,
+                e.payload_json,
+                e.event_id,
+                max_payload_bytes=MAX_PAYLOAD,
+            )
+            for i, e in enumerate(events)
+        ]
+    except InvalidEvent as exc:
+        expected = exc
+    for _ in range(2):  # the second time every valid identity value is known good
+        try:
+            got: list[ValidEvent] | InvalidEvent = validate_grpc_events(
+                events, max_payload_bytes=MAX_PAYLOAD
+            )
+        except InvalidEvent as exc:
+            got = exc
+        if isinstance(expected, InvalidEvent):
+            assert isinstance(got, InvalidEvent), got
+            want = (type(expected), expected.field, expected.message)
+            assert (type(got), got.field, got.message) == want
+        else:
+            assert got == expected

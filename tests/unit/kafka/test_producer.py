@@ -137,15 +137,16 @@ class ScriptedProducer:
         self.held: list[DeliveryCallback] = []
         self.purged = False
 
-    def produce(
+    def produce(  # confluent-kafka's positional order, which BatchProducer.send uses
         self,
         topic: str,
         value: bytes,
         key: bytes,
-        *,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int = -1,
-        on_delivery: DeliveryCallback,  # optional in confluent-kafka; BatchProducer always asks
+        partition: int,
+        callback: DeliveryCallback,  # optional in confluent-kafka; BatchProducer always asks
+        on_delivery: None,
+        timestamp: int,
+        headers: list[tuple[str, bytes]] | None,
     ) -> None:
         step = self.script[self.calls] if self.calls < len(self.script) else "ok"
         self.calls += 1
@@ -162,9 +163,9 @@ class ScriptedProducer:
                 )
             )
         if step == "hold":  # accepted, reported only when purged
-            self.held.append(on_delivery)
+            self.held.append(callback)
             return
-        on_delivery(None, Msg(0, self.calls))
+        callback(None, Msg(0, self.calls))
 
     def purge(self, in_queue: bool = True, in_flight: bool = True) -> None:
         self.purged = True

@@ -11,7 +11,7 @@ from eventgw._proto.eventgw.v1 import eventgw_pb2 as pb
 from eventgw.backup.store import DEFAULT_BATCH_BYTES, BackupUnavailable
 from eventgw.config.dynamic import DynamicConfig, GateRule
 from eventgw.config.settings import TopicSettings
-from eventgw.core.envelope import LANES, Lane
+from eventgw.core.envelope import LANES, Lane, lane_headers
 from eventgw.core.errors import InvalidEvent
 from eventgw.kafka.producer import Delivery, Record
 from eventgw.metrics.backend import Metrics
@@ -176,6 +176,31 @@ async def test_gating_rejects_only_matching_events_and_writes_nothing_for_them()
     assert results[0].reason == "banned"
     assert results[1].status == pb.PUBLISHED
     assert [s[1] for s in producers["primary", "p20"].sent] == [b"c2"]
+
+
+async def test_gating_by_source_reads_each_events_source_name() -> None:
+    """publish_response reads ``source_name`` only when gating or the rollout needs it."""
+    config = DynamicConfig(gating=(GateRule(action="block", source_name="batch-*"),))
+    pub, producers, _, _ = make(config=config)
+    blocked = ev(2)
+    blocked.source_name = "batch-import"
+    results = await pub.publish_with_result([ev(1), blocked, ev(3)])
+    assert [r.status for r in results] == [pb.PUBLISHED, pb.REJECTED, pb.PUBLISHED]
+    assert [s[1] for s in producers["primary", "p20"].sent] == [b"c1", b"c3"]
+
+
+async def test_each_record_has_its_own_lane_headers_when_classes_share_them() -> None:
+    """The headers after the event id are built once per (class, deadline, attempt): each
+    record still carries exactly `lane_headers` of its own event."""
+    pub, producers, _, _ = make()
+    events = [ev(1, slo_deadline_ms=100), ev(2, slo_deadline_ms=100), ev(3, slo_deadline_ms=200)]
+    events[1].attempt = 2
+    events.append(ev(4, 30, slo_deadline_ms=100))
+    await pub.publish_with_result(events)
+    sent = producers["primary", "p20"].sent + producers["primary", "p30"].sent
+    assert [headers for _, _, _, headers in sent] == [
+        dict(lane_headers(e.event_id, e.priority, e.slo_deadline_ms, e.attempt)) for e in events
+    ]
 
 
 @pytest.mark.parametrize(
