@@ -56,6 +56,16 @@ class TaskQueue(Generic[T]):
                 return
         heapq.heappush(self._heap, (rank, next(self._order), item))
 
+    def get_nowait(self) -> T | None:
+        """The most urgent item, or None when none waits; never blocks.
+
+        The runner's common case (work queued behind the task it just finished) without
+        the coroutine a `get` call costs; on None the caller awaits `get`.
+        """
+        if self._heap:
+            return heapq.heappop(self._heap)[2]
+        return None
+
     async def get(self) -> T | None:
         """The most urgent item, waiting for one; None once the queue is closed."""
         if self._heap:

@@ -58,3 +58,16 @@ async def test_take_all_and_remove_if() -> None:
     assert removed == [("a", 1), ("a", 3), ("a", 5)]
     assert q.take_all() == [("b", 0), ("b", 2), ("b", 4)]
     assert len(q) == 0
+
+
+async def test_get_nowait_takes_by_rank_and_gives_none_when_empty() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    assert q.get_nowait() is None
+    for rank, item in [(5, "p10"), (1, "p30"), (3, "p20")]:
+        q.put(rank, item)
+    assert [q.get_nowait() for _ in range(4)] == ["p30", "p20", "p10", None]
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    q.put(2, "handed")
+    assert q.get_nowait() is None, "handed to the waiting getter, never queued"
+    assert await getter == "handed"
