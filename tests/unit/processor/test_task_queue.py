@@ -71,3 +71,14 @@ async def test_get_nowait_takes_by_rank_and_gives_none_when_empty() -> None:
     q.put(2, "handed")
     assert q.get_nowait() is None, "handed to the waiting getter, never queued"
     assert await getter == "handed"
+
+
+async def test_order_holds_across_the_whole_int64_rank_range() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    ranks = [2**63 - 1, 0, -(2**63), 1_733_390_060_000, 1_733_390_060_000, -1, 2**63 - 1]
+    for i, rank in enumerate(ranks):
+        q.put(rank, f"{rank}#{i}")
+    expected = [f"{r}#{i}" for i, r in sorted(enumerate(ranks), key=lambda p: (p[1], p[0]))]
+    assert q.take_all() == expected
+    assert len(q) == 0
+    assert q.get_nowait() is None
