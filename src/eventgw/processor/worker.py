@@ -418,6 +418,7 @@ class Worker:
         record_start = self._start_latency.record
         observe_duration = self._duration.observe
         results = self._results
+        open_ = LinkState.OPEN  # a local: an Enum member lookup costs ~60 ns, per task here
         while True:
             held = get_nowait()
             if held is None:
@@ -425,7 +426,7 @@ class Worker:
                 if held is None:
                     return
             task, link, generation = held
-            if link.generation != generation or link.state is not LinkState.OPEN:
+            if link.generation != generation or link.state is not open_:
                 self._dropped += 1  # its stream ended: the lease was returned
                 self._held -= 1
                 continue
