@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventgw.processor.task_queue import TaskQueue
 
@@ -81,4 +83,35 @@ async def test_order_holds_across_the_whole_int64_rank_range() -> None:
     expected = [f"{r}#{i}" for i, r in sorted(enumerate(ranks), key=lambda p: (p[1], p[0]))]
     assert q.take_all() == expected
     assert len(q) == 0
+    assert q.get_nowait() is None
+
+
+@given(
+    st.lists(st.tuples(st.integers(-3, 40), st.booleans(), st.booleans()), min_size=1, max_size=60)
+)
+def test_items_come_out_by_rank_then_arrival_whatever_the_put_order(
+    steps: list[tuple[int, bool, bool]],
+) -> None:
+    # Ranks mostly grow (the orchestrator's order) with some out of order; gets and removals
+    # interleave with puts: the queue always hands out its smallest (rank, arrival).
+    q: TaskQueue[tuple[int, int]] = TaskQueue()
+    model: list[tuple[int, int]] = []
+    rank = 0
+    for n, (step, take, remove) in enumerate(steps):
+        rank = rank + step if step >= 0 else step
+        q.put(rank, (rank, n))
+        model.append((rank, n))
+        if take:
+            model.sort()
+            assert q.get_nowait() == model.pop(0)
+        if remove and n % 7 == 0:
+            assert q.remove_if(lambda item: item[1] % 3 == 0) == sorted(
+                x for x in model if x[1] % 3 == 0
+            )
+            model = [x for x in model if x[1] % 3]
+        assert len(q) == len(model)
+    half = len(model) // 2
+    model.sort()
+    assert [q.get_nowait() for _ in range(half)] == model[:half]
+    assert q.take_all() == model[half:]
     assert q.get_nowait() is None
