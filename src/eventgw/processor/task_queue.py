@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from typing import TYPE_CHECKING, Generic, TypeVar
+from collections import deque
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,25 +20,36 @@ __all__ = ["TaskQueue"]
 
 T = TypeVar("T")
 
+_ARRIVAL_BITS: Final = 64
+
 
 class TaskQueue(Generic[T]):
     """A priority queue of items by ``(rank, arrival)`` with direct hand-off to waiters.
 
     ``get`` waits while the queue is empty; ``put`` gives the item straight to the oldest
-    waiter when there is one (no heap work: an idle runner starts it at once), else pushes
+    waiter when there is one (no heap work: an idle runner starts it at once), else queues
     it. After ``close`` every waiter, and every later ``get``, gets None. Not thread-safe:
     one event loop owns it.
+
+    Items are held by an int key, rank x 2**64 + arrival number (keys order by rank, then
+    arrival, for any int64 rank and the first 2**64 puts), in two places: most tasks come
+    in rank order (the orchestrator sends them in the order it serves them), and such a key
+    is appended to ``_run``, a deque kept sorted, and taken from its head, both O(1); only a
+    key below the run's last goes to ``_heap``. The most urgent item is the smaller of the
+    two heads. (With one heap of tuples, its pops were 7 % of the processor's CPU.)
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, T]] = []
-        self._waiters: list[asyncio.Future[T | None]] = []
+        self._run: deque[int] = deque()  # sorted keys
+        self._heap: list[int] = []  # a binary heap of the keys that came out of order
+        self._items: dict[int, T] = {}  # by key
         self._order = itertools.count()
+        self._waiters: list[asyncio.Future[T | None]] = []
         self._closed = False
 
     def __len__(self) -> int:
         """Items waiting (not handed out)."""
-        return len(self._heap)
+        return len(self._items)
 
     @property
     def waiting(self) -> int:
@@ -54,12 +66,42 @@ class TaskQueue(Generic[T]):
             if not waiter.done():
                 waiter.set_result(item)
                 return
-        heapq.heappush(self._heap, (rank, next(self._order), item))
+        key = (rank << _ARRIVAL_BITS) + next(self._order)  # _push, inline: once per task
+        self._items[key] = item
+        run = self._run
+        if not run or run[-1] < key:
+            run.append(key)
+        else:
+            heapq.heappush(self._heap, key)
+
+    def _push(self, rank: int, item: T) -> None:
+        key = (rank << _ARRIVAL_BITS) + next(self._order)
+        self._items[key] = item
+        run = self._run
+        if not run or run[-1] < key:
+            run.append(key)
+        else:
+            heapq.heappush(self._heap, key)
+
+    def get_nowait(self) -> T | None:
+        """The most urgent item, or None when none waits; never blocks.
+
+        The runner's common case (work queued behind the task it just finished) without
+        the coroutine a `get` call costs; on None the caller awaits `get`.
+        """
+        run, heap = self._run, self._heap
+        if run:
+            key = heapq.heappop(heap) if heap and heap[0] < run[0] else run.popleft()
+        elif heap:
+            key = heapq.heappop(heap)
+        else:
+            return None
+        return self._items.pop(key)
 
     async def get(self) -> T | None:
         """The most urgent item, waiting for one; None once the queue is closed."""
-        if self._heap:
-            return heapq.heappop(self._heap)[2]
+        if self._items:
+            return self.get_nowait()
         if self._closed:
             return None
         waiter: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
@@ -71,27 +113,30 @@ class TaskQueue(Generic[T]):
             if waiter.done() and not waiter.cancelled():
                 item = waiter.result()
                 if item is not None:
-                    heapq.heappush(self._heap, (-1, next(self._order), item))
+                    self._push(-1, item)
             else:
                 waiter.cancel()
             raise
 
     def take_all(self) -> list[T]:
         """Remove and return every waiting item, most urgent first."""
-        items = [entry[2] for entry in sorted(self._heap)]
+        items = self._items
+        taken = [items[key] for key in sorted((*self._run, *self._heap))]
+        self._run.clear()
         self._heap.clear()
-        return items
+        items.clear()
+        return taken
 
     def remove_if(self, predicate: Callable[[T], bool]) -> list[T]:
         """Remove and return the waiting items for which ``predicate(item)`` is true."""
-        kept: list[tuple[int, int, T]] = []
-        removed: list[tuple[int, int, T]] = []
-        for entry in self._heap:
-            (removed if predicate(entry[2]) else kept).append(entry)
+        items = self._items
+        removed = [key for key in (*self._run, *self._heap) if predicate(items[key])]
         if removed:
-            heapq.heapify(kept)
-            self._heap = kept
-        return [entry[2] for entry in sorted(removed)]
+            gone = set(removed)
+            self._run = deque(key for key in self._run if key not in gone)
+            self._heap = [key for key in self._heap if key not in gone]
+            heapq.heapify(self._heap)
+        return [items.pop(key) for key in sorted(removed)]
 
     def close(self) -> None:
         """Wake every waiter with None; later puts raise, later gets return None."""

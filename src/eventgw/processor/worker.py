@@ -24,7 +24,7 @@ from eventgw.core.clock import SystemClock
 from eventgw.core.lifecycle import wait_any
 from eventgw.metrics.backend import LATENCY_BUCKETS
 from eventgw.processor.credit import PrefetchEstimator, plan_credit
-from eventgw.processor.handlers import RELEASED, Reject, Retry, outcome_of
+from eventgw.processor.handlers import ACKED, RELEASED, Reject, Retry, outcome_of
 from eventgw.processor.link import GRPC_OPTIONS, Link, LinkState
 from eventgw.processor.results import results_record
 from eventgw.processor.start_latency import StartLatency
@@ -172,7 +172,9 @@ class Worker:
         self._producer = producer
         self._rollout_producer = rollout_producer  # fallback results of the rollout fleet
         self._results_topic = results_topic
-        self._clock = clock or SystemClock()
+        clock = clock or SystemClock()
+        self._wall_ms = clock.wall_ms  # bound once: read per handler call
+        self._monotonic = clock.monotonic
         self._state = WorkerState.IDLE
         self._queue: TaskQueue[_Held] = TaskQueue()
         self._prefetch = PrefetchEstimator(
@@ -359,10 +361,10 @@ class Worker:
         credit goes out in steps of a quarter of the capacity. ``force`` (a stream opened or
         ended, credit came back, a backlog was hinted) re-estimates and re-plans at once.
         """
-        if not self._accepting or self._stop.is_set() or self._done.is_set():
-            return
         free = self._capacity - self._held - self._outstanding
         if not force and free < self._threshold and len(self._queue):
+            return
+        if not self._accepting or self._stop.is_set() or self._done.is_set():
             return
         if force or self._since_estimate >= _ESTIMATE_EVERY:
             self._estimate()
@@ -371,6 +373,13 @@ class Worker:
         if max_tasks:
             free = min(free, max_tasks - self._handled - self._held - self._outstanding)
         links = self._links
+        if len(links) == 1:
+            # What plan_credit gives a single orchestrator: all the free credit, no revoke.
+            link = links[0]
+            if free > 0 and link.credit.connected:
+                link.grant(free)
+                self._outstanding += free
+            return
         grants, revokes = plan_credit([link.credit for link in links], max(free, 0))
         for link, grant, revoke in zip(links, grants, revokes, strict=True):
             if grant:
@@ -394,15 +403,30 @@ class Worker:
     # -- running ----------------------------------------------------------------------------
 
     async def _runner(self, stop: asyncio.Event) -> None:
-        get = self._queue.get
+        """Start held tasks one at a time, most urgent first, until the queue closes.
+
+        This is the worker's per-task hot path, so the handler is awaited here, not in a
+        coroutine of its own; the wall clock is read once per task (the lease check adds the
+        monotonic duration to the start) and the metrics are plain additions.
+        """
+        queue = self._queue
+        get, get_nowait = queue.get, queue.get_nowait
         execute = self._settings.execute
         done = self._done
+        handler = self._handler
+        wall_ms, monotonic = self._wall_ms, self._monotonic
+        record_start = self._start_latency.record
+        observe_duration = self._duration.observe
+        results = self._results
+        open_ = LinkState.OPEN  # a local: an Enum member lookup costs ~60 ns, per task here
         while True:
-            held = await get()
+            held = get_nowait()
             if held is None:
-                return
+                held = await get()
+                if held is None:
+                    return
             task, link, generation = held
-            if link.generation != generation or link.state is not LinkState.OPEN:
+            if link.generation != generation or link.state is not open_:
                 self._dropped += 1  # its stream ended: the lease was returned
                 self._held -= 1
                 continue
@@ -416,55 +440,64 @@ class Worker:
                 self._handled += 1
                 self._report(link, generation, task, RELEASED, hold=bool(self._settings.max_tasks))
             else:
+                event = task.event
+                self._running += 1
+                started_ms = wall_ms()
+                record_start(event, started_ms)
+                started = monotonic()
                 try:
-                    outcome = await self._call_handler(task)
+                    try:
+                        await handler(event)
+                    except Retry as exc:
+                        logger.debug(
+                            "processor.retry event_id=%s delay_s=%g", event.event_id, exc.delay
+                        )
+                        outcome = outcome_of(exc)
+                    except Reject as exc:
+                        logger.warning(
+                            "processor.rejected event_id=%s reason=%s", event.event_id, exc.reason
+                        )
+                        outcome = outcome_of(exc)
+                    except Exception as exc:
+                        # Task boundary: the user's handler failed; the event is NACKed, the
+                        # worker lives.
+                        logger.warning(
+                            "processor.handler_failed event_id=%s task_id=%s error=%s",
+                            event.event_id,
+                            task.task_id,
+                            exc,
+                            exc_info=True,
+                        )
+                        outcome = outcome_of(exc)
+                    else:
+                        outcome = ACKED
+                    finally:
+                        self._running -= 1
+                        took = monotonic() - started
+                        self._busy_s += took
+                        self._busy_n += 1
+                        self._since_estimate += 1
+                        observe_duration(took)
+                        # It ended at its start plus what it took: no second wall clock read.
+                        lease_ms = task.lease_expires_ms
+                        if lease_ms and lease_ms < started_ms + took * 1000:
+                            self._late += 1
                 except asyncio.CancelledError:
                     self._report(link, generation, task, RELEASED)
                     self._held -= 1
                     raise
                 self._handled += 1
-                self._report(link, generation, task, outcome)
+                # _report inline, with the event at hand.
+                results[_RESULT_LABELS[outcome.kind]] += 1
+                link.add_result(
+                    (task.task_id, task.delivery_count, event.event_id, outcome), generation
+                )
             self._held -= 1
             max_tasks = self._settings.max_tasks
             if max_tasks and self._handled >= max_tasks:
                 self._done.set()
             else:
                 self._plan()
-
-    async def _call_handler(self, task: pb.Task) -> Outcome:
-        event = task.event
-        clock = self._clock
-        self._running += 1
-        self._start_latency.record(event, clock.wall_ms())
-        started = clock.monotonic()
-        try:
-            await self._handler(event)
-        except Retry as exc:
-            logger.debug("processor.retry event_id=%s delay_s=%g", event.event_id, exc.delay)
-            return outcome_of(exc)
-        except Reject as exc:
-            logger.warning("processor.rejected event_id=%s reason=%s", event.event_id, exc.reason)
-            return outcome_of(exc)
-        except Exception as exc:
-            # Task boundary: the user's handler failed; the event is NACKed, the worker lives.
-            logger.warning(
-                "processor.handler_failed event_id=%s task_id=%s error=%s",
-                event.event_id,
-                task.task_id,
-                exc,
-                exc_info=True,
-            )
-            return outcome_of(exc)
-        finally:
-            self._running -= 1
-            took = clock.monotonic() - started
-            self._busy_s += took
-            self._busy_n += 1
-            self._since_estimate += 1
-            self._duration.observe(took)
-            if task.lease_expires_ms and task.lease_expires_ms < clock.wall_ms():
-                self._late += 1
-        return outcome_of(None)
 
     def _report(
         self, link: Link, generation: int, task: pb.Task, outcome: Outcome, *, hold: bool = False

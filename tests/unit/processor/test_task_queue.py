@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventgw.processor.task_queue import TaskQueue
 
@@ -58,3 +60,58 @@ async def test_take_all_and_remove_if() -> None:
     assert removed == [("a", 1), ("a", 3), ("a", 5)]
     assert q.take_all() == [("b", 0), ("b", 2), ("b", 4)]
     assert len(q) == 0
+
+
+async def test_get_nowait_takes_by_rank_and_gives_none_when_empty() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    assert q.get_nowait() is None
+    for rank, item in [(5, "p10"), (1, "p30"), (3, "p20")]:
+        q.put(rank, item)
+    assert [q.get_nowait() for _ in range(4)] == ["p30", "p20", "p10", None]
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    q.put(2, "handed")
+    assert q.get_nowait() is None, "handed to the waiting getter, never queued"
+    assert await getter == "handed"
+
+
+async def test_order_holds_across_the_whole_int64_rank_range() -> None:
+    q: TaskQueue[str] = TaskQueue()
+    ranks = [2**63 - 1, 0, -(2**63), 1_733_390_060_000, 1_733_390_060_000, -1, 2**63 - 1]
+    for i, rank in enumerate(ranks):
+        q.put(rank, f"{rank}#{i}")
+    expected = [f"{r}#{i}" for i, r in sorted(enumerate(ranks), key=lambda p: (p[1], p[0]))]
+    assert q.take_all() == expected
+    assert len(q) == 0
+    assert q.get_nowait() is None
+
+
+@given(
+    st.lists(st.tuples(st.integers(-3, 40), st.booleans(), st.booleans()), min_size=1, max_size=60)
+)
+def test_items_come_out_by_rank_then_arrival_whatever_the_put_order(
+    steps: list[tuple[int, bool, bool]],
+) -> None:
+    # Ranks mostly grow (the orchestrator's order) with some out of order; gets and removals
+    # interleave with puts: the queue always hands out its smallest (rank, arrival).
+    q: TaskQueue[tuple[int, int]] = TaskQueue()
+    model: list[tuple[int, int]] = []
+    rank = 0
+    for n, (step, take, remove) in enumerate(steps):
+        rank = rank + step if step >= 0 else step
+        q.put(rank, (rank, n))
+        model.append((rank, n))
+        if take:
+            model.sort()
+            assert q.get_nowait() == model.pop(0)
+        if remove and n % 7 == 0:
+            assert q.remove_if(lambda item: item[1] % 3 == 0) == sorted(
+                x for x in model if x[1] % 3 == 0
+            )
+            model = [x for x in model if x[1] % 3]
+        assert len(q) == len(model)
+    half = len(model) // 2
+    model.sort()
+    assert [q.get_nowait() for _ in range(half)] == model[:half]
+    assert q.take_all() == model[half:]
+    assert q.get_nowait() is None
