@@ -66,13 +66,7 @@ class TaskQueue(Generic[T]):
             if not waiter.done():
                 waiter.set_result(item)
                 return
-        key = (rank << _ARRIVAL_BITS) + next(self._order)  # _push, inline: once per task
-        self._items[key] = item
-        run = self._run
-        if not run or run[-1] < key:
-            run.append(key)
-        else:
-            heapq.heappush(self._heap, key)
+        self._push(rank, item)
 
     def _push(self, rank: int, item: T) -> None:
         key = (rank << _ARRIVAL_BITS) + next(self._order)

@@ -249,13 +249,15 @@ class LaneConsumer:
         self.paused -= {t for t, _ in partitions}
 
 
-def lane_fetcher(f: DispatcherFixture, consumer: LaneConsumer) -> LaneFetcher:
+def lane_fetcher(
+    f: DispatcherFixture, consumer: LaneConsumer, budget_bytes: int = 256 << 20
+) -> LaneFetcher:
     return LaneFetcher(
         consumer,  # type: ignore[arg-type]  # a fake of the consumer group
         f.d,
         {"p10": TOPICS.p10, "p30": TOPICS.p30},
         {"p10": 0.2, "p30": 0.8},
-        256 << 20,
+        budget_bytes,
         10_000,
         ready_s=2.0,
         min_ready=100,
@@ -294,17 +296,7 @@ async def test_a_poll_asks_for_what_fits_below_the_lowest_open_threshold() -> No
     f = DispatcherFixture()
     stop = asyncio.Event()
     consumer = LaneConsumer([[f.record(Priority.P30) for _ in range(10)], []], stop)
-    fetcher = LaneFetcher(
-        consumer,  # type: ignore[arg-type]  # a fake of the consumer group
-        f.d,
-        {"p10": TOPICS.p10, "p30": TOPICS.p30},
-        {"p10": 0.2, "p30": 0.8},
-        1 << 20,
-        10_000,
-        min_ready=100,
-        monotonic=f.clock.monotonic,
-    )
-    await fetcher.run(stop)
+    await lane_fetcher(f, consumer, budget_bytes=1 << 20).run(stop)
     size = f.d.buffer.bytes / 10  # each task's accounted bytes
     estimate = max(size, 0.8 * 1024 + 0.2 * size)  # the estimate moves a fifth of the way
     headroom = 0.2 * (1 << 20) - f.d.buffer.bytes  # P10's threshold is the lowest
